@@ -1,0 +1,278 @@
+"""The unreliable network: latency, loss, duplication, reordering and partitions.
+
+All behaviour is data: a base config, per-link overrides, and the faults the
+kernel switches on and off (partitions and loss/duplication/latency windows).
+Sending a message costs one SimPy heap entry (two when it is duplicated): a
+lightweight event whose single callback hands the message to the receiver.
+Effective per-link parameters are computed once and cached until the faults
+change, so the per-message path is a few dict lookups and comparisons.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from simpy.events import NORMAL
+
+from ..dists import Dist, buffered_sampler
+from ..rng import Streams
+from ..scenario import NetworkConfig
+
+__all__ = ["Network", "DROP_REASONS"]
+
+DROP_REASONS = ("partition", "loss", "sender_crashed", "receiver_crashed")
+
+
+class _LinkState:
+    __slots__ = ("latency", "loss", "duplicate", "reorder", "extra")
+
+    def __init__(self, latency: Callable[[], float], loss: float, duplicate: float, reorder: float,
+                 extra: tuple[Callable[[], float], ...]) -> None:
+        self.latency = latency
+        self.loss = loss
+        self.duplicate = duplicate
+        self.reorder = reorder
+        self.extra = extra
+
+
+class _Delivery:
+    """A message in flight: a minimal SimPy-schedulable event."""
+
+    __slots__ = ("callbacks", "_ok", "src", "dst", "msg", "epoch", "mid")
+
+
+class Network:
+    """Delivers messages between endpoints registered with :meth:`attach`."""
+
+    def __init__(self, env: Any, config: NetworkConfig, streams: Streams, *, trace: bool = False) -> None:
+        self.env = env
+        self.config = config
+        self.endpoints: dict[str, Any] = {}
+        self.home: dict[str, str] = {}
+        self._streams = streams
+        self._latency_rng = streams["latency"]
+        self._spike_rng = streams["latency_spike"]
+        self._u_loss = buffered_sampler_uniform(streams["loss"])
+        self._u_dup = buffered_sampler_uniform(streams["duplicate"])
+        self._u_reorder = buffered_sampler_uniform(streams["reorder"])
+        self._samplers: dict[tuple[str, Dist], Callable[[], float]] = {}
+        self._reorder_delay = self._sampler(config.reorder_delay)
+        self._links: dict[tuple[str, str], Any] = {}
+        for link in config.links:
+            self._links[(link.src, link.dst)] = link
+            if link.symmetric:
+                self._links[(link.dst, link.src)] = link
+        self._states: dict[tuple[str, str], _LinkState] = {}
+        self._blocked: dict[str, frozenset[str]] = {}
+        self._partitions: dict[object, tuple[tuple[frozenset[str], ...], bool]] = {}
+        self._overlays: dict[object, Any] = {}
+        self.side: dict[str, str] = {}
+        self.sent = 0
+        self.delivered = 0
+        self.duplicated = 0
+        self.dropped: Counter[str] = Counter()
+        self.sent_by_type: Counter[str] = Counter()
+        self._deliver_cb = [self._deliver]
+        self._trace: list[tuple] | None = [] if trace else None
+        self._late_drops: dict[int, tuple[float, str]] = {}
+        self._next_mid = 0
+
+    # -- topology --------------------------------------------------------------
+    def attach(self, endpoint: Any) -> None:
+        self.endpoints[endpoint.name] = endpoint
+        self.home[endpoint.name] = endpoint.home
+        self.side[endpoint.name] = "none"
+        if self._partitions:
+            self._recompute_partitions()
+
+    # -- sending -------------------------------------------------------------
+    def send(self, src: str, dst: str, msg: Any) -> None:
+        self.sent += 1
+        self.sent_by_type[msg.__class__.__name__] += 1
+        blocked = self._blocked
+        if blocked and src in blocked.get(dst, ()):
+            self._drop_at_send(src, dst, msg, "partition")
+            return
+        state = self._states.get((src, dst))
+        if state is None:
+            state = self._link_state(src, dst)
+        if state.loss and self._u_loss() < state.loss:
+            self._drop_at_send(src, dst, msg, "loss")
+            return
+        delay = state.latency()
+        if state.reorder and self._u_reorder() < state.reorder:
+            delay += self._reorder_delay()
+        for extra in state.extra:
+            delay += extra()
+        self._schedule(src, dst, msg, delay)
+        if state.duplicate and self._u_dup() < state.duplicate:
+            self.duplicated += 1
+            delay = state.latency()
+            for extra in state.extra:
+                delay += extra()
+            self._schedule(src, dst, msg, delay)
+
+    def _schedule(self, src: str, dst: str, msg: Any, delay: float) -> None:
+        d = _Delivery()
+        d.callbacks = self._deliver_cb  # SimPy replaces, never mutates, an event's list
+        d._ok = True
+        d.src = src
+        d.dst = dst
+        d.msg = msg
+        d.epoch = self.endpoints[dst].epoch
+        if self._trace is not None:
+            d.mid = self._next_mid
+            self._next_mid += 1
+            self._trace.append((d.mid, src, dst, msg.__class__.__name__, self.env.now, self.env.now + delay, "", repr(msg)))
+        self.env.schedule(d, NORMAL, delay)
+
+    def _deliver(self, d: _Delivery) -> None:
+        ep = self.endpoints[d.dst]
+        if ep.alive and ep.epoch == d.epoch:
+            self.delivered += 1
+            ep.receive(d.src, d.msg)
+        else:
+            self.dropped["receiver_crashed"] += 1
+            if self._trace is not None:
+                self._late_drops[d.mid] = (self.env.now, "receiver_crashed")
+
+    def _drop_at_send(self, src: str, dst: str, msg: Any, reason: str) -> None:
+        self.dropped[reason] += 1
+        if self._trace is not None:
+            mid = self._next_mid
+            self._next_mid += 1
+            self._trace.append((mid, src, dst, msg.__class__.__name__, self.env.now, float("nan"), reason, repr(msg)))
+
+    def trace_rows(self) -> list[tuple]:
+        """Trace rows: (id, src, dst, type, send, deliver, drop_reason, message)."""
+        if self._trace is None:
+            return []
+        rows = []
+        for row in self._trace:
+            late = self._late_drops.get(row[0])
+            if late is not None:
+                row = (*row[:5], float("nan"), late[1], row[7])
+            rows.append(row)
+        return rows
+
+    # -- effective link parameters ---------------------------------------------
+    def _sampler(self, dist: Dist, stream: str = "latency") -> Callable[[], float]:
+        key = (stream, dist)
+        sampler = self._samplers.get(key)
+        if sampler is None:
+            rng = self._latency_rng if stream == "latency" else self._spike_rng
+            sampler = self._samplers[key] = buffered_sampler(dist, rng)
+        return sampler
+
+    def _link_state(self, src: str, dst: str) -> _LinkState:
+        cfg = self.config
+        hs, hd = self.home[src], self.home[dst]
+        link = self._links.get((hs, hd))
+        latency = cfg.latency if link is None or link.latency is None else link.latency
+        loss = cfg.loss if link is None or link.loss is None else link.loss
+        dup = cfg.duplicate if link is None or link.duplicate is None else link.duplicate
+        reorder = cfg.reorder if link is None or link.reorder is None else link.reorder
+        keep_loss, keep_dup = 1.0 - loss, 1.0 - dup
+        extra: list[Callable[[], float]] = []
+        for fault in self._overlays.values():
+            if (fault.src is not None and fault.src != hs) or (fault.dst is not None and fault.dst != hd):
+                continue
+            if fault.tag == "loss":
+                keep_loss *= 1.0 - fault.probability
+            elif fault.tag == "duplicate":
+                keep_dup *= 1.0 - fault.probability
+            elif fault.tag == "latency_spike":
+                extra.append(self._sampler(fault.extra, "latency_spike"))
+        state = _LinkState(self._sampler(latency), 1.0 - keep_loss, 1.0 - keep_dup, reorder, tuple(extra))
+        self._states[(src, dst)] = state
+        return state
+
+    # -- faults (called by the kernel's fault injector) --------------------------
+    def add_overlay(self, key: object, fault: Any) -> None:
+        """Switch on a loss / duplicate / latency_spike window."""
+        self._overlays[key] = fault
+        self._states.clear()
+
+    def remove_overlay(self, key: object) -> None:
+        self._overlays.pop(key, None)
+        self._states.clear()
+
+    def add_partition(self, key: object, groups: Iterable[Iterable[str]], one_way: bool = False) -> None:
+        """Block traffic between node groups (nodes in no group form one more group).
+
+        One-way: only traffic *from* the first group to the rest is blocked.
+        Clients are on the side of their home node.
+        """
+        self._partitions[key] = (tuple(frozenset(g) for g in groups), one_way)
+        self._recompute_partitions()
+
+    def remove_partition(self, key: object) -> None:
+        self._partitions.pop(key, None)
+        self._recompute_partitions()
+
+    @property
+    def partitioned(self) -> bool:
+        return bool(self._partitions)
+
+    def can_reach(self, src: str, dst: str) -> bool:
+        """Whether a message from ``src`` to ``dst`` would pass the partitions now."""
+        return src not in self._blocked.get(dst, ())
+
+    def _group_index(self, groups: tuple[frozenset[str], ...], node: str) -> int:
+        for i, g in enumerate(groups):
+            if node in g:
+                return i
+        return len(groups)
+
+    def _recompute_partitions(self) -> None:
+        names = list(self.endpoints)
+        blocked: dict[str, set[str]] = {}
+        for groups, one_way in self._partitions.values():
+            gi = {n: self._group_index(groups, self.home[n]) for n in names}
+            for dst in names:
+                gd = gi[dst]
+                for src in names:
+                    gs = gi[src]
+                    if gs == gd:
+                        continue
+                    if one_way and gs != 0:
+                        continue
+                    blocked.setdefault(dst, set()).add(src)
+        self._blocked = {dst: frozenset(srcs) for dst, srcs in blocked.items()}
+        self._recompute_sides()
+
+    def _recompute_sides(self) -> None:
+        if not self._partitions:
+            self.side = {n: "none" for n in self.endpoints}
+            return
+        nodes = [n for n in self.endpoints if self.home[n] == n]
+        parent = {n: n for n in nodes}
+
+        def find(x: str) -> str:
+            while parent[x] != x:
+                parent[x] = parent[parent[x]]
+                x = parent[x]
+            return x
+
+        for a in nodes:
+            for b in nodes:
+                if a < b and self.can_reach(a, b) and self.can_reach(b, a):
+                    parent[find(a)] = find(b)
+        sizes = Counter(find(n) for n in nodes)
+        majority = {root for root, size in sizes.items() if size * 2 > len(nodes)}
+        label = {n: ("majority" if find(n) in majority else "minority") for n in nodes}
+        self.side = {n: label[self.home[n]] for n in self.endpoints}
+
+
+def buffered_sampler_uniform(rng: Any, block: int = 512) -> Callable[[], float]:
+    """Uniform [0, 1) numbers one at a time, drawn in vectorised blocks."""
+    buf: list[float] = []
+
+    def draw() -> float:
+        if not buf:
+            buf.extend(reversed(rng.random(block).tolist()))
+        return buf.pop()
+
+    return draw

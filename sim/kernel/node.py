@@ -1,0 +1,143 @@
+"""Endpoints (clients and nodes), handler dispatch, timers, crash and recovery.
+
+A node's protocol logic lives in deterministic handlers: ``handle_<MessageClass>
+(self, msg, src)`` for messages and plain methods for timers. State the
+protocol keeps in ``self.disk`` survives a crash; everything set up in
+:meth:`Node.boot` is volatile and is rebuilt when the node recovers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from simpy.core import URGENT
+from simpy.events import NORMAL
+
+if TYPE_CHECKING:
+    from .world import World
+
+__all__ = ["Endpoint", "Node", "Timer", "UnhandledMessage"]
+
+
+class UnhandledMessage(TypeError):
+    """A node received a message type it has no handler for (a protocol bug)."""
+
+
+class Timer:
+    """A pending callback; :meth:`cancel` stops it. Costs one SimPy heap entry.
+
+    A timer set before its owner crashed never fires (the owner's epoch changed).
+    """
+
+    __slots__ = ("callbacks", "_ok", "owner", "epoch", "fn", "args", "at", "cancelled")
+
+    def __init__(self, owner: Endpoint, delay: float, fn: Callable[..., Any], args: tuple, urgent: bool) -> None:
+        self._ok = True
+        self.owner = owner
+        self.epoch = owner.epoch
+        self.fn = fn
+        self.args = args
+        self.cancelled = False
+        env = owner.env
+        self.at = env.now + delay
+        self.callbacks = [self._fire]
+        env.schedule(self, URGENT if urgent else NORMAL, delay)  # type: ignore[arg-type]
+
+    def _fire(self, _event: object) -> None:
+        owner = self.owner
+        if not self.cancelled and owner.alive and owner.epoch == self.epoch:
+            self.fn(*self.args)
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+class Endpoint:
+    """Anything with a network address: a node or a client."""
+
+    def __init__(self, world: World, name: str, home: str | None = None) -> None:
+        self.world = world
+        self.env = world.env
+        self.name = name
+        self.home = home if home is not None else name
+        self.net = world.network
+        self.alive = True
+        self.epoch = 0
+        self._handlers: dict[type, Callable[[Any, str], None]] = {}
+
+    @property
+    def now(self) -> float:
+        return self.env.now
+
+    def send(self, dst: str, msg: Any) -> None:
+        """Hand ``msg`` to the network; a crashed endpoint sends nothing."""
+        if self.alive:
+            self.net.send(self.name, dst, msg)
+
+    def set_timer(self, delay: float, fn: Callable[..., Any], *args: Any) -> Timer:
+        """Call ``fn(*args)`` after ``delay`` ms unless cancelled or the owner crashes first."""
+        return Timer(self, delay, fn, args, False)
+
+    def receive(self, src: str, msg: Any) -> None:
+        handler = self._handlers.get(msg.__class__)
+        if handler is None:
+            handler = self._resolve(msg.__class__)
+        handler(msg, src)
+
+    def _resolve(self, cls: type) -> Callable[[Any, str], None]:
+        handler = getattr(self, "handle_" + cls.__name__, None)
+        if handler is None:
+            raise UnhandledMessage(f"{type(self).__name__} {self.name!r} has no handle_{cls.__name__}()")
+        self._handlers[cls] = handler
+        return handler
+
+    def start(self) -> None:
+        """Called once when the run starts."""
+
+
+class Node(Endpoint):
+    """A server node. Subclasses override :meth:`boot` and add ``handle_*`` methods."""
+
+    def __init__(self, world: World, name: str) -> None:
+        super().__init__(world, name)
+        self.disk: dict[str, Any] = {}
+        self.crashes = 0
+        self._clock_offset = 0.0
+        self._clock_rate = 1.0
+
+    def start(self) -> None:
+        self.boot()
+
+    def boot(self) -> None:
+        """Set up volatile state (at start and after every recovery), reading ``self.disk``."""
+
+    def on_crash(self) -> None:
+        """Hook called as the node crashes (its volatile state is about to be discarded)."""
+
+    def crash(self) -> None:
+        if not self.alive:
+            return
+        self.on_crash()
+        self.alive = False
+        self.epoch += 1
+        self.crashes += 1
+        self.world.record_node_event(self.name, "crash")
+
+    def recover(self) -> None:
+        if self.alive:
+            return
+        self.alive = True
+        self.epoch += 1
+        self.world.record_node_event(self.name, "recover")
+        self.boot()
+
+    # -- local clock (skew and drift come from the fault schedule) -------------
+    def clock(self) -> float:
+        """This node's local clock reading in ms (simulated time, skewed)."""
+        return self._clock_offset + self._clock_rate * self.env.now
+
+    def set_clock_skew(self, offset: float, drift: float) -> None:
+        """From now on the clock reads ``offset + (1 + drift) * t``."""
+        self._clock_offset = offset
+        self._clock_rate = 1.0 + drift

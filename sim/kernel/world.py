@@ -1,0 +1,91 @@
+"""The world: one SimPy environment, its random streams, network, nodes, clients and faults."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import simpy
+
+from ..faultspec import Fault
+from ..history import History
+from ..rng import Streams
+from ..scenario import Scenario
+from .faults import FaultInjector, resolve_schedule
+from .network import Network
+
+__all__ = ["World"]
+
+
+class World:
+    """Builds everything a scenario describes; :meth:`run` runs it to the end."""
+
+    def __init__(self, scenario: Scenario, seed: int | None = None) -> None:
+        from ..workload.clients import make_clients
+
+        self.scenario = scenario
+        self.seed = scenario.run.seed if seed is None else seed
+        self.env = simpy.Environment()
+        self.streams = Streams(self.seed)
+        self.network = Network(self.env, scenario.network, self.streams, trace=scenario.run.trace)
+        self.history = History()
+        self.node_events: list[tuple[float, str, str]] = []
+        self.fault_events: list[tuple[float, str, str, str]] = []
+        self._op_id = 0
+        self._value = 0
+        self._drained: simpy.Event | None = None
+        self.nodes = scenario.protocol.build_nodes(self)
+        for node in self.nodes.values():
+            self.network.attach(node)
+        self.clients = make_clients(self)
+        for client in self.clients:
+            self.network.attach(client)
+        rng = self.streams["faults"]
+        schedule: list[Fault] = list(scenario.faults.schedule)
+        if scenario.faults.random is not None:
+            schedule += scenario.faults.random.generate(scenario.nodes, scenario.run.duration, rng)
+        self.faults = resolve_schedule(schedule, scenario.nodes, rng)
+        self.injector = FaultInjector(self, self.faults)
+
+    # -- ids ------------------------------------------------------------------
+    def next_op_id(self) -> int:
+        self._op_id += 1
+        return self._op_id
+
+    def next_value(self) -> int:
+        """A fresh value for a write: unique within the run, so checkers can tell writes apart."""
+        self._value += 1
+        return self._value
+
+    # -- records --------------------------------------------------------------
+    def record_node_event(self, node: str, event: str) -> None:
+        self.node_events.append((self.env.now, node, event))
+
+    def record_fault_event(self, fault: Fault, event: str) -> None:
+        self.fault_events.append((self.env.now, fault.tag, event, repr(fault)))
+
+    def op_finished(self) -> None:
+        if self._drained is not None and self.history.pending == 0 and not self._drained.triggered:
+            self._drained.succeed()
+
+    # -- running --------------------------------------------------------------
+    def run(self) -> None:
+        env = self.env
+        for node in self.nodes.values():
+            node.start()
+        for client in self.clients:
+            client.start()
+        self.injector.start()
+        duration = self.scenario.run.duration
+        env.run(until=duration)
+        if self.history.pending:
+            self._drained = env.event()
+            end = env.timeout(self.scenario.end_time - duration)
+            end.callbacks.append(lambda _e: None if self._drained.triggered else self._drained.succeed())
+            env.run(until=self._drained)
+
+    @property
+    def now(self) -> float:
+        return self.env.now
+
+    def protocol_summary(self) -> dict[str, Any]:
+        return self.scenario.protocol.summary(self)

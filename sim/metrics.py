@@ -1,0 +1,130 @@
+"""From a history (and the fault record) to the numbers of DESIGN.md section 4.
+
+Only operations invoked in ``[warmup, duration)`` count. Availability is the
+fraction of operations issued to a node that was up that completed ``ok``
+within the client's timeout; it is also split by the client's partition side
+at invoke (``none``: no partition active; ``majority``; ``minority``).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["measured", "availability", "latency_stats", "timeline", "summarize", "PERCENTILES"]
+
+PERCENTILES = (("p50", 50.0), ("p95", 95.0), ("p99", 99.0), ("p999", 99.9))
+SIDES = ("none", "majority", "minority")
+
+
+def measured(history: pd.DataFrame, warmup: float, duration: float) -> pd.DataFrame:
+    """The operations that count: invoked in ``[warmup, duration)``."""
+    inv = history["invoke"]
+    return history[(inv >= warmup) & (inv < duration)]
+
+
+def availability(ops: pd.DataFrame) -> float:
+    """Fraction of operations to an up node that completed ``ok`` (NaN if there are none)."""
+    eligible = ops[ops["node_up"]]
+    if len(eligible) == 0:
+        return math.nan
+    return float((eligible["outcome"] == "ok").mean())
+
+
+def latency_stats(ops: pd.DataFrame) -> dict[str, float]:
+    """Percentiles and mean of invoke-to-complete time of ``ok`` operations (ms)."""
+    ok = ops[ops["outcome"] == "ok"]
+    lat = (ok["complete"] - ok["invoke"]).to_numpy(dtype=float)
+    out: dict[str, float] = {"count": int(len(lat))}
+    if len(lat) == 0:
+        out.update({name: math.nan for name, _ in PERCENTILES})
+        out["mean"] = math.nan
+        return out
+    qs = np.percentile(lat, [q for _, q in PERCENTILES])
+    out.update({name: float(v) for (name, _), v in zip(PERCENTILES, qs)})
+    out["mean"] = float(lat.mean())
+    return out
+
+
+def _covered(intervals: list[tuple[float, float]], lo: float, hi: float) -> float:
+    """Length of ``[lo, hi)`` covered by the union of ``intervals``."""
+    total, cur_lo, cur_hi = 0.0, None, None
+    for a, b in sorted((max(a, lo), min(b, hi)) for a, b in intervals):
+        if b <= a:
+            continue
+        if cur_hi is None or a > cur_hi:
+            if cur_hi is not None:
+                total += cur_hi - cur_lo
+            cur_lo, cur_hi = a, b
+        else:
+            cur_hi = max(cur_hi, b)
+    if cur_hi is not None:
+        total += cur_hi - cur_lo
+    return total
+
+
+def timeline(history: pd.DataFrame, faults: pd.DataFrame, duration: float, window: float) -> pd.DataFrame:
+    """Per time window: operations, outcomes, availability (overall and per side), and
+    the fraction of the window spent partitioned and with some node crashed."""
+    edges = np.arange(0.0, duration + window, window)
+    edges = edges[edges <= duration + 1e-9]
+    if edges[-1] < duration:
+        edges = np.append(edges, duration)
+    parts = [(r.start, r.end) for r in faults.itertuples() if r.kind == "partition"]
+    crashes = [(r.start, r.end) for r in faults.itertuples() if r.kind == "crash"]
+    ops = history[history["invoke"] < duration]
+    idx = np.searchsorted(edges, ops["invoke"].to_numpy(), side="right") - 1
+    rows = []
+    for i in range(len(edges) - 1):
+        lo, hi = float(edges[i]), float(edges[i + 1])
+        w = ops[idx == i]
+        row: dict[str, Any] = {
+            "start": lo,
+            "end": hi,
+            "ops": len(w),
+            "ok": int((w["outcome"] == "ok").sum()),
+            "fail": int((w["outcome"] == "fail").sum()),
+            "info": int((w["outcome"] == "info").sum()),
+            "availability": availability(w),
+        }
+        for side in SIDES[1:]:
+            row[f"availability_{side}"] = availability(w[w["side"] == side])
+        row["partitioned"] = _covered(parts, lo, hi) / (hi - lo)
+        row["crashed"] = _covered(crashes, lo, hi) / (hi - lo)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def summarize(history: pd.DataFrame, *, warmup: float, duration: float, network: Any,
+              faults: pd.DataFrame, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The flat summary dict of one run (keys like ``latency.read.p99``)."""
+    ops = measured(history, warmup, duration)
+    s: dict[str, Any] = {
+        "ops": int(len(ops)),
+        "ok": int((ops["outcome"] == "ok").sum()),
+        "fail": int((ops["outcome"] == "fail").sum()),
+        "info": int((ops["outcome"] == "info").sum()),
+        "availability": availability(ops),
+    }
+    for side in SIDES:
+        on_side = ops[ops["side"] == side]
+        s[f"ops.{side}"] = int(len(on_side))
+        s[f"availability.{side}"] = availability(on_side)
+    span_s = (duration - warmup) / 1000.0
+    s["throughput"] = s["ok"] / span_s if span_s > 0 else math.nan
+    for op in ("read", "write"):
+        for k, v in latency_stats(ops[ops["op"] == op]).items():
+            s[f"latency.{op}.{k}"] = v
+    s["messages.sent"] = int(network.sent)
+    s["messages.delivered"] = int(network.delivered)
+    s["messages.duplicated"] = int(network.duplicated)
+    for reason in ("partition", "loss", "sender_crashed", "receiver_crashed"):
+        s[f"messages.dropped.{reason}"] = int(network.dropped.get(reason, 0))
+    s["messages.per_op"] = network.sent / len(history) if len(history) else math.nan
+    s["faults"] = int(len(faults))
+    if extra:
+        s.update(extra)
+    return s

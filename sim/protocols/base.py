@@ -1,0 +1,46 @@
+"""The protocol family: ``protocol.name`` in a scenario selects one of these configs."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from ..tagged import Tagged
+
+if TYPE_CHECKING:
+    from ..kernel.node import Node
+    from ..kernel.world import World
+    from ..scenario import Scenario
+
+__all__ = ["ProtocolConfig", "protocol_names"]
+
+
+class ProtocolConfig(Tagged):
+    """Base of every protocol's frozen config.
+
+    A protocol config knows how to build the protocol's nodes in a world
+    (``build_nodes``), which node names it refers to (``node_refs``), and may
+    check itself against the whole scenario (``check_scenario``, e.g. R <= N).
+    """
+
+    tag_key: ClassVar[str] = "name"
+    builtin_modules: ClassVar[tuple[str, ...]] = (
+        "sim.protocols.single_copy",
+        "sim.protocols.fifo_queue",
+    )
+
+    def node_refs(self) -> list[tuple[str, str]]:
+        return []
+
+    def check_scenario(self, scenario: Scenario, path: str) -> None:
+        """Raise ScenarioError if this protocol cannot run on ``scenario``."""
+
+    def build_nodes(self, world: World) -> dict[str, Node]:
+        raise NotImplementedError
+
+    def summary(self, world: World) -> dict[str, Any]:
+        """Protocol counters to add to the run summary (flat ``name: number``)."""
+        return {}
+
+
+def protocol_names() -> list[str]:
+    return sorted(ProtocolConfig.members())

@@ -1,0 +1,66 @@
+"""A single-copy key-value store: one node owns all the data, no replication.
+
+The simplest "CP" system: while the owner is reachable every operation is
+linearizable; clients cut off from it (or whose proxy node is) get nothing.
+Other nodes forward requests to the owner (``forward = true``) or refuse them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from ..config import fld
+from ..kernel.messages import ClientReply, ClientRequest
+from .base import ProtocolConfig
+from .proxy import ProxyNode
+
+__all__ = ["SingleCopyConfig", "SingleCopyNode"]
+
+
+@ProtocolConfig.register
+@dataclass(frozen=True, kw_only=True)
+class SingleCopyConfig(ProtocolConfig):
+    """``owner`` (default: the first node) holds the data, on disk when ``durable``."""
+
+    tag: ClassVar[str] = "single_copy"
+    owner: str | None = fld(None)
+    forward: bool = fld(True)
+    durable: bool = fld(True)
+
+    def node_refs(self):
+        return [("owner", self.owner)] if self.owner is not None else []
+
+    def build_nodes(self, world):
+        owner = self.owner or world.scenario.nodes[0]
+        return {name: SingleCopyNode(world, name, owner, self) for name in world.scenario.nodes}
+
+    def summary(self, world) -> dict[str, Any]:
+        owner = world.nodes[self.owner or world.scenario.nodes[0]]
+        return {"protocol.reads": owner.reads, "protocol.writes": owner.writes}
+
+
+class SingleCopyNode(ProxyNode):
+    def __init__(self, world, name: str, owner: str, cfg: SingleCopyConfig) -> None:
+        super().__init__(world, name)
+        self.server = owner
+        self.forward = cfg.forward
+        self.durable = cfg.durable
+        self.reads = 0
+        self.writes = 0
+
+    def boot(self) -> None:
+        super().boot()
+        if self.durable:
+            self.data = self.disk.setdefault("data", {})
+        else:
+            self.data = {}
+
+    def serve(self, request: ClientRequest, reply) -> None:
+        if request.op == "write":
+            self.data[request.key] = request.value
+            self.writes += 1
+            reply(ClientReply(request.op_id, True))
+        else:
+            self.reads += 1
+            reply(ClientReply(request.op_id, True, self.data.get(request.key)))

@@ -1,0 +1,98 @@
+"""The result of one run: the resolved scenario, the seed, tables and a summary."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from .scenario import Scenario
+
+__all__ = ["Result"]
+
+_TABLES = ("history", "timeline", "faults", "messages", "node_events", "trace")
+
+
+@dataclass
+class Result:
+    """What :func:`sim.run` returns; :meth:`save` / :meth:`load` round-trip it through a folder.
+
+    ``scenario`` is the fully resolved scenario (every default filled in, the
+    seed actually used), so a result explains itself.
+    """
+
+    scenario: Scenario
+    seed: int
+    runtime: float
+    history: pd.DataFrame
+    timeline: pd.DataFrame
+    faults: pd.DataFrame
+    messages: pd.DataFrame
+    node_events: pd.DataFrame
+    summary: dict[str, Any]
+    trace: pd.DataFrame | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        s = self.summary
+        return (f"<Result {self.scenario.name!r} seed={self.seed} ops={s.get('ops')} "
+                f"availability={s.get('availability', math.nan):.3f} runtime={self.runtime:.2f}s>")
+
+    def save(self, folder: str | Path) -> Path:
+        """Write scenario.toml, summary.json, meta.json and one CSV per table."""
+        out = Path(folder)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "scenario.toml").write_text(self.scenario.to_toml(), encoding="utf-8")
+        (out / "summary.json").write_text(json.dumps(_jsonable(self.summary), indent=2) + "\n", encoding="utf-8")
+        meta = {"seed": self.seed, "runtime": self.runtime, **self.meta}
+        (out / "meta.json").write_text(json.dumps(_jsonable(meta), indent=2) + "\n", encoding="utf-8")
+        for name in _TABLES:
+            table = getattr(self, name)
+            if table is None:
+                continue
+            if name == "history":
+                table = table.assign(value=table["value"].map(json.dumps))
+            table.to_csv(out / f"{name}.csv", index=False)
+        return out
+
+    @classmethod
+    def load(cls, folder: str | Path) -> Result:
+        src = Path(folder)
+        scenario = Scenario.from_toml(src / "scenario.toml")
+        summary = json.loads((src / "summary.json").read_text(encoding="utf-8"))
+        summary = {k: (math.nan if v is None else v) for k, v in summary.items()}
+        meta = json.loads((src / "meta.json").read_text(encoding="utf-8"))
+        tables: dict[str, Any] = {}
+        for name in _TABLES:
+            path = src / f"{name}.csv"
+            if not path.exists():
+                tables[name] = None
+                continue
+            if name == "history":
+                df = pd.read_csv(path, dtype={"value": str, "error": object, "side": str, "client": str,
+                                              "op": str, "node": str, "outcome": str},
+                                 keep_default_na=False, na_values={"complete": ["", "NaN", "nan"]})
+                df["value"] = df["value"].map(json.loads).astype(object)
+                df["error"] = df["error"].map(lambda e: None if e == "" else e).astype(object)
+                df["complete"] = df["complete"].astype(float)
+                df["key"] = df["key"].astype(object)
+                tables[name] = df
+            else:
+                tables[name] = pd.read_csv(path)
+        seed = int(meta.pop("seed"))
+        runtime = float(meta.pop("runtime"))
+        return cls(scenario=scenario, seed=seed, runtime=runtime, summary=summary, meta=meta, **tables)
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if hasattr(obj, "item"):
+        return _jsonable(obj.item())
+    return obj

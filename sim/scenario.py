@@ -1,0 +1,282 @@
+"""The scenario: one frozen, validated description of a run.
+
+Build it from Python, a dict or a TOML file; every field is checked when the
+scenario is built and a problem raises :class:`ScenarioError` naming the field
+path. Variants are new objects (``dataclasses.replace`` or
+:meth:`Scenario.variant`); a scenario is never mutated.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import tomli_w
+
+from .config import Duration, MaybeInfDuration, at_least, build, fld, nonneg, positive, prob, to_plain
+from .dists import Constant, Dist, Exponential
+from .errors import ScenarioError
+from .faultspec import FaultsConfig
+from .protocols.base import ProtocolConfig
+
+__all__ = [
+    "Scenario",
+    "ClusterConfig",
+    "NetworkConfig",
+    "LinkConfig",
+    "WorkloadConfig",
+    "RunConfig",
+    "ScenarioError",
+]
+
+
+@dataclass(frozen=True, kw_only=True)
+class ClusterConfig:
+    """The server nodes. Give ``nodes = [...]`` names or ``count = N`` (named n1..nN)."""
+
+    nodes: tuple[str, ...] = fld(("n1", "n2", "n3"))
+
+    @classmethod
+    def _preprocess(cls, data: dict[str, Any], path: str) -> dict[str, Any]:
+        if "count" in data:
+            count = data.pop("count")
+            cpath = f"{path}.count"
+            if isinstance(count, bool) or not isinstance(count, int) or count < 1 or count > 10_000:
+                raise ScenarioError(cpath, f"must be an integer in [1, 10000], got {count!r}")
+            names = tuple(f"n{i + 1}" for i in range(count))
+            if "nodes" in data and list(data["nodes"]) != list(names) and len(data["nodes"]) != count:
+                raise ScenarioError(cpath, f"disagrees with nodes ({len(data['nodes'])} names)")
+            data.setdefault("nodes", names)
+        return data
+
+    def _validate(self, path: str) -> None:
+        if not self.nodes:
+            raise ScenarioError(f"{path}.nodes", "must name at least one node")
+        seen: set[str] = set()
+        for i, name in enumerate(self.nodes):
+            if not name or not name.replace("-", "").replace("_", "").isalnum():
+                raise ScenarioError(f"{path}.nodes[{i}]", f"must be a non-empty name of letters, digits, '-' or '_', got {name!r}")
+            if name in seen:
+                raise ScenarioError(f"{path}.nodes[{i}]", f"duplicate node name {name!r}")
+            seen.add(name)
+
+
+@dataclass(frozen=True, kw_only=True)
+class LinkConfig:
+    """Overrides for the link ``src -> dst`` (and ``dst -> src`` when ``symmetric``)."""
+
+    src: str = fld()
+    dst: str = fld()
+    symmetric: bool = fld(True)
+    latency: Dist | None = fld(None)
+    loss: float | None = fld(None, check=prob)
+    duplicate: float | None = fld(None, check=prob)
+    reorder: float | None = fld(None, check=prob)
+
+    def _validate(self, path: str) -> None:
+        if self.src == self.dst:
+            raise ScenarioError(f"{path}.dst", f"must differ from src ({self.src!r})")
+
+
+@dataclass(frozen=True, kw_only=True)
+class NetworkConfig:
+    """Default link behaviour and per-link overrides.
+
+    ``reorder`` is the probability that a message gets an extra delay drawn
+    from ``reorder_delay``, which lets later messages overtake it.
+    """
+
+    latency: Dist = fld(Constant(1.0))
+    loss: float = fld(0.0, check=prob)
+    duplicate: float = fld(0.0, check=prob)
+    reorder: float = fld(0.0, check=prob)
+    reorder_delay: Dist = fld(Exponential(10.0))
+    links: tuple[LinkConfig, ...] = fld(())
+
+    def _validate(self, path: str) -> None:
+        seen: dict[tuple[str, str], int] = {}
+        for i, link in enumerate(self.links):
+            pairs = [(link.src, link.dst)] + ([(link.dst, link.src)] if link.symmetric else [])
+            for pair in pairs:
+                if pair in seen:
+                    raise ScenarioError(f"{path}.links[{i}]", f"link {pair[0]} -> {pair[1]} is already set by links[{seen[pair]}]")
+                seen[pair] = i
+
+    def node_refs(self) -> list[tuple[str, str]]:
+        return [(f"links[{i}].{k}", getattr(link, k)) for i, link in enumerate(self.links) for k in ("src", "dst")]
+
+
+@dataclass(frozen=True, kw_only=True)
+class WorkloadConfig:
+    """Clients and the operations they issue.
+
+    Clients are named c0, c1, ...; client i lives next to node ``homes[i % len(homes)]``
+    (default: the cluster's nodes in turn), which decides its partition side.
+    ``target`` picks the node each operation goes to: ``home``, ``random`` (per
+    operation), ``round_robin`` or ``fixed`` (``target_node``).
+    """
+
+    clients: int = fld(4, check=at_least(0))
+    homes: tuple[str, ...] = fld(())
+    mode: Literal["open", "closed"] = fld("open")
+    rate: float = fld(10.0, check=positive)
+    think_time: Dist = fld(Constant(0.0))
+    keys: int = fld(10, check=at_least(1))
+    key_dist: Literal["uniform", "zipf"] = fld("uniform")
+    zipf_s: float = fld(1.0, check=positive)
+    read_fraction: float = fld(0.5, check=prob)
+    timeout: MaybeInfDuration = fld(1000.0, check=positive)
+    target: Literal["home", "random", "round_robin", "fixed"] = fld("home")
+    target_node: str | None = fld(None)
+    start: Duration = fld(0.0)
+
+    def _validate(self, path: str) -> None:
+        if self.target == "fixed" and self.target_node is None:
+            raise ScenarioError(f"{path}.target_node", "is required when target = 'fixed'")
+        if self.target != "fixed" and self.target_node is not None:
+            raise ScenarioError(f"{path}.target_node", f"only applies to target = 'fixed', not {self.target!r}")
+        if self.clients > 100_000:
+            raise ScenarioError(f"{path}.clients", f"must be <= 100000, got {self.clients}")
+
+    def node_refs(self) -> list[tuple[str, str]]:
+        refs = [(f"homes[{i}]", n) for i, n in enumerate(self.homes)]
+        if self.target_node is not None:
+            refs.append(("target_node", self.target_node))
+        return refs
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunConfig:
+    """How long to run, what to measure, and the root seed.
+
+    Clients issue operations in ``[workload.start, duration)``; metrics count
+    those invoked at or after ``warmup``. After ``duration`` the run goes on
+    for at most ``drain`` (default: the client timeout, or ``duration`` when the
+    timeout is infinite) so that operations in flight can finish.
+    """
+
+    duration: Duration = fld(10_000.0, check=positive)
+    warmup: Duration = fld(0.0)
+    seed: int = fld(1, check=nonneg)
+    drain: Duration | None = fld(None)
+    trace: bool = fld(False)
+    timeline_window: Duration | None = fld(None, check=positive)
+
+    def _validate(self, path: str) -> None:
+        if self.warmup >= self.duration:
+            raise ScenarioError(f"{path}.warmup", f"must be shorter than duration ({self.duration} ms), got {self.warmup} ms")
+        if self.seed > 2**63 - 1:
+            raise ScenarioError(f"{path}.seed", f"must be < 2**63, got {self.seed}")
+        if self.duration > 1e12:
+            raise ScenarioError(f"{path}.duration", f"must be at most 1e12 ms, got {self.duration}")
+
+
+def _default_protocol() -> ProtocolConfig:
+    return ProtocolConfig.from_plain({"name": "single_copy"}, "protocol")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Scenario:
+    """Everything that defines a run; see the README for the TOML form."""
+
+    name: str = fld("scenario")
+    description: str = fld("")
+    cluster: ClusterConfig = fld(ClusterConfig())
+    network: NetworkConfig = fld(NetworkConfig())
+    faults: FaultsConfig = fld(FaultsConfig())
+    workload: WorkloadConfig = fld(WorkloadConfig())
+    protocol: ProtocolConfig = dataclasses.field(default_factory=_default_protocol, metadata={"check": None})
+    run: RunConfig = fld(RunConfig())
+
+    def _validate(self, path: str) -> None:
+        nodes = set(self.cluster.nodes)
+        parts: list[tuple[str, Any]] = [
+            ("network", self.network),
+            ("faults", self.faults),
+            ("workload", self.workload),
+            ("protocol", self.protocol),
+        ]
+        for section, part in parts:
+            for field, name in part.node_refs():
+                if name not in nodes:
+                    raise ScenarioError(
+                        f"{section}.{field}",
+                        f"unknown node {name!r}; cluster nodes are {', '.join(self.cluster.nodes)}",
+                    )
+        self.protocol.check_scenario(self, "protocol")
+
+    # -- construction -------------------------------------------------------
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Scenario:
+        """Build and validate a scenario from plain data (as read from TOML)."""
+        return build(cls, data, "")
+
+    @classmethod
+    def from_toml(cls, path: str | Path) -> Scenario:
+        """Read a scenario from a TOML file."""
+        p = Path(path)
+        try:
+            text = p.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise ScenarioError(str(p), "file not found") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ScenarioError(str(p), f"cannot read: {exc}") from None
+        return cls.from_toml_string(text, source=str(p))
+
+    @classmethod
+    def from_toml_string(cls, text: str, source: str = "<string>") -> Scenario:
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise ScenarioError(source, f"invalid TOML: {exc}") from None
+        return cls.from_dict(data)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data that :meth:`from_dict` turns back into an equal scenario."""
+        return to_plain(self)
+
+    def to_toml(self) -> str:
+        return tomli_w.dumps(self.to_dict())
+
+    def variant(self, updates: Mapping[str, Any] | None = None, **kw: Any) -> Scenario:
+        """A validated copy with dotted-path updates, e.g. ``{"network.loss": 0.1}``.
+
+        Keyword arguments use ``__`` for dots: ``variant(run__seed=3)``.
+        """
+        data = self.to_dict()
+        items = dict(updates or {})
+        items.update({k.replace("__", "."): v for k, v in kw.items()})
+        for dotted, value in items.items():
+            set_path(data, dotted, to_plain(value))
+        return Scenario.from_dict(data)
+
+    @property
+    def nodes(self) -> tuple[str, ...]:
+        return self.cluster.nodes
+
+    @property
+    def end_time(self) -> float:
+        """When the run stops: duration plus the drain period."""
+        drain = self.run.drain
+        if drain is None:
+            drain = self.workload.timeout if math.isfinite(self.workload.timeout) else self.run.duration
+        return self.run.duration + drain
+
+
+def set_path(data: dict[str, Any], dotted: str, value: Any) -> None:
+    """Set ``data["a"]["b"] = value`` for ``dotted == "a.b"``, creating tables as needed."""
+    keys = dotted.split(".")
+    node = data
+    for i, key in enumerate(keys[:-1]):
+        nxt = node.get(key)
+        if nxt is None:
+            nxt = node[key] = {}
+        if not isinstance(nxt, dict):
+            raise ScenarioError(".".join(keys[: i + 1]), "is not a table, cannot set a key inside it")
+        node = nxt
+    node[keys[-1]] = value

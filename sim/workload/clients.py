@@ -1,0 +1,138 @@
+"""Workload clients.
+
+Each client is a network endpoint next to its home node. Open-loop clients
+issue operations at Poisson times (rate per second, whatever the replies);
+closed-loop clients issue the next operation a think time after the previous
+one completed. Every operation ends ``ok``, ``fail`` or, on timeout, ``info``.
+Each client draws from its own streams (``arrivals/<client>``,
+``ops/<client>``), so nothing else in the run shifts its arrival times.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..kernel.messages import ClientReply, ClientRequest
+from ..kernel.node import Endpoint
+
+if TYPE_CHECKING:
+    from ..kernel.world import World
+    from ..scenario import WorkloadConfig
+
+__all__ = ["Client", "make_clients", "KeyChooser"]
+
+
+class KeyChooser:
+    """Keys 0..n-1, uniform or zipf(s) (key 0 most popular)."""
+
+    def __init__(self, n: int, dist: str, s: float) -> None:
+        self.n = n
+        if dist == "zipf":
+            w = 1.0 / np.arange(1, n + 1) ** s
+            self.cdf: np.ndarray | None = np.cumsum(w / w.sum())
+            self.cdf[-1] = 1.0
+        else:
+            self.cdf = None
+
+    def choose(self, rng: np.random.Generator) -> int:
+        if self.cdf is None:
+            return int(rng.integers(self.n))
+        return int(np.searchsorted(self.cdf, rng.random(), side="right"))
+
+
+class Client(Endpoint):
+    def __init__(self, world: World, name: str, index: int, home: str, cfg: WorkloadConfig,
+                 keys: KeyChooser) -> None:
+        super().__init__(world, name, home)
+        self.index = index
+        self.cfg = cfg
+        self.keys = keys
+        self._arrivals = world.streams[f"arrivals/{name}"]
+        self._ops = world.streams[f"ops/{name}"]
+        self._pending: dict[int, tuple[int, Any]] = {}
+        self._rr = index
+        self._stop = world.scenario.run.duration
+        nodes = world.scenario.cluster.nodes
+        self._nodes = nodes
+        self._interarrival_mean = 1000.0 / cfg.rate
+
+    def start(self) -> None:
+        if self.cfg.mode == "open":
+            self._schedule_arrival(self.cfg.start)
+        else:
+            self._schedule_next(self.cfg.start)
+
+    # -- arrivals -------------------------------------------------------------
+    def _schedule_arrival(self, after: float) -> None:
+        t = after + float(self._arrivals.exponential(self._interarrival_mean))
+        if t < self._stop:
+            self.set_timer(t - self.now, self._open_arrival)
+
+    def _open_arrival(self) -> None:
+        self.invoke()
+        self._schedule_arrival(self.now)
+
+    def _schedule_next(self, at: float) -> None:
+        think = float(self.cfg.think_time.sample(self._arrivals))
+        t = at + think
+        if t < self._stop:
+            self.set_timer(t - self.now, self.invoke)
+
+    # -- operations -------------------------------------------------------------
+    def _target(self) -> str:
+        cfg = self.cfg
+        if cfg.target == "home":
+            return self.home
+        if cfg.target == "fixed":
+            return cfg.target_node  # type: ignore[return-value]
+        if cfg.target == "random":
+            return self._nodes[int(self._ops.integers(len(self._nodes)))]
+        self._rr = (self._rr + 1) % len(self._nodes)
+        return self._nodes[self._rr]
+
+    def invoke(self) -> None:
+        world = self.world
+        rng = self._ops
+        op = "read" if rng.random() < self.cfg.read_fraction else "write"
+        key = self.keys.choose(rng)
+        target = self._target()
+        value = world.next_value() if op == "write" else None
+        op_id = world.next_op_id()
+        node_up = world.nodes[target].alive
+        row = world.history.invoke(op_id, self.name, op, key, value, self.now, target,
+                                   self.net.side[self.name], node_up)
+        timer = None
+        if math.isfinite(self.cfg.timeout):
+            timer = self.set_timer(self.cfg.timeout, self._timeout, op_id)
+        self._pending[op_id] = (row, timer)
+        self.send(target, ClientRequest(op_id, op, key, value))
+
+    def handle_ClientReply(self, msg: ClientReply, src: str) -> None:
+        entry = self._pending.pop(msg.op_id, None)
+        if entry is None:  # a late or duplicated reply
+            return
+        row, timer = entry
+        if timer is not None:
+            timer.cancel()
+        self._finish(row, "ok" if msg.ok else "fail", msg.value, msg.error)
+
+    def _timeout(self, op_id: int) -> None:
+        entry = self._pending.pop(op_id, None)
+        if entry is not None:
+            self._finish(entry[0], "info", None, "timeout")
+
+    def _finish(self, row: int, outcome: str, value: Any, error: str | None) -> None:
+        self.world.history.complete(row, self.now, outcome, value, error)
+        self.world.op_finished()
+        if self.cfg.mode == "closed":
+            self._schedule_next(self.now)
+
+
+def make_clients(world: World) -> list[Client]:
+    cfg = world.scenario.workload
+    homes = cfg.homes or world.scenario.cluster.nodes
+    keys = KeyChooser(cfg.keys, cfg.key_dist, cfg.zipf_s)
+    return [Client(world, f"c{i}", i, homes[i % len(homes)], cfg, keys) for i in range(cfg.clients)]
