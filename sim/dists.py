@@ -41,6 +41,7 @@ __all__ = [
     "Empirical",
     "parse_dist",
     "buffered_sampler",
+    "uniform_sampler",
     "DIST_FAMILIES",
 ]
 
@@ -210,14 +211,19 @@ class Pareto(Dist):
 
 @dataclass(frozen=True, slots=True)
 class Mixture(Dist):
-    """A weighted mixture; weights are normalised to sum to 1."""
+    """A weighted mixture; weights are relative (they need not sum to 1)."""
 
     weights: tuple[float, ...]
     components: tuple[Dist, ...]
     family: ClassVar[str] = "mixture"
 
+    @property
+    def probabilities(self) -> np.ndarray:
+        w = np.asarray(self.weights, dtype=float)
+        return w / w.sum()
+
     def sample(self, rng, size=None):
-        p = np.asarray(self.weights)
+        p = self.probabilities
         if size is None:
             k = int(rng.choice(len(p), p=p))
             return float(self.components[k].sample(rng))
@@ -232,7 +238,7 @@ class Mixture(Dist):
 
     @property
     def mean(self) -> float:
-        return float(sum(w * c.mean for w, c in zip(self.weights, self.components)))
+        return float(sum(p * c.mean for p, c in zip(self.probabilities, self.components)))
 
     def to_dict(self):
         return {
@@ -257,8 +263,7 @@ class Mixture(Dist):
                 raise ScenarioError(f"{cpath}.weight", f"must be > 0, got {w}")
             weights.append(w)
             dists.append(parse_dist(comp, cpath))
-        total = sum(weights)
-        return cls(tuple(w / total for w in weights), tuple(dists))
+        return cls(tuple(weights), tuple(dists))
 
 
 @dataclass(frozen=True, slots=True)
@@ -307,7 +312,7 @@ def parse_dist(value: object, path: str = "") -> Dist:
         )
     params = dict(value)
     family = params.pop("dist", None)
-    if family not in DIST_FAMILIES:
+    if not isinstance(family, str) or family not in DIST_FAMILIES:
         raise ScenarioError(
             f"{path}.dist", f"must be one of {', '.join(DIST_FAMILIES)}, got {family!r}"
         )
@@ -336,3 +341,15 @@ def buffered_sampler(dist: Dist, rng: np.random.Generator, block: int = 512) -> 
 
     return draw
 
+
+
+def uniform_sampler(rng: np.random.Generator, block: int = 512) -> Callable[[], float]:
+    """Uniform [0, 1) numbers one at a time, drawn from ``rng`` in vectorised blocks."""
+    buf: list[float] = []
+
+    def draw() -> float:
+        if not buf:
+            buf.extend(reversed(rng.random(block).tolist()))
+        return buf.pop()
+
+    return draw

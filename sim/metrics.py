@@ -69,33 +69,43 @@ def _covered(intervals: list[tuple[float, float]], lo: float, hi: float) -> floa
 def timeline(history: pd.DataFrame, faults: pd.DataFrame, duration: float, window: float) -> pd.DataFrame:
     """Per time window: operations, outcomes, availability (overall and per side), and
     the fraction of the window spent partitioned and with some node crashed."""
-    edges = np.arange(0.0, duration + window, window)
-    edges = edges[edges <= duration + 1e-9]
-    if edges[-1] < duration:
-        edges = np.append(edges, duration)
+    edges = np.arange(0.0, duration, window)
+    edges = np.append(edges, duration)
+    nbins = len(edges) - 1
+    inv = history["invoke"].to_numpy(dtype=float)
+    keep = inv < duration
+    idx = np.searchsorted(edges, inv[keep], side="right") - 1
+    outcome = history["outcome"].to_numpy()[keep]
+    up = history["node_up"].to_numpy(dtype=bool)[keep]
+    side = history["side"].to_numpy()[keep]
+    ok = outcome == "ok"
+
+    def count(mask: np.ndarray) -> np.ndarray:
+        return np.bincount(idx[mask], minlength=nbins)[:nbins]
+
+    def avail(mask: np.ndarray) -> np.ndarray:
+        eligible = count(mask & up)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(eligible > 0, count(mask & up & ok) / np.maximum(eligible, 1), np.nan)
+
+    everything = np.ones(len(idx), dtype=bool)
+    out = pd.DataFrame({
+        "start": edges[:-1],
+        "end": edges[1:],
+        "ops": count(everything),
+        "ok": count(ok),
+        "fail": count(outcome == "fail"),
+        "info": count(outcome == "info"),
+        "availability": avail(everything),
+    })
+    for name in SIDES[1:]:
+        out[f"availability_{name}"] = avail(side == name)
     parts = [(r.start, r.end) for r in faults.itertuples() if r.kind == "partition"]
     crashes = [(r.start, r.end) for r in faults.itertuples() if r.kind == "crash"]
-    ops = history[history["invoke"] < duration]
-    idx = np.searchsorted(edges, ops["invoke"].to_numpy(), side="right") - 1
-    rows = []
-    for i in range(len(edges) - 1):
-        lo, hi = float(edges[i]), float(edges[i + 1])
-        w = ops[idx == i]
-        row: dict[str, Any] = {
-            "start": lo,
-            "end": hi,
-            "ops": len(w),
-            "ok": int((w["outcome"] == "ok").sum()),
-            "fail": int((w["outcome"] == "fail").sum()),
-            "info": int((w["outcome"] == "info").sum()),
-            "availability": availability(w),
-        }
-        for side in SIDES[1:]:
-            row[f"availability_{side}"] = availability(w[w["side"] == side])
-        row["partitioned"] = _covered(parts, lo, hi) / (hi - lo)
-        row["crashed"] = _covered(crashes, lo, hi) / (hi - lo)
-        rows.append(row)
-    return pd.DataFrame(rows)
+    width = out["end"] - out["start"]
+    out["partitioned"] = [_covered(parts, lo, hi) for lo, hi in zip(out["start"], out["end"])] / width
+    out["crashed"] = [_covered(crashes, lo, hi) for lo, hi in zip(out["start"], out["end"])] / width
+    return out
 
 
 def summarize(history: pd.DataFrame, *, warmup: float, duration: float, network: Any,

@@ -76,8 +76,8 @@ class Result:
                 df = pd.read_csv(path, dtype={"value": str, "error": object, "side": str, "client": str,
                                               "op": str, "node": str, "outcome": str},
                                  keep_default_na=False, na_values={"complete": ["", "NaN", "nan"]})
-                df["value"] = df["value"].map(json.loads).astype(object)
-                df["error"] = df["error"].map(lambda e: None if e == "" else e).astype(object)
+                df["value"] = pd.Series([json.loads(v) for v in df["value"]], dtype=object, index=df.index)
+                df["error"] = pd.Series([None if e == "" else e for e in df["error"]], dtype=object, index=df.index)
                 df["complete"] = df["complete"].astype(float)
                 df["key"] = df["key"].astype(object)
                 tables[name] = df

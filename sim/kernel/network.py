@@ -16,7 +16,7 @@ from typing import Any
 
 from simpy.events import NORMAL
 
-from ..dists import Dist, buffered_sampler
+from ..dists import Dist, buffered_sampler, uniform_sampler
 from ..rng import Streams
 from ..scenario import NetworkConfig
 
@@ -42,6 +42,8 @@ class _Delivery:
 
     __slots__ = ("callbacks", "_ok", "src", "dst", "msg", "epoch", "mid")
 
+    dst: Any  # the receiving endpoint object
+
 
 class Network:
     """Delivers messages between endpoints registered with :meth:`attach`."""
@@ -54,9 +56,9 @@ class Network:
         self._streams = streams
         self._latency_rng = streams["latency"]
         self._spike_rng = streams["latency_spike"]
-        self._u_loss = buffered_sampler_uniform(streams["loss"])
-        self._u_dup = buffered_sampler_uniform(streams["duplicate"])
-        self._u_reorder = buffered_sampler_uniform(streams["reorder"])
+        self._u_loss = uniform_sampler(streams["loss"])
+        self._u_dup = uniform_sampler(streams["duplicate"])
+        self._u_reorder = uniform_sampler(streams["reorder"])
         self._samplers: dict[tuple[str, Dist], Callable[[], float]] = {}
         self._reorder_delay = self._sampler(config.reorder_delay)
         self._links: dict[tuple[str, str], Any] = {}
@@ -69,11 +71,10 @@ class Network:
         self._partitions: dict[object, tuple[tuple[frozenset[str], ...], bool]] = {}
         self._overlays: dict[object, Any] = {}
         self.side: dict[str, str] = {}
-        self.sent = 0
         self.delivered = 0
         self.duplicated = 0
         self.dropped: Counter[str] = Counter()
-        self.sent_by_type: Counter[str] = Counter()
+        self._sent_by_type: dict[type, int] = {}
         self._deliver_cb = [self._deliver]
         self._trace: list[tuple] | None = [] if trace else None
         self._late_drops: dict[int, tuple[float, str]] = {}
@@ -89,8 +90,9 @@ class Network:
 
     # -- sending -------------------------------------------------------------
     def send(self, src: str, dst: str, msg: Any) -> None:
-        self.sent += 1
-        self.sent_by_type[msg.__class__.__name__] += 1
+        counts = self._sent_by_type
+        cls = msg.__class__
+        counts[cls] = counts.get(cls, 0) + 1
         blocked = self._blocked
         if blocked and src in blocked.get(dst, ()):
             self._drop_at_send(src, dst, msg, "partition")
@@ -104,9 +106,19 @@ class Network:
         delay = state.latency()
         if state.reorder and self._u_reorder() < state.reorder:
             delay += self._reorder_delay()
-        for extra in state.extra:
-            delay += extra()
-        self._schedule(src, dst, msg, delay)
+        if state.extra:
+            for extra in state.extra:
+                delay += extra()
+        d = _Delivery()
+        d.callbacks = self._deliver_cb  # SimPy replaces, never mutates, an event's list
+        d._ok = True
+        d.src = src
+        d.dst = ep = self.endpoints[dst]
+        d.msg = msg
+        d.epoch = ep.epoch
+        if self._trace is not None:
+            self._trace_send(d, delay)
+        self.env.schedule(d, NORMAL, delay)
         if state.duplicate and self._u_dup() < state.duplicate:
             self.duplicated += 1
             delay = state.latency()
@@ -116,23 +128,41 @@ class Network:
 
     def _schedule(self, src: str, dst: str, msg: Any, delay: float) -> None:
         d = _Delivery()
-        d.callbacks = self._deliver_cb  # SimPy replaces, never mutates, an event's list
+        d.callbacks = self._deliver_cb
         d._ok = True
         d.src = src
-        d.dst = dst
+        d.dst = ep = self.endpoints[dst]
         d.msg = msg
-        d.epoch = self.endpoints[dst].epoch
+        d.epoch = ep.epoch
         if self._trace is not None:
-            d.mid = self._next_mid
-            self._next_mid += 1
-            self._trace.append((d.mid, src, dst, msg.__class__.__name__, self.env.now, self.env.now + delay, "", repr(msg)))
+            self._trace_send(d, delay)
         self.env.schedule(d, NORMAL, delay)
 
+    def _trace_send(self, d: _Delivery, delay: float) -> None:
+        d.mid = self._next_mid
+        self._next_mid += 1
+        now = self.env.now
+        self._trace.append((d.mid, d.src, d.dst.name, d.msg.__class__.__name__, now, now + delay, None, repr(d.msg)))
+
+    @property
+    def sent(self) -> int:
+        """Messages handed to the network (before loss, partitions and duplication)."""
+        return sum(self._sent_by_type.values())
+
+    @property
+    def sent_by_type(self) -> dict[str, int]:
+        """Messages sent (including dropped ones) per message class name."""
+        return {cls.__name__: n for cls, n in self._sent_by_type.items()}
+
     def _deliver(self, d: _Delivery) -> None:
-        ep = self.endpoints[d.dst]
+        ep = d.dst
         if ep.alive and ep.epoch == d.epoch:
             self.delivered += 1
-            ep.receive(d.src, d.msg)
+            msg = d.msg
+            handler = ep._handlers.get(msg.__class__)  # Endpoint.receive, inlined on the hot path
+            if handler is None:
+                handler = ep._resolve(msg.__class__)
+            handler(msg, d.src)
         else:
             self.dropped["receiver_crashed"] += 1
             if self._trace is not None:
@@ -264,15 +294,3 @@ class Network:
         majority = {root for root, size in sizes.items() if size * 2 > len(nodes)}
         label = {n: ("majority" if find(n) in majority else "minority") for n in nodes}
         self.side = {n: label[self.home[n]] for n in self.endpoints}
-
-
-def buffered_sampler_uniform(rng: Any, block: int = 512) -> Callable[[], float]:
-    """Uniform [0, 1) numbers one at a time, drawn in vectorised blocks."""
-    buf: list[float] = []
-
-    def draw() -> float:
-        if not buf:
-            buf.extend(reversed(rng.random(block).tolist()))
-        return buf.pop()
-
-    return draw

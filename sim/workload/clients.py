@@ -10,11 +10,13 @@ Each client draws from its own streams (``arrivals/<client>``,
 
 from __future__ import annotations
 
+import bisect
 import math
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..dists import Exponential, buffered_sampler, uniform_sampler
 from ..kernel.messages import ClientReply, ClientRequest
 from ..kernel.node import Endpoint
 
@@ -30,17 +32,18 @@ class KeyChooser:
 
     def __init__(self, n: int, dist: str, s: float) -> None:
         self.n = n
+        self.cdf: list[float] | None = None
         if dist == "zipf":
             w = 1.0 / np.arange(1, n + 1) ** s
-            self.cdf: np.ndarray | None = np.cumsum(w / w.sum())
-            self.cdf[-1] = 1.0
-        else:
-            self.cdf = None
+            cdf = np.cumsum(w / w.sum())
+            cdf[-1] = 1.0
+            self.cdf = cdf.tolist()
 
-    def choose(self, rng: np.random.Generator) -> int:
+    def choose(self, u: float) -> int:
+        """The key for a uniform [0, 1) number ``u`` (inverse-CDF sampling)."""
         if self.cdf is None:
-            return int(rng.integers(self.n))
-        return int(np.searchsorted(self.cdf, rng.random(), side="right"))
+            return min(int(u * self.n), self.n - 1)
+        return min(bisect.bisect_right(self.cdf, u), self.n - 1)
 
 
 class Client(Endpoint):
@@ -51,13 +54,13 @@ class Client(Endpoint):
         self.cfg = cfg
         self.keys = keys
         self._arrivals = world.streams[f"arrivals/{name}"]
-        self._ops = world.streams[f"ops/{name}"]
+        self._gap = buffered_sampler(Exponential(1000.0 / cfg.rate), self._arrivals)
+        self._u = uniform_sampler(world.streams[f"ops/{name}"])
         self._pending: dict[int, tuple[int, Any]] = {}
         self._rr = index
         self._stop = world.scenario.run.duration
         nodes = world.scenario.cluster.nodes
         self._nodes = nodes
-        self._interarrival_mean = 1000.0 / cfg.rate
 
     def start(self) -> None:
         if self.cfg.mode == "open":
@@ -67,7 +70,7 @@ class Client(Endpoint):
 
     # -- arrivals -------------------------------------------------------------
     def _schedule_arrival(self, after: float) -> None:
-        t = after + float(self._arrivals.exponential(self._interarrival_mean))
+        t = after + self._gap()
         if t < self._stop:
             self.set_timer(t - self.now, self._open_arrival)
 
@@ -89,15 +92,14 @@ class Client(Endpoint):
         if cfg.target == "fixed":
             return cfg.target_node  # type: ignore[return-value]
         if cfg.target == "random":
-            return self._nodes[int(self._ops.integers(len(self._nodes)))]
+            return self._nodes[min(int(self._u() * len(self._nodes)), len(self._nodes) - 1)]
         self._rr = (self._rr + 1) % len(self._nodes)
         return self._nodes[self._rr]
 
     def invoke(self) -> None:
         world = self.world
-        rng = self._ops
-        op = "read" if rng.random() < self.cfg.read_fraction else "write"
-        key = self.keys.choose(rng)
+        op = "read" if self._u() < self.cfg.read_fraction else "write"
+        key = self.keys.choose(self._u())
         target = self._target()
         value = world.next_value() if op == "write" else None
         op_id = world.next_op_id()

@@ -1,0 +1,106 @@
+"""The ``capsim`` command."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from .errors import CapsimError, ScenarioError
+
+__all__ = ["main"]
+
+EPILOG = """\
+examples:
+  capsim run experiments/scenarios/partitioned-store.toml
+  capsim run experiments/scenarios/mm1-queue.toml --seed 7 --out out/mm1
+  capsim run experiments/scenarios/lossy-network.toml --trace --out out/lossy
+  capsim demo --out out/demo
+
+A scenario is a TOML file with the sections [cluster], [network], [faults],
+[workload], [protocol] and [run]; see the README and experiments/scenarios/.
+"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="capsim",
+        description="Discrete-event simulation of replicated systems under partitions and crashes.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    r = sub.add_parser("run", help="run one scenario and print its summary",
+                       description="Run one scenario file and print its summary.",
+                       epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    r.add_argument("scenario", type=Path, help="scenario TOML file")
+    r.add_argument("--seed", type=int, default=None, help="root seed (default: the scenario's run.seed)")
+    r.add_argument("--out", type=Path, default=None, help="folder for summary.json, history.csv and other tables")
+    r.add_argument("--trace", action="store_true", help="record every message (trace.csv in --out)")
+    r.add_argument("--json", action="store_true", help="print the summary as JSON instead of a table")
+    d = sub.add_parser("demo", help="the main demonstration (a partitioned store)",
+                       description="Run the demonstration scenario and write its tables and figures.")
+    d.add_argument("--out", type=Path, default=Path("out/demo"), help="output folder (default: out/demo)")
+    d.add_argument("--seed", type=int, default=None, help="root seed")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        if args.command == "run":
+            return _cmd_run(args)
+        if args.command == "demo":
+            from .demo import run_demo
+
+            return run_demo(out=args.out, seed=args.seed)
+    except ScenarioError as exc:
+        print(f"capsim: error: {exc}", file=sys.stderr)
+        return 2
+    except CapsimError as exc:
+        print(f"capsim: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("capsim: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # output piped into `head` and the like
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    parser.error(f"unknown command {args.command!r}")
+    return 2
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from .experiment import run
+    from .report import format_summary
+    from .scenario import Scenario
+
+    scenario = Scenario.from_toml(args.scenario)
+    if args.trace:
+        scenario = dataclasses.replace(scenario, run=dataclasses.replace(scenario.run, trace=True))
+    if args.seed is not None and args.seed < 0:
+        raise ScenarioError("--seed", f"must be a non-negative integer, got {args.seed}")
+    result = run(scenario, seed=args.seed)
+    if args.json:
+        from .result import _jsonable
+
+        print(json.dumps(_jsonable(result.summary), indent=2))
+    else:
+        print(format_summary(result))
+    if args.out is not None:
+        folder = result.save(args.out)
+        print(f"\nwrote {folder}/ (summary.json, history.csv, timeline.csv, faults.csv"
+              f"{', trace.csv' if result.trace is not None else ''})")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,90 @@
+"""Fault schedules: splits, random faults from rates, and their application by the kernel."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from sim.faultspec import Crash, Partition, RandomFaults
+from sim.kernel.faults import resolve_schedule
+from sim.scenario import Scenario
+from sim.faultspec import Split
+
+
+NODES = ("n1", "n2", "n3", "n4", "n5")
+
+
+def test_split_picks_minority_of_the_right_size():
+    """split: minority of (n-1)//2 nodes by default; first/last/random picks."""
+    rng = np.random.default_rng(0)
+    first, last, rnd, halves = resolve_schedule(
+        [Split(pick="first"), Split(pick="last"), Split(pick="random"), Split(minority=2, pick="random")], NODES, rng)
+    assert first.groups == (("n1", "n2"),)
+    assert last.groups == (("n4", "n5"),)
+    assert len(rnd.groups[0]) == 2 and set(rnd.groups[0]) <= set(NODES)
+    assert all(isinstance(f, Partition) for f in (first, last, rnd, halves))
+
+
+def test_random_faults_are_deterministic_per_seed():
+    """The same faults stream gives the same schedule; another seed a different one."""
+    spec = RandomFaults(partition_mtbf=1000.0, crash_mtbf=2000.0)
+    a = spec.generate(NODES, 60_000, np.random.default_rng(1))
+    b = spec.generate(NODES, 60_000, np.random.default_rng(1))
+    c = spec.generate(NODES, 60_000, np.random.default_rng(2))
+    assert a == b and a != c
+
+
+def test_random_partition_count_matches_rates():
+    """Partition starts follow a renewal process: count over T ~ T / (mtbf + mean duration)."""
+    mtbf, mean_len, horizon = 1000.0, 500.0, 3_000_000.0
+    spec = RandomFaults(partition_mtbf=mtbf, partition_duration=Scenario.from_dict(
+        {"faults": {"random": {"partition_duration": {"dist": "exponential", "mean": mean_len}}}}).faults.random.partition_duration)
+    faults = spec.generate(NODES, horizon, np.random.default_rng(3))
+    parts = [f for f in faults if isinstance(f, Partition)]
+    expected = horizon / (mtbf + mean_len)
+    # cycle length has mean 1500 and sd sqrt(1000^2 + 500^2); count CI from the renewal CLT
+    sd = np.sqrt(horizon * (mtbf**2 + mean_len**2) / (mtbf + mean_len) ** 3)
+    assert abs(len(parts) - expected) < 4 * sd
+    assert all(p.end > p.start for p in parts)
+    assert all(b.start >= a.end for a, b in zip(parts, parts[1:]))
+
+
+def test_random_crashes_are_per_node_and_bounded():
+    """Crashes are generated per listed node, inside [start, end)."""
+    spec = RandomFaults(crash_mtbf=500.0, crash_duration=Scenario.from_dict({}).network.latency, crash_nodes=("n2", "n4"), start=1000.0, end=9000.0)
+    faults = spec.generate(NODES, 20_000, np.random.default_rng(5))
+    assert faults and all(isinstance(f, Crash) and f.node in ("n2", "n4") for f in faults)
+    assert all(1000.0 <= f.start < 9000.0 for f in faults)
+    # uptime gaps are exponential with the configured mean
+    gaps = []
+    for node in ("n2", "n4"):
+        mine = [f for f in faults if f.node == node]
+        gaps += [b.start - a.end for a, b in zip(mine, mine[1:])]
+    assert stats.kstest(gaps, stats.expon(scale=500.0).cdf).pvalue > 0.001
+
+
+def test_random_faults_reach_the_result():
+    """Generated faults appear, concrete, in the run's faults table."""
+    import sim
+
+    s = Scenario.from_dict({"cluster": {"count": 5}, "faults": {"random": {"partition_mtbf": "1s", "partition_duration": "300ms"}},
+                            "workload": {"clients": 2}, "run": {"duration": "10s"}})
+    r = sim.run(s)
+    assert len(r.faults) >= 3 and set(r.faults["kind"]) == {"partition"}
+    assert (r.faults["end"] - r.faults["start"]).round(6).eq(300.0).all()
+    assert r.summary["faults"] == len(r.faults)
+
+
+@pytest.mark.parametrize("kind", ["isolate", "split"])
+def test_isolate_and_split_become_partitions(kind):
+    """isolate/split faults are applied as partitions and labelled in the faults table."""
+    import sim
+
+    fault = {"kind": kind, "start": "1s", "end": "2s"}
+    if kind == "isolate":
+        fault["node"] = "n3"
+    s = Scenario.from_dict({"cluster": {"count": 5}, "faults": {"schedule": [fault]}, "workload": {"clients": 5}, "run": {"duration": "3s"}})
+    r = sim.run(s)
+    assert list(r.faults["kind"]) == ["partition"]
+    assert r.summary["ops.minority"] > 0 and r.summary["ops.majority"] > 0
