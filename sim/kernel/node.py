@@ -115,6 +115,15 @@ class Node(Endpoint):
     def on_crash(self) -> None:
         """Hook called as the node crashes (its volatile state is about to be discarded)."""
 
+    def replica_state(self) -> dict[Any, Any] | None:
+        """What a read served by this replica alone would return, per key it holds.
+
+        Replicated protocols override this so convergence can be measured (values
+        must be comparable with ``==``; use a frozenset for siblings). ``None``:
+        this node holds no replica state.
+        """
+        return None
+
     def crash(self) -> None:
         if not self.alive:
             return

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..tagged import Tagged
@@ -23,10 +25,30 @@ class ProtocolConfig(Tagged):
     """
 
     tag_key: ClassVar[str] = "name"
-    builtin_modules: ClassVar[tuple[str, ...]] = (
-        "sim.protocols.single_copy",
-        "sim.protocols.fifo_queue",
+    #: packages whose modules register protocols when imported
+    builtin_packages: ClassVar[tuple[str, ...]] = (
+        "sim.protocols",
+        "sim.replication",
+        "sim.messaging",
+        "sim.transactions",
     )
+    _loaded: ClassVar[bool] = False
+
+    @classmethod
+    def members(cls) -> dict[str, type]:
+        if not ProtocolConfig._loaded:
+            ProtocolConfig._loaded = True
+            for package in cls.builtin_packages:
+                try:
+                    pkg = importlib.import_module(package)
+                except ModuleNotFoundError as exc:
+                    if exc.name == package:
+                        continue
+                    raise
+                for info in pkgutil.iter_modules(pkg.__path__):
+                    if not info.name.startswith("_"):
+                        importlib.import_module(f"{package}.{info.name}")
+        return dict(cls._members)
 
     def node_refs(self) -> list[tuple[str, str]]:
         return []
@@ -36,6 +58,10 @@ class ProtocolConfig(Tagged):
 
     def build_nodes(self, world: World) -> dict[str, Node]:
         raise NotImplementedError
+
+    def replicas_for(self, key: Any, nodes: tuple[str, ...]) -> tuple[str, ...]:
+        """The nodes that hold a replica of ``key`` (for convergence checks)."""
+        return nodes
 
     def summary(self, world: World) -> dict[str, Any]:
         """Protocol counters to add to the run summary (flat ``name: number``)."""

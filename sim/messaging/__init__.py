@@ -1,0 +1,1 @@
+"""The message-broker model and the messaging patterns built on it."""

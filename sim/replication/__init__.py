@@ -1,0 +1,1 @@
+"""Replication protocols: primary-backup, quorums, eventual consistency, Raft."""

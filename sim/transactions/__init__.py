@@ -1,0 +1,1 @@
+"""Distributed transactions: two-phase and three-phase commit."""
