@@ -9,6 +9,8 @@ from importlib.metadata import PackageNotFoundError, version
 import pandas as pd
 
 from . import metrics
+from .checkers.convergence import convergence_summary
+from .checkers.staleness import staleness_summary
 from .errors import ScenarioError
 from .faultspec import describe
 from .kernel.world import World
@@ -50,8 +52,16 @@ def run(scenario: Scenario, seed: int | None = None) -> Result:
     trace = None
     if cfg.trace:
         trace = pd.DataFrame(net.trace_rows(), columns=["id", "src", "dst", "type", "send", "deliver", "dropped", "message"])
+    extra = world.protocol_summary()
+    divergence = None
+    if world.replicated:
+        divergence = pd.DataFrame(world.samples, columns=["time", "divergent", "live", "keys"])
+        writes = history[(history["op"] == "write") & history["complete"].notna()]
+        last_write = float(writes["complete"].max()) if len(writes) else float("nan")
+        extra.update(convergence_summary(divergence, faults, last_write))
+        extra.update(staleness_summary(history, cfg.warmup, cfg.duration))
     summary = metrics.summarize(history, warmup=cfg.warmup, duration=cfg.duration, network=net,
-                                faults=faults, extra=world.protocol_summary())
+                                faults=faults, extra=extra)
     return Result(
         scenario=scenario,
         seed=cfg.seed,
@@ -63,5 +73,6 @@ def run(scenario: Scenario, seed: int | None = None) -> Result:
         node_events=node_events,
         summary=summary,
         trace=trace,
+        divergence=divergence,
         meta={"capsim_version": capsim_version(), "sim_end": world.now},
     )

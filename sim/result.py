@@ -14,7 +14,7 @@ from .scenario import Scenario
 
 __all__ = ["Result"]
 
-_TABLES = ("history", "timeline", "faults", "messages", "node_events", "trace")
+_TABLES = ("history", "timeline", "faults", "messages", "node_events", "trace", "divergence")
 
 
 @dataclass
@@ -35,6 +35,7 @@ class Result:
     node_events: pd.DataFrame
     summary: dict[str, Any]
     trace: pd.DataFrame | None = None
+    divergence: pd.DataFrame | None = None
     meta: dict[str, Any] = field(default_factory=dict)
 
     def __repr__(self) -> str:
@@ -56,6 +57,8 @@ class Result:
                 continue
             if name == "history":
                 table = table.assign(value=table["value"].map(json.dumps))
+            if name == "divergence":
+                table = table.assign(keys=table["keys"].map(lambda ks: json.dumps([_jsonable(k) for k in ks])))
             table.to_csv(out / f"{name}.csv", index=False)
         return out
 
@@ -80,6 +83,10 @@ class Result:
                 df["error"] = pd.Series([None if e == "" else e for e in df["error"]], dtype=object, index=df.index)
                 df["complete"] = df["complete"].astype(float)
                 df["key"] = df["key"].astype(object)
+                tables[name] = df
+            elif name == "divergence":
+                df = pd.read_csv(path)
+                df["keys"] = pd.Series([json.loads(v) for v in df["keys"]], dtype=object, index=df.index)
                 tables[name] = df
             else:
                 tables[name] = pd.read_csv(path)

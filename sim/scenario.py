@@ -89,9 +89,13 @@ class NetworkConfig:
 
     ``reorder`` is the probability that a message gets an extra delay drawn
     from ``reorder_delay``, which lets later messages overtake it.
+    ``client_latency`` is the latency between a client and its home node (it
+    sits next to it); unset, the default ``latency`` applies. A client's
+    traffic to other nodes uses the link from its home node.
     """
 
     latency: Dist = fld(Constant(1.0))
+    client_latency: Dist | None = fld(None)
     loss: float = fld(0.0, check=prob)
     duplicate: float = fld(0.0, check=prob)
     reorder: float = fld(0.0, check=prob)
@@ -157,15 +161,20 @@ class RunConfig:
     Clients issue operations in ``[workload.start, duration)``; metrics count
     those invoked at or after ``warmup``. After ``duration`` the run goes on
     for at most ``drain`` (default: the client timeout, or ``duration`` when the
-    timeout is infinite) so that operations in flight can finish.
+    timeout is infinite) so that operations in flight can finish, then for
+    ``settle`` more with no client load (to watch replicas converge).
+    Replicated protocols' divergence is sampled every ``sample_interval``
+    (default ``duration / 500``).
     """
 
     duration: Duration = fld(10_000.0, check=positive)
     warmup: Duration = fld(0.0)
     seed: int = fld(1, check=nonneg)
     drain: Duration | None = fld(None)
+    settle: Duration = fld(0.0)
     trace: bool = fld(False)
     timeline_window: Duration | None = fld(None, check=positive)
+    sample_interval: Duration | None = fld(None, check=positive)
 
     def _validate(self, path: str) -> None:
         if self.warmup >= self.duration:
@@ -265,7 +274,7 @@ class Scenario:
         drain = self.run.drain
         if drain is None:
             drain = self.workload.timeout if math.isfinite(self.workload.timeout) else self.run.duration
-        return self.run.duration + drain
+        return self.run.duration + drain + self.run.settle
 
 
 def set_path(data: dict[str, Any], dotted: str, value: Any) -> None:

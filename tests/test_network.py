@@ -148,3 +148,17 @@ def test_trace_records_sends_deliveries_and_drops(make_world):
     rows = world.network.trace_rows()
     assert [(r[4], r[5], r[6]) for r in rows][0] == (1.0, 2.0, None)
     assert rows[1][4] == 6.0 and rows[1][6] == "partition"
+
+
+def test_client_latency_applies_between_client_and_home():
+    """network.client_latency sets the client <-> home-node delay; other hops keep the default."""
+    import sim
+    from sim.scenario import Scenario
+
+    s = Scenario.from_dict({"cluster": {"count": 2}, "network": {"latency": "5ms", "client_latency": 0},
+                            "workload": {"clients": 2, "rate": 20}, "protocol": {"name": "single_copy", "owner": "n1"},
+                            "run": {"duration": "2s"}})
+    h = sim.run(s).history
+    lat = (h["complete"] - h["invoke"]).groupby(h["client"]).unique()
+    assert list(lat["c0"]) == [0.0]      # next to the owner
+    assert list(lat["c1"]) == [10.0]     # via n2: 0 + 5 + 5 + 0

@@ -201,6 +201,8 @@ class Network:
         hs, hd = self.home[src], self.home[dst]
         link = self._links.get((hs, hd))
         latency = cfg.latency if link is None or link.latency is None else link.latency
+        if hs == hd and src != dst and cfg.client_latency is not None:
+            latency = cfg.client_latency  # a client and its home node
         loss = cfg.loss if link is None or link.loss is None else link.loss
         dup = cfg.duplicate if link is None or link.duplicate is None else link.duplicate
         reorder = cfg.reorder if link is None or link.reorder is None else link.reorder

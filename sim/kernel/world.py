@@ -33,6 +33,7 @@ class World:
         self._op_id = 0
         self._value = 0
         self._drained: simpy.Event | None = None
+        self.samples: list[tuple[float, int, int, list[Any]]] = []
         self.nodes = scenario.protocol.build_nodes(self)
         for node in self.nodes.values():
             self.network.attach(node)
@@ -70,18 +71,46 @@ class World:
     # -- running --------------------------------------------------------------
     def run(self) -> None:
         env = self.env
+        cfg = self.scenario.run
         for node in self.nodes.values():
             node.start()
         for client in self.clients:
             client.start()
         self.injector.start()
-        duration = self.scenario.run.duration
-        env.run(until=duration)
+        self.replicated = any(node.replica_state() is not None for node in self.nodes.values())
+        if self.replicated:
+            self._sample_every = cfg.sample_interval or cfg.duration / 500
+            self._sample()
+        env.run(until=cfg.duration)
         if self.history.pending:
             self._drained = env.event()
-            end = env.timeout(self.scenario.end_time - duration)
+            end = env.timeout(self.scenario.end_time - cfg.settle - cfg.duration)
             end.callbacks.append(lambda _e: None if self._drained.triggered else self._drained.succeed())
             env.run(until=self._drained)
+        if cfg.settle:
+            env.run(until=env.now + cfg.settle)
+        if self.replicated:
+            self._take_sample()
+
+    # -- divergence sampling ----------------------------------------------------
+    def _sample(self, _event: object = None) -> None:
+        self._take_sample()
+        self.env.timeout(self._sample_every).callbacks.append(self._sample)
+
+    def _take_sample(self) -> None:
+        from ..checkers.convergence import divergent_keys
+
+        states = {}
+        for name, node in self.nodes.items():
+            state = node.replica_state() if node.alive else None
+            if state is not None:
+                states[name] = state
+        nodes = self.scenario.nodes
+        protocol = self.scenario.protocol
+        keys = divergent_keys(states, lambda key: protocol.replicas_for(key, nodes))
+        if self.samples and self.samples[-1][0] == self.env.now:
+            self.samples.pop()
+        self.samples.append((self.env.now, len(keys), len(states), keys))
 
     @property
     def now(self) -> float:

@@ -56,6 +56,9 @@ class SingleCopyNode(ProxyNode):
         else:
             self.data = {}
 
+    def replica_state(self):
+        return dict(self.data) if self.serves() else None
+
     def serve(self, request: ClientRequest, reply) -> None:
         if request.op == "write":
             self.data[request.key] = request.value

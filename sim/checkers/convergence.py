@@ -1,0 +1,77 @@
+"""Convergence: do the live replicas agree, and how long after a heal until they do?
+
+The world samples every node's ``replica_state()`` periodically (and at the end of
+the run). A key is *divergent* at a sample when the live nodes holding a replica of
+it (``protocol.replicas_for``) do not all hold the same value (a missing key counts
+as ``None``).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pandas as pd
+
+__all__ = ["divergent_keys", "convergence_summary"]
+
+
+def divergent_keys(states: dict[str, dict[Any, Any]], replicas_for) -> list[Any]:
+    """Keys whose live replicas disagree; ``states`` maps live node -> replica state."""
+    keys: dict[Any, None] = {}
+    for state in states.values():
+        for k in state:
+            keys.setdefault(k, None)
+    out = []
+    for key in sorted(keys, key=repr):
+        holders = [n for n in replicas_for(key) if n in states]
+        values = [states[n].get(key) for n in holders]
+        if any(v != values[0] for v in values[1:]):
+            out.append(key)
+    return out
+
+
+def convergence_summary(samples: pd.DataFrame, faults: pd.DataFrame, last_write: float) -> dict[str, Any]:
+    """Convergence numbers from the divergence samples.
+
+    ``convergence.after_heal``: time from the last heal (end of the last partition
+    or crash) until every key that was divergent at that moment had agreed at some
+    sample. ``convergence.after_quiesce``: time from the later of the last heal and
+    the last write until all live replicas agree on every key and keep agreeing to
+    the end of the run. NaN when it did not happen within the run (the matching
+    ``...converged`` flag is False) or when there was nothing to measure.
+    """
+    out: dict[str, Any] = {
+        "convergence.samples": int(len(samples)),
+        "convergence.divergent_keys_max": int(samples["divergent"].max()) if len(samples) else 0,
+        "convergence.divergent_keys_at_end": int(samples["divergent"].iloc[-1]) if len(samples) else 0,
+    }
+    heals = [e for k, e in zip(faults["kind"], faults["end"]) if k in ("partition", "crash") and math.isfinite(e)]
+    heal = max(heals) if heals else math.nan
+    out["convergence.last_heal"] = heal
+    after_heal, healed = math.nan, False
+    if len(samples) and math.isfinite(heal):
+        later = samples[samples["time"] >= heal]
+        if len(later):
+            pending = set(map(repr, later.iloc[0]["keys"]))
+            for t, keys in zip(later["time"], later["keys"]):
+                pending &= set(map(repr, keys))
+                if not pending:
+                    after_heal, healed = t - heal, True
+                    break
+    out["convergence.after_heal"] = after_heal
+    out["convergence.healed"] = healed
+    ref = max(x for x in (heal, last_write) if math.isfinite(x)) if (math.isfinite(heal) or math.isfinite(last_write)) else math.nan
+    after_quiet, converged = math.nan, False
+    if len(samples) and math.isfinite(ref):
+        later = samples[samples["time"] >= ref]
+        div = later["divergent"].to_numpy()
+        times = later["time"].to_numpy()
+        # first sample from which every later sample shows agreement
+        nonzero = [i for i, d in enumerate(div) if d]
+        first_ok = (nonzero[-1] + 1) if nonzero else 0
+        if len(div) and first_ok < len(div):
+            after_quiet, converged = float(times[first_ok] - ref), True
+    out["convergence.after_quiesce"] = after_quiet
+    out["convergence.converged"] = converged
+    return out
