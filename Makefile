@@ -19,7 +19,7 @@ demo: $(STAMP)
 	$(BIN)/capsim demo --out out/demo
 
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_network.py

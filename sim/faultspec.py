@@ -43,6 +43,8 @@ __all__ = [
 ]
 
 INF = math.inf
+LEADER = "@leader"
+"""As a fault's ``node``: whichever node the protocol says leads when the fault starts."""
 
 
 class Fault(Tagged):
@@ -117,7 +119,11 @@ class Split(Fault):
 @Fault.register
 @dataclass(frozen=True, kw_only=True)
 class Isolate(Fault):
-    """Cut one node off from every other node and client."""
+    """Cut one node off from the other nodes (clients homed at it stay with it).
+
+    ``node = "@leader"`` isolates whichever node leads when the fault starts
+    (for protocols with a leader, e.g. Raft or primary-backup).
+    """
 
     tag: ClassVar[str] = "isolate"
     start: Duration = fld(0.0)
@@ -131,7 +137,10 @@ class Isolate(Fault):
 @Fault.register
 @dataclass(frozen=True, kw_only=True)
 class Crash(Fault):
-    """Crash ``node`` at ``start`` (volatile state lost) and recover it at ``end``."""
+    """Crash ``node`` at ``start`` (volatile state lost) and recover it at ``end``.
+
+    ``node = "@leader"`` crashes whichever node leads when the fault starts.
+    """
 
     tag: ClassVar[str] = "crash"
     start: Duration = fld(0.0)

@@ -11,7 +11,14 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-__all__ = ["availability_timeline", "latency_cdf", "shade_faults"]
+__all__ = [
+    "availability_timeline",
+    "latency_cdf",
+    "shade_faults",
+    "lamport_diagram",
+    "t_visibility_curves",
+    "divergence_timeline",
+]
 
 SIDE_COLORS = {"availability": "black", "availability_majority": "tab:blue", "availability_minority": "tab:red"}
 
@@ -72,5 +79,92 @@ def latency_cdf(results: dict[str, Any], op: str = "read", ax: Any | None = None
     ax.set_ylabel("fraction of ok operations")
     ax.set_ylim(0, 1.01)
     ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    return ax
+
+
+def lamport_diagram(result: Any, start: float, end: float, *, endpoints: list[str] | None = None,
+                    ax: Any | None = None, max_messages: int = 300, title: str | None = None):
+    """Space-time diagram of the messages sent in ``[start, end)`` ms (needs ``run.trace``).
+
+    One vertical line per endpoint (each node followed by its clients), time
+    flowing downwards; an arrow per delivered message coloured by type, a red
+    line ending in a cross (drawn half way) per dropped one.
+    """
+    trace = result.trace
+    if trace is None:
+        raise ValueError("this result has no trace; run the scenario with run.trace = true")
+    window = trace[(trace["send"] >= start) & (trace["send"] < end)].head(max_messages)
+    if endpoints is None:
+        used = set(window["src"]) | set(window["dst"])
+        sc = result.scenario
+        homes = sc.workload.homes or sc.nodes
+        order: list[str] = []
+        for node in sc.nodes:
+            order.append(node)
+            order += [f"c{i}" for i in range(sc.workload.clients) if homes[i % len(homes)] == node]
+        endpoints = [n for n in order if n in used]
+    x = {name: i for i, name in enumerate(endpoints)}
+    ax = _axes(ax, (max(6, 0.9 * len(endpoints)), 7))
+    for name, i in x.items():
+        ax.axvline(i, color="0.7", lw=1, zorder=0)
+    colors: dict[str, Any] = {}
+    palette = [c for i, c in enumerate(plt.get_cmap("tab10").colors) if i != 3]  # red marks drops
+    for row in window.itertuples():
+        if row.src not in x or row.dst not in x:
+            continue
+        color = colors.setdefault(row.type, palette[len(colors) % len(palette)])
+        x0, x1 = x[row.src], x[row.dst]
+        dropped = isinstance(row.dropped, str) and row.dropped != ""
+        y1 = row.deliver if not dropped and np.isfinite(row.deliver) else row.send + (end - start) * 0.02
+        if dropped:
+            xm = x0 + (x1 - x0) * 0.5
+            ax.annotate("", (xm, y1), (x0, row.send), arrowprops=dict(arrowstyle="-", color="red", lw=0.8))
+            ax.plot([xm], [y1], marker="x", color="red", ms=5)
+        else:
+            ax.annotate("", (x1, y1), (x0, row.send), arrowprops=dict(arrowstyle="->", color=color, lw=0.8))
+    for name, color in colors.items():
+        ax.plot([], [], color=color, label=name)
+    ax.plot([], [], color="red", marker="x", label="dropped")
+    ax.set_xticks(range(len(endpoints)), endpoints)
+    ax.xaxis.tick_top()
+    ax.set_ylim(end, start)
+    ax.set_ylabel("time (ms)")
+    ax.set_title(title or f"messages {start:g}-{end:g} ms", pad=20)
+    ax.legend(fontsize="x-small", loc="lower right", framealpha=0.9)
+    return ax
+
+
+def t_visibility_curves(curves: dict[str, pd.DataFrame], ax: Any | None = None):
+    """t-visibility curves (tables from ``sim.checkers.staleness.t_visibility``) with CI bars."""
+    ax = _axes(ax, (5, 3.5))
+    for label, tv in curves.items():
+        tv = tv[tv["reads"] > 0]
+        mid = (tv["t_low"] + tv["t_high"]) / 2
+        ax.errorbar(mid, tv["p_consistent"], yerr=[tv["p_consistent"] - tv["ci_low"], tv["ci_high"] - tv["p_consistent"]],
+                    marker="o", ms=3, capsize=2, label=label)
+    ax.set_xlabel("time since the newest write committed (ms)")
+    ax.set_ylabel("P(read returns it or newer)")
+    ax.set_ylim(-0.02, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    return ax
+
+
+def divergence_timeline(results: dict[str, Any], ax: Any | None = None):
+    """Number of keys whose live replicas disagree, over time, faults of the first result shaded."""
+    ax = _axes(ax)
+    first = None
+    for label, result in results.items():
+        d = result.divergence
+        if d is None or not len(d):
+            continue
+        first = first or result
+        ax.plot(d["time"] / 1000.0, d["divergent"], drawstyle="steps-post", label=label)
+    if first is not None:
+        ax.set_xlim(0, first.scenario.end_time / 1000.0)
+        shade_faults(ax, first.faults)
+    ax.set_xlabel("time (s)")
+    ax.set_ylabel("divergent keys")
     ax.legend(fontsize="small")
     return ax

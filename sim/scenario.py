@@ -21,7 +21,7 @@ import tomli_w
 from .config import Duration, MaybeInfDuration, at_least, build, fld, nonneg, positive, prob, to_plain
 from .dists import Constant, Dist, Exponential
 from .errors import ScenarioError
-from .faultspec import FaultsConfig
+from .faultspec import LEADER, FaultsConfig
 from .protocols.base import ProtocolConfig
 
 __all__ = [
@@ -212,6 +212,13 @@ class Scenario:
         ]
         for section, part in parts:
             for field, name in part.node_refs():
+                if name == LEADER and section == "faults":
+                    if not self.protocol.has_leader():
+                        raise ScenarioError(
+                            f"{section}.{field}",
+                            f"'@leader' needs a protocol with a leader; {self.protocol.tag!r} has none",
+                        )
+                    continue
                 if name not in nodes:
                     raise ScenarioError(
                         f"{section}.{field}",

@@ -88,3 +88,20 @@ def test_isolate_and_split_become_partitions(kind):
     r = sim.run(s)
     assert list(r.faults["kind"]) == ["partition"]
     assert r.summary["ops.minority"] > 0 and r.summary["ops.majority"] > 0
+
+
+def test_leader_faults_resolve_when_they_start():
+    """node = "@leader" isolates or crashes the protocol's leader; protocols without one are rejected."""
+    import sim
+    from sim.errors import ScenarioError
+
+    base = {"cluster": {"count": 3}, "workload": {"clients": 3, "rate": 50}, "run": {"duration": "3s"},
+            "protocol": {"name": "single_copy", "owner": "n2"}}
+    iso = sim.run(Scenario.from_dict({**base, "faults": {"schedule": [{"kind": "isolate", "node": "@leader", "start": "1s", "end": "2s"}]}}))
+    during = iso.history[iso.history["invoke"].between(1000, 1990)]
+    assert set(during.loc[during["outcome"] == "ok", "client"]) == {"c1"}   # only the client next to n2
+    crash = sim.run(Scenario.from_dict({**base, "faults": {"schedule": [{"kind": "crash", "node": "@leader", "start": "1s", "end": "2s"}]}}))
+    assert [tuple(e) for e in crash.node_events[["node", "event"]].itertuples(index=False)] == [("n2", "crash"), ("n2", "recover")]
+    with pytest.raises(ScenarioError, match=r"^faults.schedule\[0\].node: '@leader' needs a protocol with a leader"):
+        Scenario.from_dict({**base, "protocol": {"name": "fifo_queue"},
+                            "faults": {"schedule": [{"kind": "crash", "node": "@leader", "start": 0}]}})

@@ -7,7 +7,18 @@ from typing import TYPE_CHECKING
 
 from simpy.core import URGENT
 
-from ..faultspec import ClockSkew, Crash, DuplicateWindow, Fault, Isolate, LatencySpike, LossWindow, Partition, Split
+from ..faultspec import (
+    LEADER,
+    ClockSkew,
+    Crash,
+    DuplicateWindow,
+    Fault,
+    Isolate,
+    LatencySpike,
+    LossWindow,
+    Partition,
+    Split,
+)
 
 if TYPE_CHECKING:
     from .world import World
@@ -30,7 +41,7 @@ def resolve_schedule(faults: list[Fault], nodes: tuple[str, ...], rng) -> list[F
                 idx = sorted(rng.choice(len(nodes), size=k, replace=False).tolist())
                 minority = tuple(nodes[i] for i in idx)
             out.append(Partition(start=fault.start, end=fault.end, groups=(tuple(minority),)))
-        elif isinstance(fault, Isolate):
+        elif isinstance(fault, Isolate) and fault.node != LEADER:
             out.append(Partition(start=fault.start, end=fault.end, groups=((fault.node,),)))
         else:
             out.append(fault)
@@ -44,6 +55,15 @@ class FaultInjector:
         self.world = world
         self.faults = faults
         self._down: dict[str, int] = {}
+        self._target: dict[int, str | None] = {}
+
+    def _node_for(self, key: int, fault: Fault) -> str | None:
+        """The node a fault acts on; ``@leader`` is resolved when the fault starts."""
+        node = fault.node  # type: ignore[attr-defined]
+        if node == LEADER:
+            node = self.world.scenario.protocol.leader(self.world)
+        self._target[key] = node
+        return node
 
     def start(self) -> None:
         env = self.world.env
@@ -64,10 +84,20 @@ class FaultInjector:
         net = self.world.network
         if isinstance(fault, Partition):
             net.add_partition(key, fault.groups, fault.one_way)
+        elif isinstance(fault, Isolate):
+            node = self._node_for(key, fault)
+            if node is None:
+                self.world.record_fault_event(fault, "skipped: no leader")
+                return
+            net.add_partition(key, ((node,),))
         elif isinstance(fault, Crash):
-            self._down[fault.node] = self._down.get(fault.node, 0) + 1
-            if self._down[fault.node] == 1:
-                self.world.nodes[fault.node].crash()
+            node = self._node_for(key, fault)
+            if node is None:
+                self.world.record_fault_event(fault, "skipped: no leader")
+                return
+            self._down[node] = self._down.get(node, 0) + 1
+            if self._down[node] == 1:
+                self.world.nodes[node].crash()
         elif isinstance(fault, (LossWindow, DuplicateWindow, LatencySpike)):
             net.add_overlay(key, fault)
         elif isinstance(fault, ClockSkew):
@@ -78,12 +108,15 @@ class FaultInjector:
 
     def _revert(self, key: int, fault: Fault) -> None:
         net = self.world.network
-        if isinstance(fault, Partition):
+        if isinstance(fault, (Partition, Isolate)):
             net.remove_partition(key)
         elif isinstance(fault, Crash):
-            self._down[fault.node] -= 1
-            if self._down[fault.node] == 0:
-                self.world.nodes[fault.node].recover()
+            node = self._target.get(key)
+            if node is None:
+                return
+            self._down[node] -= 1
+            if self._down[node] == 0:
+                self.world.nodes[node].recover()
         elif isinstance(fault, (LossWindow, DuplicateWindow, LatencySpike)):
             net.remove_overlay(key)
         elif isinstance(fault, ClockSkew):

@@ -63,6 +63,14 @@ class ProtocolConfig(Tagged):
         """The nodes that hold a replica of ``key`` (for convergence checks)."""
         return nodes
 
+    def leader(self, world: World) -> str | None:
+        """The node that currently leads (``None``: none now). Protocols with a leader override this."""
+        raise NotImplementedError(f"protocol {self.tag!r} has no leader")
+
+    @classmethod
+    def has_leader(cls) -> bool:
+        return cls.leader is not ProtocolConfig.leader
+
     def summary(self, world: World) -> dict[str, Any]:
         """Protocol counters to add to the run summary (flat ``name: number``)."""
         return {}

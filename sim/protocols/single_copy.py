@@ -35,6 +35,10 @@ class SingleCopyConfig(ProtocolConfig):
         owner = self.owner or world.scenario.nodes[0]
         return {name: SingleCopyNode(world, name, owner, self) for name in world.scenario.nodes}
 
+    def leader(self, world) -> str | None:
+        """The owner plays the leader's part (for ``@leader`` faults)."""
+        return self.owner or world.scenario.nodes[0]
+
     def summary(self, world) -> dict[str, Any]:
         owner = world.nodes[self.owner or world.scenario.nodes[0]]
         return {"protocol.reads": owner.reads, "protocol.writes": owner.writes}
