@@ -17,6 +17,7 @@ examples:
   capsim run experiments/scenarios/partitioned-store.toml
   capsim run experiments/scenarios/mm1-queue.toml --seed 7 --out out/mm1
   capsim run experiments/scenarios/lossy-network.toml --trace --out out/lossy
+  capsim sweep experiments/sweeps/loss.toml --workers 2 --out out/loss
   capsim demo --out out/demo
 
 A scenario is a TOML file with the sections [cluster], [network], [faults],
@@ -40,6 +41,18 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--out", type=Path, default=None, help="folder for summary.json, history.csv and other tables")
     r.add_argument("--trace", action="store_true", help="record every message (trace.csv in --out)")
     r.add_argument("--json", action="store_true", help="print the summary as JSON instead of a table")
+    w = sub.add_parser("sweep", help="run a parameter sweep described in a TOML file",
+                       description="Run every point of a sweep file's factors, replications times; "
+                                   "resumes from the cache in --out when interrupted.",
+                       epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    w.add_argument("sweep", type=Path, help="sweep TOML file (base scenario, factors, replications)")
+    w.add_argument("--workers", type=int, default=None, help="parallel workers (default: one per core)")
+    w.add_argument("--dask", metavar="ADDRESS", default=None, help="run on a Dask scheduler, e.g. tcp://host:8786")
+    w.add_argument("--executor", choices=["serial", "processes", "dask"], default=None,
+                   help="serial, processes (default) or dask (a LocalCluster unless --dask is given)")
+    w.add_argument("--out", type=Path, default=None, help="output folder (default: out/<sweep name>)")
+    w.add_argument("--csv", action="store_true", help="also write results.csv")
+    w.add_argument("--quiet", action="store_true", help="no progress bar")
     d = sub.add_parser("demo", help="the main demonstration (a partitioned store)",
                        description="Run the demonstration scenario and write its tables and figures.")
     d.add_argument("--out", type=Path, default=Path("out/demo"), help="output folder (default: out/demo)")
@@ -56,6 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "run":
             return _cmd_run(args)
+        if args.command == "sweep":
+            return _cmd_sweep(args)
         if args.command == "demo":
             from .demo import run_demo
 
@@ -100,6 +115,48 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(f"\nwrote {folder}/ (summary.json, history.csv, timeline.csv, faults.csv"
               f"{', trace.csv' if result.trace is not None else ''})")
     return 0
+
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    import matplotlib.pyplot as plt
+
+    from .plots import metric_vs_factor
+    from .sweep import summarize, sweep
+    from .sweepfile import load_sweep
+
+    spec = load_sweep(args.sweep)
+    if args.workers is not None and args.workers < 1:
+        raise ScenarioError("--workers", f"must be >= 1, got {args.workers}")
+    executor = args.executor or ("dask" if args.dask else "processes")
+    out = args.out or Path("out") / spec.name
+    out.mkdir(parents=True, exist_ok=True)
+    df = sweep(spec.base, spec.factors, spec.replications, seed=spec.seed, executor=executor,
+               workers=args.workers, dask_address=args.dask, cache=out / "cache", progress=not args.quiet)
+    table = df.copy()
+    for col in spec.factors:  # parquet needs one type per column
+        if table[col].map(lambda v: isinstance(v, (dict, list))).any():
+            table[col] = table[col].map(lambda v: json.dumps(v) if isinstance(v, (dict, list)) else v)
+    table.to_parquet(out / "results.parquet", index=False)
+    if args.csv:
+        table.to_csv(out / "results.csv", index=False)
+    summary = summarize(table, list(spec.metrics))
+    summary.to_csv(out / "summary.csv", index=False)
+    for i, plot in enumerate(spec.plots):
+        if plot.y not in set(summary["metric"]):
+            summary_y = summarize(table, [plot.y])
+        else:
+            summary_y = summary
+        ax = metric_vs_factor(summary_y, plot.x, plot.y, hue=plot.hue)
+        ax.set_title(f"{spec.name}: {plot.y}")
+        name = f"{i:02d}-{plot.y.replace('.', '_')}"
+        ax.figure.savefig(out / f"{name}.png", dpi=120)
+        ax.figure.savefig(out / f"{name}.svg")
+        plt.close(ax.figure)
+    failed = int(df["error"].notna().sum())
+    shown = summary.pivot_table(index=list(spec.factors), columns="metric", values="mean", sort=False)
+    print(shown.to_string(float_format=lambda v: f"{v:.4g}"))
+    print(f"\n{len(df)} runs ({failed} failed) -> {out}/results.parquet, summary.csv, figures")
+    return 0 if failed == 0 else 1
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -18,7 +18,21 @@ __all__ = [
     "lamport_diagram",
     "t_visibility_curves",
     "divergence_timeline",
+    "metric_vs_factor",
+    "heatmap",
+    "axis_label",
 ]
+
+_UNITS = {"latency": "ms", "convergence.after": "ms", "throughput": "ops/s", "duration": "ms", "timeout": "ms",
+          "rate": "ops/s per client", "end": "ms", "start": "ms", "mtbf": "ms"}
+
+
+def axis_label(name: str) -> str:
+    """A metric or factor name with its unit, e.g. ``latency.read.p99 (ms)``."""
+    for key, unit in _UNITS.items():
+        if key in name:
+            return f"{name} ({unit})"
+    return name
 
 SIDE_COLORS = {"availability": "black", "availability_majority": "tab:blue", "availability_minority": "tab:red"}
 
@@ -167,4 +181,40 @@ def divergence_timeline(results: dict[str, Any], ax: Any | None = None):
     ax.set_xlabel("time (s)")
     ax.set_ylabel("divergent keys")
     ax.legend(fontsize="small")
+    return ax
+
+
+def metric_vs_factor(summary: pd.DataFrame, x: str, metric: str, *, hue: str | None = None, ax: Any | None = None):
+    """Mean of ``metric`` against factor ``x`` with its confidence band (from ``sim.sweep.summarize``)."""
+    ax = _axes(ax, (5.5, 3.6))
+    rows = summary[summary["metric"] == metric]
+    groups = [(None, rows)] if hue is None else list(rows.groupby(hue, sort=True))
+    for value, g in groups:
+        g = g.sort_values(x)
+        xs = pd.to_numeric(g[x], errors="coerce")
+        label = None if hue is None else f"{hue} = {value}"
+        line = ax.plot(xs, g["mean"], marker="o", ms=3, label=label)[0]
+        ax.fill_between(xs, g["ci_low"], g["ci_high"], color=line.get_color(), alpha=0.2, lw=0)
+    ax.set_xlabel(axis_label(x))
+    ax.set_ylabel(axis_label(metric))
+    ax.grid(alpha=0.3)
+    if hue is not None:
+        ax.legend(fontsize="small")
+    return ax
+
+
+def heatmap(summary: pd.DataFrame, x: str, y: str, metric: str, *, ax: Any | None = None, fmt: str = "{:.2f}"):
+    """Mean of ``metric`` over two factors, annotated with the values."""
+    ax = _axes(ax, (6, 4.5))
+    rows = summary[summary["metric"] == metric]
+    table = rows.pivot_table(index=y, columns=x, values="mean", aggfunc="mean").sort_index(ascending=False)
+    im = ax.imshow(table.to_numpy(dtype=float), aspect="auto", cmap="viridis")
+    ax.set_xticks(range(table.shape[1]), [f"{v:g}" if isinstance(v, float) else str(v) for v in table.columns])
+    ax.set_yticks(range(table.shape[0]), [f"{v:g}" if isinstance(v, float) else str(v) for v in table.index])
+    for (i, j), v in np.ndenumerate(table.to_numpy(dtype=float)):
+        if np.isfinite(v):
+            ax.text(j, i, fmt.format(v), ha="center", va="center", color="white", fontsize="x-small")
+    ax.set_xlabel(axis_label(x))
+    ax.set_ylabel(axis_label(y))
+    ax.figure.colorbar(im, ax=ax, label=axis_label(metric))
     return ax

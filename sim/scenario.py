@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -284,15 +285,39 @@ class Scenario:
         return self.run.duration + drain + self.run.settle
 
 
+_PATH_TOKEN = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
+
+
+def parse_path(dotted: str) -> list[str | int]:
+    """``"faults.schedule[0].end"`` -> ``["faults", "schedule", 0, "end"]``."""
+    tokens: list[str | int] = []
+    pos = 0
+    for m in _PATH_TOKEN.finditer(dotted):
+        if m.start() != pos and dotted[pos:m.start()] != ".":
+            raise ScenarioError(dotted, "is not a field path like 'network.loss' or 'faults.schedule[0].end'")
+        tokens.append(m.group(1) if m.group(1) is not None else int(m.group(2)))
+        pos = m.end()
+    if not tokens or pos != len(dotted):
+        raise ScenarioError(dotted, "is not a field path like 'network.loss' or 'faults.schedule[0].end'")
+    return tokens
+
+
 def set_path(data: dict[str, Any], dotted: str, value: Any) -> None:
-    """Set ``data["a"]["b"] = value`` for ``dotted == "a.b"``, creating tables as needed."""
-    keys = dotted.split(".")
-    node = data
-    for i, key in enumerate(keys[:-1]):
-        nxt = node.get(key)
-        if nxt is None:
-            nxt = node[key] = {}
-        if not isinstance(nxt, dict):
-            raise ScenarioError(".".join(keys[: i + 1]), "is not a table, cannot set a key inside it")
-        node = nxt
-    node[keys[-1]] = value
+    """Set ``data["a"]["b"][0] = value`` for ``dotted == "a.b[0]"``, creating tables as needed."""
+    tokens = parse_path(dotted)
+    node: Any = data
+    where = ""
+    for i, key in enumerate(tokens):
+        where += f"[{key}]" if isinstance(key, int) else (f".{key}" if where else key)
+        last = i == len(tokens) - 1
+        if isinstance(key, int):
+            if not isinstance(node, list) or not -len(node) <= key < len(node):
+                raise ScenarioError(where, "no such list item")
+        elif not isinstance(node, dict):
+            raise ScenarioError(where, "is not inside a table, cannot set it")
+        if last:
+            node[key] = value
+        elif isinstance(key, str) and node.get(key) is None:
+            node[key] = [] if isinstance(tokens[i + 1], int) else {}
+        if not last:
+            node = node[key]
