@@ -6,6 +6,11 @@ Sending a message costs one SimPy heap entry (two when it is duplicated): a
 lightweight event whose single callback hands the message to the receiver.
 Effective per-link parameters are computed once and cached until the faults
 change, so the per-message path is a few dict lookups and comparisons.
+
+Crashes: a crashed endpoint sends nothing, and a message in flight to an
+endpoint that crashes (or crashed and recovered) before it arrives is lost. A
+message already in flight from an endpoint that then crashes is still
+delivered: it left the sender before the crash.
 """
 
 from __future__ import annotations
