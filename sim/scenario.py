@@ -165,7 +165,7 @@ class RunConfig:
     timeout is infinite) so that operations in flight can finish, then for
     ``settle`` more with no client load (to watch replicas converge).
     Replicated protocols' divergence is sampled every ``sample_interval``
-    (default ``duration / 500``).
+    (default ``duration / 200``).
     """
 
     duration: Duration = fld(10_000.0, check=positive)

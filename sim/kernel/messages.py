@@ -10,7 +10,12 @@ __all__ = ["ClientRequest", "ClientReply"]
 
 @dataclass(frozen=True, slots=True)
 class ClientRequest:
-    """A client operation: ``op`` is ``"read"`` or ``"write"``; ``value`` is what a write writes."""
+    """A client operation: ``op`` is ``"read"`` or ``"write"``; ``value`` is what a write writes.
+
+    ``op_id`` is unique in the run and increases with every operation a client
+    issues, so a node can drop a duplicated request (the network may duplicate
+    messages) by remembering the highest id it took from each client.
+    """
 
     op_id: int
     op: str

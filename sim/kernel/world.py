@@ -79,7 +79,7 @@ class World:
         self.injector.start()
         self.replicated = any(node.replica_state() is not None for node in self.nodes.values())
         if self.replicated:
-            self._sample_every = cfg.sample_interval or cfg.duration / 500
+            self._sample_every = cfg.sample_interval or cfg.duration / 200
             self._sample()
         env.run(until=cfg.duration)
         if self.history.pending:
