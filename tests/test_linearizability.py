@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import math
 import time
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -14,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sim.checkers import LinearizabilityResult, check_linearizable
+from sim.checkers.linearizability import _prepare, _search, _zone_conflict
 from sim.history import History
 
 NAN = math.nan
@@ -155,9 +157,11 @@ def brute_force_linearizable(df: pd.DataFrame) -> bool:
                 return True
         return False
 
-    for _, ops in df.groupby("key"):
-        ok = [o for o in ops.itertuples() if o.outcome == "ok"]
-        info = [o for o in ops.itertuples() if o.outcome == "info" and o.op == "write"]
+    cols = ["key", "op", "value", "invoke", "complete", "outcome"]
+    records = [SimpleNamespace(**dict(zip(cols, rec))) for rec in zip(*(df[c].tolist() for c in cols))]
+    for key in {o.key for o in records}:
+        ok = [o for o in records if o.key == key and o.outcome == "ok"]
+        info = [o for o in records if o.key == key and o.outcome == "info" and o.op == "write"]
         subsets = itertools.chain.from_iterable(itertools.combinations(info, k) for k in range(len(info) + 1))
         if not any(orderable(ok + list(extra), None) for extra in subsets):
             return False
@@ -204,6 +208,14 @@ def test_concurrent_writes_can_be_ordered_either_way():
     assert_good(hist(w(1, 0, 10, client="a"), w(2, 1, 9, client="b"), r(1, 11, 12), r(1, 13, 14)))
     assert_good(hist(w(1, 0, 10, client="a"), w(2, 1, 9, client="b"), r(2, 11, 12), r(2, 13, 14)))
     assert_bad(hist(w(1, 0, 10, client="a"), w(2, 1, 9, client="b"), r(1, 11, 12), r(2, 13, 14)))
+
+
+def test_reads_after_both_writes_must_agree():
+    """Overlapping reads that start after two writes completed cannot see different values."""
+    assert_good(hist(w(1, 0, 10, client="a"), w(2, 1, 9, client="b"), r(1, 11, 15), r(1, 12, 16, client="s")))
+    res = assert_bad(hist(w(1, 0, 10, client="a"), w(2, 1, 9, client="b"), r(1, 11, 15), r(2, 12, 16, client="s")))
+    assert "would each have to come before the other" in res.explanation
+    assert len(res.counterexample) == 4
 
 
 def test_touching_operations_count_as_concurrent():
@@ -291,7 +303,7 @@ def test_long_sequential_history_does_not_recurse():
 
 def test_time_limit_gives_unknown_verdict():
     """A search too large for the time limit returns None and says so."""
-    ops = [w(v, 0, 100, client=f"c{v}") for v in range(1, 21)]
+    ops = [w(1 + v % 2, 0, 100, client=f"c{v}") for v in range(24)]  # repeated values defeat the zone test
     ops += [r(1, 200, 201), r(2, 202, 203), r(1, 204, 205)]
     t0 = time.perf_counter()
     res = check_linearizable(hist(*ops), time_limit=0.05)
@@ -317,6 +329,14 @@ def test_accepts_history_table_from_sim_history():
     res = check_linearizable(h.to_frame())
     assert res.linearizable is False
     assert res.counterexample["op_id"].tolist() == [1, 3, 4, 5]
+
+
+def test_input_is_not_modified():
+    """Checking a history leaves the caller's frame unchanged."""
+    df = hist(w(1, 0, 1), w(2, 2, NAN, "info"), r(3, 4, 5), r(None, 6, 7, "fail"))
+    before = df.copy()
+    check_linearizable(df)
+    pd.testing.assert_frame_equal(df, before)
 
 
 def test_bad_input_is_rejected_with_a_clear_message():
@@ -395,7 +415,7 @@ small_op = st.tuples(
 )
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(st.lists(small_op, min_size=0, max_size=7))
 def test_agrees_with_brute_force_on_small_histories(ops):
     """On arbitrary tiny histories (repeated values, ties, info and fail) the verdict matches brute force."""
@@ -414,3 +434,32 @@ def test_agrees_with_brute_force_on_small_histories(ops):
         assert set(cex.index) <= set(df.index)
         assert brute_force_linearizable(cex) is False
         assert (cex["key"] == res.failed_key).all()
+
+
+unique_op = st.tuples(
+    st.booleans(),  # write?
+    st.integers(0, 12),  # read: which value (0 is None; may name a value nobody wrote)
+    st.integers(0, 30),  # invoke
+    st.integers(0, 8),  # duration
+    st.sampled_from(["ok", "ok", "ok", "ok", "info", "fail"]),
+)
+
+
+@settings(max_examples=120, deadline=None)
+@given(st.lists(unique_op, min_size=1, max_size=24))
+def test_search_and_zone_test_agree_on_distinct_values(ops):
+    """With distinct written values the search and the zone test reach the same verdict, witness included."""
+    rows, written = [], 0
+    for is_write, pick, invoke, duration, outcome in ops:
+        if is_write:
+            written += 1
+        value = written if is_write else (pick or None)
+        complete = invoke + duration if outcome != "info" else NAN
+        rows.append(("c", "write" if is_write else "read", 0, value, float(invoke), complete, outcome))
+    for kops in _prepare(hist(*rows)):
+        everything = range(len(kops))
+        witness = _zone_conflict(kops, everything)
+        assert witness is not None
+        assert _search(kops, everything, math.inf)[0] is (witness == [])
+        if witness:
+            assert _search(kops, witness, math.inf)[0] is False

@@ -1,5 +1,18 @@
 """Checkers: from a history to a verdict plus the evidence for it."""
 
+from .convergence import convergence_summary, divergent_keys
 from .linearizability import LinearizabilityResult, check_linearizable
+from .lost_writes import LostWritesResult, lost_writes
+from .staleness import read_staleness, staleness_summary, t_visibility
 
-__all__ = ["check_linearizable", "LinearizabilityResult"]
+__all__ = [
+    "check_linearizable",
+    "LinearizabilityResult",
+    "read_staleness",
+    "staleness_summary",
+    "t_visibility",
+    "divergent_keys",
+    "convergence_summary",
+    "lost_writes",
+    "LostWritesResult",
+]

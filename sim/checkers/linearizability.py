@@ -13,7 +13,17 @@ means that operation can no longer be linearized on the current path, so the
 search undoes its last choice. A set of visited (linearized operations as a
 bitset, register value) pairs stops it from exploring the same configuration
 twice. The search keeps an explicit stack, so long histories never hit
-Python's recursion limit.
+Python's recursion limit. Two register facts prune it: a callable read of the
+current value can always be linearized at once, and a configuration in which
+some remaining read returns a value that is neither current nor still to be
+written is a dead end.
+
+The search is exponential in the worst case, and proving a history wrong
+means exhausting it, which gets slow when many operations overlap. So when a
+key's writes all write distinct values (the usual case), Gibbons & Korach's
+zone test, an exact O(n log n) criterion, looks for a violation first. A
+"linearizable" verdict still comes from the search, which finds an actual
+linearization; the zone test decides alone only if the search runs out of time.
 
 Outcomes: ``fail`` operations did not happen and are dropped; ``info`` reads
 constrain nothing and are dropped; an ``info`` write has no deadline and may
@@ -27,6 +37,7 @@ the instant the other is invoked) count as concurrent.
 
 from __future__ import annotations
 
+import bisect
 import math
 import time
 from collections.abc import Hashable, Sequence
@@ -43,6 +54,8 @@ REQUIRED_COLUMNS = ("op", "key", "value", "invoke", "complete", "outcome")
 # Bounded effort spent shrinking a counterexample: seconds and number of re-checks.
 SHRINK_SECONDS = 2.0
 SHRINK_CHECKS = 2000
+# The search forgets its visited configurations beyond this many (bounding memory; only speed suffers).
+_MAX_SEEN = 2_000_000
 
 _INF = math.inf
 
@@ -65,24 +78,37 @@ class LinearizabilityResult:
     failed_key: Any = None
     counterexample: pd.DataFrame | None = None
     explanation: str = ""
-    elapsed: float = field(default=0.0)
+    elapsed: float = 0.0
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(eq=False)
 class _KeyOps:
-    """The operations of one key that the search needs, in input order."""
+    """The operations of one key that the search needs (``ok`` ones and ``info`` writes), in input order."""
 
     key: Any
-    rows: list[int]  # positions in the input frame
-    is_write: list[bool]
-    value: list[int]  # value ids; id 0 is None, the initial value
-    invoke: list[float]
-    complete: list[float]  # +inf for info writes
-    values: list[Any]  # value id -> value
-    failed_writes: frozenset[int]  # value ids of writes that failed
+    rows: list[int] = field(default_factory=list)  # positions in the input frame
+    is_write: list[bool] = field(default_factory=list)
+    value: list[int] = field(default_factory=list)  # value ids; id 0 is None, the initial value
+    invoke: list[float] = field(default_factory=list)
+    complete: list[float] = field(default_factory=list)  # +inf for info writes
+    values: list[Any] = field(default_factory=lambda: [None])  # value id -> value
+    value_ids: dict[Any, int] = field(default_factory=dict)
+    failed_writes: set[int] = field(default_factory=set)  # value ids of writes that failed
 
     def __len__(self) -> int:
         return len(self.rows)
+
+    def value_id(self, value: Any) -> int:
+        """A small integer for ``value``; ``None`` and NaN (a missing value) are id 0."""
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            return 0
+        if not isinstance(value, Hashable):
+            value = repr(value)
+        vid = self.value_ids.get(value)
+        if vid is None:
+            vid = self.value_ids[value] = len(self.values)
+            self.values.append(value)
+        return vid
 
 
 def check_linearizable(history: pd.DataFrame, *, time_limit: float | None = None) -> LinearizabilityResult:
@@ -91,7 +117,9 @@ def check_linearizable(history: pd.DataFrame, *, time_limit: float | None = None
     ``history`` has (at least) the columns of :mod:`sim.history`:
     ``op`` (``read``/``write``), ``key``, ``value``, ``invoke``, ``complete``
     and ``outcome`` (``ok``/``fail``/``info``). ``time_limit`` bounds the
-    search in seconds; when it is reached the verdict is ``None``.
+    check in seconds; when it is reached the verdict is ``None``. Shrinking a
+    counterexample takes at most ``SHRINK_SECONDS`` more (and never goes past
+    the time limit).
     """
     start = time.perf_counter()
     if time_limit is not None and not time_limit > 0:
@@ -100,7 +128,7 @@ def check_linearizable(history: pd.DataFrame, *, time_limit: float | None = None
     per_key = _prepare(history)
     keys_checked = ops_checked = 0
     for kops in per_key:
-        verdict, wall = _search(kops, range(len(kops)), deadline)
+        verdict, hint = _check(kops, range(len(kops)), deadline)
         if verdict is None:
             return LinearizabilityResult(
                 None, keys_checked, ops_checked,
@@ -111,7 +139,7 @@ def check_linearizable(history: pd.DataFrame, *, time_limit: float | None = None
         keys_checked += 1
         ops_checked += len(kops)
         if not verdict:
-            subset = _shrink(kops, wall, deadline)
+            subset = _shrink(kops, hint, deadline)
             rows = sorted(kops.rows[j] for j in subset)
             return LinearizabilityResult(
                 False, keys_checked, ops_checked, failed_key=kops.key,
@@ -152,27 +180,22 @@ def _prepare(history: pd.DataFrame) -> list[_KeyOps]:
     _reject(history, is_ok & ~(complete >= invoke), "an ok operation needs complete >= invoke", "complete")
 
     groups: dict[Any, _KeyOps] = {}
-    vids: dict[Any, dict[Any, int]] = {}
-    failed: dict[Any, set[int]] = {}
     wanted = is_ok | (is_info & is_write) | (is_fail & is_write)
     for pos in np.flatnonzero(wanted).tolist():
         key = keys[pos]
         kops = groups.get(key)
         if kops is None:
-            kops = groups[key] = _KeyOps(key, [], [], [], [], [], [None], frozenset())
-            vids[key] = {}
-            failed[key] = set()
-        vid = _value_id(kops, vids[key], values[pos])
+            kops = groups[key] = _KeyOps(key)
+        vid = kops.value_id(values[pos])
         if is_fail[pos]:
-            failed[key].add(vid)
+            kops.failed_writes.add(vid)
             continue
         kops.rows.append(pos)
         kops.is_write.append(bool(is_write[pos]))
         kops.value.append(vid)
         kops.invoke.append(float(invoke[pos]))
         kops.complete.append(float(complete[pos]) if is_ok[pos] else _INF)
-    return [_KeyOps(k.key, k.rows, k.is_write, k.value, k.invoke, k.complete, k.values,
-                    frozenset(failed[k.key])) for k in groups.values()]
+    return list(groups.values())
 
 
 def _reject(history: pd.DataFrame, bad: np.ndarray, what: str, column: str) -> None:
@@ -184,17 +207,86 @@ def _reject(history: pd.DataFrame, bad: np.ndarray, what: str, column: str) -> N
                          f"({int(bad.sum())} bad row(s))")
 
 
-def _value_id(kops: _KeyOps, ids: dict[Any, int], value: Any) -> int:
-    """A small integer for ``value``; ``None`` and NaN (a missing value) are id 0."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return 0
-    if not isinstance(value, Hashable):
-        value = repr(value)
-    vid = ids.get(value)
-    if vid is None:
-        vid = ids[value] = len(kops.values)
-        kops.values.append(value)
-    return vid
+# -- verdict for one key -----------------------------------------------------------------------
+
+
+def _check(kops: _KeyOps, subset: Sequence[int], deadline: float) -> tuple[bool | None, float | list[int]]:
+    """Whether the operations ``subset`` of one key are linearizable (``None``: out of time).
+
+    The second item hints where the failure is: the operations of a zone
+    conflict, or the time up to which the search got.
+    """
+    witness = _zone_conflict(kops, subset)
+    if witness:
+        return False, witness
+    verdict, wall = _search(kops, subset, deadline)
+    if verdict is None and witness is not None:
+        verdict = True  # the zone test is exact when written values are distinct
+    return verdict, wall
+
+
+def _zone_conflict(kops: _KeyOps, subset: Sequence[int]) -> list[int] | None:
+    """Gibbons & Korach's zone test, for sub-histories whose writes all write distinct values.
+
+    Returns ``None`` when values repeat (the test does not apply), ``[]`` when
+    the sub-history is linearizable, else a few operations that are not.
+    With distinct values, a write and the reads of its value (a cluster) sit
+    together in any linearization, so the history is linearizable iff no read
+    precedes its own write and no two clusters must each come before the other:
+    cluster A must precede B when some operation of A completes before some
+    operation of B is invoked, i.e. when A's earliest completion comes before
+    B's latest invocation. Clusters are summarised by those two times, so the
+    test is a sort and a sweep. The initial ``None`` is a write at -inf; an
+    ``info`` write nobody read may not have happened and is left out.
+    """
+    writer: dict[int, int] = {}
+    reads: list[int] = []
+    for j in subset:
+        if kops.is_write[j]:
+            v = kops.value[j]
+            if v == 0 or v in writer:
+                return None
+            writer[v] = j
+        else:
+            reads.append(j)
+    inv, done, val = kops.invoke, kops.complete, kops.value
+    read_values = {val[j] for j in reads}
+    # cluster value -> [earliest completion, its op, latest invocation, its op]; op -1 is the initial write
+    zones: dict[int, list[Any]] = {0: [-_INF, -1, -_INF, -1]}
+    for v, j in writer.items():
+        if done[j] != _INF or v in read_values:
+            zones[v] = [done[j], j, inv[j], j]
+    for j in reads:
+        v = val[j]
+        if v != 0 and v not in writer:
+            return [j]
+        if v != 0 and done[j] < inv[writer[v]]:
+            return [writer[v], j]
+        z = zones[v]
+        if done[j] < z[0]:
+            z[0], z[1] = done[j], j
+        if inv[j] > z[2]:
+            z[2], z[3] = inv[j], j
+
+    def ops_of(*vs: int) -> list[int]:
+        found = {zones[v][1] for v in vs} | {zones[v][3] for v in vs} | {writer.get(v, -1) for v in vs}
+        return sorted(found - {-1})
+
+    # Two clusters conflict iff each one's earliest completion precedes the other's latest invocation.
+    forward = sorted((z[0], z[2], v) for v, z in zones.items() if z[0] < z[2])
+    reach, reach_v = -_INF, -1
+    for lo, hi, v in forward:
+        if lo < reach:
+            return ops_of(reach_v, v)
+        if hi > reach:
+            reach, reach_v = hi, v
+    starts = [lo for lo, _, _ in forward]
+    for v, z in zones.items():
+        if z[0] >= z[2]:  # a backward zone [latest invocation, earliest completion]
+            k = bisect.bisect_left(starts, z[2]) - 1
+            if k >= 0 and z[0] < forward[k][1]:
+                return ops_of(forward[k][2], v)
+    return []
 
 
 # -- search ----------------------------------------------------------------------------------
@@ -274,8 +366,11 @@ def _search(kops: _KeyOps, subset: Sequence[int], deadline: float) -> tuple[bool
     alt = steps = 0
     while True:
         steps += 1
-        if not steps & 0xFFF and time.perf_counter() > deadline:
-            return None, wall
+        if not steps & 0xFFF:
+            if time.perf_counter() > deadline:
+                return None, wall
+            if len(seen) > _MAX_SEEN:
+                seen.clear()
         if e < 0:
             if nxt[head] == tail:
                 return True, wall
@@ -352,7 +447,10 @@ def _search(kops: _KeyOps, subset: Sequence[int], deadline: float) -> tuple[bool
                 return False, wall
             i, state, bits, alt, w = stack.pop()
             _unlift(nxt, prv, 2 * i)
-            bump(op_value[i], op_write[i] or w >= 0, 0 if op_write[i] else 1)
+            if op_write[i]:
+                bump(op_value[i], 1, 0)
+            else:
+                bump(op_value[i], 1 if w >= 0 else 0, 1)
             if alt != _FORCED:
                 break
         e = 2 * i
@@ -382,32 +480,35 @@ def _unlift(nxt: list[int], prv: list[int], call: int) -> None:
 # -- counterexample --------------------------------------------------------------------------
 
 
-def _shrink(kops: _KeyOps, wall: float, deadline: float) -> list[int]:
+def _shrink(kops: _KeyOps, hint: float | list[int], deadline: float) -> list[int]:
     """A small non-linearizable subset of one key's operations.
 
-    Starts from the operations invoked before the search's last wall, then
-    greedily drops chunks of halving size while what is left stays
-    non-linearizable. A read keeps a write of its value whenever the key has
-    one, so the counterexample tells the real story (a stale read rather than
-    "a value that was never written").
+    Starts from the zone test's witness, or else from the operations invoked
+    before the time the search got to, then greedily drops chunks of halving
+    size while what is left stays non-linearizable. A read keeps a write of its
+    value whenever the key has one, so the counterexample tells the real story
+    (a stale read rather than "a value that was never written").
     """
     until = min(deadline, time.perf_counter() + SHRINK_SECONDS)
     checks = [0]
 
     def failing(subset: list[int]) -> bool:
         checks[0] += 1
-        return _search(kops, subset, until)[0] is False
+        return _check(kops, subset, until)[0] is False
 
     def spent() -> bool:
         return checks[0] >= SHRINK_CHECKS or time.perf_counter() > until
 
     cur = list(range(len(kops)))
     written = {kops.value[j] for j in cur if kops.is_write[j]}
-    early = {j for j in cur if kops.invoke[j] <= wall}
-    read_values = {kops.value[j] for j in early if not kops.is_write[j]}
-    prefix = [j for j in cur if j in early or (kops.is_write[j] and kops.value[j] in read_values)]
-    if len(prefix) < len(cur) and failing(prefix):
-        cur = prefix
+    if isinstance(hint, list):
+        start = hint
+    else:
+        early = {j for j in cur if kops.invoke[j] <= hint}
+        read_values = {kops.value[j] for j in early if not kops.is_write[j]}
+        start = [j for j in cur if j in early or (kops.is_write[j] and kops.value[j] in read_values)]
+    if len(start) < len(cur) and failing(start):
+        cur = start
 
     def closed(subset: list[int]) -> bool:
         have = {kops.value[j] for j in subset if kops.is_write[j]}
@@ -468,20 +569,53 @@ def _explain(kops: _KeyOps, subset: list[int]) -> str:
                 return (f"{read(j)}, but write {_show(vals[kops.value[x]])} completed at t={_t(kops.complete[x])} ms, "
                         f"before the read started, and every write of {_show(vals[v])} had completed before it "
                         f"began, so none could be linearized after it")
-    for j in reads:  # a new-old inversion
+    for j in reads:  # a new-old inversion: an earlier read saw a value written after every write of this one
         v = kops.value[j]
         done = last_done(v)
         for j1 in reads:
             y = kops.value[j1]
             ws = writes_of(y)
-            if (y != v and ws and kops.complete[j1] < kops.invoke[j]
-                    and done < min(kops.invoke[w] for w in ws)):
-                return (f"{read(j)}, but an earlier read completed at t={_t(kops.complete[j1])} ms had already "
-                        f"returned the newer value {_show(vals[y])}, whose writes all began after every write of "
-                        f"{_show(vals[v])} had completed (a new-old inversion)")
-    last = reads[-1] if reads else subset[-1]
+            if y == v or not ws or kops.complete[j1] >= kops.invoke[j]:
+                continue
+            earlier = (f"{read(j)}, but an earlier read, completed at t={_t(kops.complete[j1])} ms, had already "
+                       f"returned {_show(vals[y])}")
+            if done < min(kops.invoke[w] for w in ws):
+                return (f"{earlier}, whose writes all began after every write of {_show(vals[v])} had completed "
+                        f"(a new-old inversion)")
+            if done < kops.invoke[j1]:
+                return (f"{earlier}, and every write of {_show(vals[v])} had completed before that read began, "
+                        f"so {_show(vals[v])} could not come back (a new-old inversion)")
+    story = _cycle_story(kops, subset)
+    if story:
+        return story
+    culprit = f"; the {read(reads[-1])} cannot be placed" if reads else ""
     return (f"no order of these {len(subset)} operations on key {key!r} respects both their real-time order and "
-            f"register semantics; the {read(last) if reads else 'last operation'} cannot be placed")
+            f"register semantics{culprit}")
+
+
+def _cycle_story(kops: _KeyOps, subset: list[int]) -> str | None:
+    """With distinct written values: two values that would each have to come before the other."""
+    clusters: dict[int, list[int]] = {}
+    for j in subset:
+        clusters.setdefault(kops.value[j], []).append(j)
+    if any(sum(kops.is_write[j] for j in ops) != 1 for v, ops in clusters.items() if v != 0):
+        return None
+    ends = {v: (min(ops, key=lambda j: kops.complete[j]), max(ops, key=lambda j: kops.invoke[j]))
+            for v, ops in clusters.items() if v != 0}
+
+    def what(j: int) -> str:
+        shown = _show(kops.values[kops.value[j]])
+        return f"write {shown}" if kops.is_write[j] else f"a read returning {shown}"
+
+    for a, (a1, a2) in ends.items():
+        for b, (b1, b2) in ends.items():
+            if a < b and kops.complete[a1] < kops.invoke[b2] and kops.complete[b1] < kops.invoke[a2]:
+                va, vb = _show(kops.values[a]), _show(kops.values[b])
+                return (f"values {va} and {vb} of key {kops.key!r} would each have to come before the other: "
+                        f"{what(a1)} completed at t={_t(kops.complete[a1])} ms, before {what(b2)} began at "
+                        f"t={_t(kops.invoke[b2])} ms, yet {what(b1)} completed at t={_t(kops.complete[b1])} ms, "
+                        f"before {what(a2)} began at t={_t(kops.invoke[a2])} ms")
+    return None
 
 
 def _ok_writes_except(kops: _KeyOps, subset: list[int], v: int) -> list[int]:
