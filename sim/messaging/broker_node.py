@@ -1,0 +1,204 @@
+"""The broker as a simulated node: the pure :class:`~sim.messaging.broker.Broker` on the network.
+
+Connections: a client opens one (``ConnectionOpen``) and both sides exchange
+heartbeats every ``heartbeat / 2``; a side that hears nothing from the other for
+``heartbeat`` ms considers the connection dead (RabbitMQ's two missed
+heartbeats). The broker then closes the channel, which requeues its unacked
+messages. A client that closes its connection, or whose process dies (the OS
+closes the socket), is noticed at once. A frame on a connection the broker does
+not know (e.g. after a broker restart) is answered with ``ConnectionClosed``,
+as a TCP reset would be.
+
+Crash and recovery: the :class:`Broker` object lives in ``self.disk`` and
+:meth:`Broker.crash` discards what a real broker loses (see
+:mod:`sim.messaging.broker`); connections are volatile.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+from ..kernel.node import Node, Timer
+from .broker import Broker, ChannelClosed, Confirm, Delivery, Effect, Returned
+from .frames import (
+    BasicAck,
+    BasicConsume,
+    BasicConsumeOk,
+    BasicDeliver,
+    BasicNack,
+    BasicPublish,
+    BasicReturn,
+    ConnectionClose,
+    ConnectionClosed,
+    ConnectionOpen,
+    ConnectionOpenOk,
+    Heartbeat,
+    PublishConfirm,
+)
+
+if TYPE_CHECKING:
+    from .protocol import MessagingConfig, MessagingRuntime
+
+__all__ = ["BrokerNode"]
+
+
+class _Conn:
+    __slots__ = ("client", "last", "frames")
+
+    def __init__(self, client: str, now: float) -> None:
+        self.client = client
+        self.last = now
+        self.frames: set[int] = set()  # frame numbers seen (ints: membership only)
+
+
+class BrokerNode(Node):
+    """Runs the broker; records broker events and queue depths in the run's message log."""
+
+    def __init__(self, world: Any, name: str, cfg: MessagingConfig, runtime: MessagingRuntime) -> None:
+        super().__init__(world, name)
+        self.cfg = cfg
+        self.log = runtime.log
+        self.depth_interval = runtime.depth_interval
+        self.finished = False
+
+    @property
+    def broker(self) -> Broker:
+        return self.disk["broker"]
+
+    def boot(self) -> None:
+        self.conns: dict[str, _Conn] = {}
+        self._armed = math.inf
+        self._deadline: Timer | None = None
+        broker = self.disk.get("broker")
+        if broker is None:
+            broker = Broker(self.cfg.topology, log=self.log, node=self.name,
+                            consumer_timeout=self.cfg.consumer_timeout)
+            self.disk["broker"] = broker
+            effects: list[Effect] = []
+        else:
+            effects = broker.recover(self.now)
+        self.set_timer(self.cfg.heartbeat / 2, self._heartbeat)
+        self._sample()
+        self._emit(effects)
+
+    def on_crash(self) -> None:
+        self.broker.crash(self.now)
+
+    # -- connections ------------------------------------------------------------------
+    def _conn(self, conn: str, src: str) -> _Conn | None:
+        st = self.conns.get(conn)
+        if st is None:
+            self.send(src, ConnectionClosed(conn, "unknown connection"))
+            return None
+        st.last = self.now
+        return st
+
+    def _fresh(self, st: _Conn, frame: int) -> bool:
+        """False for a frame already seen on this connection (a network duplicate)."""
+        if frame in st.frames:
+            return False
+        st.frames.add(frame)
+        return True
+
+    def handle_ConnectionOpen(self, msg: ConnectionOpen, src: str) -> None:
+        st = self.conns.get(msg.conn)
+        if st is None:
+            self.conns[msg.conn] = _Conn(src, self.now)
+            self.broker.open_channel(msg.conn)
+        else:
+            st.last = self.now
+        self.send(src, ConnectionOpenOk(msg.conn))
+
+    def handle_ConnectionClose(self, msg: ConnectionClose, src: str) -> None:
+        if self.conns.pop(msg.conn, None) is not None:
+            self._emit(self.broker.close_channel(self.now, msg.conn, "connection"))
+
+    def handle_Heartbeat(self, msg: Heartbeat, src: str) -> None:
+        self._conn(msg.conn, src)
+
+    def _heartbeat(self) -> None:
+        now = self.now
+        for conn, st in list(self.conns.items()):
+            if now - st.last > self.cfg.heartbeat:
+                del self.conns[conn]
+                self._emit(self.broker.close_channel(now, conn, "heartbeat_timeout"))
+            else:
+                self.send(st.client, Heartbeat(conn))
+        self.set_timer(self.cfg.heartbeat / 2, self._heartbeat)
+
+    # -- AMQP methods -------------------------------------------------------------------
+    def handle_BasicPublish(self, msg: BasicPublish, src: str) -> None:
+        st = self._conn(msg.conn, src)
+        if st is not None and self._fresh(st, msg.frame):
+            self._emit(self.broker.publish(self.now, msg.conn, msg.message, exchange=msg.exchange,
+                                           routing_key=msg.routing_key, mandatory=msg.mandatory, seq=msg.seq))
+
+    def handle_BasicConsume(self, msg: BasicConsume, src: str) -> None:
+        if self._conn(msg.conn, src) is None:
+            return
+        self.send(src, BasicConsumeOk(msg.conn, msg.consumer_tag))  # before the first delivery
+        if msg.consumer_tag not in self.broker.channels[msg.conn].consumers:  # not a resend
+            self._emit(self.broker.consume(self.now, msg.conn, msg.queue, consumer_tag=msg.consumer_tag,
+                                           prefetch=msg.prefetch, auto_ack=msg.auto_ack))
+
+    def handle_BasicAck(self, msg: BasicAck, src: str) -> None:
+        st = self._conn(msg.conn, src)
+        if st is not None and self._fresh(st, msg.frame):
+            self._emit(self.broker.ack(self.now, msg.conn, msg.delivery_tag, msg.multiple))
+
+    def handle_BasicNack(self, msg: BasicNack, src: str) -> None:
+        st = self._conn(msg.conn, src)
+        if st is not None and self._fresh(st, msg.frame):
+            self._emit(self.broker.nack(self.now, msg.conn, msg.delivery_tag, msg.multiple, msg.requeue))
+
+    # -- effects and timers ---------------------------------------------------------------
+    def _emit(self, effects: list[Effect]) -> None:
+        for e in effects:
+            st = self.conns.get(e.channel)
+            if st is None:
+                continue
+            if isinstance(e, Delivery):
+                self.send(st.client, BasicDeliver(e.channel, e.consumer_tag, e.delivery_tag, e.queue, e.message,
+                                                  e.redelivered, e.delivery_count))
+            elif isinstance(e, Confirm):
+                self.send(st.client, PublishConfirm(e.channel, e.seq, e.ack))
+            elif isinstance(e, Returned):
+                self.send(st.client, BasicReturn(e.channel, e.seq, e.message, e.reply_code, e.reply_text))
+            elif isinstance(e, ChannelClosed):
+                del self.conns[e.channel]
+                self.send(st.client, ConnectionClosed(e.channel, f"{e.reply_code} {e.reply_text}"))
+        self._arm()
+
+    def _arm(self) -> None:
+        """Keep one timer for the broker's next deadline (TTL expiry at a head, ack timeout)."""
+        d = self.broker.next_deadline()
+        if d < self._armed:
+            if self._deadline is not None:
+                self._deadline.cancel()
+            self._armed = d
+            self._deadline = self.set_timer(max(d - self.now, 0.0), self._on_deadline)
+
+    def _on_deadline(self) -> None:
+        self._armed = math.inf
+        self._deadline = None
+        self._emit(self.broker.tick(self.now))
+
+    def _sample(self) -> None:
+        if self.depth_interval is None:
+            return
+        self.record_depths()
+        self.set_timer(self.depth_interval, self._sample)
+
+    def record_depths(self) -> None:
+        broker = self.broker
+        for name in broker.queues:
+            ready, unacked = broker.depth(name)
+            self.log.sample_depth(self.now, name, ready, unacked)
+
+    def finish(self) -> None:
+        """At the end of the run: record what is still queued (``remain``) and a last depth sample."""
+        if not self.finished:
+            self.finished = True
+            self.broker.remaining(self.now)
+            self.record_depths()
