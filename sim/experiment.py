@@ -74,5 +74,6 @@ def run(scenario: Scenario, seed: int | None = None) -> Result:
         summary=summary,
         trace=trace,
         divergence=divergence,
+        tables=scenario.protocol.tables(world),
         meta={"capsim_version": capsim_version(), "sim_end": world.now},
     )

@@ -36,6 +36,7 @@ class Result:
     summary: dict[str, Any]
     trace: pd.DataFrame | None = None
     divergence: pd.DataFrame | None = None
+    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
     meta: dict[str, Any] = field(default_factory=dict)
 
     def __repr__(self) -> str:
@@ -44,7 +45,7 @@ class Result:
                 f"availability={s.get('availability', math.nan):.3f} runtime={self.runtime:.2f}s>")
 
     def save(self, folder: str | Path) -> Path:
-        """Write scenario.toml, summary.json, meta.json and one CSV per table."""
+        """Write scenario.toml, summary.json, meta.json and one CSV per table (protocol tables in tables/)."""
         out = Path(folder)
         out.mkdir(parents=True, exist_ok=True)
         (out / "scenario.toml").write_text(self.scenario.to_toml(), encoding="utf-8")
@@ -60,6 +61,10 @@ class Result:
             if name == "divergence":
                 table = table.assign(keys=table["keys"].map(lambda ks: json.dumps([_jsonable(k) for k in ks])))
             table.to_csv(out / f"{name}.csv", index=False)
+        if self.tables:
+            (out / "tables").mkdir(exist_ok=True)
+            for name, table in self.tables.items():
+                table.to_csv(out / "tables" / f"{name}.csv", index=False)
         return out
 
     @classmethod
@@ -90,6 +95,7 @@ class Result:
                 tables[name] = df
             else:
                 tables[name] = pd.read_csv(path)
+        tables["tables"] = {p.stem: pd.read_csv(p) for p in sorted((src / "tables").glob("*.csv"))}
         seed = int(meta.pop("seed"))
         runtime = float(meta.pop("runtime"))
         return cls(scenario=scenario, seed=seed, runtime=runtime, summary=summary, meta=meta, **tables)

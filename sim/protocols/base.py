@@ -75,6 +75,10 @@ class ProtocolConfig(Tagged):
         """Protocol counters to add to the run summary (flat ``name: number``)."""
         return {}
 
+    def tables(self, world: World) -> dict[str, Any]:
+        """Protocol tables (pandas DataFrames by name) for ``Result.tables``, e.g. per-message events."""
+        return {}
+
 
 def protocol_names() -> list[str]:
     return sorted(ProtocolConfig.members())
