@@ -202,7 +202,12 @@ class LatencySpike(Fault):
 @Fault.register
 @dataclass(frozen=True, kw_only=True)
 class ClockSkew(Fault):
-    """Node's local clock reads ``offset + (1 + drift) * t`` while the fault lasts."""
+    """While the fault lasts the node's local clock reads ``t + offset + drift * (t - start)``.
+
+    It jumps by ``offset`` at ``start`` and then runs ``1 + drift`` times as fast as
+    real time; at ``end`` it is correct again. Only ``Node.clock()`` readings
+    are affected (timers run on simulated time).
+    """
 
     tag: ClassVar[str] = "clock_skew"
     start: Duration = fld(0.0)

@@ -45,6 +45,10 @@ class Tagged:
         return dict(cls._members)
 
     @classmethod
+    def _unknown_hint(cls) -> str:
+        return ""
+
+    @classmethod
     def from_plain(cls, value: Any, path: str) -> Any:
         if isinstance(value, cls):
             return value
@@ -57,7 +61,7 @@ class Tagged:
         if not isinstance(tag, str) or tag not in members:
             raise ScenarioError(
                 f"{path}.{cls.tag_key}" if path else cls.tag_key,
-                f"must be one of {', '.join(sorted(members))}, got {tag!r}",
+                f"must be one of {', '.join(sorted(members))}, got {tag!r}{cls._unknown_hint()}",
             )
         member = members[tag]
         if cls.tag and member is not cls:

@@ -56,9 +56,7 @@ def recorder_world(nodes: int = 3, seed: int = 1, **sections: Any) -> World:
     }
     data.update(sections)
     world = World(Scenario.from_dict(data))
-    for node in world.nodes.values():
-        node.start()
-    world.injector.start()
+    world.start()
     return world
 
 

@@ -64,11 +64,11 @@ def test_overlapping_crashes_recover_once_all_end(make_world):
 
 
 def test_clock_skew_and_drift(make_world):
-    """A clock_skew fault makes the node's clock read offset + (1 + drift) * t while it lasts."""
+    """A clock_skew fault makes the node's clock read t + offset + drift * (t - start) while it lasts."""
     world = make_world(2, faults={"schedule": [{"kind": "clock_skew", "node": "n2", "start": 100, "end": 300, "offset": "-50ms", "drift": 0.5}]})
     n1, n2 = world.nodes["n1"], world.nodes["n2"]
     world.env.run(until=200)
     assert n1.clock() == 200.0
-    assert n2.clock() == pytest.approx(-50 + 1.5 * 200)
+    assert n2.clock() == pytest.approx(200 - 50 + 0.5 * (200 - 100))
     world.env.run(until=400)
     assert n2.clock() == 400.0

@@ -147,6 +147,7 @@ class Node(Endpoint):
         return self._clock_offset + self._clock_rate * self.env.now
 
     def set_clock_skew(self, offset: float, drift: float) -> None:
-        """From now on the clock reads ``offset + (1 + drift) * t``."""
-        self._clock_offset = offset
+        """From now (``t0``) the clock reads ``t + offset + drift * (t - t0)``: it jumps by
+        ``offset`` and then gains ``drift`` ms per ms."""
+        self._clock_offset = offset - drift * self.env.now
         self._clock_rate = 1.0 + drift

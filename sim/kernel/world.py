@@ -34,6 +34,8 @@ class World:
         self._value = 0
         self._drained: simpy.Event | None = None
         self.samples: list[tuple[float, int, int, list[Any]]] = []
+        self._started = False
+        self.replicated = False
         self.nodes = scenario.protocol.build_nodes(self)
         for node in self.nodes.values():
             self.network.attach(node)
@@ -69,8 +71,15 @@ class World:
             self._drained.succeed()
 
     # -- running --------------------------------------------------------------
-    def run(self) -> None:
-        env = self.env
+    def start(self) -> None:
+        """Boot the nodes, start the clients, the fault schedule and divergence sampling.
+
+        :meth:`run` calls it; call it yourself to step the world by hand with
+        ``world.env.run(until=t)`` and look at the nodes in between.
+        """
+        if self._started:
+            return
+        self._started = True
         cfg = self.scenario.run
         for node in self.nodes.values():
             node.start()
@@ -81,6 +90,12 @@ class World:
         if self.replicated:
             self._sample_every = cfg.sample_interval or cfg.duration / 200
             self._sample()
+
+    def run(self) -> None:
+        """Run to the end: the load, the drain of operations in flight, then ``run.settle``."""
+        env = self.env
+        cfg = self.scenario.run
+        self.start()
         env.run(until=cfg.duration)
         if self.history.pending:
             self._drained = env.event()

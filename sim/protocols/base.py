@@ -33,9 +33,11 @@ class ProtocolConfig(Tagged):
         "sim.transactions",
     )
     _loaded: ClassVar[bool] = False
+    _import_errors: ClassVar[dict[str, str]] = {}
 
     @classmethod
     def members(cls) -> dict[str, type]:
+        """Registered protocols; a module that fails to import only loses its own protocols."""
         if not ProtocolConfig._loaded:
             ProtocolConfig._loaded = True
             for package in cls.builtin_packages:
@@ -46,9 +48,21 @@ class ProtocolConfig(Tagged):
                         continue
                     raise
                 for info in pkgutil.iter_modules(pkg.__path__):
-                    if not info.name.startswith("_"):
-                        importlib.import_module(f"{package}.{info.name}")
+                    if info.name.startswith("_"):
+                        continue
+                    module = f"{package}.{info.name}"
+                    try:
+                        importlib.import_module(module)
+                    except Exception as exc:  # reported when a protocol name is not found
+                        ProtocolConfig._import_errors[module] = f"{type(exc).__name__}: {exc}"
         return dict(cls._members)
+
+    @classmethod
+    def _unknown_hint(cls) -> str:
+        if not cls._import_errors:
+            return ""
+        failed = "; ".join(f"{m} ({e})" for m, e in cls._import_errors.items())
+        return f" (modules that failed to import: {failed})"
 
     def node_refs(self) -> list[tuple[str, str]]:
         return []
