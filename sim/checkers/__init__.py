@@ -1,6 +1,8 @@
 """Checkers: from a history to a verdict plus the evidence for it."""
 
+from .atomicity import AtomicityResult, check_atomicity
 from .convergence import convergence_summary, divergent_keys
+from .delivery import DeliveryReport, check_delivery
 from .linearizability import LinearizabilityResult, check_linearizable
 from .lost_writes import LostWritesResult, lost_writes
 from .staleness import read_staleness, staleness_summary, t_visibility
@@ -15,4 +17,8 @@ __all__ = [
     "convergence_summary",
     "lost_writes",
     "LostWritesResult",
+    "check_atomicity",
+    "AtomicityResult",
+    "check_delivery",
+    "DeliveryReport",
 ]

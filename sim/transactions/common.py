@@ -1,0 +1,546 @@
+"""What two- and three-phase commit share.
+
+* **The workload.** Every client operation (read or write alike) is one transfer
+  transaction submitted to the coordinator. The client's ``key`` is the account;
+  the coordinator draws, from the ``txn`` stream, how many participants the
+  transfer touches (``min_participants``..``max_participants``), which ones, which
+  of them pays, and the amount: the payer's account is debited ``amount * (k - 1)``
+  and each of the other ``k - 1`` accounts credited ``amount``, so money is
+  conserved exactly when every transaction is atomic. The global transaction id is
+  the coordinator's; the client's ``op_id`` is kept with it. Clients should target
+  the coordinator (``workload.target = "fixed"``); any other node forwards requests.
+* **Client outcomes.** The coordinator replies ok once its commit decision is durable,
+  ok=False once it decides abort, and nothing otherwise: a client that times out
+  (``workload.timeout``) records ``info``. Client messages are not counted as
+  protocol messages.
+* **Resource managers.** Each participant keeps balances and a write-ahead log in
+  ``self.disk`` (durable). A *forced* write takes ``force_time`` and is durable only
+  once it completes (a crash during it loses it); a *lazy* write sits in a volatile
+  buffer until the next forced write flushes it. The lock table and the state of
+  running transactions are volatile and rebuilt from the log at recovery: a
+  transaction prepared but not decided in the log is *in doubt* and keeps its lock
+  until it is resolved. Locks are no-wait: a prepare that finds its account locked
+  votes no (so there are no deadlocks, and a blocked lock costs throughput).
+* **The recorder** (``world.txn_recorder``) is the observer's notebook, not node
+  state: per transaction and participant it notes state changes (``working``,
+  ``prepared``, ``precommitted``, ``committed``, ``aborted``), votes, lock holds,
+  messages sent and log writes, so checkers and metrics can be computed after the
+  run (class :class:`~sim.transactions.recorder.TxnRecorder`; tables in
+  :mod:`sim.transactions.tables`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, ClassVar
+
+from ..config import Duration, at_least, fld, positive, prob
+from ..dists import Constant, Dist, buffered_sampler, uniform_sampler
+from ..errors import ScenarioError
+from ..kernel.messages import ClientReply, ClientRequest
+from ..protocols.base import ProtocolConfig
+from ..protocols.proxy import ProxyNode
+from .recorder import TxnRecorder
+
+if TYPE_CHECKING:
+    from ..kernel.world import World
+
+__all__ = [
+    "TransactionConfig",
+    "TxnSpec",
+    "TxnNode",
+    "CoordinatorBase",
+    "ResourceManager",
+    "ForwardingNode",
+    "PTxn",
+    "Vote",
+    "Abort",
+    "Ack",
+    "UNCERTAIN_STATES",
+    "FINAL_STATES",
+]
+
+#: participant states in which it voted yes, holds its lock and waits for a decision
+UNCERTAIN_STATES = ("prepared", "precommitted")
+FINAL_STATES = ("committed", "aborted")
+
+
+# -- messages used by both protocols --------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Vote:
+    """A participant's vote; ``reason`` says why it voted no."""
+
+    gtid: str
+    yes: bool
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Abort:
+    """The decision abort (no acknowledgement: presumed abort)."""
+
+    gtid: str
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    """A participant has durably committed."""
+
+    gtid: str
+
+
+# -- the transaction workload -------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class TxnSpec:
+    """One transfer: ``payer`` pays ``amount`` to every other participant, on ``account``."""
+
+    gtid: str
+    op_id: int
+    participants: tuple[str, ...]
+    account: int
+    amount: int
+    payer: str
+
+    def delta(self, node: str) -> int:
+        """The change to ``account`` at ``node`` if the transaction commits."""
+        if node == self.payer:
+            return -self.amount * (len(self.participants) - 1)
+        return self.amount
+
+
+# -- the config both protocols share ------------------------------------------
+@dataclass(frozen=True, kw_only=True)
+class TransactionConfig(ProtocolConfig):
+    """Fields shared by ``two_phase_commit`` and ``three_phase_commit`` (times in ms).
+
+    ``coordinator`` defaults to the first node, ``participants`` to every other
+    node. ``abort_probability`` is the chance that a participant's local prepare
+    check fails (it votes no), independently per participant and transaction.
+    ``force_time`` is how long a forced log write takes. The coordinator waits
+    ``vote_timeout`` for votes; a participant that voted yes waits
+    ``decision_timeout`` for the decision before acting on its own (asking, or
+    terminating), then repeats every ``retry_interval``. A participant is counted
+    *blocked* when it stays uncertain longer than ``block_threshold``, by default
+    ``vote_timeout + decision_timeout + 2 * retry_interval``: the longest the protocols'
+    own timeouts make it wait (the coordinator may wait ``vote_timeout`` for the other
+    votes, 3PC's pre-commit may come that late, then the participant's timeout and a
+    round of asking or terminating) plus a round of slack. Longer, and it is waiting
+    for a failed or cut-off site to come back.
+    """
+
+    coordinator: str | None = fld(None)
+    participants: tuple[str, ...] = fld(())
+    min_participants: int = fld(2, check=at_least(1))
+    max_participants: int | None = fld(None, check=at_least(1))
+    abort_probability: float = fld(0.0, check=prob)
+    initial_balance: int = fld(1000, check=at_least(0))
+    max_amount: int = fld(100, check=at_least(1))
+    force_time: Dist = fld(Constant(1.0))
+    vote_timeout: Duration = fld(50.0, check=positive)
+    decision_timeout: Duration = fld(150.0, check=positive)
+    retry_interval: Duration = fld(50.0, check=positive)
+    block_threshold: Duration | None = fld(None, check=positive)
+
+    def node_refs(self) -> list[tuple[str, str]]:
+        refs = [("coordinator", self.coordinator)] if self.coordinator is not None else []
+        return refs + [(f"participants[{i}]", p) for i, p in enumerate(self.participants)]
+
+    def coordinator_of(self, nodes: tuple[str, ...]) -> str:
+        return self.coordinator if self.coordinator is not None else nodes[0]
+
+    def participants_of(self, nodes: tuple[str, ...]) -> tuple[str, ...]:
+        if self.participants:
+            return self.participants
+        coordinator = self.coordinator_of(nodes)
+        return tuple(n for n in nodes if n != coordinator)
+
+    @property
+    def threshold(self) -> float:
+        """How long a participant may stay uncertain before it counts as blocked."""
+        if self.block_threshold is not None:
+            return self.block_threshold
+        return self.vote_timeout + self.decision_timeout + 2 * self.retry_interval
+
+    def check_scenario(self, scenario: Any, path: str) -> None:
+        nodes = scenario.nodes
+        coordinator = self.coordinator_of(nodes)
+        for i, p in enumerate(self.participants):
+            if p == coordinator:
+                raise ScenarioError(f"{path}.participants[{i}]", f"must not be the coordinator ({coordinator!r})")
+            if p in self.participants[:i]:
+                raise ScenarioError(f"{path}.participants[{i}]", f"duplicate participant {p!r}")
+        parts = self.participants_of(nodes)
+        if len(parts) < self.min_participants:
+            raise ScenarioError(f"{path}.min_participants",
+                                f"must be <= the number of participants ({len(parts)}), got {self.min_participants}")
+        if self.max_participants is not None:
+            if self.max_participants < self.min_participants:
+                raise ScenarioError(f"{path}.max_participants", f"must be >= min_participants "
+                                    f"({self.min_participants}), got {self.max_participants}")
+            if self.max_participants > len(parts):
+                raise ScenarioError(f"{path}.max_participants", f"must be <= the number of participants "
+                                    f"({len(parts)}), got {self.max_participants}")
+
+    # subclasses say which node classes run the protocol
+    coordinator_class: ClassVar[type]
+    participant_class: ClassVar[type]
+
+    def build_nodes(self, world: World) -> dict[str, Any]:
+        nodes = world.scenario.nodes
+        coordinator = self.coordinator_of(nodes)
+        parts = self.participants_of(nodes)
+        world.txn_recorder = TxnRecorder(world, coordinator, parts, self.threshold)
+        out: dict[str, Any] = {}
+        for name in nodes:
+            if name == coordinator:
+                out[name] = self.coordinator_class(world, name, self, coordinator, parts)
+            elif name in parts:
+                out[name] = self.participant_class(world, name, self, coordinator)
+            else:
+                out[name] = ForwardingNode(world, name, coordinator)
+        return out
+
+    def summary(self, world: World) -> dict[str, Any]:
+        from .tables import summarize
+
+        return summarize(world)
+
+    def tables(self, world: World) -> dict[str, Any]:
+        """Per-transaction tables for ``Result.tables`` (see :func:`.tables.transaction_tables`)."""
+        from .tables import transaction_tables
+
+        return dict(transaction_tables(world))
+
+
+# -- nodes ----------------------------------------------------------------------
+class TxnNode(ProxyNode):
+    """A node with a write-ahead log in ``self.disk`` and counted protocol messages."""
+
+    def __init__(self, world: World, name: str, cfg: TransactionConfig, coordinator: str) -> None:
+        super().__init__(world, name)
+        self.cfg = cfg
+        self.server = coordinator
+        self.rec: TxnRecorder = world.txn_recorder
+        self._force_time = buffered_sampler(cfg.force_time, world.streams[f"disk/{name}"])
+
+    def boot(self) -> None:
+        super().boot()
+        self.log: list[tuple] = self.disk.setdefault("log", [])
+        self._buffer: list[tuple] = []  # lazy records not yet on disk (volatile)
+
+    def tsend(self, dst: str, msg: Any) -> None:
+        """Send a protocol message, counting it against its transaction."""
+        self.rec.message(msg.gtid, msg)
+        self.send(dst, msg)
+
+    def force(self, record: tuple, then: Callable[..., None] | None = None, *args: Any) -> None:
+        """Write ``record`` (and the buffered lazy records) durably, then call ``then``.
+
+        Takes ``force_time``; a crash before it completes loses the record and the
+        callback never runs.
+        """
+        self.rec.forced_write(record[1])
+        self.set_timer(self._force_time(), self._flushed, record, then, args)
+
+    def _flushed(self, record: tuple, then: Callable[..., None] | None, args: tuple) -> None:
+        self.log.extend(self._buffer)
+        self._buffer.clear()
+        self.log.append(record)
+        if then is not None:
+            then(*args)
+
+    def lazy(self, record: tuple) -> None:
+        """Append ``record`` to the log buffer: durable only with the next forced write."""
+        self.rec.lazy_write(record[1])
+        self._buffer.append(record)
+
+
+class ForwardingNode(ProxyNode):
+    """A node taking no part in the transactions: it forwards client requests to the coordinator."""
+
+    def __init__(self, world: World, name: str, coordinator: str) -> None:
+        super().__init__(world, name)
+        self.server = coordinator
+
+
+class CTxn:
+    """The coordinator's volatile view of one transaction."""
+
+    __slots__ = ("spec", "reply", "state", "votes", "acks", "timer")
+
+    def __init__(self, spec: TxnSpec, reply: Callable[[ClientReply], None] | None, state: str) -> None:
+        self.spec = spec
+        self.reply = reply
+        self.state = state
+        self.votes: dict[str, bool] = {}
+        self.acks: set[str] = set()
+        self.timer: Any = None
+
+    @property
+    def gtid(self) -> str:
+        return self.spec.gtid
+
+
+class CoordinatorBase(TxnNode):
+    """Turns client operations into transactions (see the module docstring).
+
+    Global transaction ids are ``t<incarnation>-<sequence>``: the incarnation is a
+    durable counter bumped at every boot, so ids stay unique across crashes.
+    """
+
+    def __init__(self, world: World, name: str, cfg: TransactionConfig, coordinator: str,
+                 participants: tuple[str, ...]) -> None:
+        super().__init__(world, name, cfg, coordinator)
+        self.all_participants = participants
+        self._u = uniform_sampler(world.streams["txn"])
+        self._max = cfg.max_participants or len(participants)
+
+    def boot(self) -> None:
+        super().boot()
+        self.disk["incarnation"] = self.disk.get("incarnation", 0) + 1
+        self._seq = 0
+        self.txns: dict[str, CTxn] = {}
+        self._by_op: dict[int, str] = {}
+
+    def serve(self, request: ClientRequest, reply: Callable[[ClientReply], None]) -> None:
+        if request.op_id in self._by_op:  # a duplicated request: already running
+            return
+        spec = self.new_spec(request)
+        self._by_op[request.op_id] = spec.gtid
+        self.rec.begin_txn(spec)
+        txn = self.txns[spec.gtid] = CTxn(spec, reply, "collecting")
+        self.start_txn(txn)
+
+    def new_spec(self, request: ClientRequest) -> TxnSpec:
+        """Draw the transfer for ``request`` from the ``txn`` stream (uniform numbers only)."""
+        self._seq += 1
+        u = self._u
+        parts = self.all_participants
+        lo, hi = self.cfg.min_participants, self._max
+        k = lo + min(int(u() * (hi - lo + 1)), hi - lo)
+        order = list(range(len(parts)))
+        for i in range(k):  # the first k steps of a Fisher-Yates shuffle
+            j = i + min(int(u() * (len(order) - i)), len(order) - i - 1)
+            order[i], order[j] = order[j], order[i]
+        chosen = order[:k]
+        amount = 1 + min(int(u() * self.cfg.max_amount), self.cfg.max_amount - 1)
+        return TxnSpec(
+            gtid=f"t{self.disk['incarnation']}-{self._seq}",
+            op_id=request.op_id,
+            participants=tuple(parts[i] for i in sorted(chosen)),
+            account=request.key,
+            amount=amount,
+            payer=parts[chosen[0]],
+        )
+
+    def start_txn(self, txn: CTxn) -> None:
+        raise NotImplementedError
+
+    def record_vote(self, txn: CTxn, src: str, yes: bool) -> bool:
+        """Note a vote; True when this completes the set of votes."""
+        if src not in txn.spec.participants or src in txn.votes:
+            return False
+        txn.votes[src] = yes
+        return len(txn.votes) == len(txn.spec.participants)
+
+    def answer_client(self, txn: CTxn, committed: bool, error: str | None = None) -> None:
+        if txn.reply is not None:
+            txn.reply(ClientReply(txn.spec.op_id, committed, txn.gtid if committed else None, error))
+            txn.reply = None
+
+    def abort(self, txn: CTxn, why: str) -> None:
+        """Decide abort: tell every participant that did not vote no, forget the transaction."""
+        if txn.timer is not None:
+            txn.timer.cancel()
+        self.rec.decision(txn.gtid, "abort", why)
+        for p in txn.spec.participants:
+            if txn.votes.get(p) is not False:
+                self.tsend(p, Abort(txn.gtid))
+        self.answer_client(txn, False, f"aborted: {why}")
+        self.txns.pop(txn.gtid, None)
+
+
+class PTxn:
+    """A participant's volatile view of one transaction it has locked."""
+
+    __slots__ = ("gtid", "coordinator", "participants", "account", "delta", "state", "timer", "replies",
+                 "precommitting")
+
+    def __init__(self, gtid: str, coordinator: str, participants: tuple[str, ...], account: int, delta: int,
+                 state: str) -> None:
+        self.gtid = gtid
+        self.coordinator = coordinator
+        self.participants = participants
+        self.account = account
+        self.delta = delta
+        self.state = state
+        self.timer: Any = None
+        self.replies: dict[str, str] | None = None
+        self.precommitting = False
+
+    def cancel_timer(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+
+class ResourceManager(TxnNode):
+    """A participant: balances, a write-ahead log, a no-wait lock table, a prepare check.
+
+    Log records: ``("prepared", gtid, coordinator, participants, account, delta)``,
+    ``("precommitted", gtid)`` (3PC), ``("commit", gtid)``, ``("abort", gtid)``.
+    Balances live in ``disk["balances"]`` and change in the same instant the commit
+    record becomes durable.
+    """
+
+    def __init__(self, world: World, name: str, cfg: TransactionConfig, coordinator: str) -> None:
+        super().__init__(world, name, cfg, coordinator)
+        self._check_u = uniform_sampler(world.streams[f"txn/vote/{name}"])
+
+    def boot(self) -> None:
+        super().boot()
+        self.balances: dict[int, int] = self.disk.setdefault("balances", {})
+        self.txns: dict[str, PTxn] = {}
+        self.locks: dict[int, str] = {}
+        self.decided: dict[str, str] = {}  # gtid -> "commit" / "abort" (from the log, plus volatile news)
+        prepared: dict[str, tuple] = {}
+        precommitted: set[str] = set()
+        for record in self.log:
+            kind = record[0]
+            if kind == "prepared":
+                prepared[record[1]] = record
+            elif kind == "precommitted":
+                precommitted.add(record[1])
+            elif kind in ("commit", "abort"):
+                self.decided[record[1]] = kind
+        for gtid, (_, _, coordinator, participants, account, delta) in prepared.items():
+            if gtid in self.decided:
+                continue
+            state = "precommitted" if gtid in precommitted else "prepared"
+            t = self.txns[gtid] = PTxn(gtid, coordinator, participants, account, delta, state)
+            self.lock(t)
+            self.rec.state(gtid, self.name, state, "in doubt after recovery")
+            self.resume_in_doubt(t)
+
+    def resume_in_doubt(self, t: PTxn) -> None:
+        """Called at recovery for every transaction the log leaves in doubt."""
+        raise NotImplementedError
+
+    def on_crash(self) -> None:
+        for t in self.txns.values():
+            if t.state == "working":  # not voted yet: the work is lost, the transaction aborts here
+                self.rec.state(t.gtid, self.name, "aborted", "crashed before voting")
+                self.rec.unlock(t.gtid, self.name)
+
+    # -- local data -------------------------------------------------------------
+    def balance(self, account: int) -> int:
+        return self.balances.get(account, self.cfg.initial_balance)
+
+    def lock(self, t: PTxn) -> None:
+        self.locks[t.account] = t.gtid
+        self.rec.lock(t.gtid, self.name, t.account)
+
+    def unlock(self, t: PTxn) -> None:
+        if self.locks.get(t.account) == t.gtid:
+            del self.locks[t.account]
+        self.rec.unlock(t.gtid, self.name)
+
+    def prepare_check(self, gtid: str, account: int, delta: int) -> str | None:
+        """Why this participant must vote no, or None to vote yes."""
+        u = self._check_u()  # drawn for every prepare, so the stream never shifts
+        holder = self.locks.get(account)
+        if holder is not None and holder != gtid:
+            self.rec.conflict(self.name, account, gtid, holder)
+            return f"account {account} locked by {holder}"
+        if self.balance(account) + delta < 0:
+            return "insufficient balance"
+        if u < self.cfg.abort_probability:
+            return "local check failed"
+        return None
+
+    # -- the vote -----------------------------------------------------------------
+    def on_prepare(self, gtid: str, participants: tuple[str, ...], account: int, delta: int, src: str) -> None:
+        """Handle a prepare (2PC) or can-commit (3PC) request from coordinator ``src``."""
+        t = self.txns.get(gtid)
+        if t is not None:
+            if t.state in UNCERTAIN_STATES:  # a duplicate: repeat the vote
+                self.tsend(src, Vote(gtid, True))
+            return
+        decided = self.decided.get(gtid)
+        if decided is not None:
+            if decided == "abort":
+                self.tsend(src, Vote(gtid, False, "already aborted"))
+            return
+        reason = self.prepare_check(gtid, account, delta)
+        if reason is not None:
+            self.decided[gtid] = "abort"
+            self.lazy(("abort", gtid))
+            self.rec.vote(gtid, self.name, False, reason)
+            self.rec.state(gtid, self.name, "aborted", f"voted no: {reason}")
+            self.tsend(src, Vote(gtid, False, reason))
+            return
+        t = self.txns[gtid] = PTxn(gtid, src, participants, account, delta, "working")
+        self.lock(t)
+        self.rec.state(gtid, self.name, "working")
+        self.force(("prepared", gtid, src, participants, account, delta), self._prepared, t)
+
+    def _prepared(self, t: PTxn) -> None:
+        if t.state == "working":
+            t.state = "prepared"
+            self.rec.state(t.gtid, self.name, "prepared")
+            self.rec.vote(t.gtid, self.name, True)
+            self.tsend(t.coordinator, Vote(t.gtid, True))
+            t.timer = self.set_timer(self.cfg.decision_timeout, self.on_decision_timeout, t)
+        elif t.state == "aborted":  # aborted unilaterally while the prepare record was being written
+            self.rec.vote(t.gtid, self.name, False, "aborted before voting")
+            self.tsend(t.coordinator, Vote(t.gtid, False, "aborted before voting"))
+
+    def on_decision_timeout(self, t: PTxn) -> None:
+        raise NotImplementedError
+
+    # -- decisions --------------------------------------------------------------------
+    def commit(self, t: PTxn, how: str) -> None:
+        """Force the commit record, then apply the transfer and release the lock."""
+        t.cancel_timer()
+        t.state = "committing"
+        self.force(("commit", t.gtid), self._committed, t, how)
+
+    def _committed(self, t: PTxn, how: str) -> None:
+        self.balances[t.account] = self.balance(t.account) + t.delta
+        self.decided[t.gtid] = "commit"
+        self.txns.pop(t.gtid, None)
+        t.state = "committed"
+        self.unlock(t)
+        self.rec.state(t.gtid, self.name, "committed", how)
+        self.after_commit(t)
+
+    def after_commit(self, t: PTxn) -> None:
+        """Hook: what to send once the commit is durable."""
+
+    def abort_local(self, t: PTxn, how: str, then: Callable[..., None] | None = None, *args: Any) -> None:
+        """Abort ``t`` here: release the lock. With ``then`` the abort record is forced
+        (and ``then`` runs when it is durable), otherwise written lazily."""
+        t.cancel_timer()
+        t.state = "aborted"
+        self.decided[t.gtid] = "abort"
+        self.txns.pop(t.gtid, None)
+        self.unlock(t)
+        self.rec.state(t.gtid, self.name, "aborted", how)
+        if then is not None:
+            self.force(("abort", t.gtid), then, *args)
+        else:
+            self.lazy(("abort", t.gtid))
+
+    def abort_unilaterally(self, gtid: str, then: Callable[..., None], *args: Any) -> None:
+        """Abort a transaction this participant has not voted on (asked by a peer).
+
+        The abort record is forced before ``then`` runs (it answers the peer): a
+        participant that forgot it after a crash could otherwise vote yes later.
+        """
+        t = self.txns.get(gtid)
+        if t is not None:
+            self.abort_local(t, "unilateral abort before voting", then, *args)
+            return
+        self.decided[gtid] = "abort"
+        self.rec.state(gtid, self.name, "aborted", "unilateral abort: never prepared")
+        self.force(("abort", gtid), then, *args)
