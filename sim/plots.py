@@ -149,11 +149,12 @@ def lamport_diagram(result: Any, start: float, end: float, *, endpoints: list[st
     return ax
 
 
-def t_visibility_curves(curves: dict[str, pd.DataFrame], ax: Any | None = None):
-    """t-visibility curves (tables from ``sim.checkers.staleness.t_visibility``) with CI bars."""
+def t_visibility_curves(curves: dict[str, pd.DataFrame], ax: Any | None = None, *, min_reads: int = 10):
+    """t-visibility curves (tables from ``sim.checkers.staleness.t_visibility``) with CI bars;
+    bins with fewer than ``min_reads`` reads are left out."""
     ax = _axes(ax, (5, 3.5))
     for label, tv in curves.items():
-        tv = tv[tv["reads"] > 0]
+        tv = tv[tv["reads"] >= min_reads]
         mid = (tv["t_low"] + tv["t_high"]) / 2
         ax.errorbar(mid, tv["p_consistent"], yerr=[tv["p_consistent"] - tv["ci_low"], tv["ci_high"] - tv["p_consistent"]],
                     marker="o", ms=3, capsize=2, label=label)
