@@ -40,6 +40,37 @@ def _min_w() -> int:
     return next(w for w in range(1, 6) if stale_read_probability(5, 3, w) == 0.0)
 
 
+def _dead_letter_fraction() -> float:
+    from .messaging.retry import dead_letter_fraction
+
+    return dead_letter_fraction(0.3, 3)
+
+
+def _never_notified() -> float:
+    from .messaging.notification import notification_oracle
+
+    return notification_oracle(0.2, 4)["p_never_notified"]
+
+
+def _phantom_mode() -> str:
+    import sim
+    from sim.messaging import run_txmsg
+
+    phantoms = {}
+    for mode in ("commit_then_publish", "publish_then_commit"):
+        scenario = sim.Scenario.from_dict({
+            "cluster": {"nodes": ["broker", "app", "c1"]},
+            "workload": {"clients": 0},
+            "protocol": {"name": "transactional_messages", "mode": mode,
+                         "producers": [{"node": "app", "arrivals": {"rate": 50, "count": 100},
+                                        "rollback_probability": 0.2}],
+                         "consumers": [{"node": "c1", "queue": "events"}]},
+            "run": {"duration": "5s", "seed": 1},
+        })
+        phantoms[mode] = run_txmsg(scenario).report.counts["phantom"]
+    return max(phantoms, key=lambda mode: phantoms[mode])
+
+
 EXERCISES: dict[str, tuple[str, Callable[[], Any], Callable[[Any, Any], bool]]] = {
     "cap.raft_side": (
         "A partition cuts {n1, n2} off from {n3, n4, n5} while Raft runs. Which side's clients "
@@ -57,6 +88,25 @@ EXERCISES: dict[str, tuple[str, Callable[[], Any], Callable[[Any, Any], bool]]] 
         "N = 5 and R = 3: what is the smallest W for which every read quorum meets every write quorum?",
         _min_w,
         lambda want, got: isinstance(got, int) and not isinstance(got, bool) and got == want,
+    ),
+    "retry.dead_letter_fraction": (
+        "Each processing attempt fails independently with probability 0.3, and a message gets at most 3 "
+        "attempts before it is dead-lettered: what fraction of the messages ends in the dead-letter queue?",
+        _dead_letter_fraction,
+        lambda want, got: isinstance(got, (int, float)) and math.isclose(float(got), want, rel_tol=1e-3),
+    ),
+    "notify.never_notified": (
+        "The network loses each message independently with probability 0.2 and the provider makes 4 "
+        "notification attempts: what fraction of the results never reaches the merchant by notification?",
+        _never_notified,
+        lambda want, got: isinstance(got, (int, float)) and math.isclose(float(got), want, rel_tol=1e-3),
+    ),
+    "txmsg.phantom_mode": (
+        "With local transactions that roll back 20% of the time and no crashes at all, which naive dual write "
+        "delivers messages for transactions that never committed: 'commit_then_publish' or "
+        "'publish_then_commit'?",
+        _phantom_mode,
+        lambda want, got: isinstance(got, str) and got.strip().lower() == want,
     ),
 }
 

@@ -5,6 +5,9 @@ from .convergence import convergence_summary, divergent_keys
 from .delivery import DeliveryReport, check_delivery
 from .linearizability import LinearizabilityResult, check_linearizable
 from .lost_writes import LostWritesResult, lost_writes
+from .notification import check_notifications
+from .saga import check_sagas
+from .txmsg import check_transactional
 from .staleness import read_staleness, staleness_summary, t_visibility
 
 __all__ = [
@@ -21,4 +24,7 @@ __all__ = [
     "AtomicityResult",
     "check_delivery",
     "DeliveryReport",
+    "check_sagas",
+    "check_notifications",
+    "check_transactional",
 ]

@@ -8,6 +8,18 @@
 * :mod:`~sim.messaging.history`: the message-event table;
 * :func:`run_messaging`: run a scenario, get the events and the delivery report
   (:mod:`sim.checkers.delivery`).
+
+Patterns with their own protocols, runners and checkers:
+
+* :mod:`~sim.messaging.saga` (``saga``): an orchestrated saga with compensations,
+  a durable saga log and idempotent services (:mod:`sim.checkers.saga`);
+* :mod:`~sim.messaging.notification` (``notification``): best-effort notification
+  with a retry schedule and reconciliation queries (:mod:`sim.checkers.notification`);
+* :mod:`~sim.messaging.txmsg` (``transactional_messages``): half messages with
+  check-back (the store in front of the broker: :mod:`~sim.messaging.halfmsg`), the
+  transactional outbox, and the naive dual writes (:mod:`sim.checkers.txmsg`);
+* :mod:`~sim.messaging.patterns` (arrivals, seeded process crashes) and
+  :mod:`~sim.messaging.reliable` (publishing until confirmed) are what they share.
 """
 
 from .broker import Broker, ChannelClosed, Confirm, Delivery, Message, Returned, XDeath
@@ -18,6 +30,11 @@ from .retry import RetryPolicy, dead_letter_fraction, decision_uniform, mean_att
 from .routing import route, topic_matches
 from .run import MessagingResult, delivery_report, run_messaging
 from .topology import BindingSpec, ExchangeSpec, QueueSpec, Topology
+from .patterns import ArrivalSpec
+from .reliable import ReliablePublisher
+from .saga import SagaConfig, SagaResult, SagaStep, run_saga
+from .notification import MerchantSpec, NotificationConfig, NotificationResult, notification_oracle, run_notification
+from .txmsg import TxMsgConfig, TxMsgResult, TxProducerSpec, run_txmsg
 
 __all__ = [
     "Broker",
@@ -48,4 +65,19 @@ __all__ = [
     "ExchangeSpec",
     "QueueSpec",
     "BindingSpec",
+    "ArrivalSpec",
+    "ReliablePublisher",
+    "SagaConfig",
+    "SagaStep",
+    "SagaResult",
+    "run_saga",
+    "NotificationConfig",
+    "MerchantSpec",
+    "NotificationResult",
+    "run_notification",
+    "notification_oracle",
+    "TxMsgConfig",
+    "TxProducerSpec",
+    "TxMsgResult",
+    "run_txmsg",
 ]

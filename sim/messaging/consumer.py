@@ -10,8 +10,11 @@ local buffer, bounded by ``prefetch`` at the broker):
 3. ``process``: local ``processing_time``, then a call to the ``downstream``
    service if there is one (``fail`` with reason ``timeout`` after ``call_timeout``);
    the attempt also fails with probability ``failure_probability``
-   (``decision_uniform(seed, "fail", id, attempt)``);
-4. success: ``side_effect`` (and the id into the dedup store, atomically), then ``ack``;
+   (``decision_uniform(seed, "fail", id, attempt)``), and every attempt fails for a
+   *poison* message (a fraction ``poison_probability`` of the messages, picked by
+   ``decision_uniform(seed, "poison", id, 0)``: one the consumer can never process, e.g. malformed);
+4. success: ``side_effect`` (and the id into the dedup store, atomically: a copy whose id
+   got there first, processed concurrently elsewhere, records ``dedup_skip`` instead), then ``ack``;
    failure: the retry policy (:mod:`sim.messaging.retry`).
 
 Crashes: with probability ``crash_probability`` per delivery
@@ -227,12 +230,19 @@ class ConsumerNode(AmqpClient):
         p = self.spec.failure_probability
         if ok and p > 0 and decision_uniform(self.seed, "fail", msg_id, h.attempt) < p:
             ok, why = False, "error"
+        poison = self.spec.poison_probability
+        if ok and poison > 0 and decision_uniform(self.seed, "poison", msg_id, 0) < poison:
+            ok, why = False, "poison"
         if h.crash and self.spec.crash_point == "before_effect":
             self._crash_process()
             return
         if self.spec.auto_ack:
             self.held.pop((h.conn, h.tag), None)  # settled at delivery: nothing left to lose
-        if ok:
+        if ok and self.store is not None and self.store.seen(msg_id):
+            # another copy took effect while this one was being processed: the effect and the
+            # id are written in one transaction, so this copy's effect is refused
+            self.log.record(self.now, "dedup_skip", msg_id, self.name, queue=h.queue, attempt=h.attempt)
+        elif ok:
             self.log.record(self.now, "side_effect", msg_id, self.name, queue=h.queue, attempt=h.attempt)
             if self.store is not None:
                 self.store.add(msg_id)

@@ -14,7 +14,7 @@ Client events:
   ``receive``        a consumer got a delivery (``redelivered``, ``delivery_count``, ``attempt``, ``x_death``)
   ``dedup_skip``     the idempotent consumer recognised an already-processed message id
   ``process``        a processing attempt started (one downstream call when a downstream is configured)
-  ``fail``           the attempt failed (reason: ``error``, ``timeout``, ``downstream``)
+  ``fail``           the attempt failed (reason: ``error``, ``poison``, ``timeout``, ``downstream``)
   ``side_effect``    the attempt succeeded: the effect happened (atomically with the dedup store)
   ``ack`` / ``nack`` (requeue) / ``reject`` (no requeue) sent to the broker
   ``retry_publish``  a copy was republished for a later retry; ``dlq_publish``: a copy sent to a DLQ

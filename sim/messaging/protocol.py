@@ -147,6 +147,7 @@ class ConsumerSpec:
     concurrency: int = fld(1, check=at_least(1))
     processing_time: Dist = fld(Constant(1.0))
     failure_probability: float = fld(0.0, check=prob)
+    poison_probability: float = fld(0.0, check=prob)
     crash_probability: float = fld(0.0, check=prob)
     crash_point: Literal["before_effect", "after_effect"] = fld("after_effect")
     restart_after: Duration = fld(1000.0)
