@@ -385,3 +385,14 @@ def test_same_seed_same_history():
     a, b = sim.run(s, 5), sim.run(s, 5)
     pd.testing.assert_frame_equal(a.history, b.history)
     assert a.summary["protocol.handoffs"] == b.summary["protocol.handoffs"]
+
+
+def test_requests_overtaken_in_the_network_are_still_served():
+    """An open-loop client's request that arrives after its next one is served, not dropped as a duplicate."""
+    s = sim.Scenario.from_dict({
+        "cluster": {"count": 5}, "network": {"latency": {"dist": "exponential", "mean": 1}},
+        "protocol": {"name": "quorum", "replicas": 5, "r": 3, "w": 3, "mode": "abd"},
+        "workload": {"clients": 10, "rate": 100, "keys": 5}, "run": {"duration": "5s", "seed": 3},
+    })
+    r = sim.run(s, seed=3)
+    assert r.summary["ops"] > 4000 and r.summary["info"] == 0 and r.summary["fail"] == 0

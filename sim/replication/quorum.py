@@ -16,9 +16,9 @@ Coordination
     read (reads change no value; see the ``abd`` note below) or an ``abd``
     write still collecting versions. A write that was sent to any replica gets
     no answer, and the client records ``info``: the write may still show up.
-    A client request whose ``op_id`` is not above the last one the node took
-    from that client is dropped as a duplicate (the client's op ids increase),
-    so a duplicated write never runs twice.
+    A client request whose ``op_id`` the node has already taken from that client
+    is dropped as a duplicate, so a duplicated write never runs twice; a request
+    overtaken in the network by a later one of the same client is still served.
 
 Versions
     Every replica keeps, per key, one ``(version, value)`` pair in ``self.disk``
@@ -104,6 +104,8 @@ __all__ = [
     "preference_ring",
     "newer",
 ]
+
+_SEEN_OPS_KEPT = 4096  # op ids remembered per client for duplicate detection
 
 Version = tuple[Any, str, int]
 """``(stamp, coordinator, seq)``: stamp is a clock reading (dynamo) or a counter (abd)."""
@@ -276,10 +278,12 @@ class QuorumNode(Node):
         self.hints: dict[Any, dict[str, tuple[Version, Any]]] = self.disk.setdefault("hints", {})
         self.disk.setdefault("seq", 0)
         self.requests: dict[int, _Request] = {}
-        # The newest op_id taken from each client. A client's op ids increase, so an older or
-        # equal one is a duplicated (or overtaken) request: dropping it leaves the client with
-        # "info", where running a write twice could make its value reappear after a later write.
-        self.latest_op: dict[str, int] = {}
+        # The op ids taken from each client: a duplicated request is dropped (running a write
+        # twice could make its value reappear after a later write). A request overtaken by a
+        # later one of the same client is new and is served. Only the newest ids are kept;
+        # anything at or below ``op_floor`` is taken for a very late duplicate.
+        self.seen_ops: dict[str, set[int]] = {}
+        self.op_floor: dict[str, int] = {}
         self.hint_timer: Timer | None = None
         if self.hints:
             self._schedule_hint_delivery()
@@ -320,10 +324,21 @@ class QuorumNode(Node):
         return (stamp, self.name, self.disk["seq"])
 
     # -- client requests (coordinator side) -----------------------------------------------
+    def _first_time(self, client: str, op_id: int) -> bool:
+        """Whether this is the first copy of ``op_id`` from ``client`` (remembering it)."""
+        seen = self.seen_ops.setdefault(client, set())
+        if op_id in seen or op_id <= self.op_floor.get(client, -1):
+            return False
+        seen.add(op_id)
+        if len(seen) > _SEEN_OPS_KEPT:
+            oldest = sorted(seen)[: len(seen) // 2]
+            seen.difference_update(oldest)
+            self.op_floor[client] = oldest[-1]
+        return True
+
     def handle_ClientRequest(self, msg: ClientRequest, src: str) -> None:
-        if msg.op_id <= self.latest_op.get(src, -1):
+        if not self._first_time(src, msg.op_id):
             return
-        self.latest_op[src] = msg.op_id
         if msg.op not in ("read", "write"):
             self.send(src, ClientReply(msg.op_id, False, error=f"unknown op {msg.op!r}"))
             return
