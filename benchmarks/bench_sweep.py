@@ -40,7 +40,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=None)
     args = ap.parse_args()
     duration = 1500.0 if args.quick else 4000.0
-    runs = 4 if args.quick else 12
+    runs = 4 if args.quick else 24
     repeats = args.repeats or (1 if args.quick else 2)
     scenario = base(duration)
     one = sim.run(scenario).runtime
