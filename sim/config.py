@@ -131,12 +131,11 @@ def convert(tp: Any, value: Any, path: str) -> Any:
         options = [a for a in args if a is not type(None)]
         if len(options) == 1:
             return convert(options[0], value, path)
-        errors = []
         for option in options:
             try:
                 return convert(option, value, path)
-            except ScenarioError as exc:
-                errors.append(exc)
+            except ScenarioError:
+                continue
         raise ScenarioError(path, f"must be {_type_name(tp)}, got {value!r}")
     if origin is tuple:
         args = typing.get_args(tp)

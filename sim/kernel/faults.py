@@ -66,7 +66,6 @@ class FaultInjector:
         return node
 
     def start(self) -> None:
-        env = self.world.env
         for i, fault in enumerate(self.faults):
             self._at(fault.start, self._apply, i, fault)
             if math.isfinite(fault.end):
