@@ -55,8 +55,20 @@ def test_quorum_requeue_without_delivery_limit_goes_to_back():
 
 
 def test_quorum_requeue_with_delivery_limit_goes_to_head():
-    """Quorum queue with a delivery limit: each requeued message goes to the head (last returned first)."""
-    assert requeue_order({"name": "q", "type": "quorum", "delivery_limit": 5}) == ["m2", "m0", "m3", "m4"]
+    """Quorum queue with a delivery limit: requeued messages go ahead of the rest, in return order."""
+    assert requeue_order({"name": "q", "type": "quorum", "delivery_limit": 5}) == ["m0", "m2", "m3", "m4"]
+
+
+def test_quorum_connection_loss_returns_ahead_in_return_order():
+    """Quorum queue, with or without a delivery limit: messages returned by a lost connection go ahead."""
+    for spec in ({"name": "q", "type": "quorum"}, {"name": "q", "type": "quorum", "delivery_limit": 5}):
+        b, _ = broker_with([spec])
+        publish(b, 0, [f"m{i}" for i in range(5)])
+        b.open_channel("c")
+        tags = {d.message.msg_id: d.delivery_tag for d in deliveries(b.consume(1, "c", "q", consumer_tag="t", prefetch=3))}
+        b.ack(2, "c", tags["m1"])
+        b.close_channel(3, "c")
+        assert b.ready_ids("q") == ["m0", "m2", "m3", "m4"], spec
 
 
 def test_quorum_delivery_count_increases_on_nack_and_connection_loss():
@@ -214,7 +226,8 @@ def test_classic_restart_marks_every_recovered_message_redelivered():
 
 
 def test_quorum_restart_keeps_redelivered_for_returned_messages_only():
-    """Quorum queue after a restart: the unacked message returns (count 1, redelivered); the other is fresh."""
+    """Quorum queue after a restart: the unacked message returns ahead, as after a lost connection
+    (count 1, redelivered); the other is fresh."""
     b, _ = broker_with([{"name": "q", "type": "quorum"}])
     publish(b, 0, ["delivered", "never"])
     b.open_channel("c")
@@ -224,7 +237,7 @@ def test_quorum_restart_keeps_redelivered_for_returned_messages_only():
     b.open_channel("c2")
     got = deliveries(b.consume(4, "c2", "q", consumer_tag="t"))
     assert [(d.message.msg_id, d.redelivered, d.delivery_count) for d in got] == [
-        ("never", False, 0), ("delivered", True, 1)]
+        ("delivered", True, 1), ("never", False, 0)]
 
 
 def test_transient_messages_lost_on_classic_restart_kept_on_quorum():
