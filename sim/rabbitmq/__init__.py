@@ -1,0 +1,51 @@
+"""The real-RabbitMQ adapter: run a messaging scenario on a live broker and compare with the simulation.
+
+* :func:`run_rabbitmq`: a scenario on a broker -> a :class:`RealMessagingResult`, the same
+  tables as :func:`sim.messaging.run_messaging` (:mod:`~sim.rabbitmq.runner`);
+* :func:`compare` -> :class:`Comparison`: counts, attempts, latency and retry-delay
+  percentiles side by side, with a verdict and a CDF figure (:mod:`~sim.rabbitmq.compare`);
+* :func:`validate`: calibration + simulation + broker run + requeue probes + comparison,
+  what ``capsim validate rabbitmq`` runs (:mod:`~sim.rabbitmq.validate`);
+* :func:`calibrate`: the ping run that sets the simulated network latency;
+* :func:`requeue_orders`: the requeue-order probes on both brokers;
+* :class:`AmqpSettings`: ``amqp://`` URL or ``CAPSIM_AMQP_URL``, password always redacted;
+* :func:`declared_topology`: the scenario's topology under run-unique names, always deleted;
+* :class:`LocalBrokerNode`: a RabbitMQ node of one's own, for broker restarts.
+
+pika is imported only when a broker is contacted, so this package imports
+without it (install it with ``pip install 'pika>=1.3,<2'``).
+"""
+
+from .calibrate import Calibration, calibrate
+from .compare import Comparison, Tolerances, compare
+from .errors import AdapterError, BrokerUnreachable, PikaMissing, UnsupportedScenario
+from .names import RunNames
+from .node import LocalBrokerNode
+from .probes import requeue_orders
+from .runner import RealMessagingResult, run_rabbitmq
+from .settings import DEFAULT_URL, ENV_VAR, AmqpSettings
+from .topology import declared_topology
+from .validate import Validation, validate
+
+__all__ = [
+    "AmqpSettings",
+    "ENV_VAR",
+    "DEFAULT_URL",
+    "RunNames",
+    "declared_topology",
+    "run_rabbitmq",
+    "RealMessagingResult",
+    "compare",
+    "Comparison",
+    "Tolerances",
+    "validate",
+    "Validation",
+    "calibrate",
+    "Calibration",
+    "requeue_orders",
+    "LocalBrokerNode",
+    "AdapterError",
+    "BrokerUnreachable",
+    "PikaMissing",
+    "UnsupportedScenario",
+]

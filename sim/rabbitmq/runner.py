@@ -1,0 +1,285 @@
+"""Running a messaging scenario against a real RabbitMQ broker: :func:`run_rabbitmq`.
+
+The run goes through the scenario exactly as the simulation does (same message
+ids, publish schedule, processing times and seeded failure/crash decisions),
+with one actor and one connection per publisher and consumer plus an observer
+(:mod:`sim.rabbitmq.observer`), all on one event loop (:mod:`sim.rabbitmq.loop`).
+The topology is declared under run-unique names and deleted afterwards, even
+when the run fails (:mod:`sim.rabbitmq.topology`).
+
+A run ends at the scenario's end time (``run.duration`` plus the drain
+period, moved later by however much longer a real broker restart took than
+the scenario's crash window), or earlier, with ``stop_when_idle``, once every
+publisher is done, every consumer is idle, every fault is over and the queues
+that messages pass through (consumed queues, TTL wait queues) were found empty
+twice in a row. Then the connections close (unacked messages return to their
+queues) and :func:`~sim.rabbitmq.observer.drain_remaining` records what is left.
+
+The result is a :class:`RealMessagingResult`: the same tables as
+:class:`~sim.messaging.run.MessagingResult` (events, depth, the delivery
+report, node events, faults) plus what describes the broker side.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from ..checkers.delivery import check_delivery
+from ..errors import ScenarioError
+from ..messaging.protocol import MessagingConfig
+from ..messaging.run import MessagingResult
+from ..rng import Streams
+from ..scenario import Scenario
+from .amqp import broker_info, close_quietly, connect_blocking
+from .consumer import ConsumerActor, Shared
+from .errors import AdapterError, UnsupportedScenario
+from .faults import BrokerControl, BrokerRestarter, FaultPlan
+from .log import ObservedLog
+from .loop import Session, raise_unreachable
+from .names import RunNames
+from .observer import ObserverActor, drain_remaining
+from .publisher import PublisherActor
+from .settings import AmqpSettings
+from .topology import declare_topology, declared_topology
+
+__all__ = ["run_rabbitmq", "RealMessagingResult", "check_supported", "DEFAULT_CONSUMER_TIMEOUT"]
+
+DEFAULT_CONSUMER_TIMEOUT = 1_800_000.0  # RabbitMQ 3.10's consumer_timeout (30 min), set in rabbitmq.conf
+_MIN_DEPTH_INTERVAL = 100.0  # ms between depth samples at most this often on a real broker
+
+
+@dataclass
+class RealMessagingResult(MessagingResult):
+    """A :class:`MessagingResult` from a real broker, plus the broker's description and the adapter's notes.
+
+    ``node_events`` lists every connection event (connect, ready,
+    connection_closed, reconnect, connect_failed, drop, crash, restart) and the
+    broker's own (broker_down, broker_up), with times in ms from time 0.
+    """
+
+    broker: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    names: str = ""
+
+
+def check_supported(scenario: Scenario) -> list[str]:
+    """Raise :class:`UnsupportedScenario` for what a real broker run cannot reproduce; return notes on the rest."""
+    cfg = scenario.protocol
+    net = scenario.network
+    for name in ("loss", "duplicate", "reorder"):
+        if getattr(net, name) > 0:
+            raise UnsupportedScenario(f"network.{name}", "needs control over the network; the adapter runs on the "
+                                      "real network between this process and the broker")
+    if net.links:
+        raise UnsupportedScenario("network.links", "per-link network settings are not supported by the adapter")
+    if cfg.downstreams:
+        raise UnsupportedScenario("protocol.downstreams", "downstream services are not supported by the adapter")
+    for i, c in enumerate(cfg.consumers):
+        if c.downstream is not None:
+            raise UnsupportedScenario(f"protocol.consumers[{i}].downstream", "not supported by the adapter")
+    if cfg.consumer_timeout != DEFAULT_CONSUMER_TIMEOUT:
+        raise UnsupportedScenario("protocol.consumer_timeout", "the broker's consumer_timeout is set in its "
+                                  f"rabbitmq.conf (30 min by default); the scenario asks for {cfg.consumer_timeout} ms")
+    notes = ["network.latency does not apply: messages cross the real network to the broker and back",
+             f"heartbeat {cfg.heartbeat:g} ms -> {heartbeat_seconds(cfg.heartbeat)} s (AMQP counts whole seconds)"]
+    if any(p.expiration is not None for p in cfg.publishers) or any(
+            c.retry.via_exchange is not None for c in cfg.consumers):
+        notes.append("per-message expiration is sent in whole milliseconds")
+    if scenario.faults.schedule:
+        notes.append("a crashed or cut-off client's connection ends at once on the real broker; in the simulation the "
+                     "broker notices a machine failure or a partition only after missed heartbeats")
+    return notes
+
+
+def heartbeat_seconds(ms: float) -> int:
+    return max(1, int(math.ceil(ms / 1000.0)))
+
+
+def run_rabbitmq(scenario: Scenario, seed: int | None = None, *, url: str | None = None,
+                 settings: AmqpSettings | None = None, broker: BrokerControl | None = None,
+                 stop_when_idle: bool = True, label: str | None = None) -> RealMessagingResult:
+    """Run a ``messaging`` scenario against a real broker; ``seed`` overrides ``scenario.run.seed``.
+
+    Connection settings: ``settings``, else ``broker.settings`` (a
+    :class:`~sim.rabbitmq.node.LocalBrokerNode`), else ``url`` or
+    ``CAPSIM_AMQP_URL`` or the local default. ``broker`` also enables broker
+    restarts (``crash`` faults on the broker node).
+    """
+    if not isinstance(scenario, Scenario):
+        raise TypeError(f"run_rabbitmq() needs a Scenario, got {type(scenario).__name__}")
+    if not isinstance(scenario.protocol, MessagingConfig):
+        raise ScenarioError("protocol.name", f"run_rabbitmq needs protocol 'messaging', got {scenario.protocol.tag!r}")
+    if seed is not None:
+        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
+            raise ScenarioError("seed", f"must be an integer in [0, 2**63), got {seed!r}")
+        scenario = dataclasses.replace(scenario, run=dataclasses.replace(scenario.run, seed=seed))
+    if settings is None:
+        settings = getattr(broker, "settings", None) or AmqpSettings.resolve(url)
+    notes = check_supported(scenario)
+    plan = FaultPlan.from_scenario(scenario, broker_control=broker is not None)
+    info = broker_info(settings)  # an unreachable broker fails here, at once
+    cfg: MessagingConfig = scenario.protocol
+    t_wall = time.perf_counter()
+    log = ObservedLog()
+    with declared_topology(settings, cfg.topology, label=label or scenario.name) as names:
+        runner = _Runner(scenario, settings, names, log, plan, broker, stop_when_idle)
+        try:
+            runner.run()
+        finally:
+            runner.close()
+        drain_remaining(settings, cfg, names, log, runner.session.now)
+    events = log.to_frame()
+    report = check_delivery(events, cfg.dlq_names())
+    return RealMessagingResult(
+        scenario=scenario,
+        seed=scenario.run.seed,
+        runtime=time.perf_counter() - t_wall,
+        events=events,
+        depth=log.depth_frame(),
+        report=report,
+        summary={f"messaging.{k}": v for k, v in report.summary().items()},
+        node_events=pd.DataFrame(runner.session.node_events, columns=["time", "node", "event"]),
+        faults=pd.DataFrame(plan.rows, columns=["kind", "start", "end", "detail"]),
+        broker={**info, "broker_overrun_ms": runner.overrun_ms(), "ended": runner.ended,
+                **({"control": broker.describe()} if hasattr(broker, "describe") else {})},
+        notes=notes,
+        names=names.prefix,
+    )
+
+
+class _Runner:
+    """The actors of one run on one :class:`Session`, and the run's end condition."""
+
+    def __init__(self, scenario: Scenario, settings: AmqpSettings, names: RunNames, log: ObservedLog,
+                 plan: FaultPlan, broker: BrokerControl | None, stop_when_idle: bool) -> None:
+        cfg: MessagingConfig = scenario.protocol
+        self.scenario = scenario
+        self.cfg = cfg
+        self.settings = settings
+        self.names = names
+        self.plan = plan
+        self.stop_when_idle = stop_when_idle
+        self.session = s = Session(settings, names, heartbeat=heartbeat_seconds(cfg.heartbeat),
+                                   reconnect_delay=cfg.reconnect_delay, log=log)
+        streams = Streams(scenario.run.seed)
+        duration = scenario.run.duration
+        self.shared = Shared(scenario.run.seed, cfg.shared_store_capacity)
+        self.publishers = [PublisherActor(s, p, streams[f"publisher/{p.node}"], duration) for p in cfg.publishers]
+        self.consumers = [ConsumerActor(s, c, cfg.topology, streams[f"consumer/{c.node}"], self.shared)
+                          for c in cfg.consumers]
+        interval = cfg.depth_interval if cfg.depth_interval is not None else duration / 200
+        self.observer = ObserverActor(s, cfg, self.shared.dlq_copies, self._unacked,
+                                      max(interval, _MIN_DEPTH_INTERVAL))
+        self.by_node = {a.node: a for a in self.publishers + self.consumers}
+        self.restarter = (BrokerRestarter(broker, s.ioloop, s.guard(self._broker_event), self._redeclare)
+                          if broker is not None else None)
+        self.ended = ""
+        self._idle_streak = 0
+        self._probing = False
+
+    def _unacked(self, queue: str) -> int:
+        return sum(len(c.held) for c in self.consumers if c.spec.queue == queue)
+
+    def overrun_ms(self) -> float:
+        return self.restarter.overrun_ms if self.restarter is not None else 0.0
+
+    # -- running ----------------------------------------------------------------------------------
+    def run(self) -> None:
+        s = self.session
+        for actor in s.actors:
+            actor.connect()
+        if not s.run_until(lambda: all(a.ready for a in s.actors), self.settings.connection_timeout * 2 + 1,
+                           "connecting"):
+            raise_unreachable(s.actors, self.settings)
+        s.start_clock()
+        self._schedule_faults()
+        for actor in self.publishers + self.consumers + [self.observer]:
+            actor.begin()
+        cap_s = self.scenario.end_time / 1000.0 + 180.0  # a guard only: _finished ends the run long before
+        if not s.run_until(self._finished, cap_s, "running", poll_ms=20.0):
+            raise AdapterError(f"the run did not reach its end within {cap_s:g} s")
+        if self.restarter is not None and self.restarter.error is not None:
+            raise AdapterError(f"broker restart failed: {self.restarter.error}")
+
+    def _schedule_faults(self) -> None:
+        s = self.session
+        for start, end in self.plan.broker_restarts:
+            s.call_at(start, self._restart_broker, end - start)
+        for node, start, end in self.plan.crashes:
+            actor = self.by_node[node]
+            s.call_at(start, actor.crash)
+            if math.isfinite(end):
+                s.call_at(end, actor.restart)
+        for node, start, end in self.plan.cuts:
+            actor = self.by_node[node]
+            s.call_at(start, actor.cut)
+            if math.isfinite(end):
+                s.call_at(end, actor.heal)
+
+    def _restart_broker(self, down_ms: float) -> None:
+        assert self.restarter is not None
+        if self.restarter.busy:
+            raise AdapterError("overlapping broker restarts are not supported")
+        self.restarter.restart(down_ms)
+
+    def _broker_event(self, event: str) -> None:
+        self.session.node_event(self.cfg.broker, event)
+        if event.startswith("broker_error"):
+            raise AdapterError(f"broker restart failed: {event.split(': ', 1)[-1]}")
+
+    def _redeclare(self) -> None:
+        """After a restart (worker thread): declare the topology again; non-durable queues were deleted."""
+        deadline = time.monotonic() + 30.0
+        while True:
+            try:
+                conn = connect_blocking(self.settings)
+                try:
+                    declare_topology(conn.channel(), self.cfg.topology, self.names)
+                    return
+                finally:
+                    close_quietly(conn)
+            except AdapterError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+
+    def _finished(self) -> bool:
+        s = self.session
+        now = s.now()
+        restarting = self.restarter is not None and self.restarter.busy
+        if not restarting and now >= self.scenario.end_time + self.overrun_ms():
+            self.ended = "end_time"
+            return True
+        if not self.stop_when_idle:
+            return False
+        busy = (restarting or any(not p.done for p in self.publishers) or any(not c.idle for c in self.consumers)
+                or now < self.plan.last_end + self.overrun_ms()
+                or any(not a.ready for a in s.actors if not (a.crashed or a.cut_off)))
+        if busy:
+            self._idle_streak = 0
+            self._probing = False
+            return False
+        if not self._probing:
+            self.observer.probe()
+            self._probing = True
+            return False
+        empty = self.observer.probe_result()
+        if empty is None:
+            return False
+        self._probing = False
+        self._idle_streak = self._idle_streak + 1 if empty else 0
+        if self._idle_streak >= 2:
+            self.ended = "idle"
+            return True
+        return False
+
+    def close(self) -> None:
+        self.session.close()
+        if self.restarter is not None:
+            self.restarter.join(60.0)

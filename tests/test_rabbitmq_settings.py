@@ -1,0 +1,205 @@
+"""The RabbitMQ adapter without a broker: URLs and redaction, unsupported scenarios, errors, the comparison."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from sim.cli import main
+from sim.errors import ScenarioError
+from sim.messaging import run_messaging
+from sim.rabbitmq import AmqpSettings, BrokerUnreachable, UnsupportedScenario, run_rabbitmq
+from sim.rabbitmq.compare import compare, retry_delays
+from sim.rabbitmq.faults import FaultPlan
+from sim.rabbitmq.names import RunNames, death_count, x_death_text
+from sim.rabbitmq.node import free_port
+from sim.rabbitmq.probes import MEASURED_3_10_8, sim_requeue_order
+from sim.rabbitmq.runner import check_supported
+from sim.scenario import Scenario
+
+ROOT = Path(__file__).resolve().parents[1]
+SCENARIOS = ROOT / "experiments" / "scenarios"
+SECRET = "s3cr#t:p@ss/word"
+
+
+def test_url_parts_and_defaults():
+    """amqp://user:pass@host:port/vhost parses with percent-decoding; the vhost '/' is %2F or empty."""
+    s = AmqpSettings.from_url("amqp://alice:p%40ss@broker.example:5673/%2F?heartbeat=3&connection_timeout=2.5")
+    assert (s.host, s.port, s.vhost, s.username, s.password) == ("broker.example", 5673, "/", "alice", "p@ss")
+    assert (s.heartbeat, s.connection_timeout) == (3, 2.5)
+    assert AmqpSettings.from_url("amqp://h").vhost == "/" and AmqpSettings.from_url("amqp://h").port == 5672
+    assert AmqpSettings.from_url("amqp://h/prod").vhost == "prod"
+    assert AmqpSettings.from_url(AmqpSettings.from_url("amqp://u:x%2Fy@h:1/v").url()).password == "x/y"
+
+
+def test_environment_variable_then_default():
+    """--url wins over CAPSIM_AMQP_URL, which wins over the local default."""
+    env = {"CAPSIM_AMQP_URL": "amqp://env:pw@envhost:5999/%2F"}
+    assert AmqpSettings.resolve(None, env).host == "envhost"
+    assert AmqpSettings.resolve(None, env).source == "CAPSIM_AMQP_URL"
+    assert AmqpSettings.resolve("amqp://cli@clihost", env).host == "clihost"
+    default = AmqpSettings.resolve(None, {})
+    assert (default.host, default.port, default.source) == ("127.0.0.1", 5672, "default")
+
+
+@pytest.mark.parametrize("url, fragment", [
+    ("http://u:hunter2@h/", "must start with amqp://"),
+    ("amqps://u:hunter2@h/", "TLS"),
+    ("amqp://u:hunter2@:5672/", "names no host"),
+    ("amqp://u:hunter2@h:notaport/", "not a valid AMQP URL"),
+    ("amqp://u:hunter2@h/a/b", "one path segment"),
+    ("amqp://u:hunter2@h/?frame_max=1", "unknown URL option"),
+    ("amqp://u:hunter2@h/?heartbeat=-1", "must be > 0"),
+    ("", "empty"),
+])
+def test_bad_urls_are_scenario_errors_without_the_password(url, fragment):
+    """A malformed URL raises ScenarioError naming --url; the password never appears in the message."""
+    with pytest.raises(ScenarioError) as err:
+        AmqpSettings.from_url(url)
+    assert err.value.path == "--url" and fragment in str(err.value)
+    assert "hunter2" not in str(err.value)
+
+
+def test_password_is_redacted_everywhere():
+    """repr, str, describe() and redact() never show the password (plain or URL-encoded)."""
+    from urllib.parse import quote
+
+    s = AmqpSettings.from_url(f"amqp://bob:{quote(SECRET, safe='')}@h:1/%2F")
+    assert s.password == SECRET
+    shown = [repr(s), str(s), s.redacted_url(), str(s.describe())]
+    assert all(SECRET not in t and quote(SECRET, safe="") not in t for t in shown)
+    assert "amqp://bob:***@h:1/%2F" in shown
+    assert s.redact(f"failed for {SECRET} and {quote(SECRET, safe='')}") == "failed for *** and ***"
+
+
+def test_run_names_are_unique_and_map_back():
+    """Every run gets its own prefix; names, default-exchange routing keys and x-death entries map back."""
+    a, b = RunNames.new("demo run"), RunNames.new("demo run")
+    assert a.prefix != b.prefix and a.prefix.startswith("capsim.demo-run.")
+    assert a.real("") == "" and a.sim(a.real("work")) == "work"
+    assert a.routing_key("", "work") == a.real("work") and a.routing_key("ex", "order.*") == "order.*"
+    headers = {"x-death": [{"queue": a.real("wait"), "reason": "expired", "count": 2},
+                           {"queue": a.real("work"), "reason": "rejected", "count": 2}]}
+    assert x_death_text(headers, a) == "wait:expired:2|work:rejected:2"
+    assert death_count(headers, a, "work", "rejected") == 2 and death_count(headers, a, "work", "expired") == 0
+
+
+def scenario(name):
+    return Scenario.from_toml(SCENARIOS / f"rabbitmq-{name}.toml")
+
+
+@pytest.mark.parametrize("update, path", [
+    ({"network.loss": 0.1}, "network.loss"),
+    ({"protocol.consumer_timeout": 5000}, "protocol.consumer_timeout"),
+    ({"faults.schedule": [{"kind": "loss", "probability": 0.5, "start": 0, "end": 10}]}, "faults.schedule[0].kind"),
+    ({"faults.schedule": [{"kind": "crash", "node": "broker", "start": 0, "end": 10}]}, "faults.schedule[0].node"),
+    ({"faults.schedule": [{"kind": "partition", "groups": [["c1"]], "one_way": True, "start": 0, "end": 10}]},
+     "faults.schedule[0].one_way"),
+])
+def test_unsupported_scenarios_are_rejected_with_the_field(update, path):
+    """What the adapter cannot reproduce on a real broker is an UnsupportedScenario naming the field."""
+    s = scenario("retry-dlx").variant(update)
+    with pytest.raises(UnsupportedScenario) as err:
+        check_supported(s)
+        FaultPlan.from_scenario(s, broker_control=False)
+    assert err.value.path == path
+
+
+def test_fault_plan_maps_crashes_and_partitions():
+    """A client crash is a process crash; a partition or isolation cuts clients off the broker."""
+    s = scenario("retry-dlx").variant({"faults.schedule": [
+        {"kind": "crash", "node": "c1", "start": 100, "end": 200},
+        {"kind": "partition", "groups": [["broker", "pub"], ["c1", "c2"]], "start": 300, "end": 400},
+        {"kind": "isolate", "node": "pub", "start": 500, "end": 600}]})
+    plan = FaultPlan.from_scenario(s, broker_control=False)
+    assert plan.crashes == [("c1", 100.0, 200.0)]
+    assert plan.cuts == [("c1", 300.0, 400.0), ("c2", 300.0, 400.0), ("pub", 500.0, 600.0)]
+    assert plan.last_end == 600.0 and plan.broker_restarts == []
+
+
+def test_unreachable_broker_fails_fast_with_a_clear_error():
+    """Nothing listening: BrokerUnreachable within seconds, naming the redacted URL, not the password."""
+    url = f"amqp://bob:{SECRET.replace('/', '%2F').replace('#', '%23').replace('@', '%40')}@127.0.0.1:{free_port()}/"
+    t0 = time.monotonic()
+    with pytest.raises(BrokerUnreachable) as err:
+        run_rabbitmq(scenario("retry-dlx"), url=url)
+    assert time.monotonic() - t0 < 10
+    assert "connection refused" in str(err.value) and "bob:***@127.0.0.1" in str(err.value)
+    assert SECRET not in str(err.value)
+
+
+def run_cli(*args, env=None):
+    return subprocess.run([sys.executable, "-m", "sim.cli", *args], capture_output=True, text=True, env=env,
+                          timeout=120)
+
+
+def test_cli_unreachable_broker_exit_3_one_line():
+    """capsim validate against a closed port: exit status 3, one line on stderr, no traceback, no password."""
+    url = f"amqp://bob:hunter2secret@127.0.0.1:{free_port()}/%2F"
+    proc = run_cli("validate", "rabbitmq", str(SCENARIOS / "rabbitmq-retry-dlx.toml"), "--url", url)
+    assert proc.returncode == 3, proc.stderr
+    assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("capsim: error: cannot connect to RabbitMQ")
+    assert "Traceback" not in proc.stderr and "hunter2secret" not in proc.stderr + proc.stdout
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--url", "http://u:hunter2@x"], "--url: must start with amqp://"),
+    (["--seed", "-1"], "--seed: must be a non-negative integer"),
+    (["--url", "amqp://u:hunter2@127.0.0.1:1/%2F", "--seed", "-1"], "--seed: must be a non-negative integer"),
+])
+def test_cli_user_mistakes_exit_2(args, fragment, capsys):
+    """A bad URL or seed is a user mistake: exit status 2 and a one-line error, before any broker work."""
+    assert main(["validate", "rabbitmq", str(SCENARIOS / "rabbitmq-retry-dlx.toml"), *args]) == 2
+    err = capsys.readouterr().err
+    assert fragment in err and err.count("\n") == 1 and "hunter2" not in err
+
+
+def test_cli_unsupported_scenario_exit_2(tmp_path, capsys):
+    """A scenario the adapter cannot run exits 2, naming the field, before any broker work."""
+    bad = tmp_path / "bad.toml"
+    text = (SCENARIOS / "rabbitmq-retry-dlx.toml").read_text()
+    bad.write_text(text.replace("[workload]", "[network]\nloss = 0.2\n\n[workload]"))
+    assert main(["validate", "rabbitmq", str(bad), "--url", f"amqp://127.0.0.1:{free_port()}"]) == 2
+    assert "network.loss: needs control over the network" in capsys.readouterr().err
+
+
+def test_package_imports_without_pika():
+    """import sim and sim.rabbitmq work without pika; contacting a broker then says how to install it."""
+    code = ("import sys; sys.modules['pika'] = None\n"
+            "import sim, sim.rabbitmq\n"
+            "from sim.rabbitmq import PikaMissing, AmqpSettings\n"
+            "try:\n    AmqpSettings.resolve().parameters()\nexcept PikaMissing as e:\n    print(e)\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "pip install 'pika>=1.3,<2'" in proc.stdout
+
+
+def test_simulated_requeue_orders_are_the_measured_ones():
+    """The probe script on the simulated broker gives the orders measured on RabbitMQ 3.10.8
+    (tests/test_rabbitmq_validation.py measures them again on the live broker)."""
+    for (kind, how), order in MEASURED_3_10_8.items():
+        assert sim_requeue_order(kind, how) == order, (kind, how)
+
+
+def test_compare_a_run_with_itself_agrees_and_a_changed_one_differs():
+    """compare(sim, sim) agrees on every row; dropping a side effect is reported as a difference."""
+    r = run_messaging(scenario("retry-dlx"))
+    same = compare(r, r)
+    assert same.verdict == "agree" and same.differences == []
+    assert set(same.counts["quantity"]) >= {"published", "confirmed", "delivered", "redelivered", "dead_lettered",
+                                            "lost", "duplicated"}
+    assert len(retry_delays(r.events)) == int((r.events["reason"] == "retry").sum())
+    ev = r.events
+    first_effect = ev.index[ev["event"] == "side_effect"][0]
+    changed = type(r)(**{**r.__dict__, "events": ev.drop(index=first_effect)})
+    from sim.checkers.delivery import check_delivery
+
+    changed.report = check_delivery(changed.events, r.dead_letter_queues)
+    other = compare(r, changed)
+    assert other.verdict == "differ"
+    assert any(d.startswith("counts: processed") for d in other.differences)
+    assert "verdict: differ" in other.report()

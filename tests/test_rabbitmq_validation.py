@@ -1,0 +1,138 @@
+"""Validation cases: the simulation against the live broker, same scenario, same seeded decisions.
+
+1. retries through a TTL wait queue and a DLX; 2. requeue order after a nack (and after a connection
+loss); 3. a quorum queue's delivery limit; 4. consumers crashing with an unacked message. Case 5, the
+broker restart, is in test_rabbitmq_restart.py.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from sim.messaging import run_messaging
+from sim.messaging.retry import decision_uniform
+from sim.rabbitmq import run_rabbitmq
+from sim.rabbitmq.compare import compare
+from sim.rabbitmq.probes import MEASURED_3_10_8, real_requeue_order, sim_requeue_order
+from sim.rabbitmq.testing import rabbitmq  # noqa: F401 - the fixture
+from sim.rabbitmq.validate import validate
+from sim.scenario import Scenario
+
+pytestmark = pytest.mark.rabbitmq
+
+SCENARIOS = Path(__file__).resolve().parents[1] / "experiments" / "scenarios"
+
+
+def scenario(name):
+    return Scenario.from_toml(SCENARIOS / f"rabbitmq-{name}.toml")
+
+
+def row(table, quantity):
+    return table.set_index("quantity").loc[quantity]
+
+
+def fails_every_attempt(seed, msg_id, p, k):
+    return all(decision_uniform(seed, "fail", msg_id, a) < p for a in range(1, k + 1))
+
+
+# -- 1. retries through a TTL wait queue ------------------------------------------------------------------
+P, K, TTL = 0.5, 3, 100.0
+
+
+@pytest.fixture(scope="module")
+def retry_validation(rabbitmq):
+    s = scenario("retry-dlx").variant({f"protocol.consumers[{i}].failure_probability": P for i in range(2)})
+    return validate(s, seed=21, settings=rabbitmq, probes=False)
+
+
+def test_retry_dead_letters_and_attempts_are_equal(retry_validation):
+    """Failing with p = 0.5 and at most 3 attempts: the same messages are dead-lettered after the same
+    attempts on the broker as in the simulation, exactly those whose 3 seeded attempts all fail."""
+    v = retry_validation
+    c = v.comparison
+    for q in ("published", "processed", "dead_lettered", "lost", "deliveries",
+              "messages with the same status", "messages with the same attempts"):
+        assert row(c.counts, q)["agree"], row(c.counts, q)
+    assert c.attempts["agree"].all() and len(c.attempts) == K
+    for result in (v.simulation, v.broker):
+        m = result.messages
+        dead = set(m.loc[m["status"] == "dead_lettered", "msg_id"])
+        assert dead == {i for i in m["msg_id"] if fails_every_attempt(v.seed, i, P, K)}
+        assert 10 < len(dead) < 50 and (m["attempts"] <= K).all()
+
+
+def test_retry_delays_agree_within_ten_percent(retry_validation):
+    """Each retry waits out the 100 ms TTL: p50 and p95 of the delays agree within 10%."""
+    c = retry_validation.comparison
+    assert row(c.retry_delays, "count")["simulation"] == row(c.retry_delays, "count")["broker"] > 50
+    for q in ("p50 (ms)", "p95 (ms)"):
+        r = row(c.retry_delays, q)
+        assert abs(r["broker"] - r["simulation"]) <= 0.10 * r["simulation"], r
+        assert r["broker"] >= TTL and r["simulation"] >= TTL
+    assert c.real_retry.min() >= TTL
+
+
+# -- 2. requeue order ----------------------------------------------------------------------------------------
+BROKER_ORDER = MEASURED_3_10_8  # '*' = delivered again with redelivered = true
+
+
+@pytest.fixture(scope="module")
+def broker_orders(rabbitmq):
+    return {key: real_requeue_order(rabbitmq, *key) for key in BROKER_ORDER}
+
+
+@pytest.mark.parametrize("kind, how", list(BROKER_ORDER))
+def test_broker_requeue_order(broker_orders, kind, how):
+    """m0..m4 queued, m0..m2 delivered, m0 and m2 returned: the order the broker then holds them in."""
+    assert broker_orders[(kind, how)] == BROKER_ORDER[(kind, how)]
+
+
+@pytest.mark.parametrize("kind, how", list(BROKER_ORDER))
+def test_simulated_requeue_order_equals_the_broker(broker_orders, kind, how):
+    """The simulated broker returns requeued messages to the same places as the real one."""
+    assert sim_requeue_order(kind, how) == broker_orders[(kind, how)]
+
+
+# -- 3. delivery limit on a quorum queue -----------------------------------------------------------------------
+def test_delivery_limit_counts_and_dead_letter_reason_agree(rabbitmq):
+    """delivery_limit = 2: deliveries counted 0, 1, 2 (redelivered from the second on), then dead-lettered with
+    reason delivery_limit; per message the same on the broker as in the simulation."""
+    s = scenario("delivery-limit")
+    sim, real = run_messaging(s), run_rabbitmq(s, settings=rabbitmq)
+    c = compare(sim, real)
+    for q in ("dead_lettered", "processed", "deliveries", "redelivered", "lost",
+              "messages with the same deliveries", "messages with the same dead-letter"):
+        assert row(c.counts, q)["agree"], row(c.counts, q)
+    m = c.messages
+    dead = m[m["status_real"] == "dead_lettered"]
+    assert len(dead) == sum(fails_every_attempt(s.run.seed, i, 0.5, 3) for i in m.index) > 5
+    assert (dead["dead_letter_real"] == "work:delivery_limit").all()
+    assert (dead["deliveries_real"] == "0 1r 2r").all()
+    received = real.events[(real.events["event"] == "receive") & (real.events["queue"] == "work")]
+    assert received["delivery_count"].max() == 2
+    assert (received["redelivered"] == (received["delivery_count"] > 0)).all()
+
+
+# -- 4. consumer crash with unacked messages ---------------------------------------------------------------------
+@pytest.mark.parametrize("queue_type", ["classic", "quorum"])
+def test_consumer_crash_redeliveries_agree_and_nothing_is_lost(rabbitmq, queue_type):
+    """Consumers crash on the same seeded deliveries: the same messages come back redelivered (and, on a
+    quorum queue, with the same delivery counts), the same effects are duplicated, nothing is lost."""
+    s = scenario("consumer-crash").variant({"protocol.topology.queues[0].type": queue_type})
+    sim, real = run_messaging(s), run_rabbitmq(s, settings=rabbitmq)
+    c = compare(sim, real)
+    for q in ("processed", "deliveries", "redelivered", "duplicated", "lost",
+              "messages with the same status", "messages with the same deliveries"):
+        assert row(c.counts, q)["agree"], row(c.counts, q)
+
+    def crashes(r):
+        ev = r.events
+        return ev[(ev["event"] == "abandon") & (ev["reason"] == "crash")]["msg_id"].tolist()
+
+    assert sorted(crashes(sim)) == sorted(crashes(real)) and len(crashes(real)) >= 5
+    assert real.report["lost"] == 0 and real.report["processed"] == real.report["published"]
+    assert real.report["redeliveries"] == len(crashes(real))
+    restarts = real.node_events[real.node_events["event"] == "restart"]
+    assert len(restarts) == len(crashes(real))
