@@ -120,7 +120,6 @@ def test_queueing(tmp_path):
     assert table["inside_ci"].sum() >= len(table) - 1, table
 
 
-@pytest.mark.skipif(not (EXPERIMENTS / "two_phase_blocking.py").exists(), reason="script not written yet")
 def test_two_phase_blocking(tmp_path):
     """2PC blocks more as the coordinator crashes more often; 3PC never blocks; no atomicity violation."""
     run_quick("two_phase_blocking", tmp_path, executor=False)
@@ -133,7 +132,6 @@ def test_two_phase_blocking(tmp_path):
     assert two["blocked_fraction"].iloc[0] > two["blocked_fraction"].iloc[-1]  # most crashes, most blocking
 
 
-@pytest.mark.skipif(not (EXPERIMENTS / "retry_storm.py").exists(), reason="script not written yet")
 def test_retry_storm(tmp_path):
     """Backoff with jitter offers less load, wastes fewer calls and drains; immediate retry does not drain first."""
     run_quick("retry_storm", tmp_path, executor=False)
