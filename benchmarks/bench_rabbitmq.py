@@ -92,7 +92,7 @@ def blocking_confirm_rate(settings: AmqpSettings, messages: int) -> float:
             ch.confirm_delivery()
             props = pika.BasicProperties(delivery_mode=2)
             t0 = time.perf_counter()
-            for i in range(messages):
+            for _ in range(messages):
                 ch.basic_publish("", names.real("bench"), b"x", props)
             return messages / (time.perf_counter() - t0)
         finally:

@@ -61,7 +61,7 @@ def _parser() -> argparse.ArgumentParser:
                                    "adapter failure.",
                        epilog="example:\n  capsim validate rabbitmq experiments/scenarios/rabbitmq-retry-dlx.toml "
                               "--out out/validate\n\nThe broker URL comes from --url, else $CAPSIM_AMQP_URL, else "
-                              "amqp://guest:guest@127.0.0.1:5672/%%2F; the password is never printed.",
+                              "amqp://guest:guest@127.0.0.1:5672/%2F; the password is never printed.",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     v.add_argument("target", choices=["rabbitmq"], help="the real system to validate against")
     v.add_argument("scenario", type=Path, help="messaging scenario TOML file")

@@ -134,8 +134,8 @@ class Comparison:
             if df is None or "agree" not in df:
                 continue
             for _, r in df[df["agree"] == False].iterrows():  # noqa: E712 - None rows are info only
-                label = r.get("quantity", r.get("case", ""))
-                out.append(f"{name}: {label}: simulation {r['simulation']} vs broker {r['broker']}")
+                sim, real = (f"{v:.3f}" if isinstance(v, float) else str(v) for v in (r["simulation"], r["broker"]))
+                out.append(f"{name}: {r['quantity']}: simulation {sim} vs broker {real}")
         return out
 
     @property

@@ -113,7 +113,7 @@ class Session:
         self.node_events.append((self.now(), node, event))
 
     # -- running ------------------------------------------------------------------------------
-    def run_until(self, done: Callable[[], bool], timeout_s: float, what: str, *, poll_ms: float = 10.0) -> bool:
+    def run_until(self, done: Callable[[], bool], timeout_s: float, *, poll_ms: float = 10.0) -> bool:
         """Run the loop until ``done()`` is true (checked every ``poll_ms``) or ``timeout_s`` passes.
 
         Returns whether ``done()`` became true; raises the first error of a callback.
@@ -149,7 +149,7 @@ class Session:
         for actor in self.actors:
             actor.close()
         try:
-            self.run_until(lambda: all(a.conn is None for a in self.actors), 3.0, "closing connections")
+            self.run_until(lambda: all(a.conn is None for a in self.actors), 3.0)
         except Exception:  # noqa: BLE001 - closing after a failure: the first error is already on its way
             pass
         for actor in self.actors:

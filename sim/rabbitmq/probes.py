@@ -30,8 +30,8 @@ from .errors import AdapterError
 from .settings import AmqpSettings
 from .topology import declared_topology
 
-__all__ = ["QUEUE_KINDS", "HOWS", "MEASURED_3_10_8", "queue_kind", "sim_requeue_order", "real_requeue_order", "requeue_orders",
-           "kinds_in"]
+__all__ = ["QUEUE_KINDS", "HOWS", "MEASURED_3_10_8", "queue_kind", "sim_requeue_order", "real_requeue_order",
+           "requeue_orders", "kinds_in"]
 
 QUEUE_KINDS = ("classic", "quorum", "quorum+limit")
 HOWS = ("nack", "connection")

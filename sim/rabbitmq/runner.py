@@ -194,15 +194,14 @@ class _Runner:
         s = self.session
         for actor in s.actors:
             actor.connect()
-        if not s.run_until(lambda: all(a.ready for a in s.actors), self.settings.connection_timeout * 2 + 1,
-                           "connecting"):
+        if not s.run_until(lambda: all(a.ready for a in s.actors), self.settings.connection_timeout * 2 + 1):
             raise_unreachable(s.actors, self.settings)
         s.start_clock()
         self._schedule_faults()
         for actor in self.publishers + self.consumers + [self.observer]:
             actor.begin()
         cap_s = self.scenario.end_time / 1000.0 + 180.0  # a guard only: _finished ends the run long before
-        if not s.run_until(self._finished, cap_s, "running", poll_ms=20.0):
+        if not s.run_until(self._finished, cap_s, poll_ms=20.0):
             raise AdapterError(f"the run did not reach its end within {cap_s:g} s")
         if self.restarter is not None and self.restarter.error is not None:
             raise AdapterError(f"broker restart failed: {self.restarter.error}")
