@@ -65,9 +65,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import multiprocessing
-import os
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -82,7 +79,7 @@ from scipy import stats  # noqa: E402
 
 import sim  # noqa: E402
 from sim.analysis import majority_availability  # noqa: E402
-from sim.sweep import replication_seed  # noqa: E402
+from sim.sweep import map_tasks, replication_seed  # noqa: E402
 
 DOWN_MEAN = 50.0  # D: mean time a replica stays down (ms)
 LATENCY = 0.1  # l: constant one-way message delay (ms)
@@ -155,36 +152,6 @@ def simulate(task: dict[str, Any]) -> dict[str, Any]:
             "up_fraction": up, "crashes": int((result.faults["kind"] == "crash").sum()), "runtime": result.runtime}
 
 
-def run_tasks(fn, tasks: list[dict[str, Any]], executor: str, workers: int | None) -> list[dict[str, Any]]:
-    """``[fn(t) for t in tasks]`` in the chosen executor; results in task order."""
-    if executor == "serial":
-        return [fn(t) for t in tasks]
-    if executor == "processes":
-        from concurrent.futures import ProcessPoolExecutor
-
-        # fork (as sim.sweep does): the children inherit this module, however it was imported
-        ctx = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else "spawn")
-        with ProcessPoolExecutor(max_workers=workers or os.cpu_count() or 1, mp_context=ctx) as pool:
-            return list(pool.map(fn, tasks))
-    import logging
-
-    import cloudpickle
-    from distributed import Client, LocalCluster
-
-    # The workers cannot import this script, so its functions must travel by value. Distributed
-    # uses cloudpickle (which honours the by-value registry) only for what plain pickle cannot
-    # handle, hence the local wrapper.
-    if __name__ != "__main__":
-        cloudpickle.register_pickle_by_value(sys.modules[__name__])
-
-    def call(task: dict[str, Any]) -> dict[str, Any]:
-        return fn(task)
-
-    with LocalCluster(n_workers=workers or os.cpu_count() or 1, threads_per_worker=1, processes=True,
-                      dashboard_address=None, silence_logs=logging.ERROR) as cluster, Client(cluster) as client:
-        return client.gather(client.map(call, tasks, pure=False))
-
-
 def _ci(x: np.ndarray, confidence: float) -> tuple[float, float]:
     """Student-t interval of the mean of ``x``."""
     half = stats.t.ppf(0.5 + confidence / 2, len(x) - 1) * x.std(ddof=1) / math.sqrt(len(x))
@@ -205,7 +172,7 @@ def experiment(quick: bool, workers: int | None, executor: str) -> tuple[pd.Data
     cfg = settings(quick)
     tasks = [{"n": n, "p_up": p, "rep": rep, "seed": replication_seed(ROOT_SEED, rep), "duration": cfg["duration"]}
              for n in cfg["sizes"] for p in cfg["p_up"] for rep in range(cfg["replications"])]
-    runs = pd.DataFrame(run_tasks(simulate, tasks, executor, workers))
+    runs = pd.DataFrame(map_tasks(simulate, tasks, executor, workers))
     rows = []
     for (n, p), g in runs.groupby(["n", "p_up"], sort=True):
         formula, straddle, warm = biases(n, p)

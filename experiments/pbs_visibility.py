@@ -57,9 +57,6 @@ pbs_curves.csv (the WARS curves on a fine grid) and pbs_visibility.png.
 from __future__ import annotations
 
 import argparse
-import multiprocessing
-import os
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -76,7 +73,7 @@ import sim  # noqa: E402
 from sim.analysis import stale_read_probability, wars_trials  # noqa: E402
 from sim.checkers.staleness import read_staleness  # noqa: E402
 from sim.dists import parse_dist  # noqa: E402
-from sim.sweep import replication_seed  # noqa: E402
+from sim.sweep import map_tasks, replication_seed  # noqa: E402
 
 FAMILIES = {
     "exponential": {"dist": "exponential", "mean": 1.0},
@@ -112,36 +109,6 @@ def simulate(task: dict[str, Any]) -> dict[str, Any]:
             "timeouts": int(result.summary["info"] + result.summary["fail"])}
 
 
-def run_tasks(fn, tasks: list[dict[str, Any]], executor: str, workers: int | None) -> list[dict[str, Any]]:
-    """``[fn(t) for t in tasks]`` in the chosen executor; results in task order."""
-    if executor == "serial":
-        return [fn(t) for t in tasks]
-    if executor == "processes":
-        from concurrent.futures import ProcessPoolExecutor
-
-        # fork (as sim.sweep does): the children inherit this module, however it was imported
-        ctx = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else "spawn")
-        with ProcessPoolExecutor(max_workers=workers or os.cpu_count() or 1, mp_context=ctx) as pool:
-            return list(pool.map(fn, tasks))
-    import logging
-
-    import cloudpickle
-    from distributed import Client, LocalCluster
-
-    # The workers cannot import this script, so its functions must travel by value. Distributed
-    # uses cloudpickle (which honours the by-value registry) only for what plain pickle cannot
-    # handle, hence the local wrapper.
-    if __name__ != "__main__":
-        cloudpickle.register_pickle_by_value(sys.modules[__name__])
-
-    def call(task: dict[str, Any]) -> dict[str, Any]:
-        return fn(task)
-
-    with LocalCluster(n_workers=workers or os.cpu_count() or 1, threads_per_worker=1, processes=True,
-                      dashboard_address=None, silence_logs=logging.ERROR) as cluster, Client(cluster) as client:
-        return client.gather(client.map(call, tasks, pure=False))
-
-
 def experiment(quick: bool, workers: int | None, executor: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     duration = 10_000.0 if quick else 30_000.0
     replications = 1 if quick else 4
@@ -149,7 +116,7 @@ def experiment(quick: bool, workers: int | None, executor: str) -> tuple[pd.Data
     tasks = [{"family": fam, "n": n, "r": r, "w": w, "rep": rep, "seed": replication_seed(ROOT_SEED, rep),
               "duration": duration}
              for fam in FAMILIES for (n, r, w) in CONFIGS for rep in range(replications)]
-    done = run_tasks(simulate, tasks, executor, workers)
+    done = map_tasks(simulate, tasks, executor, workers)
     rows, curves = [], []
     grid = np.concatenate([np.linspace(0.0, 2.0, 41), np.linspace(2.1, 12.0, 100)])
     for fi, fam in enumerate(FAMILIES):

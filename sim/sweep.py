@@ -42,7 +42,7 @@ from .experiment import capsim_version, run
 from .rng import derive_seed
 from .scenario import Scenario, parse_path
 
-__all__ = ["sweep", "summarize", "expand_factors", "replication_seed", "EXECUTORS"]
+__all__ = ["sweep", "summarize", "map_tasks", "expand_factors", "replication_seed", "EXECUTORS"]
 
 EXECUTORS = ("serial", "processes", "dask")
 
@@ -188,6 +188,39 @@ def sweep(
     if "error" not in df:
         df["error"] = None
     return df
+
+
+def map_tasks(fn, tasks: list[Any], executor: str = "processes", workers: int | None = None) -> list[Any]:
+    """``[fn(t) for t in tasks]`` in the chosen executor, results in task order.
+
+    For experiments that need more than the summary numbers :func:`sweep` keeps.
+    ``fn`` may live in a script: forked processes inherit it, and Dask workers get
+    its module by value.
+    """
+    if executor not in EXECUTORS:
+        raise ScenarioError("executor", f"must be one of {', '.join(EXECUTORS)}, got {executor!r}")
+    if executor == "serial":
+        return [fn(t) for t in tasks]
+    if executor == "processes":
+        ctx = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else "spawn")
+        with ProcessPoolExecutor(max_workers=workers or os.cpu_count() or 1, mp_context=ctx) as pool:
+            return list(pool.map(fn, tasks))
+    import cloudpickle
+    from distributed import Client, LocalCluster
+
+    # Workers cannot import a script, so its functions must travel by value. Distributed uses
+    # cloudpickle (which honours the by-value registry) only for what plain pickle cannot
+    # handle, hence the local wrapper.
+    module = getattr(fn, "__module__", "__main__")
+    if module != "__main__" and not module.startswith("sim.") and module in sys.modules:
+        cloudpickle.register_pickle_by_value(sys.modules[module])
+
+    def call(task: Any) -> Any:
+        return fn(task)
+
+    with LocalCluster(n_workers=workers or os.cpu_count() or 1, threads_per_worker=1, processes=True,
+                      dashboard_address=None, silence_logs=logging.ERROR) as cluster, Client(cluster) as client:
+        return client.gather(client.map(call, tasks, pure=False))
 
 
 def _strip(task: dict[str, Any]) -> dict[str, Any]:
