@@ -24,8 +24,8 @@ import simpy
 from sim.config import fld
 from sim.dists import Exponential, buffered_sampler
 from sim.kernel.node import Node
-from sim.kernel.world import World
-from sim.protocols.base import ProtocolConfig
+from sim.protocol import ProtocolConfig, register_protocol
+from sim.runner import build_world
 from sim.scenario import Scenario
 
 N_NODES = 8
@@ -37,25 +37,42 @@ class Ping:
     hops: int
 
 
+class Ring:
+    """The benchmark's per-run state: the ring of nodes and the hop count."""
+
+    def __init__(self, nodes: tuple[str, ...]) -> None:
+        self.nodes = list(nodes)
+        self.hops = 0
+        self.limit = 0
+
+
 class PingNode(Node):
+    def __init__(self, world, name: str, ring: Ring) -> None:
+        super().__init__(world, name)
+        self.ring = ring
+
     def boot(self) -> None:
-        self.next = self.world.ring[(self.world.ring.index(self.name) + 1) % len(self.world.ring)]
+        nodes = self.ring.nodes
+        self.next = nodes[(nodes.index(self.name) + 1) % len(nodes)]
 
     def handle_Ping(self, msg: Ping, src: str) -> None:
-        self.world.hops += 1
-        if self.world.hops < self.world.limit:
+        ring = self.ring
+        ring.hops += 1
+        if ring.hops < ring.limit:
             self.send(self.next, msg)
 
 
-@ProtocolConfig.register
+@register_protocol
 @dataclass(frozen=True, kw_only=True)
-class PingConfig(ProtocolConfig):
+class PingConfig(ProtocolConfig[Ring]):
     tag: ClassVar[str] = "bench_ping"
     unused: int = fld(0)
 
-    def build_nodes(self, world):
-        world.ring = list(world.scenario.nodes)
-        return {n: PingNode(world, n) for n in world.scenario.nodes}
+    def new_state(self, world) -> Ring:
+        return Ring(world.scenario.nodes)
+
+    def build_nodes(self, world, state: Ring):
+        return {n: PingNode(world, n, state) for n in world.scenario.nodes}
 
 
 def capsim_rate(messages: int, seed: int = 1) -> float:
@@ -66,17 +83,18 @@ def capsim_rate(messages: int, seed: int = 1) -> float:
         "protocol": {"name": "bench_ping"},
         "run": {"duration": 1e9, "seed": seed},
     })
-    world = World(scenario)
-    world.hops, world.limit = 0, messages
+    world = build_world(scenario)
+    ring = world.state
+    ring.limit = messages
     for node in world.nodes.values():
         node.start()
     for i in range(IN_FLIGHT):
-        src = world.ring[i % N_NODES]
+        src = ring.nodes[i % N_NODES]
         world.nodes[src].send(world.nodes[src].next, Ping(0))
     t0 = time.perf_counter()
     world.env.run()
     elapsed = time.perf_counter() - t0
-    return world.hops / elapsed
+    return ring.hops / elapsed
 
 
 def bare_rate(messages: int, seed: int = 1) -> float:

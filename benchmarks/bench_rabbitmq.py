@@ -60,8 +60,8 @@ def scenario(messages: int, prefetch: int, consume: bool) -> Scenario:
 
 def publish_rate(settings: AmqpSettings, messages: int) -> float:
     r = run_rabbitmq(scenario(messages, 0, consume=False), settings=settings)
-    ev = r.events
-    assert r.report["confirmed"] == messages, r.report.counts
+    ev = r.tables["message_events"]
+    assert r.verdicts["delivery"]["confirmed"] == messages, r.verdicts["delivery"].counts
     t0 = ev.loc[ev["event"] == "publish", "time"].min()
     t1 = ev.loc[ev["event"] == "confirm", "time"].max()
     return messages / ((t1 - t0) / 1000.0)
@@ -72,8 +72,8 @@ def consume_rate(settings: AmqpSettings, messages: int, prefetch: int) -> float:
     # the partition lasts until every message is confirmed: set its end from a publish-only estimate
     s = s.variant({"faults.schedule[0].end": max(200.0, messages / 4.0)})
     r = run_rabbitmq(s, settings=settings)
-    ev = r.events
-    assert r.report["processed"] == messages, r.report.counts
+    ev = r.tables["message_events"]
+    assert r.verdicts["delivery"]["processed"] == messages, r.verdicts["delivery"].counts
     last_confirm = ev.loc[ev["event"] == "confirm", "time"].max()
     first = ev.loc[ev["event"] == "receive", "time"].min()
     assert first > last_confirm, "the consumer started before the queue was full; raise the partition's end"

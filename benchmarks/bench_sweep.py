@@ -14,7 +14,7 @@ import argparse
 import time
 
 import sim
-from sim.sweep import sweep
+from sim.sweeps import sweep
 
 
 def base(duration_ms: float) -> sim.Scenario:

@@ -79,7 +79,8 @@ from scipy import stats  # noqa: E402
 
 import sim  # noqa: E402
 from sim.analysis import majority_availability  # noqa: E402
-from sim.sweep import map_tasks, replication_seed  # noqa: E402
+from sim.executors import map_tasks  # noqa: E402
+from sim.sweeps import replication_seed  # noqa: E402
 
 DOWN_MEAN = 50.0  # D: mean time a replica stays down (ms)
 LATENCY = 0.1  # l: constant one-way message delay (ms)

@@ -70,7 +70,7 @@ import pandas as pd  # noqa: E402
 
 import sim  # noqa: E402
 from sim.plots import metric_vs_factor  # noqa: E402
-from sim.sweep import summarize, sweep  # noqa: E402
+from sim.sweeps import summarize, sweep  # noqa: E402
 
 PROTOCOLS = {
     "raft": {"name": "raft"},

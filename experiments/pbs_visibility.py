@@ -73,7 +73,8 @@ import sim  # noqa: E402
 from sim.analysis import stale_read_probability, wars_trials  # noqa: E402
 from sim.checkers.staleness import read_staleness  # noqa: E402
 from sim.dists import parse_dist  # noqa: E402
-from sim.sweep import map_tasks, replication_seed  # noqa: E402
+from sim.executors import map_tasks  # noqa: E402
+from sim.sweeps import replication_seed  # noqa: E402
 
 FAMILIES = {
     "exponential": {"dist": "exponential", "mean": 1.0},

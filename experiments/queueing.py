@@ -25,7 +25,7 @@ import pandas as pd  # noqa: E402
 
 import sim  # noqa: E402
 from sim.analysis import mmc  # noqa: E402
-from sim.sweep import summarize, sweep  # noqa: E402
+from sim.sweeps import summarize, sweep  # noqa: E402
 
 MU = 1.0  # service rate per ms (mean service 1 ms)
 

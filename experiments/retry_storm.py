@@ -34,7 +34,7 @@ per policy and seed: peak attempt rate, downstream calls and wasted calls after
 recovery, drain time), ``retry_storm_timeline.csv`` (attempts, downstream calls
 and backlog per 250 ms window) and ``retry_storm.png``.
 
-    python experiments/retry_storm.py --quick --out /tmp/storm
+    python experiments/retry_storm.py [--quick] [--out DIR] [--seeds N] [--workers N] [--executor E]
 """
 
 from __future__ import annotations
@@ -46,8 +46,9 @@ from typing import Any
 
 import pandas as pd
 
+import sim
 from sim.checkers.delivery import backlog_timeline, drain_time, load_timeline
-from sim.messaging import run_messaging
+from sim.executors import EXECUTORS, map_tasks
 from sim.scenario import Scenario
 
 POLICIES: dict[str, dict[str, Any]] = {
@@ -93,8 +94,9 @@ def measure(policy: str, seed: int, quick: bool) -> tuple[dict[str, Any], pd.Dat
     """
     scenario = storm_scenario(policy, quick=quick)
     (fault,) = scenario.faults.schedule
-    r = run_messaging(scenario, seed=seed)
-    ev, end = r.events, scenario.run.duration
+    r = sim.run(scenario, seed=seed)
+    ev, end = r.tables["message_events"], scenario.run.duration
+    report = r.verdicts["delivery"]
     attempts = load_timeline(ev[ev["event"] != "call"], WINDOW, end)  # consumer attempts ("process")
     calls = load_timeline(ev, WINDOW, end)  # downstream arrivals ("call")
     backlog = backlog_timeline(ev, WINDOW, end=end)
@@ -106,8 +108,8 @@ def measure(policy: str, seed: int, quick: bool) -> tuple[dict[str, Any], pd.Dat
     row = {
         "policy": policy,
         "seed": seed,
-        "published": r.report["published"],
-        "processed": r.report["processed"],
+        "published": report["published"],
+        "processed": report["processed"],
         "peak_attempt_rate": float(attempts["rate"].max()),
         "outage_attempt_rate": float(attempts[attempts["start"].between(fault.start, fault.end - WINDOW)]["rate"].mean()),
         "peak_downstream_rate": float(calls[calls["start"] >= fault.end]["rate"].max()),
@@ -121,6 +123,10 @@ def measure(policy: str, seed: int, quick: bool) -> tuple[dict[str, Any], pd.Dat
                              "attempt_rate": attempts["rate"], "downstream_rate": calls["rate"],
                              "backlog": backlog["backlog"].to_numpy()[: len(attempts)]})
     return row, timeline
+
+
+def _measure(task: tuple[str, int, bool]) -> tuple[dict[str, Any], pd.DataFrame]:
+    return measure(*task)
 
 
 def _rate(s: Scenario) -> float:
@@ -170,23 +176,24 @@ def plot(summary: pd.DataFrame, timeline: pd.DataFrame, path: Path, outage: tupl
     plt.close(fig)
 
 
-def main(argv: list[str] | None = None) -> pd.DataFrame:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="a shorter, lighter scenario and 2 seeds")
     parser.add_argument("--out", default="out/retry_storm", help="output folder")
     parser.add_argument("--seeds", type=int, default=None, help="replications per policy (default 2 quick, 5 full)")
+    parser.add_argument("--workers", type=int, default=None)
+    parser.add_argument("--executor", default="processes", choices=EXECUTORS)
     args = parser.parse_args(argv)
     seeds = args.seeds or (2 if args.quick else 5)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    tasks = [(policy, seed, args.quick) for policy in POLICIES for seed in range(seeds)]
     rows, timelines = [], []
-    for policy in POLICIES:
-        for seed in range(seeds):
-            row, timeline = measure(policy, seed, args.quick)
-            rows.append(row)
-            timelines.append(timeline)
-            print(f"{policy:15s} seed {seed}: peak {row['peak_attempt_rate']:.0f}/s, "
-                  f"drain {row['drain_time'] / 1000:.2f} s, wasted {row['wasted_calls_after']}")
+    for (policy, seed, _), (row, timeline) in zip(tasks, map_tasks(_measure, tasks, args.executor, args.workers)):
+        rows.append(row)
+        timelines.append(timeline)
+        print(f"{policy:15s} seed {seed}: peak {row['peak_attempt_rate']:.0f}/s, "
+              f"drain {row['drain_time'] / 1000:.2f} s, wasted {row['wasted_calls_after']}")
     summary = pd.DataFrame(rows)
     timeline = pd.concat(timelines, ignore_index=True)
     summary.to_csv(out / "retry_storm.csv", index=False)
@@ -197,7 +204,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     print(means.to_string())
     if math.isnan(float(means["drain_time"].iloc[0])):
         print("(NaN drain time: the backlog never drained within the run)")
-    return summary
+    return 0
 
 
 if __name__ == "__main__":

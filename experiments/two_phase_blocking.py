@@ -36,7 +36,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from sim.transactions.blocking import VARIANTS, blocking_runs, blocking_table
+import sim
+from sim.executors import EXECUTORS
+from sim.transactions.blocking import CRASH_MTBF, blocking_rows, blocking_scenarios, blocking_table
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,6 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true",
                         help="3 crash rates x 6 runs of 6 s (under a minute) instead of 6 x 30 runs of 10 s")
     parser.add_argument("--out", default="out/two_phase_blocking", help="output folder (default: %(default)s)")
+    parser.add_argument("--workers", type=int, default=None)
+    parser.add_argument("--executor", default="processes", choices=EXECUTORS)
     args = parser.parse_args(argv)
 
     if args.quick:
@@ -53,9 +57,11 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
+    bases = blocking_scenarios(duration=duration)
+    run_on = {"executor": args.executor, "workers": args.workers, "progress": False}
     # crash_mtbf = inf: fault-free runs, which measure tau (a few seeds are plenty)
-    runs = pd.concat([blocking_runs([math.inf], range(3), variants=tuple(VARIANTS), duration=duration),
-                      blocking_runs(mtbfs, seeds, variants=tuple(VARIANTS), duration=duration)],
+    runs = pd.concat([blocking_rows(sim.sweep(bases, {CRASH_MTBF: [math.inf]}, seeds=range(3), **run_on)),
+                      blocking_rows(sim.sweep(bases, {CRASH_MTBF: mtbfs}, seeds=seeds, **run_on))],
                      ignore_index=True)
     table = blocking_table(runs)
     runs.to_csv(out / "blocking_runs.csv", index=False)

@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
 def _cmd_run(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from .experiment import run
+    from .runner import run
     from .report import format_summary
     from .scenario import Scenario
 
@@ -141,7 +141,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     import matplotlib.pyplot as plt
 
     from .plots import metric_vs_factor
-    from .sweep import summarize, sweep
+    from .sweeps import summarize, sweep
     from .sweepfile import load_sweep
 
     spec = load_sweep(args.sweep)

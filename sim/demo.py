@@ -96,7 +96,7 @@ def run_demo(out: Path = Path("out/demo"), seed: int | None = None,
     import numpy as np
 
     from .checkers.staleness import t_visibility
-    from .experiment import run
+    from .runner import run
     from .plots import availability_timeline, divergence_timeline, lamport_diagram, latency_cdf, t_visibility_curves
 
     out = Path(out)

@@ -54,7 +54,6 @@ def _never_notified() -> float:
 
 def _phantom_mode() -> str:
     import sim
-    from sim.messaging import run_txmsg
 
     phantoms = {}
     for mode in ("commit_then_publish", "publish_then_commit"):
@@ -67,7 +66,7 @@ def _phantom_mode() -> str:
                          "consumers": [{"node": "c1", "queue": "events"}]},
             "run": {"duration": "5s", "seed": 1},
         })
-        phantoms[mode] = run_txmsg(scenario).report.counts["phantom"]
+        phantoms[mode] = sim.run(scenario).verdicts["transactional"].counts["phantom"]
     return max(phantoms, key=lambda mode: phantoms[mode])
 
 

@@ -186,7 +186,7 @@ def divergence_timeline(results: dict[str, Any], ax: Any | None = None):
 
 
 def metric_vs_factor(summary: pd.DataFrame, x: str, metric: str, *, hue: str | None = None, ax: Any | None = None):
-    """Mean of ``metric`` against factor ``x`` with its confidence band (from ``sim.sweep.summarize``)."""
+    """Mean of ``metric`` against factor ``x`` with its confidence band (from ``sim.summarize``)."""
     ax = _axes(ax, (5.5, 3.6))
     rows = summary[summary["metric"] == metric]
     groups = [(None, rows)] if hue is None else list(rows.groupby(hue, sort=True))

@@ -1,17 +1,29 @@
-"""Readable text tables of a run's summary, for the CLI and for notebooks."""
+"""Readable text tables of a run's summary, for the CLI and for notebooks.
+
+:func:`format_summary` prints the lines every run has (scenario, faults, client
+operations when there are clients, network messages), then the protocol's own
+lines (:meth:`sim.protocol.ProtocolConfig.report`), which use :func:`fmt`,
+:func:`line` and :func:`pairs` to look alike.
+"""
 
 from __future__ import annotations
 
 import math
-from typing import Any
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
-from .result import Result
 from .units import format_duration
 
-__all__ = ["format_summary"]
+if TYPE_CHECKING:
+    from .result import Result
+
+__all__ = ["format_summary", "fmt", "line", "pairs", "verdict_line"]
+
+LABEL_WIDTH = 22
 
 
-def _fmt(value: Any, kind: str = "") -> str:
+def fmt(value: Any, kind: str = "") -> str:
+    """``value`` for a table: ``-`` when missing, ``pct`` as a percentage, ``ms`` with its unit."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
     if kind == "pct":
@@ -19,8 +31,28 @@ def _fmt(value: Any, kind: str = "") -> str:
     if kind == "ms":
         return f"{value:.2f} ms"
     if isinstance(value, float):
-        return f"{value:.3g}"
+        return f"{value:.0f}" if abs(value) >= 1000 else f"{value:.3g}"
     return str(value)
+
+
+def line(label: str, text: str) -> str:
+    """One report line: a left-aligned label, then the text."""
+    return f"{label:<{LABEL_WIDTH}}{text}"
+
+
+def pairs(items: Iterable[tuple[str, Any]], kind: str = "") -> str:
+    """``name value  name value ...``."""
+    return "  ".join(f"{name} {fmt(value, kind)}" for name, value in items)
+
+
+def verdict_line(name: str, verdict: Any, holds: str, why: str = "") -> str:
+    """``verdict  <name>: ok (<holds>)``, or ``VIOLATED`` with ``why`` (default: the verdict's explanation)."""
+    if verdict is None:
+        return line("verdict", f"{name}: not checked")
+    if verdict.ok:
+        return line("verdict", f"{name}: ok ({holds})")
+    why = why or getattr(verdict, "explanation", "") or "see the verdict's evidence"
+    return line("verdict", f"{name}: VIOLATED: {why}")
 
 
 def format_summary(result: Result) -> str:
@@ -34,27 +66,37 @@ def format_summary(result: Result) -> str:
         f"in {result.runtime:.2f} s wall",
         f"faults     {s['faults']}",
         "",
+    ]
+    if sc.workload.clients:
+        lines += _operations(s) + [""]
+    dropped = {k.rsplit(".", 1)[1]: v for k, v in s.items() if k.startswith("messages.dropped.") and v}
+    drops = ", ".join(f"{k} {v}" for k, v in dropped.items()) or "none"
+    lines.append(line("network messages", f"sent {s['messages.sent']}  delivered {s['messages.delivered']}  "
+                      f"duplicated {s['messages.duplicated']}  dropped: {drops}"))
+    extra = {k: v for k, v in s.items() if k.startswith("protocol.")}
+    if extra:
+        lines.append(line("protocol", pairs((k.split(".", 1)[1], v) for k, v in extra.items())))
+    own = sc.protocol.report(result)
+    if own:
+        lines += ["", *own]
+    return "\n".join(lines)
+
+
+def _operations(s: dict[str, Any]) -> list[str]:
+    lines = [
         f"{'operations':<22}{s['ops']:>10}   ok {s['ok']}  fail {s['fail']}  info {s['info']}",
-        f"{'availability':<22}{_fmt(s['availability'], 'pct'):>10}",
+        f"{'availability':<22}{fmt(s['availability'], 'pct'):>10}",
     ]
     for side in ("none", "majority", "minority"):
         if s.get(f"ops.{side}"):
             label = "  no partition" if side == "none" else f"  {side} side"
-            lines.append(f"{label:<22}{_fmt(s[f'availability.{side}'], 'pct'):>10}   ({s[f'ops.{side}']} ops)")
-    lines.append(f"{'throughput':<22}{_fmt(s['throughput']):>10} ok ops/s")
+            lines.append(f"{label:<22}{fmt(s[f'availability.{side}'], 'pct'):>10}   ({s[f'ops.{side}']} ops)")
+    lines.append(f"{'throughput':<22}{fmt(s['throughput']):>10} ok ops/s")
     lines.append("")
     lines.append(f"{'latency (ok ops)':<22}{'count':>8}{'p50':>10}{'p95':>10}{'p99':>10}{'p99.9':>10}{'mean':>10}")
     for op in ("read", "write"):
         row = f"  {op:<20}{s[f'latency.{op}.count']:>8}"
         for q in ("p50", "p95", "p99", "p999", "mean"):
-            row += f"{_fmt(s[f'latency.{op}.{q}']):>10}"
+            row += f"{fmt(s[f'latency.{op}.{q}']):>10}"
         lines.append(row)
-    lines.append("")
-    dropped = {k.rsplit('.', 1)[1]: v for k, v in s.items() if k.startswith("messages.dropped.") and v}
-    drops = ", ".join(f"{k} {v}" for k, v in dropped.items()) or "none"
-    lines.append(f"{'messages':<22}sent {s['messages.sent']}  delivered {s['messages.delivered']}  "
-                 f"duplicated {s['messages.duplicated']}  dropped: {drops}")
-    extra = {k: v for k, v in s.items() if k.startswith("protocol.")}
-    if extra:
-        lines.append(f"{'protocol':<22}" + "  ".join(f"{k.split('.', 1)[1]} {_fmt(v)}" for k, v in extra.items()))
-    return "\n".join(lines)
+    return lines

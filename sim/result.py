@@ -10,6 +10,7 @@ from typing import Any
 
 import pandas as pd
 
+from .checkers.verdict import load_verdict, save_verdict
 from .scenario import Scenario
 
 __all__ = ["Result"]
@@ -22,7 +23,12 @@ class Result:
     """What :func:`sim.run` returns; :meth:`save` / :meth:`load` round-trip it through a folder.
 
     ``scenario`` is the fully resolved scenario (every default filled in, the
-    seed actually used), so a result explains itself.
+    seed actually used), so a result explains itself. ``history`` has one row per
+    client operation (empty for protocols whose nodes start their own work, such as
+    messaging or sagas); ``tables`` holds the protocol's own tables (message events,
+    sagas, transactions ...) and ``verdicts`` its checkers' results, e.g.
+    ``result.verdicts["delivery"].ok``. ``world`` is the finished world when the run
+    was asked to keep it (``sim.run(..., keep_world=True)``); it is never saved.
     """
 
     scenario: Scenario
@@ -37,7 +43,9 @@ class Result:
     trace: pd.DataFrame | None = None
     divergence: pd.DataFrame | None = None
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+    verdicts: dict[str, Any] = field(default_factory=dict)
     meta: dict[str, Any] = field(default_factory=dict)
+    world: Any = field(default=None, repr=False, compare=False)
 
     def __repr__(self) -> str:
         s = self.summary
@@ -65,6 +73,11 @@ class Result:
             (out / "tables").mkdir(exist_ok=True)
             for name, table in self.tables.items():
                 table.to_csv(out / "tables" / f"{name}.csv", index=False)
+        if self.verdicts:
+            (out / "verdicts").mkdir(exist_ok=True)
+            shared = {id(t): f"tables/{n}.csv" for n, t in self.tables.items()}
+            for name, verdict in self.verdicts.items():
+                save_verdict(verdict, out / "verdicts", name, shared)
         return out
 
     @classmethod
@@ -95,10 +108,19 @@ class Result:
                 tables[name] = df
             else:
                 tables[name] = pd.read_csv(path)
-        tables["tables"] = {p.stem: pd.read_csv(p) for p in sorted((src / "tables").glob("*.csv"))}
+        tables["tables"] = {p.stem: _read_csv(p) for p in sorted((src / "tables").glob("*.csv"))}
+        verdicts = {p.stem: load_verdict(src / "verdicts", p.stem) for p in sorted((src / "verdicts").glob("*.json"))}
         seed = int(meta.pop("seed"))
         runtime = float(meta.pop("runtime"))
-        return cls(scenario=scenario, seed=seed, runtime=runtime, summary=summary, meta=meta, **tables)
+        return cls(scenario=scenario, seed=seed, runtime=runtime, summary=summary, meta=meta, verdicts=verdicts,
+                   **tables)
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    try:
+        return pd.read_csv(path)
+    except pd.errors.EmptyDataError:  # a table with no columns at all
+        return pd.DataFrame()
 
 
 def _jsonable(obj: Any) -> Any:

@@ -23,7 +23,7 @@ from .config import Duration, MaybeInfDuration, at_least, build, fld, nonneg, po
 from .dists import Constant, Dist, Exponential
 from .errors import ScenarioError
 from .faultspec import LEADER, FaultsConfig
-from .protocols.base import ProtocolConfig
+from .protocol import ProtocolConfig
 
 __all__ = [
     "Scenario",

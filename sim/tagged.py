@@ -7,7 +7,7 @@ import importlib
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from .config import build
+from .config import build, to_plain
 from .errors import ScenarioError
 
 __all__ = ["Tagged"]
@@ -45,6 +45,11 @@ class Tagged:
         return dict(cls._members)
 
     @classmethod
+    def lookup(cls, tag: str) -> type | None:
+        """The member registered as ``tag`` (``None``: no such member)."""
+        return cls.members().get(tag)
+
+    @classmethod
     def _unknown_hint(cls) -> str:
         return ""
 
@@ -54,24 +59,21 @@ class Tagged:
             return value
         if not isinstance(value, Mapping):
             raise ScenarioError(path, f"must be a table with a {cls.tag_key!r} key, got {type(value).__name__}")
-        members = cls.members()
         tag = value.get(cls.tag_key)
         if cls.tag and tag is None:  # a concrete member used directly
             tag = cls.tag
-        if not isinstance(tag, str) or tag not in members:
+        member = cls.lookup(tag) if isinstance(tag, str) else None
+        if member is None:
             raise ScenarioError(
                 f"{path}.{cls.tag_key}" if path else cls.tag_key,
-                f"must be one of {', '.join(sorted(members))}, got {tag!r}{cls._unknown_hint()}",
+                f"must be one of {', '.join(sorted(cls.members()))}, got {tag!r}{cls._unknown_hint()}",
             )
-        member = members[tag]
         if cls.tag and member is not cls:
             raise ScenarioError(f"{path}.{cls.tag_key}", f"must be {cls.tag!r}, got {tag!r}")
         data = {k: v for k, v in value.items() if k != cls.tag_key}
         return build(member, data, path)
 
     def to_plain(self) -> dict[str, Any]:
-        from .config import to_plain
-
         out: dict[str, Any] = {self.tag_key: self.tag}
         for f in dataclasses.fields(self):  # type: ignore[arg-type]
             value = getattr(self, f.name)

@@ -8,9 +8,10 @@ from typing import Any, ClassVar
 import pytest
 
 from sim.config import fld
-from sim.kernel.node import Node
+from sim.kernel.node import Host, Node
 from sim.kernel.world import World
-from sim.protocols.base import ProtocolConfig
+from sim.protocol import ProtocolConfig, register_protocol
+from sim.runner import build_world
 from sim.scenario import Scenario
 
 
@@ -22,7 +23,11 @@ class Note:
 
 
 class RecorderNode(Node):
-    """Logs (time, src, seq) of every Note; keeps a durable and a volatile counter."""
+    """Logs (time, src, dst, seq) of every Note in the run's state; keeps a durable and a volatile counter."""
+
+    def __init__(self, world: Host, name: str, log: list[tuple[float, str, str, int]]) -> None:
+        super().__init__(world, name)
+        self.log = log
 
     def boot(self) -> None:
         self.volatile_seen = 0
@@ -30,24 +35,31 @@ class RecorderNode(Node):
         self.boots = getattr(self, "boots", 0) + 1
 
     def handle_Note(self, msg: Note, src: str) -> None:
-        self.world.log.append((self.now, src, self.name, msg.seq))
+        self.log.append((self.now, src, self.name, msg.seq))
         self.volatile_seen += 1
         self.disk["durable_seen"] += 1
 
 
-@ProtocolConfig.register
+@register_protocol
 @dataclass(frozen=True, kw_only=True)
-class RecorderConfig(ProtocolConfig):
+class RecorderConfig(ProtocolConfig[list]):
+    """Nodes that record every Note they receive; the run's state is that record."""
+
     tag: ClassVar[str] = "test_recorder"
     unused: int = fld(0)
 
-    def build_nodes(self, world):
-        world.log = []
-        return {n: RecorderNode(world, n) for n in world.scenario.nodes}
+    def new_state(self, world: Host) -> list:
+        return []
+
+    def build_nodes(self, world: Host, state: list) -> dict[str, Node]:
+        return {n: RecorderNode(world, n, state) for n in world.scenario.nodes}
 
 
 def recorder_world(nodes: int = 3, seed: int = 1, **sections: Any) -> World:
-    """A started world of recorder nodes with no clients, configured by scenario sections."""
+    """A started world of recorder nodes with no clients, configured by scenario sections.
+
+    ``world.state`` is the list of (time, src, dst, seq) of every Note delivered.
+    """
     data: dict[str, Any] = {
         "cluster": {"count": nodes},
         "workload": {"clients": 0},
@@ -55,7 +67,7 @@ def recorder_world(nodes: int = 3, seed: int = 1, **sections: Any) -> World:
         "run": {"duration": 1e9, "seed": seed},
     }
     data.update(sections)
-    world = World(Scenario.from_dict(data))
+    world = build_world(Scenario.from_dict(data))
     world.start()
     return world
 

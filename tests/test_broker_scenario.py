@@ -9,7 +9,7 @@ import pytest
 import sim.messaging.protocol as protocol_module
 from sim.config import build
 from sim.errors import ScenarioError
-from sim.messaging import run_messaging
+import sim
 from sim.messaging.topology import QueueSpec, Topology
 from sim.scenario import Scenario
 
@@ -24,13 +24,13 @@ def test_documented_toml_example_runs():
     """The scenario in sim.messaging.protocol's docstring parses, round-trips and runs with nothing lost."""
     s = Scenario.from_toml_string(docstring_toml())
     assert Scenario.from_dict(s.to_dict()) == s
-    r = run_messaging(s, seed=1)
-    c = r.report.counts
+    r = sim.run(s, seed=1)
+    c = r.verdicts["delivery"].counts
     assert c["published"] == 1000 and c["lost"] == 0 and c["remaining"] == 0
     assert c["processed"] + c["dead_lettered"] == 1000 and c["dead_lettered"] > 0
     assert c["duplicate_side_effects"] == 0  # shared dedup store
-    assert r.dead_letter_queues == ["orders.dlq"]
-    assert r.report.attempts["max"] <= 4  # delivery_limit 3 allows four deliveries
+    assert r.scenario.protocol.dlq_names() == ["orders.dlq"]
+    assert r.verdicts["delivery"].attempts["max"] <= 4  # delivery_limit 3 allows four deliveries
 
 
 def base(**protocol):
@@ -156,12 +156,12 @@ def test_broker_restart_in_a_world_marks_recovered_classic_messages_redelivered(
         data["protocol"]["consumers"] = [{"node": "c1", "queue": "q", "prefetch": 2, "processing_time": 200}]
         data["faults"] = {"schedule": [{"kind": "crash", "node": "broker", "start": 100, "end": 300}]}
         data["run"] = {"duration": "10s"}
-        r = run_messaging(Scenario.from_dict(data), seed=1)
-        ev = r.events
+        r = sim.run(Scenario.from_dict(data), seed=1)
+        ev = r.tables["message_events"]
         after = ev[(ev["event"] == "receive") & (ev["time"] > 300)]
         held = ev[(ev["event"] == "receive") & (ev["time"] < 100)]["msg_id"].tolist()
         seen[qtype] = (after, held)
-        assert r.report["lost"] == 0 and r.report["processed"] == 20
+        assert r.verdicts["delivery"]["lost"] == 0 and r.verdicts["delivery"]["processed"] == 20
     classic_after, _ = seen["classic"]
     assert len(classic_after) > 10 and classic_after["redelivered"].all()
     quorum_after, held = seen["quorum"]
@@ -173,7 +173,7 @@ def test_broker_restart_in_a_world_marks_recovered_classic_messages_redelivered(
 def test_empty_topology_rejects_unknown_default_exchange_queue_targets():
     """A publisher on the default exchange is valid; its routing key names the queue."""
     data = base(publishers=[{"node": "pub", "exchange": "", "routing_keys": ["q"], "count": 5}])
-    r = run_messaging(Scenario.from_dict(data), seed=0)
-    assert r.report["processed"] == 5
+    r = sim.run(Scenario.from_dict(data), seed=0)
+    assert r.verdicts["delivery"]["processed"] == 5
     topo = build(Topology, {"queues": [{"name": "q"}]}, "t")
     assert topo.has_exchange("") and not topo.has_exchange("x")

@@ -10,7 +10,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+import sim
 from sim.cli import main
+from sim.result import Result
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = sorted((ROOT / "experiments" / "scenarios").glob("*.toml"))
@@ -23,14 +25,28 @@ def test_there_are_examples():
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.stem)
 def test_run_every_example(path, tmp_path, capsys):
-    """capsim run SCENARIO --out DIR prints a summary and writes summary.json and history.csv."""
+    """capsim run SCENARIO --out DIR prints that protocol's own numbers and verdicts, and writes a result that
+    loads back and says the same."""
     assert main(["run", str(path), "--seed", "3", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert "availability" in out and "latency" in out
     summary = json.loads((tmp_path / "summary.json").read_text())
     history = pd.read_csv(tmp_path / "history.csv")
     assert summary["ops"] == int(((history["invoke"] >= summary_warmup(path)) & (history["invoke"] < duration(path))).sum())
     assert set(history["outcome"]) <= {"ok", "fail", "info"}
+    loaded = Result.load(tmp_path)
+    scenario = loaded.scenario
+    if scenario.workload.clients:
+        assert "availability" in out and "latency (ok ops)" in out
+    else:
+        assert "availability" not in out  # no client operations: nothing to say about them
+    own = scenario.protocol.report(loaded)
+    if scenario.protocol.tag not in ("single_copy", "fifo_queue"):
+        assert own, scenario.protocol.tag
+        assert any(line.startswith("verdict") for line in own)
+    for line in own:
+        assert line in out, line
+    fresh = sim.run(scenario, seed=3)
+    assert {k: v.ok for k, v in loaded.verdicts.items()} == {k: v.ok for k, v in fresh.verdicts.items()}
 
 
 def summary_warmup(path):

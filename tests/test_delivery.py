@@ -14,7 +14,6 @@ import pytest
 
 import sim
 from sim.checkers.delivery import backlog_timeline, check_delivery, drain_time, load_timeline
-from sim.messaging import run_messaging
 from sim.messaging.history import EVENT_COLUMNS
 from sim.scenario import Scenario
 
@@ -58,12 +57,12 @@ def test_at_least_once_under_consumer_crashes_and_broker_restarts(queue_type):
     """Confirms + manual acks + persistent messages in a durable queue: nothing confirmed is lost, duplicates appear."""
     duplicates = 0
     for seed in range(3):
-        r = run_messaging(crash_scenario(queue_type), seed=seed)
-        c = r.report.counts
-        assert r.report.ok and c["lost"] == 0, r.report.lost_ids
+        r = sim.run(crash_scenario(queue_type), seed=seed)
+        c = r.verdicts["delivery"].counts
+        assert r.verdicts["delivery"].ok and c["lost"] == 0, r.verdicts["delivery"].lost_ids
         assert c["confirmed"] == c["published"] == c["processed"] > 500
         assert c["remaining"] == c["unconfirmed"] == 0
-        assert (r.events["event"] == "lost").sum() == 0  # the broker discarded nothing
+        assert (r.tables["message_events"]["event"] == "lost").sum() == 0  # the broker discarded nothing
         assert c["publish_attempts"] > c["published"]  # unconfirmed publishes were retried after the restarts
         assert r.node_events["event"].tolist().count("crash") > 3  # broker twice, c2, and consumer processes
         duplicates += c["duplicate_side_effects"]
@@ -78,10 +77,10 @@ def test_at_least_once_under_frame_loss_and_duplication():
     data = crash_scenario(faults=faults, crash_probability=0.0).to_dict()
     data["protocol"]["publishers"][0]["confirm_timeout"] = 500
     data["protocol"]["consumer_timeout"] = 2000
-    r = run_messaging(Scenario.from_dict(data), seed=0)
-    c = r.report.counts
+    r = sim.run(Scenario.from_dict(data), seed=0)
+    c = r.verdicts["delivery"].counts
     assert c["lost"] == 0 and c["processed"] == c["published"] == c["confirmed"]
-    ev = r.events
+    ev = r.tables["message_events"]
     assert ((ev["event"] == "publish_nack") & (ev["reason"] == "timeout")).sum() > 0
     assert ((ev["event"] == "requeue") & (ev["reason"] == "channel_error")).sum() > 0
     assert c["duplicate_side_effects"] > 0
@@ -90,8 +89,8 @@ def test_at_least_once_under_frame_loss_and_duplication():
 def test_idempotent_consumer_with_shared_store_has_no_duplicate_side_effects():
     """Same faults with a shared dedup store: duplicates are still delivered but never processed twice."""
     for seed in range(3):
-        plain = run_messaging(crash_scenario(), seed=seed).report.counts
-        idem = run_messaging(crash_scenario(idempotency="shared"), seed=seed).report.counts
+        plain = sim.run(crash_scenario(), seed=seed).verdicts["delivery"].counts
+        idem = sim.run(crash_scenario(idempotency="shared"), seed=seed).verdicts["delivery"].counts
         assert idem["lost"] == 0 and idem["processed"] == idem["published"]
         assert plain["duplicate_side_effects"] > 0
         assert idem["duplicate_side_effects"] == 0
@@ -100,7 +99,7 @@ def test_idempotent_consumer_with_shared_store_has_no_duplicate_side_effects():
 
 def test_per_consumer_dedup_store_misses_duplicates_redelivered_to_another_consumer():
     """A dedup store private to each consumer (even on its disk) does not stop a duplicate that a peer receives."""
-    counts = [run_messaging(crash_scenario(idempotency="local_durable"), seed=s).report.counts for s in range(3)]
+    counts = [sim.run(crash_scenario(idempotency="local_durable"), seed=s).verdicts["delivery"].counts for s in range(3)]
     assert sum(c["duplicate_side_effects"] for c in counts) > 0
     assert all(c["lost"] == 0 for c in counts)
 
@@ -111,12 +110,12 @@ def test_auto_ack_under_consumer_crashes_loses_messages_and_the_checker_counts_t
     total = 0
     for seed in range(3):
         s = crash_scenario(auto_ack=True, faults=faults, crash_probability=0.03).variant({"run.trace": True})
-        r = run_messaging(s, seed=seed, keep_world=True)
-        ev = r.events
+        r = sim.run(s, seed=seed, keep_world=True)
+        ev = r.tables["message_events"]
         held_at_crash = ev[ev["event"] == "abandon"]
         dropped_deliveries = [row for row in r.world.network.trace_rows()
                               if row[3] == "BasicDeliver" and row[6] == "receiver_crashed"]
-        report = r.report
+        report = r.verdicts["delivery"]
         total += report["lost"]
         assert report["lost"] == len(held_at_crash) + len(dropped_deliveries)
         assert set(held_at_crash["msg_id"]) <= set(report.lost_ids)
@@ -131,13 +130,13 @@ def test_transient_messages_confirmed_then_lost_in_a_broker_restart_are_counted_
     s = crash_scenario(persistent=False, faults=faults, crash_probability=0.0)
     # slow consumers so that messages are queued when the broker crashes
     s = s.variant({"protocol.consumers": [dict(c, processing_time=40) for c in s.to_dict()["protocol"]["consumers"]]})
-    r = run_messaging(s, seed=1)
-    ev = r.events
+    r = sim.run(s, seed=1)
+    ev = r.tables["message_events"]
     broker_lost = set(ev.loc[ev["event"] == "lost", "msg_id"])
     processed_anyway = set(ev.loc[ev["event"] == "side_effect", "msg_id"])  # unacked, already with a consumer
     assert len(broker_lost - processed_anyway) > 10
-    assert set(r.report.lost_ids) == broker_lost - processed_anyway
-    assert not r.report.ok
+    assert set(r.verdicts["delivery"].lost_ids) == broker_lost - processed_anyway
+    assert not r.verdicts["delivery"].ok
 
 
 def test_partitioned_consumer_times_out_and_its_messages_are_requeued():
@@ -153,36 +152,36 @@ def test_partitioned_consumer_times_out_and_its_messages_are_requeued():
                                     "processing_time": {"dist": "exponential", "mean": 30}} for n in ("c1", "c2")]},
         "run": {"duration": "8s"},
     })
-    r = run_messaging(s, seed=3)
-    ev = r.events
+    r = sim.run(s, seed=3)
+    ev = r.tables["message_events"]
     requeued = ev[ev["event"] == "requeue"]
     assert len(requeued) > 0 and set(requeued["reason"]) == {"heartbeat_timeout"}
     assert requeued["time"].between(2000, 2500).all()  # 1 s of silence, checked every 500 ms
     again = ev[(ev["event"] == "receive") & ev["msg_id"].isin(requeued["msg_id"]) & (ev["time"] > 2000)]
     assert set(again["node"]) == {"c2"} and again["redelivered"].all()
-    assert r.report["lost"] == 0 and r.report["processed"] == r.report["published"]
+    assert r.verdicts["delivery"]["lost"] == 0 and r.verdicts["delivery"]["processed"] == r.verdicts["delivery"]["published"]
 
 
 def test_same_seed_gives_identical_event_tables_and_summaries():
     """Same scenario and seed: identical event and depth tables; sim.run reports the same messaging numbers."""
     s = crash_scenario()
-    a, b = run_messaging(s, seed=4), run_messaging(s, seed=4)
-    pdt.assert_frame_equal(a.events, b.events)
-    pdt.assert_frame_equal(a.depth, b.depth)
-    pdt.assert_frame_equal(a.messages, b.messages)
+    a, b = sim.run(s, seed=4), sim.run(s, seed=4)
+    pdt.assert_frame_equal(a.tables["message_events"], b.tables["message_events"])
+    pdt.assert_frame_equal(a.tables["queue_depth"], b.tables["queue_depth"])
+    pdt.assert_frame_equal(a.tables["messages"], b.tables["messages"])
     via_run = sim.run(s, seed=4).summary
     for key, value in a.summary.items():
         assert via_run[key] == value or (math.isnan(value) and math.isnan(via_run[key])), key
-    assert not a.events.equals(run_messaging(s, seed=5).events)
+    assert not a.tables["message_events"].equals(sim.run(s, seed=5).tables["message_events"])
 
 
 _DIGEST = """
 import hashlib, sys
 sys.path.insert(0, sys.argv[1])
 from test_delivery import crash_scenario
-from sim.messaging import run_messaging
-r = run_messaging(crash_scenario(idempotency="shared"), seed=3)
-print(hashlib.sha256(r.events.to_csv(index=False).encode() + r.depth.to_csv(index=False).encode()).hexdigest())
+import sim
+r = sim.run(crash_scenario(idempotency="shared"), seed=3)
+print(hashlib.sha256(r.tables["message_events"].to_csv(index=False).encode() + r.tables["queue_depth"].to_csv(index=False).encode()).hexdigest())
 """
 
 
@@ -194,8 +193,8 @@ def test_event_table_identical_across_processes():
         out = subprocess.run([sys.executable, "-c", _DIGEST, here], capture_output=True, text=True, check=True,
                              env={"PYTHONHASHSEED": hashseed, "PATH": "/usr/bin:/bin"})
         digests.add(out.stdout.strip())
-    r = run_messaging(crash_scenario(idempotency="shared"), seed=3)
-    digests.add(hashlib.sha256(r.events.to_csv(index=False).encode() + r.depth.to_csv(index=False).encode()).hexdigest())
+    r = sim.run(crash_scenario(idempotency="shared"), seed=3)
+    digests.add(hashlib.sha256(r.tables["message_events"].to_csv(index=False).encode() + r.tables["queue_depth"].to_csv(index=False).encode()).hexdigest())
     assert len(digests) == 1
 
 
@@ -242,8 +241,8 @@ def test_checker_classifies_a_hand_built_history():
 def test_timelines_load_backlog_and_drain_time():
     """Load counts every processing attempt; the backlog rises while the broker is down and drains after."""
     s = crash_scenario(faults=FAULTS[:1], crash_probability=0.0)
-    r = run_messaging(s, seed=2)
-    ev = r.events
+    r = sim.run(s, seed=2)
+    ev = r.tables["message_events"]
     load = load_timeline(ev, 500.0, 10_000.0)
     assert load["calls"].sum() == (ev["event"] == "process").sum()
     assert load["served"].sum() == (ev["event"] == "side_effect").sum()
@@ -251,5 +250,5 @@ def test_timelines_load_backlog_and_drain_time():
     assert backlog["backlog"].iloc[-1] == 0
     assert backlog[backlog["time"].between(2250, 2500)]["backlog"].max() > 10  # publishes pile up while it is down
     assert 0 < drain_time(ev, 2500.0, 2.0) < 2000
-    depth = r.depth[r.depth["queue"] == "work"]
+    depth = r.tables["queue_depth"][r.tables["queue_depth"]["queue"] == "work"]
     assert depth["time"].is_monotonic_increasing and (depth["ready"] >= 0).all()

@@ -14,6 +14,7 @@ from sim.errors import ScenarioError
 from sim.kernel.messages import ClientReply, ClientRequest
 from sim.kernel.node import Endpoint
 from sim.kernel.world import World
+from sim.runner import build_world
 from sim.replication.eventual import vv_dominates, vv_merge
 from sim.scenario import Scenario
 
@@ -36,7 +37,7 @@ def scenario(protocol: dict[str, Any] | None = None, faults: tuple = (), **secti
 
 def started(s: Scenario) -> World:
     """A world with nodes, clients and faults started, to be advanced with ``env.run``."""
-    world = World(s)
+    world = build_world(s)
     for node in world.nodes.values():
         node.start()
     for client in world.clients:
@@ -125,7 +126,7 @@ def test_replicas_diverge_during_the_partition_and_converge_after_heal():
     world.env.run(until=5500)
     assert divergent_keys(world) == 0
     assert states(world)[0]  # not trivially equal: every node holds data
-    assert world.protocol_summary()["protocol.divergent_keys_at_end"] == 0
+    assert world.scenario.protocol.summary(world, world.state)["protocol.divergent_keys_at_end"] == 0
 
 
 @pytest.mark.parametrize("conflict", ["lww", "vv"])
@@ -137,7 +138,7 @@ def test_anti_entropy_alone_converges_without_pushes(conflict):
     world.env.run(until=4500)
     world.env.run(until=6500)
     assert divergent_keys(world) == 0
-    summary = world.protocol_summary()
+    summary = world.scenario.protocol.summary(world, world.state)
     assert summary["protocol.entries_repaired"] > 20
     assert summary["protocol.anti_entropy_rounds"] > 100
 
@@ -188,7 +189,7 @@ def test_lww_concurrent_writes_on_both_sides_keep_one_and_discard_the_other():
     world.env.run(until=5000)
     assert probe["n3"].replies[3].value == 22  # same side as the write of 22
     assert [s[0] for s in states(world)] == [22, 22, 22]
-    assert world.protocol_summary()["protocol.lww_discarded"] == 1  # 11 is gone, counted once
+    assert world.scenario.protocol.summary(world, world.state)["protocol.lww_discarded"] == 1  # 11 is gone, counted once
 
 
 # -- version vectors ---------------------------------------------------------------------------
@@ -208,7 +209,7 @@ def test_vv_keeps_both_concurrent_writes_as_siblings_until_a_write_resolves_them
     world.env.run(until=5200)
     assert [s[0] for s in states(world)] == [33, 33, 33]
     assert probe["n1"].replies[5].value == 33
-    summary = world.protocol_summary()
+    summary = world.scenario.protocol.summary(world, world.state)
     assert summary["protocol.max_siblings"] == 2 and summary["protocol.siblings_resolved"] == 1
     assert summary["protocol.lww_discarded"] == 0
 
@@ -220,7 +221,7 @@ def test_vv_sequential_writes_never_make_siblings():
         probe[node].at(100 + 100 * i, node, i + 1, "write", 0, 10 + i)
     world.env.run(until=1000)
     assert [s[0] for s in states(world)] == [13, 13, 13]
-    assert world.protocol_summary()["protocol.max_siblings"] == 1
+    assert world.scenario.protocol.summary(world, world.state)["protocol.max_siblings"] == 1
 
 
 def test_vv_under_a_partition_workload_makes_and_resolves_siblings():

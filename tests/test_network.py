@@ -17,7 +17,7 @@ def _blast(world, src, dst, n, gap=0.01):
 
 
 def _received(world, dst=None):
-    return [row for row in world.log if dst is None or row[2] == dst]
+    return [row for row in world.state if dst is None or row[2] == dst]
 
 
 @pytest.mark.parametrize("loss", [0.05, 0.3])
@@ -48,11 +48,11 @@ def test_reordering_only_when_configured(make_world):
     """Constant latency keeps FIFO order; a reorder probability lets later messages overtake."""
     fifo = make_world(2, network={"latency": "1ms"})
     _blast(fifo, "n1", "n2", 2000, gap=0.1)
-    seqs = [row[3] for row in fifo.log]
+    seqs = [row[3] for row in fifo.state]
     assert seqs == sorted(seqs)
     shuffled = make_world(2, network={"latency": "1ms", "reorder": 0.2, "reorder_delay": "5ms"})
     _blast(shuffled, "n1", "n2", 2000, gap=0.1)
-    seqs = [row[3] for row in shuffled.log]
+    seqs = [row[3] for row in shuffled.state]
     inversions = sum(1 for a, b in zip(seqs, seqs[1:]) if b < a)
     assert inversions > 100 and sorted(seqs) == list(range(2000))
 
@@ -63,7 +63,7 @@ def test_latency_distribution_and_link_override(make_world):
     for src, dst in [("n1", "n2"), ("n1", "n3"), ("n3", "n1"), ("n2", "n3")]:
         world.nodes[src].send(dst, Note(0))
     world.env.run()
-    arrival = {(row[1], row[2]): row[0] for row in world.log}
+    arrival = {(row[1], row[2]): row[0] for row in world.state}
     assert arrival == {("n1", "n2"): 2.0, ("n1", "n3"): 7.0, ("n3", "n1"): 7.0, ("n2", "n3"): 2.0}
 
 
@@ -79,7 +79,7 @@ def test_partition_blocks_exactly_the_named_pairs(make_world):
     for src, dst in _all_pairs(world):
         world.nodes[src].send(dst, Note(0))
     world.env.run(until=50)
-    delivered = {(row[1], row[2]) for row in world.log}
+    delivered = {(row[1], row[2]) for row in world.state}
     group = {"n1": 0, "n2": 0, "n3": 1, "n4": 2}
     assert delivered == {(a, b) for a, b in _all_pairs(world) if group[a] == group[b]}
     assert world.network.dropped["partition"] == len(_all_pairs(world)) - len(delivered)
@@ -92,7 +92,7 @@ def test_one_way_partition_blocks_one_direction(make_world):
     for src, dst in _all_pairs(world):
         world.nodes[src].send(dst, Note(0))
     world.env.run(until=50)
-    delivered = {(row[1], row[2]) for row in world.log}
+    delivered = {(row[1], row[2]) for row in world.state}
     assert delivered == {(a, b) for a, b in _all_pairs(world) if a != "n1"}
 
 
@@ -103,7 +103,7 @@ def test_partition_heals(make_world):
     n1.set_timer(5, n1.send, "n2", Note(1))
     n1.set_timer(15, n1.send, "n2", Note(2))
     world.env.run()
-    assert [row[3] for row in world.log] == [2]
+    assert [row[3] for row in world.state] == [2]
 
 
 def test_crashed_nodes_drop_traffic(make_world):
@@ -117,7 +117,7 @@ def test_crashed_nodes_drop_traffic(make_world):
     world.env.run(until=15)
     n2.send("n1", Note(5))                      # direct send from a crashed node
     world.env.run()
-    assert [(row[2], row[3]) for row in world.log] == [("n2", 4)]
+    assert [(row[2], row[3]) for row in world.state] == [("n2", 4)]
     assert world.network.dropped["receiver_crashed"] == 2
     assert world.network.sent == 3
 
@@ -133,7 +133,7 @@ def test_loss_and_latency_windows(make_world):
         n1.set_timer(t, n1.send, "n2", Note(t))
         n1.set_timer(t, n1.send, "n3", Note(t))
     world.env.run()
-    got = sorted((row[2], row[3], row[0]) for row in world.log)
+    got = sorted((row[2], row[3], row[0]) for row in world.state)
     assert got == [("n2", 200, 201.0), ("n3", 1, 32.0), ("n3", 200, 201.0)]
 
 

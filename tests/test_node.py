@@ -13,7 +13,7 @@ def test_dispatch_by_message_type(make_world):
     world = make_world(2)
     world.nodes["n1"].send("n2", Note(7))
     world.env.run()
-    assert world.log == [(1.0, "n1", "n2", 7)]
+    assert world.state == [(1.0, "n1", "n2", 7)]
     with pytest.raises(UnhandledMessage, match="handle_str"):
         world.nodes["n2"].receive("n1", "hello")
 

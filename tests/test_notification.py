@@ -11,11 +11,11 @@ import pandas.testing as pdt
 import pytest
 from scipy import stats
 
-import sim
 import sim.messaging.notification as notification_module
 from sim.checkers.notification import NOTIFY_OUTCOMES, check_notifications
 from sim.errors import ScenarioError
-from sim.messaging import notification_oracle, run_notification
+import sim
+from sim.messaging import notification_oracle
 from sim.scenario import Scenario
 
 
@@ -47,9 +47,9 @@ def test_documented_toml_example_runs():
     """The docstring scenario parses, round-trips and runs; its outcome categories add up to the results."""
     s = Scenario.from_toml_string(docstring_toml())
     assert Scenario.from_dict(s.to_dict()) == s
-    r = run_notification(s, seed=1)
-    c = r.report.counts
-    assert c["results"] == c["transactions"] > 500 and sum(outcomes(r.report).values()) == c["results"]
+    r = sim.run(s, seed=1)
+    c = r.verdicts["notification"].counts
+    assert c["results"] == c["transactions"] > 500 and sum(outcomes(r.verdicts["notification"]).values()) == c["results"]
     assert c["mismatched"] == 0 and c["duplicates"] > 50 and c["notified_in_time"] > 500
 
 
@@ -116,7 +116,7 @@ def test_never_notified_and_duplicates_match_the_oracle(loss, duplicate, attempt
                  schedule=[0] + ["1s"] * (attempts - 1))
     never, dups = [], []
     for seed in range(10):
-        t = run_notification(s, seed=seed).transactions
+        t = sim.run(s, seed=seed).tables["notifications"]
         t = t[t["ready"].notna()]
         never.append(float((t["notifications"] == 0).mean()))
         dups.append(float((t["notifications"] - 1).clip(lower=0).mean()))
@@ -136,14 +136,14 @@ def test_reconciliation_turns_never_known_into_reconciled():
         return [{"node": "shop", "arrivals": {"rate": 50, "stop": "5s"}, "reconcile": reconcile,
                  "reconcile_delay": "10s", "reconcile_interval": "5s"}]
 
-    without = run_notification(scenario(shop(False), crash), seed=1)
-    with_ = run_notification(scenario(shop(True), crash), seed=1)
-    dark = without.transactions.query("outcome == 'never_known'")["txn"].tolist()
-    reconciled = with_.transactions.query("outcome == 'reconciled' and notifications == 0")["txn"].tolist()
+    without = sim.run(scenario(shop(False), crash), seed=1)
+    with_ = sim.run(scenario(shop(True), crash), seed=1)
+    dark = without.tables["notifications"].query("outcome == 'never_known'")["txn"].tolist()
+    reconciled = with_.tables["notifications"].query("outcome == 'reconciled' and notifications == 0")["txn"].tolist()
     assert len(dark) > 20 and dark == reconciled
-    assert with_.report.counts["never_known"] == 0 and with_.report.ok
-    assert outcomes(without.report)["notified_in_time"] == outcomes(with_.report)["notified_in_time"]
-    queried = with_.events[with_.events["event"] == "query"]
+    assert with_.verdicts["notification"].counts["never_known"] == 0 and with_.verdicts["notification"].ok
+    assert outcomes(without.verdicts["notification"])["notified_in_time"] == outcomes(with_.verdicts["notification"])["notified_in_time"]
+    queried = with_.tables["notification_events"][with_.tables["notification_events"]["event"] == "query"]
     assert queried["time"].min() >= 20_000  # the first reconciliation job after the merchant came back
 
 
@@ -154,10 +154,10 @@ def test_outcome_categories_add_up_with_crashes_and_loss():
                   "reconcile_interval": "1s"},
                  {"node": "b", "arrivals": {"rate": 30, "stop": "6s"}, "reconcile": False}]
     faults = [{"kind": "crash", "node": n, "start": "2s", "end": "6s"} for n in ("a", "b")]
-    r = run_notification(scenario(merchants, faults, network={"loss": 0.3}), seed=2)
-    t = r.transactions
-    c = r.report.counts
-    assert sum(outcomes(r.report).values()) == c["results"] == len(t) - c["no_result"]
+    r = sim.run(scenario(merchants, faults, network={"loss": 0.3}), seed=2)
+    t = r.tables["notifications"]
+    c = r.verdicts["notification"].counts
+    assert sum(outcomes(r.verdicts["notification"]).values()) == c["results"] == len(t) - c["no_result"]
     assert c["notified_in_time"] > 0 and c["notified_late"] > 0 and c["reconciled"] > 0 and c["never_known"] > 0
     assert set(t.loc[t["outcome"] == "reconciled", "merchant"]) == {"a"}
     assert set(t.loc[t["outcome"] == "never_known", "merchant"]) == {"b"}
@@ -169,22 +169,22 @@ def test_outcome_categories_add_up_with_crashes_and_loss():
 def test_duplicates_are_counted_from_what_the_merchant_received():
     """Network duplication and lost acks make merchants receive a result more than once; the report's
     duplicates equal the receptions beyond the first in the event log."""
-    r = run_notification(scenario(network={"loss": 0.2, "duplicate": 0.3}), seed=4)
-    ev = r.events
+    r = sim.run(scenario(network={"loss": 0.2, "duplicate": 0.3}), seed=4)
+    ev = r.tables["notification_events"]
     received = ev[ev["event"] == "notified"].groupby("txn").size()
-    assert r.report.counts["duplicates"] == int((received - 1).sum()) > 20
-    assert r.report.counts["duplicated"] == int((received > 1).sum())
-    assert r.report.counts["notifications_received"] == len(ev[ev["event"] == "notified"])
+    assert r.verdicts["notification"].counts["duplicates"] == int((received - 1).sum()) > 20
+    assert r.verdicts["notification"].counts["duplicated"] == int((received > 1).sum())
+    assert r.verdicts["notification"].counts["notifications_received"] == len(ev[ev["event"] == "notified"])
 
 
 def test_provider_crash_resumes_the_durable_schedule():
     """A provider down from 1 s to 4 s sends nothing meanwhile, then resumes its schedules: every result known."""
-    r = run_notification(scenario(faults=[{"kind": "crash", "node": "pay", "start": "1s", "end": "4s"}],
+    r = sim.run(scenario(faults=[{"kind": "crash", "node": "pay", "start": "1s", "end": "4s"}],
                                   network={"loss": 0.2}), seed=3)
-    sent = r.events[(r.events["event"] == "notify")]
+    sent = r.tables["notification_events"][(r.tables["notification_events"]["event"] == "notify")]
     assert not sent["time"].between(1000, 4000, inclusive="neither").any()
     assert (sent["time"] == 4000).sum() > 0  # attempts that fell due during the outage go out at recovery
-    assert r.report.counts["never_known"] == 0 and r.report.counts["notified_late"] > 0
+    assert r.verdicts["notification"].counts["never_known"] == 0 and r.verdicts["notification"].counts["notified_late"] > 0
 
 
 def test_exercise_answer_is_loss_to_the_power_of_attempts():
@@ -194,11 +194,13 @@ def test_exercise_answer_is_loss_to_the_power_of_attempts():
     assert check("notify.never_notified", 0.2**4) and not check("notify.never_notified", 0.2 * 4)
 
 
-def test_same_seed_same_tables_and_sim_run_agrees():
-    """The same seed gives identical tables; sim.run reports the same notify.* numbers and tables."""
+def test_same_seed_same_result_and_the_result_round_trips(tmp_path):
+    """The same seed gives identical tables and verdicts; a saved result loads with its verdict."""
     s = Scenario.from_toml_string(docstring_toml())
-    a, b = run_notification(s, seed=9), run_notification(s, seed=9)
-    pdt.assert_frame_equal(a.transactions, b.transactions)
-    result = sim.run(s, seed=9)
-    assert {k: v for k, v in result.summary.items() if k.startswith("notify.")} == a.summary
-    pdt.assert_frame_equal(result.tables["notifications"], a.transactions)
+    a, b = sim.run(s, seed=9), sim.run(s, seed=9)
+    assert set(a.tables) == {"notifications", "notification_events"}
+    for name, table in a.tables.items():
+        pdt.assert_frame_equal(table, b.tables[name])
+    loaded = sim.Result.load(a.save(tmp_path / "run"))
+    assert loaded.verdicts["notification"].counts == a.verdicts["notification"].counts
+    assert loaded.verdicts["notification"].ok == a.verdicts["notification"].ok

@@ -11,6 +11,7 @@ import sim
 from sim.checkers import check_linearizable
 from sim.errors import ScenarioError
 from sim.kernel.world import World
+from sim.runner import build_world
 from sim.scenario import Scenario
 
 CUT_N3 = {"kind": "partition", "start": 2000, "end": 4000, "groups": [["n3"]]}  # a backup alone
@@ -84,9 +85,9 @@ def test_sync_refuse_primary_cut_from_a_backup_refuses_writes_but_serves_reads()
 def test_sync_degrade_drops_the_unreachable_backup_and_stays_available():
     """With degrade, the primary's side keeps writing; the dropped backup catches up after heal."""
     s = scenario({"replication": "sync", "on_backup_unreachable": "degrade"}, faults=(CUT_N3,))
-    world = World(s)
+    world = build_world(s)
     world.run()
-    summary = world.protocol_summary()
+    summary = world.scenario.protocol.summary(world, world.state)
     assert summary["protocol.backups_dropped"] == 1
     assert summary["protocol.divergent_keys_at_end"] == 0
     res = sim.run(s)
@@ -100,7 +101,7 @@ def test_sync_degrade_drops_the_unreachable_backup_and_stays_available():
 def test_backups_repair_lost_replication_messages():
     """With 10% message loss, heartbeats reveal gaps and every backup ends with the primary's log."""
     s = scenario({"replication": "async"}, network={"loss": 0.1}, run={"duration": 3000})
-    world = World(s)
+    world = build_world(s)
     world.run()
     world.env.run(until=world.now + 500)  # no more writes: let the last gaps close
     logs = [world.nodes[n].log for n in world.scenario.nodes]

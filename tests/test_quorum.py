@@ -18,6 +18,7 @@ from sim.checkers import check_linearizable
 from sim.kernel.messages import ClientReply, ClientRequest
 from sim.kernel.node import Endpoint
 from sim.kernel.world import World
+from sim.runner import build_world
 from sim.replication.quorum import QuorumConfig, newer, preference_ring
 from sim.scenario import Scenario, ScenarioError
 
@@ -36,7 +37,7 @@ def scenario(**sections: Any) -> Scenario:
 
 def started_world(s: Scenario) -> World:
     """A world whose nodes, clients and faults are started but not yet run."""
-    world = World(s)
+    world = build_world(s)
     for node in world.nodes.values():
         node.start()
     for client in world.clients:
@@ -168,14 +169,14 @@ def test_abd_is_linearizable_under_random_partitions_and_crashes():
     faults = write_backs = unknown = checked = 0
     for seed in range(100):
         # The world itself, not sim.run: the run's metrics are not needed here and cost as much again.
-        world = World(s, seed=seed)
+        world = build_world(s, seed=seed)
         world.run()
         history = world.history.to_frame()
         verdict = check_linearizable(history)
         assert verdict.linearizable, f"seed {seed}: {verdict.explanation}\n{verdict.counterexample}"
         checked += verdict.ops_checked
         faults += len(world.faults)
-        write_backs += s.protocol.summary(world)["protocol.write_backs"]
+        write_backs += s.protocol.summary(world, world.state)["protocol.write_backs"]
         unknown += int((history["outcome"] != "ok").sum())
     # The histories were not trivial: faults happened, reads wrote back, some operations failed or timed out.
     assert faults > 200 and write_backs > 500 and unknown > 500 and checked > 20_000
@@ -340,7 +341,7 @@ def test_sloppy_quorum_accepts_writes_on_both_sides_and_converges_after_heal():
         replicas = s.protocol.replicas_for(key, nodes)
         states = [world.nodes[n].replica_state().get(key) for n in replicas]
         assert states[0] is not None and states.count(states[0]) == len(states), (key, states)
-    summary = s.protocol.summary(world)
+    summary = s.protocol.summary(world, world.state)
     assert summary["protocol.hints_pending"] == 0 and summary["protocol.hints_delivered"] > 0
     assert all(not world.nodes[n].hints for n in nodes)
 
@@ -364,10 +365,10 @@ def test_read_repair_reduces_divergence():
         )
         total = repairs = 0
         for seed in range(3):
-            world = World(s, seed=seed)
+            world = build_world(s, seed=seed)
             world.run()
             total += stale_replicas(world)
-            repairs += s.protocol.summary(world)["protocol.read_repairs"]
+            repairs += s.protocol.summary(world, world.state)["protocol.read_repairs"]
         counts[read_repair] = (total, repairs)
     (without, no_repairs), (with_repair, repairs) = counts[False], counts[True]
     assert no_repairs == 0 and repairs > 10

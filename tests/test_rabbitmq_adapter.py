@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from sim.cli import main
-from sim.messaging import run_messaging
+import sim
 from sim.rabbitmq import RunNames, declared_topology, run_rabbitmq
 from sim.rabbitmq.amqp import close_quietly, connect_blocking, pika_module
 from sim.rabbitmq.consumer import ConsumerActor
@@ -129,10 +129,10 @@ def test_confirms_are_pipelined(rabbitmq):
     s = simple(publishers=[{"node": "pub", "exchange": "ex", "routing_keys": ["k"], "rate": 1e6,
                             "arrivals": "periodic", "count": 2000}], consumers=[])
     r = run_rabbitmq(s, seed=1, settings=rabbitmq)
-    ev = r.events[r.events["event"].isin(("publish", "confirm"))]
+    ev = r.tables["message_events"][r.tables["message_events"]["event"].isin(("publish", "confirm"))]
     outstanding = (ev["event"] == "publish").astype(int) - (ev["event"] == "confirm").astype(int)
     assert outstanding.cumsum().max() > 100
-    c = r.report.counts
+    c = r.verdicts["delivery"].counts
     assert c["confirmed"] == c["published"] == 2000 and c["remaining"] == 2000 and c["lost"] == 0
 
 
@@ -140,11 +140,11 @@ def test_mandatory_returns_match_the_simulation(rabbitmq):
     """Unroutable mandatory messages come back as returns, dropped, as the simulation says."""
     s = simple(publishers=[{"node": "pub", "exchange": "ex", "routing_keys": ["k", "nowhere"], "rate": 500,
                             "count": 40, "mandatory": True}])
-    real, sim = run_rabbitmq(s, seed=2, settings=rabbitmq), run_messaging(s, seed=2)
-    assert real.report["returned"] == sim.report["returned"] == 20
-    assert real.report["processed"] == sim.report["processed"] == 20
-    assert real.report["dropped"] == sim.report["dropped"] == 20
-    returned = real.events[real.events["event"] == "return"]
+    real, simulated = run_rabbitmq(s, seed=2, settings=rabbitmq), sim.run(s, seed=2)
+    assert real.verdicts["delivery"]["returned"] == simulated.verdicts["delivery"]["returned"] == 20
+    assert real.verdicts["delivery"]["processed"] == simulated.verdicts["delivery"]["processed"] == 20
+    assert real.verdicts["delivery"]["dropped"] == simulated.verdicts["delivery"]["dropped"] == 20
+    returned = real.tables["message_events"][real.tables["message_events"]["event"] == "return"]
     assert (returned["reason"] == "NO_ROUTE").all() and set(returned["routing_key"]) == {"nowhere"}
 
 
@@ -166,14 +166,14 @@ def test_connection_drop_reconnects_and_loses_nothing(rabbitmq):
     back_at = ne.loc[(ne["event"] == "reconnect") & (ne["time"] > 0), "time"]
     assert len(drop_at) == 1 and 195 < drop_at.iloc[0] < 260
     assert len(back_at) == 1 and back_at.iloc[0] >= 1695
-    ev = r.events
+    ev = r.tables["message_events"]
     abandoned = set(ev.loc[(ev["event"] == "abandon") & (ev["reason"] == "connection_lost"), "msg_id"])
     redelivered = set(ev.loc[(ev["event"] == "receive") & ev["redelivered"], "msg_id"])
     assert abandoned and abandoned <= redelivered
-    c = r.report.counts
+    c = r.verdicts["delivery"].counts
     assert c["lost"] == 0 and c["processed"] == 60 and c["remaining"] == 0
-    sim = run_messaging(s, seed=1).report.counts
-    assert sim["lost"] == 0 and sim["processed"] == 60 and sim["redeliveries"] > 0
+    simulated = sim.run(s, seed=1).verdicts["delivery"].counts
+    assert simulated["lost"] == 0 and simulated["processed"] == 60 and simulated["redeliveries"] > 0
 
 
 def test_cli_validate_writes_the_report_and_files(rabbitmq, tmp_path, capsys, monkeypatch):

@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from sim.messaging import run_messaging
+import sim
 from sim.rabbitmq import run_rabbitmq
 from sim.rabbitmq.compare import compare
 from sim.rabbitmq.testing import local_broker_node  # noqa: F401 - the fixture
@@ -26,12 +26,12 @@ SCENARIO = Path(__file__).resolve().parents[1] / "experiments" / "scenarios" / "
 def restart(local_broker_node):
     s = Scenario.from_toml(SCENARIO)
     real = run_rabbitmq(s, broker=local_broker_node)
-    sim = run_messaging(s)
-    return s, sim, real, compare(sim, real)
+    simulated = sim.run(s)
+    return s, simulated, real, compare(simulated, real)
 
 
 def status(result):
-    m = result.messages
+    m = result.tables["messages"]
     return dict(zip(m["msg_id"], m["status"]))
 
 
@@ -53,11 +53,11 @@ def test_the_broker_really_restarted(restart, local_broker_node):
 def test_kept_and_lost_messages_agree(restart):
     """Classic queue: persistent messages kept, the ten transient ones lost; quorum queue: everything kept.
     The simulation gives every message the broker's status."""
-    _, sim, real, c = restart
+    _, simulated, real, c = restart
     real_status = status(real)
     assert {m for m, st in real_status.items() if st == "lost"} == {f"tc-{i}" for i in range(10)}
     assert all(real_status[f"{p}-{i}"] == "processed" for p in ("pc", "pq", "tq") for i in range(10))
-    assert status(sim) == real_status
+    assert status(simulated) == real_status
     for q in ("published", "confirmed", "processed", "lost", "remaining", "duplicated",
               "messages with the same status", "messages with the same attempts"):
         assert (r := c.counts.set_index("quantity").loc[q])["agree"], r
@@ -67,10 +67,10 @@ def test_in_flight_message_is_redelivered_after_the_restart(restart):
     """The message being processed when the broker went down is processed again afterwards (its ack was lost):
     redelivered on both queues, with delivery count 1 on the quorum queue."""
     _, _, real, _ = restart
-    rec = real.events[(real.events["event"] == "receive") & real.events["redelivered"]]
+    rec = real.tables["message_events"][(real.tables["message_events"]["event"] == "receive") & real.tables["message_events"]["redelivered"]]
     by_queue = {q: list(zip(g["msg_id"], g["delivery_count"])) for q, g in rec.groupby("queue")}
     assert by_queue == {"classic": [("pc-2", 0)], "quorum": [("pq-2", 1)]}
-    assert real.report["duplicate_side_effects"] == 2
+    assert real.verdicts["delivery"]["duplicate_side_effects"] == 2
 
 
 @pytest.mark.xfail(strict=True, reason="sim.messaging.broker.Broker.crash marks every message a classic queue "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 import time
@@ -11,7 +12,8 @@ import pytest
 
 from sim.cli import main
 from sim.errors import ScenarioError
-from sim.messaging import run_messaging
+import sim
+from sim.checkers.delivery import check_delivery
 from sim.rabbitmq import AmqpSettings, BrokerUnreachable, UnsupportedScenario, run_rabbitmq
 from sim.rabbitmq.compare import compare, retry_delays
 from sim.rabbitmq.faults import FaultPlan
@@ -187,18 +189,18 @@ def test_simulated_requeue_orders_are_the_measured_ones():
 
 def test_compare_a_run_with_itself_agrees_and_a_changed_one_differs():
     """compare(sim, sim) agrees on every row; dropping a side effect is reported as a difference."""
-    r = run_messaging(scenario("retry-dlx"))
+    r = sim.run(scenario("retry-dlx"))
     same = compare(r, r)
     assert same.verdict == "agree" and same.differences == []
     assert set(same.counts["quantity"]) >= {"published", "confirmed", "delivered", "redelivered", "dead_lettered",
                                             "lost", "duplicated"}
-    assert len(retry_delays(r.events)) == int((r.events["reason"] == "retry").sum())
-    ev = r.events
+    assert len(retry_delays(r.tables["message_events"])) == int((r.tables["message_events"]["reason"] == "retry").sum())
+    ev = r.tables["message_events"]
     first_effect = ev.index[ev["event"] == "side_effect"][0]
-    changed = type(r)(**{**r.__dict__, "events": ev.drop(index=first_effect)})
-    from sim.checkers.delivery import check_delivery
-
-    changed.report = check_delivery(changed.events, r.dead_letter_queues)
+    events = ev.drop(index=first_effect)
+    report = check_delivery(events, r.scenario.protocol.dlq_names())
+    changed = dataclasses.replace(r, tables={**r.tables, "message_events": events, "messages": report.messages},
+                                  verdicts={"delivery": report})
     other = compare(r, changed)
     assert other.verdict == "differ"
     assert any(d.startswith("counts: processed") for d in other.differences)

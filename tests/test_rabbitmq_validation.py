@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from sim.messaging import run_messaging
+import sim
 from sim.messaging.retry import decision_uniform
 from sim.rabbitmq import run_rabbitmq
 from sim.rabbitmq.compare import compare
@@ -57,7 +57,7 @@ def test_retry_dead_letters_and_attempts_are_equal(retry_validation):
         assert row(c.counts, q)["agree"], row(c.counts, q)
     assert c.attempts["agree"].all() and len(c.attempts) == K
     for result in (v.simulation, v.broker):
-        m = result.messages
+        m = result.tables["messages"]
         dead = set(m.loc[m["status"] == "dead_lettered", "msg_id"])
         assert dead == {i for i in m["msg_id"] if fails_every_attempt(v.seed, i, P, K)}
         assert 10 < len(dead) < 50 and (m["attempts"] <= K).all()
@@ -100,8 +100,8 @@ def test_delivery_limit_counts_and_dead_letter_reason_agree(rabbitmq):
     """delivery_limit = 2: deliveries counted 0, 1, 2 (redelivered from the second on), then dead-lettered with
     reason delivery_limit; per message the same on the broker as in the simulation."""
     s = scenario("delivery-limit")
-    sim, real = run_messaging(s), run_rabbitmq(s, settings=rabbitmq)
-    c = compare(sim, real)
+    simulated, real = sim.run(s), run_rabbitmq(s, settings=rabbitmq)
+    c = compare(simulated, real)
     for q in ("dead_lettered", "processed", "deliveries", "redelivered", "lost",
               "messages with the same deliveries", "messages with the same dead-letter"):
         assert row(c.counts, q)["agree"], row(c.counts, q)
@@ -110,7 +110,7 @@ def test_delivery_limit_counts_and_dead_letter_reason_agree(rabbitmq):
     assert len(dead) == sum(fails_every_attempt(s.run.seed, i, 0.5, 3) for i in m.index) > 5
     assert (dead["dead_letter_real"] == "work:delivery_limit").all()
     assert (dead["deliveries_real"] == "0 1r 2r").all()
-    received = real.events[(real.events["event"] == "receive") & (real.events["queue"] == "work")]
+    received = real.tables["message_events"][(real.tables["message_events"]["event"] == "receive") & (real.tables["message_events"]["queue"] == "work")]
     assert received["delivery_count"].max() == 2
     assert (received["redelivered"] == (received["delivery_count"] > 0)).all()
 
@@ -121,18 +121,18 @@ def test_consumer_crash_redeliveries_agree_and_nothing_is_lost(rabbitmq, queue_t
     """Consumers crash on the same seeded deliveries: the same messages come back redelivered (and, on a
     quorum queue, with the same delivery counts), the same effects are duplicated, nothing is lost."""
     s = scenario("consumer-crash").variant({"protocol.topology.queues[0].type": queue_type})
-    sim, real = run_messaging(s), run_rabbitmq(s, settings=rabbitmq)
-    c = compare(sim, real)
+    simulated, real = sim.run(s), run_rabbitmq(s, settings=rabbitmq)
+    c = compare(simulated, real)
     for q in ("processed", "deliveries", "redelivered", "duplicated", "lost",
               "messages with the same status", "messages with the same deliveries"):
         assert row(c.counts, q)["agree"], row(c.counts, q)
 
     def crashes(r):
-        ev = r.events
+        ev = r.tables["message_events"]
         return ev[(ev["event"] == "abandon") & (ev["reason"] == "crash")]["msg_id"].tolist()
 
-    assert sorted(crashes(sim)) == sorted(crashes(real)) and len(crashes(real)) >= 5
-    assert real.report["lost"] == 0 and real.report["processed"] == real.report["published"]
-    assert real.report["redeliveries"] == len(crashes(real))
+    assert sorted(crashes(simulated)) == sorted(crashes(real)) and len(crashes(real)) >= 5
+    assert real.verdicts["delivery"]["lost"] == 0 and real.verdicts["delivery"]["processed"] == real.verdicts["delivery"]["published"]
+    assert real.verdicts["delivery"]["redeliveries"] == len(crashes(real))
     restarts = real.node_events[real.node_events["event"] == "restart"]
     assert len(restarts) == len(crashes(real))

@@ -12,6 +12,7 @@ import sim
 from sim.checkers import check_linearizable
 from sim.kernel.messages import ClientReply, ClientRequest
 from sim.kernel.world import World
+from sim.runner import build_world
 from sim.replication.raft import AppendEntries, AppendReply, RequestVote, ToLeader, VoteReply
 from sim.scenario import Scenario
 
@@ -35,7 +36,7 @@ def scenario(protocol: dict[str, Any] | None = None, **sections: Any) -> Scenari
 
 def started(s: Scenario, seed: int) -> World:
     """A world with nodes, clients and faults started, for stepping by hand."""
-    world = World(s, seed)
+    world = build_world(s, seed)
     for node in world.nodes.values():
         node.start()
     for client in world.clients:
@@ -79,7 +80,7 @@ def assert_linearizable(history: pd.DataFrame) -> None:
 def quiet_world() -> World:
     """Five booted Raft nodes whose sends are captured in ``world.sent`` instead of delivered."""
     s = scenario(workload={"clients": 0})
-    world = World(s)
+    world = build_world(s)
     world.sent = []
     for node in world.nodes.values():
         node.send = lambda dst, msg, src=node.name: world.sent.append((src, dst, msg))

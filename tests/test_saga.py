@@ -10,12 +10,12 @@ import pandas.testing as pdt
 import pytest
 from scipy import stats
 
-import sim
 import sim.messaging.saga as saga_module
 from sim.checkers.saga import check_sagas
 from sim.errors import ScenarioError
 from sim.kernel.world import World
-from sim.messaging import run_saga
+from sim.runner import build_world
+import sim
 from sim.messaging.saga import StepCommand
 from sim.scenario import Scenario
 
@@ -52,9 +52,9 @@ def test_documented_toml_example_runs():
     """The scenario in sim.messaging.saga's docstring parses, round-trips and finishes every saga consistently."""
     s = Scenario.from_toml_string(docstring_toml())
     assert Scenario.from_dict(s.to_dict()) == s
-    r = run_saga(s, seed=1)
-    c = r.report.counts
-    assert c["sagas"] == 300 and r.report.ok
+    r = sim.run(s, seed=1)
+    c = r.verdicts["saga"].counts
+    assert c["sagas"] == 300 and r.verdicts["saga"].ok
     assert c["completed"] + c["compensated"] == 300 and c["completed"] > 100 and c["compensated"] > 30
     assert r.summary["saga.timeouts"] > 0  # the payment service was down from 2 s to 3 s
 
@@ -115,7 +115,7 @@ def test_checker_outcomes_from_claims_and_ledgers():
 
 def service_world(idempotent: bool):
     s = Scenario.from_dict(base(idempotent_services=idempotent, arrivals={"count": 0}))
-    world = World(s)
+    world = build_world(s)
     for node in world.nodes.values():
         node.start()
     return world.nodes["a"]
@@ -154,12 +154,12 @@ def test_robust_saga_keeps_its_invariant_under_crashes_and_network_faults():
     crashes, isolations, loss and duplication, every saga finishes and agrees with every service's ledger."""
     crashes = resumes = compensated = 0
     for seed in range(60):
-        r = run_saga(faulty(), seed=seed)
-        assert r.report.ok, (seed, r.report.explanation)
-        c = r.report.counts
+        r = sim.run(faulty(), seed=seed)
+        assert r.verdicts["saga"].ok, (seed, r.verdicts["saga"].explanation)
+        c = r.verdicts["saga"].counts
         assert c["completed"] + c["compensated"] == c["sagas"] > 50
         crashes += r.summary["saga.orchestrator_crashes"]
-        resumes += int((r.events["event"] == "resume").sum())
+        resumes += int((r.tables["saga_events"]["event"] == "resume").sum())
         compensated += c["compensated"]
     assert crashes > 100 and resumes > 100 and compensated > 600
 
@@ -174,27 +174,27 @@ def test_naive_variants_break_the_invariant_in_a_seed_search(variant, expect):
     same seed and faults, leaves none."""
     found = None
     for seed in range(20):
-        r = run_saga(faulty(**variant), seed=seed)
-        if r.report.counts[expect] > 0:
+        r = sim.run(faulty(**variant), seed=seed)
+        if r.verdicts["saga"].counts[expect] > 0:
             found = seed
             break
     assert found is not None, f"no seed in 0..19 made {variant} violate"
-    assert not r.report.consistent
-    assert run_saga(faulty(), seed=found).report.ok
+    assert not r.verdicts["saga"].consistent
+    assert sim.run(faulty(), seed=found).verdicts["saga"].ok
 
 
 def test_non_idempotent_retries_apply_a_step_twice():
     """A timed-out command is retried; a non-idempotent service then applies its step twice."""
-    r = run_saga(faulty(idempotent_services=False), seed=0)
-    assert r.report.violations["detail"].str.contains("applied 2 times").any()
+    r = sim.run(faulty(idempotent_services=False), seed=0)
+    assert r.verdicts["saga"].violations["detail"].str.contains("applied 2 times").any()
 
 
 def test_volatile_log_forgets_sagas_on_an_orchestrator_crash():
     """With a volatile log, sagas in flight at an orchestrator crash are forgotten with their effects in place."""
-    r = run_saga(faulty(durable_log=False, seed_faults=False, network={}), seed=3)
-    forgotten = r.sagas[r.sagas["status"] == "forgotten"]
+    r = sim.run(faulty(durable_log=False, seed_faults=False, network={}), seed=3)
+    forgotten = r.tables["sagas"][r.tables["sagas"]["status"] == "forgotten"]
     assert r.summary["saga.orchestrator_crashes"] > 0 and len(forgotten) > 0
-    assert forgotten["dirty"].sum() == r.report.counts["stuck_dirty"] > 0
+    assert forgotten["dirty"].sum() == r.verdicts["saga"].counts["stuck_dirty"] > 0
 
 
 @pytest.mark.slow
@@ -204,11 +204,11 @@ def test_completed_fraction_matches_the_product_of_step_success_probabilities():
     predicted = float(np.prod([1 - p for _, _, p in STEPS]))
     fractions = []
     for seed in range(10):
-        r = run_saga(faulty(seed_faults=False, network={}, crash_probability=0.0,
+        r = sim.run(faulty(seed_faults=False, network={}, crash_probability=0.0,
                             arrivals={"rate": 100, "count": 200}), seed=seed)
-        assert r.report.ok
-        fractions.append(r.report.counts["completed"] / r.report.counts["sagas"])
-        ev = r.events[r.events["event"] == "compensate"]
+        assert r.verdicts["saga"].ok
+        fractions.append(r.verdicts["saga"].counts["completed"] / r.verdicts["saga"].counts["sagas"])
+        ev = r.tables["saga_events"][r.tables["saga_events"]["event"] == "compensate"]
         for _, steps in ev.groupby("saga_id", sort=False)["step"]:
             assert steps.tolist() == sorted(steps.tolist(), reverse=True)
     values = np.asarray(fractions)
@@ -216,13 +216,16 @@ def test_completed_fraction_matches_the_product_of_step_success_probabilities():
     assert abs(values.mean() - predicted) <= half, (values.mean(), predicted, half)
 
 
-def test_same_seed_same_tables_and_sim_run_agrees():
-    """The same scenario and seed give identical tables; sim.run reports the same saga.* numbers and tables."""
+def test_same_seed_same_result_and_the_result_round_trips(tmp_path):
+    """The same scenario and seed give identical tables and verdicts; a saved result loads with its verdict."""
     s = faulty()
-    a, b = run_saga(s, seed=5), run_saga(s, seed=5)
-    pdt.assert_frame_equal(a.sagas, b.sagas)
-    pdt.assert_frame_equal(a.events, b.events)
-    result = sim.run(s, seed=5)
-    assert {k: v for k, v in result.summary.items() if k.startswith("saga.")} == a.summary
-    pdt.assert_frame_equal(result.tables["sagas"], a.sagas)
-    assert set(result.tables) == {"sagas", "saga_effects", "saga_events"}
+    a, b = sim.run(s, seed=5), sim.run(s, seed=5)
+    assert set(a.tables) == {"sagas", "saga_effects", "saga_events"}
+    for name, table in a.tables.items():
+        pdt.assert_frame_equal(table, b.tables[name])
+    assert a.verdicts["saga"].counts == b.verdicts["saga"].counts
+    loaded = sim.Result.load(a.save(tmp_path / "run"))
+    assert loaded.verdicts["saga"].counts == a.verdicts["saga"].counts
+    assert loaded.verdicts["saga"].ok == a.verdicts["saga"].ok
+    assert loaded.verdicts["saga"].explanation == a.verdicts["saga"].explanation
+    assert len(loaded.tables["sagas"]) == len(a.tables["sagas"])

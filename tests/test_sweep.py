@@ -19,11 +19,12 @@ import pytest
 from scipy import stats
 
 import sim
-from sim import sweep as sweep_mod
+import sim.sweeps as sweep_mod
 from sim.config import fld
 from sim.errors import ScenarioError
-from sim.protocols.base import ProtocolConfig
-from sim.sweep import expand_factors, replication_seed, summarize, sweep
+from sim.protocol import ProtocolConfig, register_protocol
+from sim.protocols.single_copy import SingleCopyConfig
+from sim.sweeps import expand_factors, replication_seed, summarize, sweep
 from sim.sweepfile import parse_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,20 +38,18 @@ BASE = sim.Scenario.from_dict({
 FACTORS = {"network.loss": [0.0, 0.2], "workload.read_fraction": [0.1, 0.9]}
 
 
-@ProtocolConfig.register
+@register_protocol
 @dataclass(frozen=True, kw_only=True)
-class ExplodingConfig(ProtocolConfig):
+class ExplodingConfig(ProtocolConfig[None]):
     """A protocol that fails at run time when ``explode`` is set (to test error rows)."""
 
     tag: ClassVar[str] = "test_exploding"
     explode: bool = fld(False)
 
-    def build_nodes(self, world):
+    def build_nodes(self, world, state):
         if self.explode:
             raise RuntimeError("boom")
-        from sim.protocols.single_copy import SingleCopyConfig
-
-        return SingleCopyConfig().build_nodes(world)
+        return SingleCopyConfig().build_nodes(world, state)
 
 
 def _without_runtime(df):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from sim.scenario import Scenario
-from sim.transactions import run_transactions
+import sim
 
 # One closed-loop client whose only transaction starts at t=100 and touches n2, n3, n4;
 # 1 ms links and forced writes: can-commits arrive at 102, yes votes leave at 103 and
@@ -39,11 +39,11 @@ def busy(faults=None, protocol="three_phase_commit", duration="4s", latency=1.0,
 
 def test_no_faults_exact_message_and_log_counts():
     """No faults: commit iff all vote yes; 5n messages, 3n+1 forced writes per commit; 3n-m and n-m per abort."""
-    r = run_transactions(busy(abort_probability=0.15), seed=3)
-    t = r.transactions
+    r = sim.run(busy(abort_probability=0.15), seed=3, keep_world=True)
+    t = r.tables["transactions"]
     committed = t["outcome"] == "committed"
     n, m = t["n"], t["no_votes"]
-    assert len(t) > 300 and committed.any() and (~committed).any() and r.atomicity.ok
+    assert len(t) > 300 and committed.any() and (~committed).any() and r.verdicts["atomicity"].ok
     assert (committed == (m == 0)).all()
     assert (t["messages"] == np.where(committed, 5 * n, 3 * n - m)).all()
     assert (t["forced_writes"] == np.where(committed, 3 * n + 1, n - m)).all()
@@ -58,14 +58,14 @@ def test_no_faults_exact_message_and_log_counts():
 def test_coordinator_crash_is_terminated_without_waiting(crash_at, outcome, outage):
     """Coordinator crash before/after pre-commit: participants terminate alone (abort/commit), whatever the outage."""
     # all uncertain -> abort, all pre-committed -> commit, within the timeout plus one state round
-    r = run_transactions(one_txn([{"kind": "crash", "node": "n1", "start": crash_at, "end": crash_at + outage}]),
+    r = sim.run(one_txn([{"kind": "crash", "node": "n1", "start": crash_at, "end": crash_at + outage}]),
                          seed=1)
-    p = r.participants
-    assert (p["outcome"] == outcome).all() and not p["blocked"].any() and r.atomicity.ok
+    p = r.tables["participants"]
+    assert (p["outcome"] == outcome).all() and not p["blocked"].any() and r.verdicts["atomicity"].ok
     bound = TIMING["decision_timeout"] + TIMING["retry_interval"] + 5  # + pre-commit and commit writes
     assert (p["uncertain_time"] <= bound).all() and (p["outcome_time"] < crash_at + outage).all()
-    assert r.events.iloc[-1]["detail"].startswith("termination:")
-    assert r.transactions["client_outcome"].tolist() == ["info"]
+    assert r.tables["events"].iloc[-1]["detail"].startswith("termination:")
+    assert r.tables["transactions"]["client_outcome"].tolist() == ["info"]
 
 
 @pytest.mark.slow
@@ -77,15 +77,15 @@ def test_coordinator_crashes_never_block_or_split():
     latency = {"dist": "uniform", "low": 0.5, "high": 3}
     terminations = 0
     for seed in range(6):
-        r = run_transactions(busy(faults, latency=latency, abort_probability=0.05), seed=seed)
-        assert r.atomicity.ok, r.atomicity.explanation
+        r = sim.run(busy(faults, latency=latency, abort_probability=0.05), seed=seed, keep_world=True)
+        assert r.verdicts["atomicity"].ok, r.verdicts["atomicity"].explanation
         assert r.summary["txn.blocked"] == 0 and r.summary["txn.unresolved"] == 0
-        assert r.participants["uncertain_time"].max() < 150 + 50 + 10  # decision_timeout + a state round
-        terminations += sum("termination protocol" in n[3] for n in r.world.txn_recorder.notes)
+        assert r.tables["participants"]["uncertain_time"].max() < 150 + 50 + 10  # decision_timeout + a state round
+        terminations += sum("termination protocol" in n[3] for n in r.world.state.notes)
     assert terminations > 20
-    two = run_transactions(busy(faults, protocol="two_phase_commit", latency=latency, abort_probability=0.05),
-                           seed=0)
-    assert two.summary["txn.blocked"] > 0 and two.atomicity.ok
+    two = sim.run(busy(faults, protocol="two_phase_commit", latency=latency, abort_probability=0.05),
+                           seed=0, keep_world=True)
+    assert two.summary["txn.blocked"] > 0 and two.verdicts["atomicity"].ok
 
 
 @pytest.mark.slow
@@ -96,16 +96,16 @@ def test_some_partition_schedule_makes_3pc_decide_both_ways():
                          "partition": "random_halves", "end": "3s"}}
     latency = {"dist": "exponential", "mean": 2}
     for seed in range(20):
-        three = run_transactions(busy(faults, latency=latency), seed=seed)
-        if not three.atomicity.atomic:
+        three = sim.run(busy(faults, latency=latency), seed=seed)
+        if not three.verdicts["atomicity"].atomic:
             break
     else:
         pytest.fail("no partition schedule in 20 seeds split a 3PC decision")
-    v = three.atomicity.violations
+    v = three.verdicts["atomicity"].violations
     split = v[v["kind"] == "split"].iloc[0]
     assert split["committed"] and split["aborted"]
-    assert "committed at" in three.atomicity.explanation and three.summary["txn.atomicity_violations"] >= 1
+    assert "committed at" in three.verdicts["atomicity"].explanation and three.summary["txn.atomicity_violations"] >= 1
     assert three.tables["balances"]["change"].sum() != 0
     assert (three.faults["kind"] == "partition").all()
-    two = run_transactions(busy(faults, protocol="two_phase_commit", latency=latency), seed=seed)
-    assert two.atomicity.ok and two.tables["balances"]["change"].sum() == 0
+    two = sim.run(busy(faults, protocol="two_phase_commit", latency=latency), seed=seed)
+    assert two.verdicts["atomicity"].ok and two.tables["balances"]["change"].sum() == 0

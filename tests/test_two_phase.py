@@ -13,8 +13,9 @@ from scipy import stats
 import sim
 from sim.errors import ScenarioError
 from sim.kernel.world import World
+from sim.runner import build_world
 from sim.scenario import Scenario
-from sim.transactions import run_transactions
+import sim
 
 # Timeline scenarios: one closed-loop client whose only transaction starts at t=100 and
 # touches n2, n3, n4. With 1 ms links and 1 ms forced writes: prepares arrive at 102,
@@ -55,9 +56,9 @@ def test_no_faults_all_yes_commits_any_no_aborts_with_exact_counts():
     # n participants, m of them voting no; the network's per-type send counters must agree
     s = busy(abort_probability=0.15, duration="4s")
     for seed in range(3):
-        r = run_transactions(s, seed=seed)
-        t = r.transactions
-        assert len(t) > 300 and r.atomicity.ok
+        r = sim.run(s, seed=seed, keep_world=True)
+        t = r.tables["transactions"]
+        assert len(t) > 300 and r.verdicts["atomicity"].ok
         committed = t["outcome"] == "committed"
         assert set(t["outcome"]) == {"committed", "aborted"}
         assert (committed == (t["no_votes"] == 0)).all()
@@ -72,14 +73,14 @@ def test_no_faults_all_yes_commits_any_no_aborts_with_exact_counts():
         assert sent["Commit"] == sent["Ack"] == n[committed].sum()
         assert sent["Abort"] == (n - m)[~committed].sum()
         assert r.summary["txn.messages_per_commit"] == pytest.approx(4 * n[committed].mean())
-        reasons = set(r.participants["vote_reason"].dropna())
+        reasons = set(r.tables["participants"]["vote_reason"].dropna())
         assert "local check failed" in reasons and any(x.startswith("account") for x in reasons)
 
 
 def test_insufficient_balance_votes_no():
     """With empty accounts the payer cannot pay: it votes no, the others abort, money is unchanged."""
-    r = run_transactions(busy(initial_balance=0, min_participants=2, max_participants=2, duration="1s"), seed=1)
-    t, p = r.transactions, r.participants
+    r = sim.run(busy(initial_balance=0, min_participants=2, max_participants=2, duration="1s"), seed=1)
+    t, p = r.tables["transactions"], r.tables["participants"]
     assert len(t) > 50 and (t["outcome"] == "aborted").all() and (t["no_votes"] == 1).all()
     payers = p.merge(t[["gtid", "payer"]], on="gtid")
     payers = payers[payers["node"] == payers["payer"]]
@@ -97,37 +98,37 @@ def test_coordinator_crash_after_yes_votes_blocks_for_the_outage(outage, coopera
     # n1 is down from 104.5 (votes in, commit record not yet durable): blocked time = outage plus
     # at most one retry interval and a round trip; cooperative termination cannot help here
     # because no participant knows the outcome
-    r = run_transactions(one_txn([crash("n1", 104.5, 104.5 + outage)], cooperative_termination=cooperative),
+    r = sim.run(one_txn([crash("n1", 104.5, 104.5 + outage)], cooperative_termination=cooperative),
                          seed=1)
-    p = r.participants
+    p = r.tables["participants"]
     assert (p["vote"] == "yes").all() and (p["outcome"] == "aborted").all()  # presumed abort
     assert p["blocked"].all() and (p["cause"] == "coordinator crash").all()
     assert ((p["blocked_time"] >= outage) & (p["blocked_time"] <= outage + TIMING["retry_interval"] + 4)).all()
     locks = r.tables["locks"]
     assert len(locks) == 3 and np.allclose(locks["held"], p["blocked_time"] + 1)
-    assert r.transactions["client_outcome"].tolist() == ["info"] and r.atomicity.ok
+    assert r.tables["transactions"]["client_outcome"].tolist() == ["info"] and r.verdicts["atomicity"].ok
 
 
 def test_cooperative_termination_learns_the_decision_from_a_peer():
     """Commit lost to n4, then the coordinator crashes: n4 waits out the outage alone, or asks n2/n3 and commits."""
     faults = [{"kind": "loss", "probability": 1.0, "src": "n1", "dst": "n4", "start": 104.9, "end": 110},
               crash("n1", 105.5, 605.5)]
-    alone = run_transactions(one_txn(faults), seed=1).participants.set_index("node")
+    alone = sim.run(one_txn(faults), seed=1).tables["participants"].set_index("node")
     assert alone.loc["n4", "blocked"] and alone.loc["n4", "cause"] == "coordinator crash"
     assert 500 <= alone.loc["n4", "blocked_time"] <= 500 + 5  # the recovered coordinator resends Commit
-    coop = run_transactions(one_txn(faults, cooperative_termination=True), seed=1)
-    p = coop.participants.set_index("node")
+    coop = sim.run(one_txn(faults, cooperative_termination=True), seed=1)
+    p = coop.tables["participants"].set_index("node")
     assert (p["outcome"] == "committed").all() and not p["blocked"].any()
     assert TIMING["decision_timeout"] <= p.loc["n4", "uncertain_time"] <= TIMING["decision_timeout"] + 5
-    assert "learned from n2" in coop.events.iloc[-1]["detail"] and coop.atomicity.ok
+    assert "learned from n2" in coop.tables["events"].iloc[-1]["detail"] and coop.verdicts["atomicity"].ok
 
 
 def test_cooperative_termination_learns_abort_from_the_no_voter():
     """A no voter and a coordinator crash before the decision: yes voters block alone, learn abort cooperatively."""
     # with empty accounts the payer votes no (insufficient balance); n1 crashes as the votes travel
     faults = [crash("n1", 103.5, 903.5)]
-    alone = run_transactions(one_txn(faults, initial_balance=0), seed=1).participants
-    coop = run_transactions(one_txn(faults, initial_balance=0, cooperative_termination=True), seed=1).participants
+    alone = sim.run(one_txn(faults, initial_balance=0), seed=1).tables["participants"]
+    coop = sim.run(one_txn(faults, initial_balance=0, cooperative_termination=True), seed=1).tables["participants"]
     for p in (alone, coop):
         assert sorted(p["vote"]) == ["no", "yes", "yes"] and (p["outcome"] == "aborted").all()
     assert alone["blocked"].sum() == 2 and (alone.loc[alone["blocked"], "blocked_time"] >= 800).all()
@@ -135,7 +136,7 @@ def test_cooperative_termination_learns_abort_from_the_no_voter():
 
 
 def _hand_world(scenario):
-    world = World(scenario)
+    world = build_world(scenario)
     for node in world.nodes.values():
         node.start()
     for client in world.clients:
@@ -157,7 +158,7 @@ def test_participant_crash_in_doubt_keeps_its_lock_and_recovers_from_its_log():
     assert not n2.txns and not n2.locks and n2.decided[gtid] == "commit"
     assert [r[0] for r in n2.disk["log"]] == ["prepared", "commit"]
     assert n2.balances[t.account] == 1000 + t.delta
-    rec = world.txn_recorder
+    rec = world.state
     lock = [row for row in rec.locks if row[1] == "n2"]
     assert len(lock) == 1 and lock[0][3] == 102 and 403.5 < lock[0][4] < 410  # held across the crash
     assert rec.messages[gtid]["Commit"] > 3  # the coordinator kept resending to n2
@@ -175,23 +176,23 @@ def test_random_crashes_and_partitions_never_break_atomicity():
     for seed in range(8):
         s = busy(faults, duration="4s", latency={"dist": "exponential", "mean": 2}, abort_probability=0.1,
                  cooperative_termination=seed % 2 == 1)
-        r = run_transactions(s, seed=seed)
-        assert r.atomicity.ok, r.atomicity.explanation
+        r = sim.run(s, seed=seed, keep_world=True)
+        assert r.verdicts["atomicity"].ok, r.verdicts["atomicity"].explanation
         assert r.summary["txn.unresolved"] == 0
         # undecided: the prepares were all lost and the coordinator crashed before its vote
         # timeout, so nobody ever locked anything (presumed abort)
-        undecided = r.transactions[r.transactions["outcome"] == "undecided"]
+        undecided = r.tables["transactions"][r.tables["transactions"]["outcome"] == "undecided"]
         assert (undecided["client_outcome"] == "info").all()
-        assert r.participants.loc[r.participants["gtid"].isin(undecided["gtid"]), "vote"].isna().all()
+        assert r.tables["participants"].loc[r.tables["participants"]["gtid"].isin(undecided["gtid"]), "vote"].isna().all()
         # a stale presumed-abort answer may reach a committed participant (it ignores it),
         # but a commit never reaches a participant that aborted
-        assert not [n for n in r.world.txn_recorder.notes if n[3].startswith("Commit")]
-        p = r.participants[r.participants["blocked"]]
+        assert not [n for n in r.world.state.notes if n[3].startswith("Commit")]
+        p = r.tables["participants"][r.tables["participants"]["blocked"]]
         assert (p["vote"] == "yes").all()
         assert set(p["cause"]) <= {"coordinator crash", "participant crash", "partition"}, p
         blocked += len(p)
     assert blocked > 20
-    calm = run_transactions(busy(duration="5s", latency={"dist": "exponential", "mean": 2}, abort_probability=0.1))
+    calm = sim.run(busy(duration="5s", latency={"dist": "exponential", "mean": 2}, abort_probability=0.1), keep_world=True)
     assert calm.summary["txn.blocked"] == 0 and calm.summary["txn.uncertain_time.p99"] < 30
 
 
@@ -203,7 +204,7 @@ def test_termination_protocol_only_leaves_all_yes_transactions_blocked():
     for cooperative in (False, True):
         for seed in range(3):
             s = busy(faults, abort_probability=0.3, force_time=3, cooperative_termination=cooperative)
-            t = run_transactions(s, seed=seed).transactions
+            t = sim.run(s, seed=seed).tables["transactions"]
             found[cooperative] += int((t["blocked"] & (t["no_votes"] > 0)).sum())
             if cooperative:
                 assert t["blocked"].sum() > 0
@@ -216,7 +217,7 @@ LATENCY = {"dist": "exponential", "mean": 2}
 @functools.lru_cache(maxsize=None)
 def _fault_free_windows(**base):
     """Uncertainty windows of the fault-free runs (seeds 0-2) of the blocking-probability scenario."""
-    return np.concatenate([run_transactions(busy(latency=LATENCY, **base), seed=s).transactions["window"].to_numpy()
+    return np.concatenate([sim.run(busy(latency=LATENCY, **base), seed=s).tables["transactions"]["window"].to_numpy()
                            for s in range(3)])
 
 
@@ -242,7 +243,7 @@ def test_blocking_probability_follows_the_exponential_approximation(mtbf):
     base["latency"] = LATENCY
     tau, se_tau = windows.mean(), windows.std(ddof=1) / np.sqrt(len(windows))
     faults = {"random": {"crash_mtbf": mtbf, "crash_duration": 300, "crash_nodes": ["n1"]}}
-    fractions = [run_transactions(busy(faults, **base), seed=s).summary["txn.blocked_fraction"] for s in range(12)]
+    fractions = [sim.run(busy(faults, **base), seed=s).summary["txn.blocked_fraction"] for s in range(12)]
     mean, half = _ci95(fractions)
     lam = 1.0 / mtbf
     predicted = 1 - math.exp(-lam * tau)
@@ -254,9 +255,9 @@ def test_blocking_probability_follows_the_exponential_approximation(mtbf):
 def test_same_seed_same_tables():
     """Two runs with one seed give identical transaction and participant tables."""
     s = busy({"random": {"crash_mtbf": "1s", "crash_duration": 300}}, duration="2s", abort_probability=0.1)
-    a, b = run_transactions(s, seed=4), run_transactions(s, seed=4)
-    pdt.assert_frame_equal(a.transactions, b.transactions)
-    pdt.assert_frame_equal(a.participants, b.participants)
+    a, b = sim.run(s, seed=4), sim.run(s, seed=4)
+    pdt.assert_frame_equal(a.tables["transactions"], b.tables["transactions"])
+    pdt.assert_frame_equal(a.tables["participants"], b.tables["participants"])
     assert a.summary == b.summary or all(x == y or (x != x and y != y) for x, y in zip(a.summary.values(),
                                                                                     b.summary.values()))
 

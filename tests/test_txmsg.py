@@ -8,11 +8,10 @@ import pandas as pd
 import pandas.testing as pdt
 import pytest
 
-import sim
 import sim.messaging.txmsg as txmsg_module
 from sim.checkers.txmsg import check_transactional
 from sim.errors import ScenarioError
-from sim.messaging import run_txmsg
+import sim
 from sim.messaging.history import EVENT_COLUMNS
 from sim.scenario import Scenario
 
@@ -55,11 +54,11 @@ def test_documented_toml_example_runs():
     none of the others', and the check-back resolved half messages both ways."""
     s = Scenario.from_toml_string(docstring_toml())
     assert Scenario.from_dict(s.to_dict()) == s
-    r = run_txmsg(s, seed=1)
-    assert r.report.ok and r.report.settled, r.report.explanation
-    c = r.report.counts
+    r = sim.run(s, seed=1)
+    assert r.verdicts["transactional"].ok and r.verdicts["transactional"].settled, r.verdicts["transactional"].explanation
+    c = r.verdicts["transactional"].counts
     assert c["committed"] == c["delivered"] > 100 and c["rolled_back"] > 10
-    ev = r.events["event"].value_counts()
+    ev = r.tables["txmsg_events"]["event"].value_counts()
     assert ev["committed_by_check"] > 0 and ev["rolled_back_by_check"] > 0 and ev["check_back"] > 0
 
 
@@ -126,11 +125,11 @@ def test_robust_modes_publish_if_and_only_if_committed(mode):
     consumer turns duplicate deliveries into a single side effect."""
     crashes = duplicates = checks = 0
     for seed in range(40):
-        r = run_txmsg(faulty(mode), seed=seed)
-        assert r.report.ok and r.report.settled, (seed, r.report.explanation)
-        c = r.report.counts
+        r = sim.run(faulty(mode), seed=seed)
+        assert r.verdicts["transactional"].ok and r.verdicts["transactional"].settled, (seed, r.verdicts["transactional"].explanation)
+        c = r.verdicts["transactional"].counts
         assert c["committed"] > 100 and c["duplicate_side_effects"] == 0
-        ev = r.events["event"]
+        ev = r.tables["txmsg_events"]["event"]
         crashes += int(ev.str.startswith("crash_").sum())
         checks += int((ev == "committed_by_check").sum())
         duplicates += c["duplicate_deliveries"]
@@ -151,23 +150,23 @@ def test_naive_dual_writes_violate_the_invariant_in_a_seed_search(mode, violatio
     outbox, on the same seed, keep the invariant."""
     found = None
     for seed in range(20):
-        r = run_txmsg(faulty(mode, crash=0.02, rollback=0.0), seed=seed)
-        if r.report.counts[violation] > 0:
+        r = sim.run(faulty(mode, crash=0.02, rollback=0.0), seed=seed)
+        if r.verdicts["transactional"].counts[violation] > 0:
             found = seed
             break
     assert found is not None, f"no seed in 0..19 made {mode} violate"
-    bad = r.report.violations
-    crashed = r.events[r.events["event"] == f"crash_{point}"]["txn"].tolist()
+    bad = r.verdicts["transactional"].violations
+    crashed = r.tables["txmsg_events"][r.tables["txmsg_events"]["event"] == f"crash_{point}"]["txn"].tolist()
     assert set(bad.loc[bad["outcome"] == violation, "txn"]) & set(crashed)
     for robust in ("half_message", "outbox"):
-        assert run_txmsg(faulty(robust, crash=0.02, rollback=0.0), seed=found).report.ok
+        assert sim.run(faulty(robust, crash=0.02, rollback=0.0), seed=found).verdicts["transactional"].ok
 
 
 def test_publish_first_with_rollbacks_publishes_phantoms_without_any_crash():
     """Publishing before the local transaction: every rollback leaves a phantom message."""
-    r = run_txmsg(faulty("publish_then_commit", crash=0.0, network={}, faults=[]), seed=0)
-    assert r.report.counts["phantom"] == r.report.counts["rolled_back"] > 20
-    assert r.report.counts["lost"] == 0
+    r = sim.run(faulty("publish_then_commit", crash=0.0, network={}, faults=[]), seed=0)
+    assert r.verdicts["transactional"].counts["phantom"] == r.verdicts["transactional"].counts["rolled_back"] > 20
+    assert r.verdicts["transactional"].counts["lost"] == 0
 
 
 @pytest.mark.parametrize(("point", "resolved"), [("after_commit", "committed_by_check"),
@@ -176,11 +175,11 @@ def test_check_back_resolves_a_producer_crash_either_way(point, resolved):
     """A producer that always crashes at the same point: every half message is resolved by a check-back, a
     committed transaction's as commit, one that died with the process (before its commit, or still running
     when another transaction's crash took the process down) as rollback."""
-    r = run_txmsg(faulty("half_message", crash=1.0, rollback=0.0, network={}, faults=[],
+    r = sim.run(faulty("half_message", crash=1.0, rollback=0.0, network={}, faults=[],
                          producer={"crash_point": point, "restart_after": "100ms"}), seed=0)
-    ev = r.events["event"].value_counts()
-    c = r.report.counts
-    assert r.report.ok and r.report.settled
+    ev = r.tables["txmsg_events"]["event"].value_counts()
+    c = r.verdicts["transactional"].counts
+    assert r.verdicts["transactional"].ok and r.verdicts["transactional"].settled
     by_check = ev.get("committed_by_check", 0) + ev.get("rolled_back_by_check", 0)
     assert by_check == ev["half_stored"] and ev[resolved] > 10  # no End ever arrived: all check-backs
     assert ev.get("committed_by_check", 0) == c["committed"] == c["delivered"]
@@ -192,16 +191,16 @@ def test_check_max_discards_and_loses_a_commit_when_the_producer_stays_down():
     check-backs cannot answer, the store discards the half message and the committed transaction loses its
     message; with unlimited checks the same run loses nothing."""
     def run(check_max):
-        return run_txmsg(faulty("half_message", crash=1.0, rollback=0.0, network={}, faults=[],
+        return sim.run(faulty("half_message", crash=1.0, rollback=0.0, network={}, faults=[],
                                 producer={"crash_point": "after_commit", "restart_after": "3s"},
                                 check_max=check_max), seed=0)
 
     limited = run(3)
-    c = limited.report.counts
+    c = limited.verdicts["transactional"].counts
     assert c["lost"] == c["committed"] > 2
-    assert int((limited.events["event"] == "discarded").sum()) >= c["committed"]  # and died, uncommitted ones
+    assert int((limited.tables["txmsg_events"]["event"] == "discarded").sum()) >= c["committed"]  # and died, uncommitted ones
     unlimited = run("unlimited")
-    assert unlimited.report.ok and unlimited.report.counts["delivered"] == unlimited.report.counts["committed"] > 2
+    assert unlimited.verdicts["transactional"].ok and unlimited.verdicts["transactional"].counts["delivered"] == unlimited.verdicts["transactional"].counts["committed"] > 2
 
 
 def test_exercise_answer_is_the_publish_first_mode():
@@ -211,12 +210,13 @@ def test_exercise_answer_is_the_publish_first_mode():
     assert check("txmsg.phantom_mode", "publish_then_commit") and not check("txmsg.phantom_mode", "outbox")
 
 
-def test_same_seed_same_tables_and_sim_run_agrees():
-    """The same seed gives identical tables; sim.run reports the same txmsg.* numbers and tables."""
+def test_same_seed_same_result_and_the_result_round_trips(tmp_path):
+    """The same seed gives identical tables and verdicts; a saved result loads with both verdicts."""
     s = faulty("outbox")
-    a, b = run_txmsg(s, seed=3), run_txmsg(s, seed=3)
-    pdt.assert_frame_equal(a.transactions, b.transactions)
-    pdt.assert_frame_equal(a.message_events, b.message_events)
-    result = sim.run(s, seed=3)
-    assert {k: v for k, v in result.summary.items() if k.startswith("txmsg.")} == a.summary
-    pdt.assert_frame_equal(result.tables["txmsg_transactions"], a.transactions)
+    a, b = sim.run(s, seed=3), sim.run(s, seed=3)
+    for name, table in a.tables.items():
+        pdt.assert_frame_equal(table, b.tables[name])
+    loaded = sim.Result.load(a.save(tmp_path / "run"))
+    for name in ("transactional", "delivery"):
+        assert loaded.verdicts[name].counts == a.verdicts[name].counts
+        assert loaded.verdicts[name].ok == a.verdicts[name].ok

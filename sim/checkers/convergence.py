@@ -1,22 +1,71 @@
 """Convergence: do the live replicas agree, and how long after a heal until they do?
 
-The world samples every node's ``replica_state()`` periodically (and at the end of
-the run). A key is *divergent* at a sample when the live nodes holding a replica of
-it (``protocol.replicas_for``) do not all hold the same value (a missing key counts
-as ``None``).
+:class:`DivergenceSampler` (a probe the run adds to every world) samples each live
+node's ``replica_state()`` every ``run.sample_interval`` (default ``duration / 200``)
+and at the end of the run. A key is *divergent* at a sample when the live nodes
+holding a replica of it (``protocol.replicas_for``) do not all hold the same value
+(a missing key counts as ``None``).
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-__all__ = ["divergent_keys", "convergence_summary"]
+if TYPE_CHECKING:
+    from ..kernel.world import World
+
+__all__ = ["divergent_keys", "convergence_summary", "DivergenceSampler", "SAMPLE_COLUMNS"]
+
+SAMPLE_COLUMNS = ("time", "divergent", "live", "keys")
 
 
-def divergent_keys(states: dict[str, dict[Any, Any]], replicas_for) -> list[Any]:
+class DivergenceSampler:
+    """Samples replica divergence through a run; inactive when no node holds replica state."""
+
+    def __init__(self) -> None:
+        self.samples: list[tuple[float, int, int, list[Any]]] = []
+        self.active = False
+        self._every = 0.0
+
+    def start(self, world: World) -> None:
+        self.active = any(node.replica_state() is not None for node in world.nodes.values())
+        if self.active:
+            cfg = world.scenario.run
+            self._every = cfg.sample_interval or cfg.duration / 200
+            self._sample(world)
+
+    def finish(self, world: World) -> None:
+        if self.active:
+            self._take(world)
+
+    def frame(self) -> pd.DataFrame | None:
+        """The samples (``None`` when inactive): time, divergent key count, live nodes, the keys."""
+        return pd.DataFrame(self.samples, columns=list(SAMPLE_COLUMNS)) if self.active else None
+
+    def _sample(self, world: World) -> None:
+        self._take(world)
+        world.env.timeout(self._every).callbacks.append(lambda _e: self._sample(world))
+
+    def _take(self, world: World) -> None:
+        states = {}
+        for name, node in world.nodes.items():
+            state = node.replica_state() if node.alive else None
+            if state is not None:
+                states[name] = state
+        nodes = world.scenario.nodes
+        protocol = world.scenario.protocol
+        keys = divergent_keys(states, lambda key: protocol.replicas_for(key, nodes))
+        now = world.env.now
+        if self.samples and self.samples[-1][0] == now:
+            self.samples.pop()
+        self.samples.append((now, len(keys), len(states), keys))
+
+
+def divergent_keys(states: dict[str, dict[Any, Any]], replicas_for: Callable[[Any], tuple[str, ...]]) -> list[Any]:
     """Keys whose live replicas disagree; ``states`` maps live node -> replica state."""
     keys: dict[Any, None] = {}
     for state in states.values():

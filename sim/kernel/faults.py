@@ -21,12 +21,29 @@ from ..faultspec import (
 )
 
 if TYPE_CHECKING:
+    import numpy as np
+
+    from ..rng import Streams
+    from ..scenario import Scenario
     from .world import World
 
-__all__ = ["FaultInjector", "resolve_schedule"]
+__all__ = ["FaultInjector", "resolve_schedule", "fault_schedule"]
 
 
-def resolve_schedule(faults: list[Fault], nodes: tuple[str, ...], rng) -> list[Fault]:
+def fault_schedule(scenario: Scenario, streams: Streams) -> list[Fault]:
+    """The run's concrete faults: the scheduled ones and those drawn from ``faults.random``.
+
+    Deterministic for the seed of ``streams``: only the ``faults`` stream is used, so
+    the schedule of a run can be rebuilt from its scenario and seed alone.
+    """
+    rng = streams["faults"]
+    schedule: list[Fault] = list(scenario.faults.schedule)
+    if scenario.faults.random is not None:
+        schedule += scenario.faults.random.generate(scenario.nodes, scenario.run.duration, rng)
+    return resolve_schedule(schedule, scenario.nodes, rng)
+
+
+def resolve_schedule(faults: list[Fault], nodes: tuple[str, ...], rng: np.random.Generator) -> list[Fault]:
     """Turn every fault into a concrete one: splits become partitions with named groups."""
     out: list[Fault] = []
     for fault in faults:
@@ -61,7 +78,7 @@ class FaultInjector:
         """The node a fault acts on; ``@leader`` is resolved when the fault starts."""
         node = fault.node  # type: ignore[attr-defined]
         if node == LEADER:
-            node = self.world.scenario.protocol.leader(self.world)
+            node = self.world.leader()
         self._target[key] = node
         return node
 

@@ -4,20 +4,58 @@ A node's protocol logic lives in deterministic handlers: ``handle_<MessageClass>
 (self, msg, src)`` for messages and plain methods for timers. State the
 protocol keeps in ``self.disk`` survives a crash; everything set up in
 :meth:`Node.boot` is volatile and is rebuilt when the node recovers.
+
+A node talks to the world it runs in only through its :class:`Host`: the clock and
+scheduler (``host.env``), the outbox (``host.network``), the run's random streams,
+event log and protocol state. In a run the host is the
+:class:`~sim.kernel.world.World`; in a unit test it is a
+:class:`~sim.harness.Harness`, which records sends and timers instead of delivering
+them, so one handler can be tested alone.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from simpy.core import URGENT
 from simpy.events import NORMAL
 
 if TYPE_CHECKING:
-    from .world import World
+    from ..rng import Streams
+    from ..scenario import Scenario
+    from .events import EventLog
 
-__all__ = ["Endpoint", "Node", "Timer", "UnhandledMessage"]
+__all__ = ["Endpoint", "Node", "Timer", "UnhandledMessage", "Host", "Scheduler", "Outbox"]
+
+
+class Scheduler(Protocol):
+    """A clock that runs events: SimPy's ``Environment``, or a harness's manual clock."""
+
+    @property
+    def now(self) -> float: ...
+
+    def schedule(self, event: Any, priority: int = ..., delay: float = ...) -> None: ...
+
+
+class Outbox(Protocol):
+    """Where a node's messages go: the simulated network, or a harness's record."""
+
+    def send(self, src: str, dst: str, msg: Any) -> None: ...
+
+
+class Host(Protocol):
+    """What a node may use of the world it runs in."""
+
+    scenario: Scenario
+    seed: int
+    streams: Streams
+    events: EventLog
+    env: Scheduler
+    network: Outbox
+    state: Any
+
+    def record_node_event(self, node: str, event: str) -> None: ...
 
 
 class UnhandledMessage(TypeError):
@@ -53,10 +91,21 @@ class Timer:
         self.cancelled = True
 
 
+class _Wakeup:
+    """A callback ``delay`` ms from now that no crash cancels (a process supervisor's restart)."""
+
+    __slots__ = ("callbacks", "_ok")
+
+    def __init__(self, env: Scheduler, delay: float, fn: Callable[[], None]) -> None:
+        self._ok = True
+        self.callbacks = [lambda _event: fn()]
+        env.schedule(self, NORMAL, delay)
+
+
 class Endpoint:
     """Anything with a network address: a node or a client."""
 
-    def __init__(self, world: World, name: str, home: str | None = None) -> None:
+    def __init__(self, world: Host, name: str, home: str | None = None) -> None:
         self.world = world
         self.env = world.env
         self.name = name
@@ -99,7 +148,7 @@ class Endpoint:
 class Node(Endpoint):
     """A server node. Subclasses override :meth:`boot` and add ``handle_*`` methods."""
 
-    def __init__(self, world: World, name: str) -> None:
+    def __init__(self, world: Host, name: str) -> None:
         super().__init__(world, name)
         self.disk: dict[str, Any] = {}
         self.crashes = 0
@@ -140,6 +189,17 @@ class Node(Endpoint):
         self.epoch += 1
         self.world.record_node_event(self.name, "recover")
         self.boot()
+
+    def restart_after(self, delay: float) -> None:
+        """The node's process dies now and is restarted ``delay`` ms later.
+
+        A seeded process crash (as opposed to a machine crash from the fault
+        schedule): volatile state is lost at once. If the node crashes or recovers
+        again in between (the fault schedule), that later event decides instead.
+        """
+        self.crash()
+        crashes = self.crashes
+        _Wakeup(self.env, delay, lambda: self.recover() if self.crashes == crashes else None)
 
     # -- local clock (skew and drift come from the fault schedule) -------------
     def clock(self) -> float:

@@ -1,8 +1,15 @@
-"""The world: one SimPy environment, its random streams, network, nodes, clients and faults."""
+"""The world: one SimPy environment with its random streams, network, nodes, clients and faults.
+
+The kernel knows no protocol, workload or checker: :func:`sim.build_world` builds a
+world from a scenario, asks the scenario's protocol for its per-run state and nodes
+(:mod:`sim.protocol`), adds the workload's clients, and adds observers (probes) such
+as the divergence sampler. The world then runs them all.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterable, Mapping
+from typing import Any, Protocol
 
 import simpy
 
@@ -10,44 +17,72 @@ from ..faultspec import Fault
 from ..history import History
 from ..rng import Streams
 from ..scenario import Scenario
-from .faults import FaultInjector, resolve_schedule
+from .events import EventLog
+from .faults import FaultInjector, fault_schedule
 from .network import Network
+from .node import Endpoint, Node
 
-__all__ = ["World"]
+__all__ = ["World", "Probe"]
+
+
+class Probe(Protocol):
+    """An observer started with the world (after nodes, clients and faults) and finished at its end."""
+
+    def start(self, world: World) -> None: ...
+
+    def finish(self, world: World) -> None: ...
 
 
 class World:
-    """Builds everything a scenario describes; :meth:`run` runs it to the end."""
+    """Everything one run of a scenario needs; :meth:`run` runs it to the end.
+
+    ``World(scenario)`` alone has no nodes or clients: build worlds with
+    :func:`sim.build_world`, which adds them, or add them with :meth:`add_nodes`
+    and :meth:`add_clients`. ``state`` is the protocol's per-run state object.
+    """
 
     def __init__(self, scenario: Scenario, seed: int | None = None) -> None:
-        from ..workload.clients import make_clients
-
         self.scenario = scenario
         self.seed = scenario.run.seed if seed is None else seed
         self.env = simpy.Environment()
         self.streams = Streams(self.seed)
         self.network = Network(self.env, scenario.network, self.streams, trace=scenario.run.trace)
         self.history = History()
+        self.events = EventLog()
         self.node_events: list[tuple[float, str, str]] = []
         self.fault_events: list[tuple[float, str, str, str]] = []
+        self.nodes: dict[str, Node] = {}
+        self.clients: list[Endpoint] = []
+        self.state: Any = None
+        self.probes: list[Probe] = []
         self._op_id = 0
         self._value = 0
         self._drained: simpy.Event | None = None
-        self.samples: list[tuple[float, int, int, list[Any]]] = []
         self._started = False
-        self.replicated = False
-        self.nodes = scenario.protocol.build_nodes(self)
-        for node in self.nodes.values():
-            self.network.attach(node)
-        self.clients = make_clients(self)
-        for client in self.clients:
-            self.network.attach(client)
-        rng = self.streams["faults"]
-        schedule: list[Fault] = list(scenario.faults.schedule)
-        if scenario.faults.random is not None:
-            schedule += scenario.faults.random.generate(scenario.nodes, scenario.run.duration, rng)
-        self.faults = resolve_schedule(schedule, scenario.nodes, rng)
+        self.faults = fault_schedule(scenario, self.streams)
         self.injector = FaultInjector(self, self.faults)
+
+    # -- populating -----------------------------------------------------------------
+    def add_nodes(self, nodes: Mapping[str, Node]) -> None:
+        """Attach the protocol's nodes: exactly one per cluster node, kept in the cluster's order."""
+        names = self.scenario.nodes
+        if set(nodes) != set(names) or len(nodes) != len(names):
+            raise ValueError(f"protocol {self.scenario.protocol.tag!r} built nodes {sorted(nodes)}, "
+                             f"the cluster has {list(names)}")
+        for name in names:
+            node = nodes[name]
+            if node.name != name:
+                raise ValueError(f"node built for {name!r} is named {node.name!r}")
+            self.nodes[name] = node
+            self.network.attach(node)
+
+    def add_clients(self, clients: Iterable[Endpoint]) -> None:
+        for client in clients:
+            self.clients.append(client)
+            self.network.attach(client)
+
+    def add_probe(self, probe: Probe) -> None:
+        self.probes.append(probe)
 
     # -- ids ------------------------------------------------------------------
     def next_op_id(self) -> int:
@@ -70,9 +105,13 @@ class World:
         if self._drained is not None and self.history.pending == 0 and not self._drained.triggered:
             self._drained.succeed()
 
+    def leader(self) -> str | None:
+        """The node the protocol says leads now (for faults aimed at ``@leader``)."""
+        return self.scenario.protocol.leader(self)
+
     # -- running --------------------------------------------------------------
     def start(self) -> None:
-        """Boot the nodes, start the clients, the fault schedule and divergence sampling.
+        """Boot the nodes, start the clients, the fault schedule and the probes.
 
         :meth:`run` calls it; call it yourself to step the world by hand with
         ``world.env.run(until=t)`` and look at the nodes in between.
@@ -80,16 +119,13 @@ class World:
         if self._started:
             return
         self._started = True
-        cfg = self.scenario.run
         for node in self.nodes.values():
             node.start()
         for client in self.clients:
             client.start()
         self.injector.start()
-        self.replicated = any(node.replica_state() is not None for node in self.nodes.values())
-        if self.replicated:
-            self._sample_every = cfg.sample_interval or cfg.duration / 200
-            self._sample()
+        for probe in self.probes:
+            probe.start(self)
 
     def run(self) -> None:
         """Run to the end: the load, the drain of operations in flight, then ``run.settle``."""
@@ -98,38 +134,15 @@ class World:
         self.start()
         env.run(until=cfg.duration)
         if self.history.pending:
-            self._drained = env.event()
+            drained = self._drained = env.event()
             end = env.timeout(self.scenario.end_time - cfg.settle - cfg.duration)
-            end.callbacks.append(lambda _e: None if self._drained.triggered else self._drained.succeed())
-            env.run(until=self._drained)
+            end.callbacks.append(lambda _e: None if drained.triggered else drained.succeed())
+            env.run(until=drained)
         if cfg.settle:
             env.run(until=env.now + cfg.settle)
-        if self.replicated:
-            self._take_sample()
-
-    # -- divergence sampling ----------------------------------------------------
-    def _sample(self, _event: object = None) -> None:
-        self._take_sample()
-        self.env.timeout(self._sample_every).callbacks.append(self._sample)
-
-    def _take_sample(self) -> None:
-        from ..checkers.convergence import divergent_keys
-
-        states = {}
-        for name, node in self.nodes.items():
-            state = node.replica_state() if node.alive else None
-            if state is not None:
-                states[name] = state
-        nodes = self.scenario.nodes
-        protocol = self.scenario.protocol
-        keys = divergent_keys(states, lambda key: protocol.replicas_for(key, nodes))
-        if self.samples and self.samples[-1][0] == self.env.now:
-            self.samples.pop()
-        self.samples.append((self.env.now, len(keys), len(states), keys))
+        for probe in self.probes:
+            probe.finish(self)
 
     @property
     def now(self) -> float:
         return self.env.now
-
-    def protocol_summary(self) -> dict[str, Any]:
-        return self.scenario.protocol.summary(self)

@@ -5,11 +5,10 @@
 * :mod:`~sim.messaging.protocol`: the ``messaging`` protocol (broker, publisher,
   consumer and downstream nodes on the simulated network);
 * :mod:`~sim.messaging.retry`, :mod:`~sim.messaging.idempotency`: consumer patterns;
-* :mod:`~sim.messaging.history`: the message-event table;
-* :func:`run_messaging`: run a scenario, get the events and the delivery report
-  (:mod:`sim.checkers.delivery`).
+* :mod:`~sim.messaging.history`: the message-event table (``result.tables["message_events"]``),
+  checked by :mod:`sim.checkers.delivery` (``result.verdicts["delivery"]``).
 
-Patterns with their own protocols, runners and checkers:
+Patterns with their own protocols and checkers (all run with :func:`sim.run`):
 
 * :mod:`~sim.messaging.saga` (``saga``): an orchestrated saga with compensations,
   a durable saga log and idempotent services (:mod:`sim.checkers.saga`);
@@ -18,23 +17,21 @@ Patterns with their own protocols, runners and checkers:
 * :mod:`~sim.messaging.txmsg` (``transactional_messages``): half messages with
   check-back (the store in front of the broker: :mod:`~sim.messaging.halfmsg`), the
   transactional outbox, and the naive dual writes (:mod:`sim.checkers.txmsg`);
-* :mod:`~sim.messaging.patterns` (arrivals, seeded process crashes) and
+* :mod:`~sim.messaging.patterns` (roles, percentiles) and
   :mod:`~sim.messaging.reliable` (publishing until confirmed) are what they share.
 """
 
 from .broker import Broker, ChannelClosed, Confirm, Delivery, Message, Returned, XDeath
 from .history import EVENT_COLUMNS, MessageLog
 from .idempotency import DedupStore, IdempotencySpec
-from .protocol import ConsumerSpec, DownstreamSpec, MessagingConfig, PublisherSpec
+from .notification import MerchantSpec, NotificationConfig, notification_oracle
+from .protocol import ConsumerSpec, DownstreamSpec, MessagingConfig, MessagingState, PublisherSpec
+from .reliable import ReliablePublisher
 from .retry import RetryPolicy, dead_letter_fraction, decision_uniform, mean_attempts
 from .routing import route, topic_matches
-from .run import MessagingResult, delivery_report, run_messaging
+from .saga import SagaConfig, SagaStep
 from .topology import BindingSpec, ExchangeSpec, QueueSpec, Topology
-from .patterns import ArrivalSpec
-from .reliable import ReliablePublisher
-from .saga import SagaConfig, SagaResult, SagaStep, run_saga
-from .notification import MerchantSpec, NotificationConfig, NotificationResult, notification_oracle, run_notification
-from .txmsg import TxMsgConfig, TxMsgResult, TxProducerSpec, run_txmsg
+from .txmsg import TxMsgConfig, TxProducerSpec
 
 __all__ = [
     "Broker",
@@ -49,6 +46,7 @@ __all__ = [
     "DedupStore",
     "IdempotencySpec",
     "MessagingConfig",
+    "MessagingState",
     "PublisherSpec",
     "ConsumerSpec",
     "DownstreamSpec",
@@ -58,26 +56,16 @@ __all__ = [
     "mean_attempts",
     "route",
     "topic_matches",
-    "run_messaging",
-    "MessagingResult",
-    "delivery_report",
     "Topology",
     "ExchangeSpec",
     "QueueSpec",
     "BindingSpec",
-    "ArrivalSpec",
     "ReliablePublisher",
     "SagaConfig",
     "SagaStep",
-    "SagaResult",
-    "run_saga",
     "NotificationConfig",
     "MerchantSpec",
-    "NotificationResult",
-    "run_notification",
     "notification_oracle",
     "TxMsgConfig",
     "TxProducerSpec",
-    "TxMsgResult",
-    "run_txmsg",
 ]

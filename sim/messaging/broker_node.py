@@ -38,7 +38,7 @@ from .frames import (
 )
 
 if TYPE_CHECKING:
-    from .protocol import MessagingConfig, MessagingRuntime
+    from .protocol import MessagingConfig, MessagingState
 
 __all__ = ["BrokerNode"]
 
@@ -55,7 +55,7 @@ class _Conn:
 class BrokerNode(Node):
     """Runs the broker; records broker events and queue depths in the run's message log."""
 
-    def __init__(self, world: Any, name: str, cfg: MessagingConfig, runtime: MessagingRuntime) -> None:
+    def __init__(self, world: Any, name: str, cfg: MessagingConfig, runtime: MessagingState) -> None:
         super().__init__(world, name)
         self.cfg = cfg
         self.log = runtime.log

@@ -30,7 +30,7 @@ from .frames import (
 )
 
 if TYPE_CHECKING:
-    from .protocol import DownstreamSpec, MessagingConfig, MessagingRuntime, PublisherSpec
+    from .protocol import DownstreamSpec, MessagingConfig, MessagingState, PublisherSpec
 
 __all__ = ["AmqpClient", "PublisherNode", "DownstreamNode"]
 
@@ -38,7 +38,7 @@ __all__ = ["AmqpClient", "PublisherNode", "DownstreamNode"]
 class AmqpClient(Node):
     """A node with one broker connection; subclasses override the ``on_*`` hooks."""
 
-    def __init__(self, world: Any, name: str, cfg: MessagingConfig, runtime: MessagingRuntime) -> None:
+    def __init__(self, world: Any, name: str, cfg: MessagingConfig, runtime: MessagingState) -> None:
         super().__init__(world, name)
         self.cfg = cfg
         self.runtime = runtime
@@ -132,7 +132,7 @@ class PublisherNode(AmqpClient):
     the unconfirmed messages (they were never confirmed).
     """
 
-    def __init__(self, world: Any, name: str, cfg: MessagingConfig, runtime: MessagingRuntime,
+    def __init__(self, world: Any, name: str, cfg: MessagingConfig, runtime: MessagingState,
                  spec: PublisherSpec) -> None:
         super().__init__(world, name, cfg, runtime)
         self.spec = spec
@@ -234,7 +234,7 @@ class DownstreamNode(Node):
     once. A crash loses the line; callers time out.
     """
 
-    def __init__(self, world: Any, name: str, spec: DownstreamSpec, runtime: MessagingRuntime) -> None:
+    def __init__(self, world: Any, name: str, spec: DownstreamSpec, runtime: MessagingState) -> None:
         super().__init__(world, name)
         self.spec = spec
         self.log = runtime.log

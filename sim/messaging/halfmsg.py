@@ -24,7 +24,7 @@ from .reliable import ReliablePublisher
 
 if TYPE_CHECKING:
     from .protocol import MessagingConfig
-    from .txmsg import TxMsgConfig, TxMsgRuntime
+    from .txmsg import TxMsgConfig, TxMsgState
 
 __all__ = ["Half", "HalfAck", "End", "CheckBack", "CheckReply", "HalfMessageStore"]
 
@@ -79,11 +79,11 @@ class _Half:
 class HalfMessageStore(ReliablePublisher):
     """Holds half messages durably, resolves them (End or check-back), publishes committed ones."""
 
-    def __init__(self, world: Any, name: str, cfg: TxMsgConfig, mcfg: MessagingConfig) -> None:
-        super().__init__(world, name, mcfg, world.messaging)
+    def __init__(self, world: Any, name: str, cfg: TxMsgConfig, mcfg: MessagingConfig, trace: TxMsgState) -> None:
+        super().__init__(world, name, mcfg, trace.messaging)
         self.tcfg = cfg
         self.confirm_timeout = cfg.confirm_timeout
-        self.trace: TxMsgRuntime = world.txmsg  # the observer's event record
+        self.trace = trace  # the observer's event record
 
     def boot(self) -> None:
         self.halves: dict[str, _Half] = self.disk.setdefault("halves", {})

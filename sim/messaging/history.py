@@ -35,6 +35,8 @@ from typing import Any
 
 import pandas as pd
 
+from ..kernel.events import EventLog
+
 __all__ = ["MessageLog", "EVENT_COLUMNS", "DEPTH_COLUMNS", "CLIENT_EVENTS", "BROKER_EVENTS", "DOWNSTREAM_EVENTS"]
 
 CLIENT_EVENTS = ("publish", "confirm", "publish_nack", "return", "receive", "dedup_skip", "process", "fail",
@@ -51,14 +53,22 @@ _SOURCE = {**{e: "client" for e in CLIENT_EVENTS}, **{e: "broker" for e in BROKE
            **{e: "downstream" for e in DOWNSTREAM_EVENTS}}
 
 _DTYPES = {"time": "float64", "tag": "int64", "redelivered": "bool", "delivery_count": "int64", "attempt": "int64"}
+_DEPTH_DTYPES = {"time": "float64", "queue": "object", "ready": "int64", "unacked": "int64"}
 
 
 class MessageLog:
-    """Append-only, columnar record of message events and queue-depth samples."""
+    """Message events and queue-depth samples, as two channels of a run's event log.
 
-    def __init__(self) -> None:
-        self._rows: list[tuple[Any, ...]] = []
-        self._depth: list[tuple[float, str, int, int]] = []
+    ``message_events`` has :data:`EVENT_COLUMNS`; ``queue_depth`` has
+    :data:`DEPTH_COLUMNS`. Without an event log (the real-broker adapter) the log
+    keeps its own.
+    """
+
+    def __init__(self, events: EventLog | None = None) -> None:
+        events = events if events is not None else EventLog()
+        self._events = events.channel("message_events", EVENT_COLUMNS, _DTYPES)
+        self._depth = events.channel("queue_depth", DEPTH_COLUMNS, _DEPTH_DTYPES)
+        self._rows = self._events.rows
 
     def __len__(self) -> int:
         return len(self._rows)
@@ -71,7 +81,7 @@ class MessageLog:
                            redelivered, delivery_count, attempt, reason, x_death))
 
     def sample_depth(self, time: float, queue: str, ready: int, unacked: int) -> None:
-        self._depth.append((time, queue, ready, unacked))
+        self._depth.record(time, queue, ready, unacked)
 
     def rows(self, event: str | None = None) -> list[dict[str, Any]]:
         """Rows as dicts (optionally of one event kind): handy in unit tests."""
@@ -79,11 +89,8 @@ class MessageLog:
 
     def to_frame(self) -> pd.DataFrame:
         """The event table, in the order events happened."""
-        df = pd.DataFrame.from_records(self._rows, columns=list(EVENT_COLUMNS))
-        return df.astype(_DTYPES) if len(df) else df.astype({**dict.fromkeys(EVENT_COLUMNS, object), **_DTYPES})
+        return self._events.frame()
 
     def depth_frame(self) -> pd.DataFrame:
         """Queue depth samples: ready and unacked messages per queue over time."""
-        cols = list(zip(*self._depth)) if self._depth else [[] for _ in DEPTH_COLUMNS]
-        dtypes = {"time": "float64", "queue": object, "ready": "int64", "unacked": "int64"}
-        return pd.DataFrame({c: pd.Series(list(v), dtype=dtypes[c]) for c, v in zip(DEPTH_COLUMNS, cols)})
+        return self._depth.frame()

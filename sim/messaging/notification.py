@@ -59,9 +59,8 @@ independent loss, and :mod:`sim.checkers.notification` classifies each result
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import pandas as pd
 
@@ -69,15 +68,20 @@ from ..checkers.notification import NotificationReport, check_notifications
 from ..config import Duration, fld, nonneg, positive, prob
 from ..dists import Constant, Dist, buffered_sampler
 from ..errors import ScenarioError
-from ..kernel.node import Node
+from ..kernel.node import Host, Node
 from ..kernel.world import World
-from ..protocols.base import ProtocolConfig
-from .patterns import ArrivalSpec, Arrivals, check_roles, percentiles, prepare_run
+from ..protocol import ProtocolConfig, register_protocol
+from ..report import line, pairs, verdict_line
+from ..workload.arrivals import ArrivalSpec, Arrivals
+from .patterns import check_roles, percentiles
 from .retry import decision_uniform
 
+if TYPE_CHECKING:
+    from ..result import Result
+
 __all__ = ["NotificationConfig", "MerchantSpec", "ProviderNode", "MerchantNode", "PayRequest", "PayAccepted",
-           "Notify", "NotifyAck", "Query", "QueryReply", "NotificationResult", "run_notification",
-           "notification_report", "notification_oracle", "DEFAULT_SCHEDULE"]
+           "Notify", "NotifyAck", "Query", "QueryReply", "NotificationState", "notification_oracle",
+           "DEFAULT_SCHEDULE"]
 
 DEFAULT_SCHEDULE = (0.0, 1000.0, 2000.0, 10_000.0, 60_000.0, 600_000.0)
 
@@ -134,9 +138,9 @@ class MerchantSpec:
     reconcile_interval: Duration = fld(10_000.0, check=positive)
 
 
-@ProtocolConfig.register
+@register_protocol
 @dataclass(frozen=True, kw_only=True)
-class NotificationConfig(ProtocolConfig):
+class NotificationConfig(ProtocolConfig["NotificationState"]):
     """A provider notifying merchants of results (see the module docstring)."""
 
     tag: ClassVar[str] = "notification"
@@ -162,40 +166,58 @@ class NotificationConfig(ProtocolConfig):
     def check_scenario(self, scenario: Any, path: str) -> None:
         check_roles(scenario, self.node_refs(), path, "notification")
 
-    def build_nodes(self, world: Any) -> dict[str, Any]:
-        world.notification = NotificationRuntime()
-        nodes: dict[str, Any] = {self.provider: ProviderNode(world, self.provider, self)}
+    def new_state(self, world: World) -> NotificationState:
+        return NotificationState(world)
+
+    def build_nodes(self, world: World, state: NotificationState) -> dict[str, Node]:
+        nodes: dict[str, Node] = {self.provider: ProviderNode(world, self.provider, self, state)}
         for m in self.merchants:
-            nodes[m.node] = MerchantNode(world, m.node, self, m)
-        return {name: nodes[name] for name in world.scenario.nodes}
+            nodes[m.node] = MerchantNode(world, m.node, self, m, state)
+        return nodes
 
-    def summary(self, world: Any) -> dict[str, Any]:
-        return _summary(notification_report(world))
+    def finish(self, world: World, state: NotificationState) -> None:
+        state.report = notification_report(world, self)
 
-    def tables(self, world: Any) -> dict[str, Any]:
-        return {"notifications": notification_report(world).transactions,
-                "notification_events": world.notification.events_frame()}
+    def summary(self, world: World, state: NotificationState) -> dict[str, Any]:
+        assert state.report is not None
+        return _summary(state.report)
+
+    def tables(self, world: World, state: NotificationState) -> dict[str, pd.DataFrame]:
+        assert state.report is not None
+        return {"notifications": state.report.transactions, **world.events.frames()}
+
+    def verdicts(self, world: World, state: NotificationState) -> dict[str, Any]:
+        return {"notification": state.report}
+
+    def report(self, result: Result) -> list[str]:
+        s = result.summary
+        return [
+            line("results", pairs((k.replace("_", " "), s[f"notify.{k}"]) for k in (
+                "results", "notified_in_time", "notified_late", "reconciled", "never_known", "mismatched"))),
+            line("  notifications", pairs((k.replace("_", " "), s[f"notify.{k}"]) for k in (
+                "attempts", "notifications_received", "duplicates", "gave_up"))),
+            line("  delay", "ready to known, ms: " + pairs((k, s[f"notify.delay.{k}"]) for k in ("p50", "p99"))),
+            verdict_line("notification", result.verdicts.get("notification"),
+                         "every initiator learned its result, none wrongly"),
+        ]
 
 
-class NotificationRuntime:
-    """The observer's notebook of one run: events for timelines, and the cached report.
+class NotificationState:
+    """The observer's record of one run: events for timelines, and the report at the end.
 
-    Events: ``order`` (merchant), ``accept``, ``ready``, ``notify`` (an attempt sent),
-    ``acked`` (provider); ``notified`` (a notification received), ``query``,
-    ``learned_by_notify`` / ``learned_by_reconcile`` (merchant).
+    Events (channel ``notification_events``): ``order`` (merchant), ``accept``, ``ready``,
+    ``notify`` (an attempt sent), ``acked`` (provider); ``notified`` (a notification
+    received), ``query``, ``learned_by_notify`` / ``learned_by_reconcile`` (merchant).
     """
 
     EVENT_COLUMNS = ("time", "txn", "node", "event", "attempt")
 
-    def __init__(self) -> None:
-        self.events: list[tuple[float, str, str, str, int]] = []
-        self.cached: NotificationReport | None = None
+    def __init__(self, world: World) -> None:
+        self.events = world.events.channel("notification_events", self.EVENT_COLUMNS)
+        self.report: NotificationReport | None = None
 
     def event(self, t: float, txn: str, node: str, event: str, attempt: int = 0) -> None:
-        self.events.append((t, txn, node, event, attempt))
-
-    def events_frame(self) -> pd.DataFrame:
-        return pd.DataFrame(self.events, columns=list(self.EVENT_COLUMNS))
+        self.events.record(t, txn, node, event, attempt)
 
 
 # -- nodes ---------------------------------------------------------------------------------
@@ -223,10 +245,10 @@ class _Notice:
 class ProviderNode(Node):
     """Accepts payments, produces their results and notifies merchants on the schedule."""
 
-    def __init__(self, world: Any, name: str, cfg: NotificationConfig) -> None:
+    def __init__(self, world: Host, name: str, cfg: NotificationConfig, runtime: NotificationState) -> None:
         super().__init__(world, name)
         self.cfg = cfg
-        self.runtime: NotificationRuntime = world.notification
+        self.runtime = runtime
         self.seed = world.seed
         self._work = buffered_sampler(cfg.processing_time, world.streams[f"notification/{name}"])
 
@@ -300,11 +322,12 @@ class _Order:
 class MerchantNode(Node):
     """Creates orders, asks the provider to pay them, records results, reconciles."""
 
-    def __init__(self, world: Any, name: str, cfg: NotificationConfig, spec: MerchantSpec) -> None:
+    def __init__(self, world: Host, name: str, cfg: NotificationConfig, spec: MerchantSpec,
+                 runtime: NotificationState) -> None:
         super().__init__(world, name)
         self.cfg = cfg
         self.spec = spec
-        self.runtime: NotificationRuntime = world.notification
+        self.runtime = runtime
         self.arrivals = Arrivals(spec.arrivals, world.streams[f"notification/{name}"], world.scenario.run.duration)
 
     def boot(self) -> None:
@@ -382,30 +405,8 @@ def notification_oracle(loss: float, attempts: int, duplicate: float = 0.0) -> d
             "mean_duplicates": mean_received - (1 - p_never)}
 
 
-@dataclass
-class NotificationResult:
-    """One run: the report (``report.transactions``: one row per transaction), events, summary."""
-
-    scenario: Any
-    seed: int
-    runtime: float
-    report: NotificationReport
-    events: pd.DataFrame
-    summary: dict[str, Any]
-    node_events: pd.DataFrame
-    world: Any = None
-
-    @property
-    def transactions(self) -> pd.DataFrame:
-        return self.report.transactions
-
-
-def notification_report(world: World) -> NotificationReport:
-    """Join the provider's and the merchants' durable records and classify them (cached per world)."""
-    runtime: NotificationRuntime = world.notification
-    if runtime.cached is not None:
-        return runtime.cached
-    cfg: NotificationConfig = world.scenario.protocol
+def notification_report(world: World, cfg: NotificationConfig) -> NotificationReport:
+    """Join the provider's and the merchants' durable records and classify them."""
     provider = world.nodes[cfg.provider]
     results = provider.disk.get("results", {})
     notices = provider.disk.get("notices", {})
@@ -426,8 +427,7 @@ def notification_report(world: World) -> NotificationReport:
                           "first_notified": "float64", "attempts": "int64", "acked": "bool",
                           "gave_up": "bool"})
     table["delay"] = table["learned"] - table["ready"]
-    runtime.cached = check_notifications(table, cfg.deadline)
-    return runtime.cached
+    return check_notifications(table, cfg.deadline)
 
 
 def _summary(report: NotificationReport) -> dict[str, Any]:
@@ -437,22 +437,3 @@ def _summary(report: NotificationReport) -> dict[str, Any]:
     out["notify.gave_up"] = int(t["gave_up"].sum())
     out.update(percentiles(t["delay"], "notify.delay"))
     return out
-
-
-def run_notification(scenario: Any, seed: int | None = None, *, keep_world: bool = False) -> NotificationResult:
-    """Run a ``notification`` scenario once; ``seed`` overrides ``scenario.run.seed``."""
-    scenario = prepare_run(scenario, seed, NotificationConfig, "run_notification")
-    t0 = time.perf_counter()
-    world = World(scenario)
-    world.run()
-    report = notification_report(world)
-    return NotificationResult(
-        scenario=scenario,
-        seed=scenario.run.seed,
-        runtime=time.perf_counter() - t0,
-        report=report,
-        events=world.notification.events_frame(),
-        summary=_summary(report),
-        node_events=pd.DataFrame(world.node_events, columns=["time", "node", "event"]),
-        world=world if keep_world else None,
-    )

@@ -85,21 +85,29 @@ connection then times out) or a downstream; partition any of them.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
+from ..checkers.delivery import DeliveryReport, check_delivery
 from ..config import Duration, MaybeInfDuration, at_least, fld, positive, prob
 from ..dists import Constant, Dist
 from ..errors import ScenarioError
-from ..protocols.base import ProtocolConfig
+from ..kernel.world import World
+from ..protocol import ProtocolConfig, register_protocol
 from .broker_node import BrokerNode
 from .clients import DownstreamNode, PublisherNode
 from .consumer import ConsumerNode
 from .history import MessageLog
 from .idempotency import DedupStore, IdempotencySpec
 from .retry import RetryPolicy
+from .report import delivery_lines
 from .topology import DEFAULT_EXCHANGE, Topology
 
-__all__ = ["MessagingConfig", "PublisherSpec", "ConsumerSpec", "DownstreamSpec", "MessagingRuntime"]
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from ..result import Result
+
+__all__ = ["MessagingConfig", "PublisherSpec", "ConsumerSpec", "DownstreamSpec", "MessagingState"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -171,16 +179,22 @@ class DownstreamSpec:
     queue_limit: int | None = fld(None, check=at_least(0))
 
 
-class MessagingRuntime:
-    """Per-run state shared by the messaging nodes of one world (never by two worlds)."""
+class MessagingState:
+    """Per-run state of the messaging nodes of one world (never shared by two worlds).
 
-    def __init__(self, cfg: MessagingConfig, duration: float) -> None:
-        self.log = MessageLog()
+    ``log``: the message events and queue depths (channels ``message_events`` and
+    ``queue_depth`` of the world's event log); ``shared_store``: the dedup store of
+    consumers with ``idempotency.store = "shared"``; ``report``: the delivery
+    checker's verdict, set when the run finishes.
+    """
+
+    def __init__(self, cfg: MessagingConfig, world: World) -> None:
+        self.log = MessageLog(world.events)
+        duration = world.scenario.run.duration
         self.depth_interval = cfg.depth_interval if cfg.depth_interval is not None else duration / 200
         self.shared_store = DedupStore(cfg.shared_store_capacity)
         self._deliveries: dict[str, int] = {}
-        self.report: Any = None  # the DeliveryReport, once computed at the end of the run
-        self.events: Any = None  # the event table it was computed from
+        self.report: DeliveryReport | None = None
 
     def next_delivery_number(self, msg_id: str) -> int:
         """1, 2, ... for successive processing starts of ``msg_id`` by any consumer (crash decisions)."""
@@ -188,10 +202,17 @@ class MessagingRuntime:
         self._deliveries[msg_id] = n
         return n
 
+    def close(self, broker: BrokerNode, dead_letter_queues: list[str]) -> DeliveryReport:
+        """Record what is still queued (``remain`` events) and check delivery, once."""
+        if self.report is None:
+            broker.finish()
+            self.report = check_delivery(self.log.to_frame(), dead_letter_queues)
+        return self.report
 
-@ProtocolConfig.register
+
+@register_protocol
 @dataclass(frozen=True, kw_only=True)
-class MessagingConfig(ProtocolConfig):
+class MessagingConfig(ProtocolConfig[MessagingState]):
     """An AMQP broker scenario: topology, publishers, consumers, downstream services."""
 
     tag: ClassVar[str] = "messaging"
@@ -260,16 +281,17 @@ class MessagingConfig(ProtocolConfig):
                 raise ScenarioError(f"{rpath}.{name}", f"unknown exchange {ex!r}")
 
     # -- running ----------------------------------------------------------------------------
-    def build_nodes(self, world: Any) -> dict[str, Any]:
-        runtime = MessagingRuntime(self, world.scenario.run.duration)
-        world.messaging = runtime
-        nodes: dict[str, Any] = {self.broker: BrokerNode(world, self.broker, self, runtime)}
+    def new_state(self, world: World) -> MessagingState:
+        return MessagingState(self, world)
+
+    def build_nodes(self, world: World, state: MessagingState) -> dict[str, Any]:
+        nodes: dict[str, Any] = {self.broker: BrokerNode(world, self.broker, self, state)}
         for p in self.publishers:
-            nodes[p.node] = PublisherNode(world, p.node, self, runtime, p)
+            nodes[p.node] = PublisherNode(world, p.node, self, state, p)
         for c in self.consumers:
-            nodes[c.node] = ConsumerNode(world, c.node, self, runtime, c)
+            nodes[c.node] = ConsumerNode(world, c.node, self, state, c)
         for d in self.downstreams:
-            nodes[d.node] = DownstreamNode(world, d.node, d, runtime)
+            nodes[d.node] = DownstreamNode(world, d.node, d, state)
         return {name: nodes[name] for name in world.scenario.nodes}
 
     def dlq_names(self) -> list[str]:
@@ -296,8 +318,21 @@ class MessagingConfig(ProtocolConfig):
                 out.append(q.name)
         return out
 
-    def summary(self, world: Any) -> dict[str, Any]:
-        from .run import delivery_report
+    def finish(self, world: World, state: MessagingState) -> None:
+        broker = world.nodes[self.broker]
+        assert isinstance(broker, BrokerNode)
+        state.close(broker, self.dlq_names())
 
-        report = delivery_report(world)
-        return {f"messaging.{k}": v for k, v in report.summary().items()}
+    def summary(self, world: World, state: MessagingState) -> dict[str, Any]:
+        assert state.report is not None
+        return {f"messaging.{k}": v for k, v in state.report.summary().items()}
+
+    def tables(self, world: World, state: MessagingState) -> dict[str, pd.DataFrame]:
+        assert state.report is not None
+        return {**world.events.frames(), "messages": state.report.messages}
+
+    def verdicts(self, world: World, state: MessagingState) -> dict[str, Any]:
+        return {"delivery": state.report}
+
+    def report(self, result: Result) -> list[str]:
+        return delivery_lines(result.summary, "messaging.", result.verdicts.get("delivery"))

@@ -79,9 +79,8 @@ A scenario::
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import pandas as pd
 
@@ -89,14 +88,19 @@ from ..checkers.saga import SagaReport, check_sagas
 from ..config import Duration, at_least, fld, positive, prob
 from ..dists import Constant, Dist, buffered_sampler
 from ..errors import ScenarioError
-from ..kernel.node import Node
+from ..kernel.node import Host, Node
 from ..kernel.world import World
-from ..protocols.base import ProtocolConfig
-from .patterns import ArrivalSpec, Arrivals, check_roles, crash_and_restart, percentiles, prepare_run
+from ..protocol import ProtocolConfig, register_protocol
+from ..report import line, pairs, verdict_line
+from ..workload.arrivals import ArrivalSpec, Arrivals
+from .patterns import check_roles, percentiles
 from .retry import decision_uniform
 
+if TYPE_CHECKING:
+    from ..result import Result
+
 __all__ = ["SagaConfig", "SagaStep", "StepCommand", "StepReply", "OrchestratorNode", "SagaServiceNode",
-           "SagaResult", "run_saga", "saga_report"]
+           "SagaState"]
 
 _FINAL = ("completed", "compensated")
 
@@ -132,9 +136,9 @@ class StepReply:
     attempt: int
 
 
-@ProtocolConfig.register
+@register_protocol
 @dataclass(frozen=True, kw_only=True)
-class SagaConfig(ProtocolConfig):
+class SagaConfig(ProtocolConfig["SagaState"]):
     """An orchestrated saga over ``steps`` (see the module docstring)."""
 
     tag: ClassVar[str] = "saga"
@@ -178,46 +182,64 @@ class SagaConfig(ProtocolConfig):
                 roles.append((f"steps[{i}].service", s.service))
         check_roles(scenario, roles, path, "saga")
 
-    def build_nodes(self, world: Any) -> dict[str, Any]:
-        runtime = SagaRuntime()
-        world.saga = runtime
-        nodes: dict[str, Any] = {self.orchestrator: OrchestratorNode(world, self.orchestrator, self, runtime)}
+    def new_state(self, world: World) -> SagaState:
+        return SagaState(world)
+
+    def build_nodes(self, world: World, state: SagaState) -> dict[str, Node]:
+        nodes: dict[str, Node] = {self.orchestrator: OrchestratorNode(world, self.orchestrator, self, state)}
         for service in self.services():
             steps = {i: s for i, s in enumerate(self.steps) if s.service == service}
-            nodes[service] = SagaServiceNode(world, service, self, runtime, steps)
-        return {name: nodes[name] for name in world.scenario.nodes}
+            nodes[service] = SagaServiceNode(world, service, self, state, steps)
+        return nodes
 
-    def summary(self, world: Any) -> dict[str, Any]:
-        report, _ = saga_report(world)
-        return _summary(report, world.saga)
+    def finish(self, world: World, state: SagaState) -> None:
+        state.report, state.effects = saga_report(world, self, state)
 
-    def tables(self, world: Any) -> dict[str, Any]:
-        report, effects = saga_report(world)
-        return {"sagas": report.sagas, "saga_effects": effects, "saga_events": world.saga.events_frame()}
+    def summary(self, world: World, state: SagaState) -> dict[str, Any]:
+        assert state.report is not None
+        return _summary(state.report, state)
+
+    def tables(self, world: World, state: SagaState) -> dict[str, pd.DataFrame]:
+        assert state.report is not None and state.effects is not None
+        return {"sagas": state.report.sagas, "saga_effects": state.effects, **world.events.frames()}
+
+    def verdicts(self, world: World, state: SagaState) -> dict[str, Any]:
+        return {"saga": state.report}
+
+    def report(self, result: Result) -> list[str]:
+        s = result.summary
+        verdict = result.verdicts.get("saga")
+        out = [
+            line("sagas", pairs((k.replace("_", " "), s[f"saga.{k}"]) for k in (
+                "sagas", "completed", "compensated", "stuck", "stuck_dirty", "forgotten", "inconsistent"))),
+            line("  commands", pairs((k.replace("_", " "), s[f"saga.{k}"]) for k in (
+                "commands", "retries", "timeouts", "compensations_sent", "orchestrator_crashes"))),
+            line("  latency", "start to end, ms: " + pairs((k, s[f"saga.latency.{k}"]) for k in ("p50", "p99"))),
+            verdict_line("saga consistency", verdict, "every saga finished, completed or fully compensated"),
+        ]
+        return out
 
 
-class SagaRuntime:
-    """The observer's notebook for one run (not node state): starts, claimed ends, events.
+class SagaState:
+    """The observer's record of one run (not node state): starts, claimed ends, events, the report.
 
-    Events (``events_frame()``): ``start``, ``command`` / ``compensate`` (sent, with the
-    step and attempt), ``reply_ok``, ``reply_refused``, ``timeout``, ``compensation_given_up``
-    (naive), ``orchestrator_crash`` (seeded), ``resume`` (after a restart, durable log),
-    ``completed``, ``compensated``.
+    Events (channel ``saga_events``): ``start``, ``command`` / ``compensate`` (sent, with
+    the step and attempt), ``reply_ok``, ``reply_refused``, ``timeout``,
+    ``compensation_given_up`` (naive), ``orchestrator_crash`` (seeded), ``resume`` (after
+    a restart, durable log), ``completed``, ``compensated``.
     """
 
     EVENT_COLUMNS = ("time", "saga_id", "event", "step", "attempt")
 
-    def __init__(self) -> None:
+    def __init__(self, world: World) -> None:
         self.started: dict[str, float] = {}
         self.finished: dict[str, tuple[str, float]] = {}
-        self.events: list[tuple[float, str, str, int, int]] = []
-        self.cached: Any = None
+        self.events = world.events.channel("saga_events", self.EVENT_COLUMNS)
+        self.report: SagaReport | None = None
+        self.effects: pd.DataFrame | None = None
 
     def event(self, t: float, saga_id: str, event: str, step: int = -1, attempt: int = 0) -> None:
-        self.events.append((t, saga_id, event, step, attempt))
-
-    def events_frame(self) -> pd.DataFrame:
-        return pd.DataFrame(self.events, columns=list(self.EVENT_COLUMNS))
+        self.events.record(t, saga_id, event, step, attempt)
 
 
 class _Record:
@@ -235,7 +257,7 @@ class _Record:
 class OrchestratorNode(Node):
     """Starts sagas at the configured arrival rate and drives each through its steps."""
 
-    def __init__(self, world: Any, name: str, cfg: SagaConfig, runtime: SagaRuntime) -> None:
+    def __init__(self, world: Host, name: str, cfg: SagaConfig, runtime: SagaState) -> None:
         super().__init__(world, name)
         self.cfg = cfg
         self.runtime = runtime
@@ -287,7 +309,7 @@ class OrchestratorNode(Node):
             n = self._sent[sid] = self._sent.get(sid, 0) + 1
             if decision_uniform(self.seed, "saga_crash", sid, n) < p:
                 self.runtime.event(self.now, sid, "orchestrator_crash", step, rec.attempt)
-                crash_and_restart(self, self.cfg.restart_after)
+                self.restart_after(self.cfg.restart_after)
 
     def handle_StepReply(self, msg: StepReply, src: str) -> None:
         sid = msg.saga_id
@@ -351,7 +373,7 @@ class OrchestratorNode(Node):
 class SagaServiceNode(Node):
     """Executes the actions and compensations of its steps against a durable store."""
 
-    def __init__(self, world: Any, name: str, cfg: SagaConfig, runtime: SagaRuntime,
+    def __init__(self, world: Host, name: str, cfg: SagaConfig, runtime: SagaState,
                  steps: dict[int, SagaStep]) -> None:
         super().__init__(world, name)
         self.cfg = cfg
@@ -400,32 +422,10 @@ class SagaServiceNode(Node):
 
 
 # -- results ------------------------------------------------------------------------
-@dataclass
-class SagaResult:
-    """One saga run: the report (``report.sagas``: one row per saga), the effect ledgers, events."""
-
-    scenario: Any
-    seed: int
-    runtime: float
-    report: SagaReport
-    effects: pd.DataFrame
-    events: pd.DataFrame
-    summary: dict[str, Any]
-    node_events: pd.DataFrame
-    world: Any = None
-
-    @property
-    def sagas(self) -> pd.DataFrame:
-        return self.report.sagas
-
-
-def saga_report(world: World) -> tuple[SagaReport, pd.DataFrame]:
-    """Check the sagas of a finished world against its services' ledgers (cached per world)."""
-    runtime: SagaRuntime = world.saga
-    if runtime.cached is not None:
-        return runtime.cached
-    cfg: SagaConfig = world.scenario.protocol
-    orch: OrchestratorNode = world.nodes[cfg.orchestrator]
+def saga_report(world: World, cfg: SagaConfig, runtime: SagaState) -> tuple[SagaReport, pd.DataFrame]:
+    """Check the sagas of a finished world against its services' ledgers."""
+    orch = world.nodes[cfg.orchestrator]
+    assert isinstance(orch, OrchestratorNode)
     rows = []
     for sid, started in runtime.started.items():
         status, finished = runtime.finished.get(sid, (None, float("nan")))
@@ -449,14 +449,12 @@ def saga_report(world: World) -> tuple[SagaReport, pd.DataFrame]:
                                                   "state"])
     effects = effects.astype({"step": "int64", "applies": "int64", "undos": "int64"})
     effects = effects.sort_values(["saga_id", "step"], kind="stable").reset_index(drop=True)
-    report = check_sagas(sagas, effects, [s.name for s in cfg.steps])
-    runtime.cached = (report, effects)
-    return runtime.cached
+    return check_sagas(sagas, effects, [s.name for s in cfg.steps]), effects
 
 
-def _summary(report: SagaReport, runtime: SagaRuntime) -> dict[str, Any]:
+def _summary(report: SagaReport, runtime: SagaState) -> dict[str, Any]:
     out: dict[str, Any] = {f"saga.{k}": v for k, v in report.counts.items()}
-    ev = runtime.events
+    ev = runtime.events.rows
     out["saga.commands"] = sum(1 for e in ev if e[2] == "command")
     out["saga.retries"] = sum(1 for e in ev if e[2] in ("command", "compensate") and e[4] > 1)
     out["saga.compensations_sent"] = sum(1 for e in ev if e[2] == "compensate")
@@ -465,23 +463,3 @@ def _summary(report: SagaReport, runtime: SagaRuntime) -> dict[str, Any]:
     finished = report.sagas[report.sagas["outcome"].isin(["completed", "compensated"])]
     out.update(percentiles(finished["latency"], "saga.latency"))
     return out
-
-
-def run_saga(scenario: Any, seed: int | None = None, *, keep_world: bool = False) -> SagaResult:
-    """Run a ``saga`` scenario once; ``seed`` overrides ``scenario.run.seed``."""
-    scenario = prepare_run(scenario, seed, SagaConfig, "run_saga")
-    t0 = time.perf_counter()
-    world = World(scenario)
-    world.run()
-    report, effects = saga_report(world)
-    return SagaResult(
-        scenario=scenario,
-        seed=scenario.run.seed,
-        runtime=time.perf_counter() - t0,
-        report=report,
-        effects=effects,
-        events=world.saga.events_frame(),
-        summary=_summary(report, world.saga),
-        node_events=pd.DataFrame(world.node_events, columns=["time", "node", "event"]),
-        world=world if keep_world else None,
-    )

@@ -86,7 +86,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import pandas as pd
 
@@ -95,20 +95,26 @@ from ..checkers.txmsg import TxMsgReport, check_transactional
 from ..config import Duration, MaybeInfDuration, at_least, fld, positive, prob
 from ..dists import Constant, Dist, buffered_sampler
 from ..errors import ScenarioError
+from ..kernel.node import Host, Node
 from ..kernel.world import World
-from ..protocols.base import ProtocolConfig
+from ..protocol import ProtocolConfig, register_protocol
+from ..report import line, pairs, verdict_line
+from ..workload.arrivals import ArrivalSpec, Arrivals
 from .broker import Message
 from .broker_node import BrokerNode
 from .consumer import ConsumerNode
 from .halfmsg import CheckBack, CheckReply, End, Half, HalfAck, HalfMessageStore
-from .patterns import ArrivalSpec, Arrivals, check_roles, crash_and_restart, prepare_run
-from .protocol import ConsumerSpec, MessagingConfig, MessagingRuntime
+from .patterns import check_roles
+from .protocol import ConsumerSpec, MessagingConfig, MessagingState
 from .reliable import ReliablePublisher
+from .report import delivery_lines
 from .retry import decision_uniform
 from .topology import Topology
 
-__all__ = ["TxMsgConfig", "TxProducerSpec", "TxProducerNode", "TxMsgResult", "run_txmsg", "txmsg_report",
-           "CRASH_POINTS", "MODES"]
+if TYPE_CHECKING:
+    from ..result import Result
+
+__all__ = ["TxMsgConfig", "TxProducerSpec", "TxProducerNode", "TxMsgState", "txmsg_report", "CRASH_POINTS", "MODES"]
 
 MODES = ("commit_then_publish", "publish_then_commit", "half_message", "outbox")
 CRASH_POINTS = {
@@ -150,9 +156,9 @@ def _default_topology() -> Topology:
 DEFAULT_TOPOLOGY = _default_topology()
 
 
-@ProtocolConfig.register
+@register_protocol
 @dataclass(frozen=True, kw_only=True)
-class TxMsgConfig(ProtocolConfig):
+class TxMsgConfig(ProtocolConfig["TxMsgState"]):
     """Producers with local transactions, a broker, consumers, and (half_message) a half-message store."""
 
     tag: ClassVar[str] = "transactional_messages"
@@ -213,65 +219,89 @@ class TxMsgConfig(ProtocolConfig):
                                heartbeat=self.heartbeat, reconnect_delay=self.reconnect_delay,
                                consumer_timeout=self.consumer_timeout)
 
-    def build_nodes(self, world: Any) -> dict[str, Any]:
+    def new_state(self, world: Host) -> TxMsgState:
+        return TxMsgState(self, world)
+
+    def build_nodes(self, world: Host, state: TxMsgState) -> dict[str, Node]:
         mcfg = self.messaging()
-        world.messaging = MessagingRuntime(mcfg, world.scenario.run.duration)
-        world.txmsg = TxMsgRuntime()
-        nodes: dict[str, Any] = {self.broker: BrokerNode(world, self.broker, mcfg, world.messaging)}
+        nodes: dict[str, Node] = {self.broker: BrokerNode(world, self.broker, mcfg, state.messaging)}
         if self.coordinator is not None:
-            nodes[self.coordinator] = HalfMessageStore(world, self.coordinator, self, mcfg)
+            nodes[self.coordinator] = HalfMessageStore(world, self.coordinator, self, mcfg, state)
         for p in self.producers:
-            nodes[p.node] = TxProducerNode(world, p.node, self, mcfg, p)
+            nodes[p.node] = TxProducerNode(world, p.node, self, mcfg, p, state)
         for c in self.consumers:
-            nodes[c.node] = ConsumerNode(world, c.node, mcfg, world.messaging, c)
-        return {name: nodes[name] for name in world.scenario.nodes}
+            nodes[c.node] = ConsumerNode(world, c.node, mcfg, state.messaging, c)
+        return nodes
 
-    def summary(self, world: Any) -> dict[str, Any]:
-        report, _ = txmsg_report(world)
-        return _summary(report)
+    def finish(self, world: World, state: TxMsgState) -> None:
+        state.report, state.delivery = txmsg_report(world, self, state)
 
-    def tables(self, world: Any) -> dict[str, Any]:
-        report, delivery = txmsg_report(world)
-        return {"txmsg_transactions": report.transactions, "txmsg_events": world.txmsg.events_frame(),
-                "message_events": world.messaging.events, "messages": delivery.messages}
+    def summary(self, world: World, state: TxMsgState) -> dict[str, Any]:
+        assert state.report is not None
+        return {f"txmsg.{k}": v for k, v in state.report.counts.items()}
+
+    def tables(self, world: World, state: TxMsgState) -> dict[str, pd.DataFrame]:
+        assert state.report is not None and state.delivery is not None
+        frames = world.events.frames()
+        return {"txmsg_transactions": state.report.transactions, "txmsg_events": frames["txmsg_events"],
+                "message_events": frames["message_events"], "messages": state.delivery.messages,
+                "queue_depth": frames["queue_depth"]}
+
+    def verdicts(self, world: World, state: TxMsgState) -> dict[str, Any]:
+        return {"transactional": state.report, "delivery": state.delivery}
+
+    def report(self, result: Result) -> list[str]:
+        s = {k.split(".", 1)[1]: v for k, v in result.summary.items() if k.startswith("txmsg.")}
+        rows = (("transactions", ("transactions", "committed", "rolled_back", "none")),
+                ("  committed", ("delivered", "pending", "lost")),
+                ("  not committed", ("absent", "phantom")),
+                ("  messages", ("published", "deliveries", "duplicate_deliveries", "duplicate_side_effects")))
+        out = [line(label, pairs((k.replace("_", " "), s[k]) for k in keys if k in s)) for label, keys in rows]
+        out.append(verdict_line("message iff commit", result.verdicts.get("transactional"),
+                                "a message went out for every committed transaction and for no other"))
+        delivery = result.verdicts.get("delivery")
+        if delivery is not None:
+            summary = {f"messaging.{k}": v for k, v in delivery.summary().items()}
+            out += [""] + delivery_lines(summary, "messaging.", delivery)
+        return out
 
 
-class TxMsgRuntime:
-    """The observer's notebook of one run: transaction events and the cached reports.
+class TxMsgState:
+    """The observer's record of one run: transaction events, the message log, the reports.
 
-    Events: ``begin``, ``commit``, ``rollback``, ``abandon`` (no HalfAck: the local
-    transaction never ran), ``crash_<point>`` (producer); ``half_stored``,
-    ``committed_by_end`` / ``_by_check``, ``rolled_back_by_end`` / ``_by_check``,
-    ``check_back``, ``discarded`` (half-message store). Message events (publish, enqueue,
-    receive, ...) are in the run's :class:`~sim.messaging.history.MessageLog`.
+    Events (channel ``txmsg_events``): ``begin``, ``commit``, ``rollback``, ``abandon``
+    (no HalfAck: the local transaction never ran), ``crash_<point>`` (producer);
+    ``half_stored``, ``committed_by_end`` / ``_by_check``, ``rolled_back_by_end`` /
+    ``_by_check``, ``check_back``, ``discarded`` (half-message store). Message events
+    (publish, enqueue, receive, ...) are in ``messaging.log``.
     """
 
     EVENT_COLUMNS = ("time", "txn", "node", "event")
 
-    def __init__(self) -> None:
+    def __init__(self, cfg: TxMsgConfig, world: Host) -> None:
         self.begun: dict[str, str] = {}  # txn -> producer
-        self.events: list[tuple[float, str, str, str]] = []
-        self.cached: Any = None
+        self.events = world.events.channel("txmsg_events", self.EVENT_COLUMNS)
+        self.messaging = MessagingState(cfg.messaging(), world)
+        self.report: TxMsgReport | None = None
+        self.delivery: DeliveryReport | None = None
 
     def event(self, t: float, txn: str, node: str, event: str) -> None:
-        self.events.append((t, txn, node, event))
-
-    def events_frame(self) -> pd.DataFrame:
-        return pd.DataFrame(self.events, columns=list(self.EVENT_COLUMNS))
+        self.events.record(t, txn, node, event)
 
 
 # -- the producer -------------------------------------------------------------------------
 class TxProducerNode(ReliablePublisher):
     """Runs local transactions and gets their messages out according to ``mode``."""
 
-    def __init__(self, world: Any, name: str, cfg: TxMsgConfig, mcfg: MessagingConfig, spec: TxProducerSpec) -> None:
-        super().__init__(world, name, mcfg, world.messaging)
+    def __init__(self, world: Host, name: str, cfg: TxMsgConfig, mcfg: MessagingConfig, spec: TxProducerSpec,
+                 trace: TxMsgState) -> None:
+        super().__init__(world, name, mcfg, trace.messaging)
         self.tcfg = cfg
         self.mode = cfg.mode
         self.spec = spec
         self.uses_broker = cfg.mode != "half_message"
         self.confirm_timeout = cfg.confirm_timeout
-        self.trace: TxMsgRuntime = world.txmsg
+        self.trace = trace
         self.seed = world.seed
         self.arrivals = Arrivals(spec.arrivals, world.streams[f"txmsg/{name}"], world.scenario.run.duration)
         self._local = buffered_sampler(spec.local_txn_time, world.streams[f"txmsg/{name}/local"])
@@ -299,7 +329,7 @@ class TxProducerNode(ReliablePublisher):
             return False
         self._crashed[(txn, point)] = None
         self.trace.event(self.now, txn, self.name, f"crash_{point}")
-        crash_and_restart(self, spec.restart_after)
+        self.restart_after(spec.restart_after)
         return True
 
     def _begin(self, i: int) -> None:
@@ -398,37 +428,12 @@ class TxProducerNode(ReliablePublisher):
 
 
 # -- results ----------------------------------------------------------------------------------
-@dataclass
-class TxMsgResult:
-    """One run: the invariant's report (one row per transaction), the delivery report, the event tables."""
-
-    scenario: Any
-    seed: int
-    runtime: float
-    report: TxMsgReport
-    delivery: DeliveryReport
-    events: pd.DataFrame
-    message_events: pd.DataFrame
-    summary: dict[str, Any]
-    node_events: pd.DataFrame
-    world: Any = None
-
-    @property
-    def transactions(self) -> pd.DataFrame:
-        return self.report.transactions
-
-
-def txmsg_report(world: World) -> tuple[TxMsgReport, DeliveryReport]:
-    """Finish the broker's records and check the invariant and delivery (cached per world)."""
-    trace: TxMsgRuntime = world.txmsg
-    if trace.cached is not None:
-        return trace.cached
-    cfg: TxMsgConfig = world.scenario.protocol
+def txmsg_report(world: World, cfg: TxMsgConfig, trace: TxMsgState) -> tuple[TxMsgReport, DeliveryReport]:
+    """Finish the broker's records and check the invariant and delivery."""
     broker = world.nodes[cfg.broker]
-    broker.finish()
-    runtime = world.messaging
-    runtime.events = events = runtime.log.to_frame()
-    delivery = check_delivery(events, cfg.messaging().dlq_names())
+    assert isinstance(broker, BrokerNode)
+    delivery = trace.messaging.close(broker, cfg.messaging().dlq_names())
+    events = trace.messaging.log.to_frame()
     pending: list[str] = []
     unresolved: list[str] = []
     for p in cfg.producers:
@@ -441,31 +446,4 @@ def txmsg_report(world: World) -> tuple[TxMsgReport, DeliveryReport]:
     for txn, producer in trace.begun.items():
         rows.append((txn, producer, world.nodes[producer].disk.get("db", {}).get(txn, "none")))
     transactions = pd.DataFrame(rows, columns=["txn", "producer", "state"])
-    report = check_transactional(transactions, events, pending + remain, unresolved)
-    trace.cached = (report, delivery)
-    return trace.cached
-
-
-def _summary(report: TxMsgReport) -> dict[str, Any]:
-    return {f"txmsg.{k}": v for k, v in report.counts.items()}
-
-
-def run_txmsg(scenario: Any, seed: int | None = None, *, keep_world: bool = False) -> TxMsgResult:
-    """Run a ``transactional_messages`` scenario once; ``seed`` overrides ``scenario.run.seed``."""
-    scenario = prepare_run(scenario, seed, TxMsgConfig, "run_txmsg")
-    t0 = time.perf_counter()
-    world = World(scenario)
-    world.run()
-    report, delivery = txmsg_report(world)
-    return TxMsgResult(
-        scenario=scenario,
-        seed=scenario.run.seed,
-        runtime=time.perf_counter() - t0,
-        report=report,
-        delivery=delivery,
-        events=world.txmsg.events_frame(),
-        message_events=world.messaging.events,
-        summary=_summary(report),
-        node_events=pd.DataFrame(world.node_events, columns=["time", "node", "event"]),
-        world=world if keep_world else None,
-    )
+    return check_transactional(transactions, events, pending + remain, unresolved), delivery

@@ -1,5 +1,1 @@
-"""Protocols that run on the simulated nodes, selected by ``protocol.name``."""
-
-from .base import ProtocolConfig, protocol_names
-
-__all__ = ["ProtocolConfig", "protocol_names"]
+"""Small built-in protocols: a single-copy store and an M/M/c service queue, and request forwarding."""

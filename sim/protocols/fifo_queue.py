@@ -15,15 +15,15 @@ from typing import Any, ClassVar
 from ..config import at_least, fld
 from ..dists import Dist, Exponential
 from ..kernel.messages import ClientReply, ClientRequest
-from .base import ProtocolConfig
+from ..protocol import ProtocolConfig, register_protocol
 from .proxy import ProxyNode
 
 __all__ = ["FifoQueueConfig", "FifoQueueNode"]
 
 
-@ProtocolConfig.register
+@register_protocol
 @dataclass(frozen=True, kw_only=True)
-class FifoQueueConfig(ProtocolConfig):
+class FifoQueueConfig(ProtocolConfig[None]):
     tag: ClassVar[str] = "fifo_queue"
     node: str | None = fld(None)
     servers: int = fld(1, check=at_least(1))
@@ -40,11 +40,11 @@ class FifoQueueConfig(ProtocolConfig):
         if self.capacity is not None and self.capacity < self.servers:
             raise ScenarioError(f"{path}.capacity", f"must be >= servers ({self.servers}), got {self.capacity}")
 
-    def build_nodes(self, world):
+    def build_nodes(self, world, state: None):
         server = self.node or world.scenario.nodes[0]
         return {name: FifoQueueNode(world, name, server, self) for name in world.scenario.nodes}
 
-    def summary(self, world) -> dict[str, Any]:
+    def summary(self, world, state: None) -> dict[str, Any]:
         node = world.nodes[self.node or world.scenario.nodes[0]]
         if node.alive:
             node.account()

@@ -12,15 +12,15 @@ from typing import Any, ClassVar
 
 from ..config import fld
 from ..kernel.messages import ClientReply, ClientRequest
-from .base import ProtocolConfig
+from ..protocol import ProtocolConfig, register_protocol
 from .proxy import ProxyNode
 
 __all__ = ["SingleCopyConfig", "SingleCopyNode"]
 
 
-@ProtocolConfig.register
+@register_protocol
 @dataclass(frozen=True, kw_only=True)
-class SingleCopyConfig(ProtocolConfig):
+class SingleCopyConfig(ProtocolConfig[None]):
     """``owner`` (default: the first node) holds the data, on disk when ``durable``."""
 
     tag: ClassVar[str] = "single_copy"
@@ -31,7 +31,7 @@ class SingleCopyConfig(ProtocolConfig):
     def node_refs(self):
         return [("owner", self.owner)] if self.owner is not None else []
 
-    def build_nodes(self, world):
+    def build_nodes(self, world, state: None):
         owner = self.owner or world.scenario.nodes[0]
         return {name: SingleCopyNode(world, name, owner, self) for name in world.scenario.nodes}
 
@@ -39,7 +39,7 @@ class SingleCopyConfig(ProtocolConfig):
         """The owner plays the leader's part (for ``@leader`` faults)."""
         return self.owner or world.scenario.nodes[0]
 
-    def summary(self, world) -> dict[str, Any]:
+    def summary(self, world, state: None) -> dict[str, Any]:
         owner = world.nodes[self.owner or world.scenario.nodes[0]]
         return {"protocol.reads": owner.reads, "protocol.writes": owner.writes}
 

@@ -1,7 +1,7 @@
 """The real-RabbitMQ adapter: run a messaging scenario on a live broker and compare with the simulation.
 
-* :func:`run_rabbitmq`: a scenario on a broker -> a :class:`RealMessagingResult`, the same
-  tables as :func:`sim.messaging.run_messaging` (:mod:`~sim.rabbitmq.runner`);
+* :func:`run_rabbitmq`: a scenario on a broker -> a :class:`sim.Result` with the same
+  tables and delivery verdict as :func:`sim.run` gives for the simulation (:mod:`~sim.rabbitmq.runner`);
 * :func:`compare` -> :class:`Comparison`: counts, attempts, latency and retry-delay
   percentiles side by side, with a verdict and a CDF figure (:mod:`~sim.rabbitmq.compare`);
 * :func:`validate`: calibration + simulation + broker run + requeue probes + comparison,
@@ -22,7 +22,7 @@ from .errors import AdapterError, BrokerUnreachable, PikaMissing, UnsupportedSce
 from .names import RunNames
 from .node import LocalBrokerNode
 from .probes import requeue_orders
-from .runner import RealMessagingResult, run_rabbitmq
+from .runner import run_rabbitmq
 from .settings import DEFAULT_URL, ENV_VAR, AmqpSettings
 from .topology import declared_topology
 from .validate import Validation, validate
@@ -34,7 +34,6 @@ __all__ = [
     "RunNames",
     "declared_topology",
     "run_rabbitmq",
-    "RealMessagingResult",
     "compare",
     "Comparison",
     "Tolerances",

@@ -110,7 +110,7 @@ def calibrate(settings: AmqpSettings | None = None, *, url: str | None = None, m
     if not 0 <= warmup < messages:
         raise ValueError(f"warmup must be in [0, messages), got {warmup}")
     result = run_rabbitmq(ping_scenario(messages + warmup, rate, queue_type), settings=settings, url=url)
-    ev = result.events
+    ev = result.tables["message_events"]
     ev = ev[~ev["msg_id"].isin([f"ping-{i}" for i in range(warmup)])]
     first = ev.groupby(["event", "msg_id"], sort=False)["time"].min()
 
@@ -128,5 +128,5 @@ def calibrate(settings: AmqpSettings | None = None, *, url: str | None = None, m
         rate=rate,
         queue_type=queue_type,
         warmup=warmup,
-        broker={k: v for k, v in result.broker.items() if k in ("product", "version", "url")},
+        broker={k: v for k, v in result.meta["broker"].items() if k in ("product", "version", "url")},
     )

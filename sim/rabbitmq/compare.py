@@ -35,7 +35,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..messaging.run import MessagingResult
+from ..checkers.delivery import DeliveryReport
+from ..messaging.protocol import MessagingConfig
+from ..result import Result
 
 __all__ = ["Comparison", "Tolerances", "compare", "retry_delays", "COUNT_ROWS"]
 
@@ -82,11 +84,21 @@ def retry_delays(events: pd.DataFrame) -> pd.DataFrame:
     return out.sort_values(["msg_id", "attempt"], kind="stable").reset_index(drop=True)
 
 
-def _per_message(result: MessagingResult) -> pd.DataFrame:
+def _delivery(result: Result) -> DeliveryReport:
+    """The delivery checker's report of a messaging run (simulated or real)."""
+    report = result.verdicts.get("delivery")
+    if not isinstance(report, DeliveryReport):
+        raise ValueError(f"not a messaging run: protocol {result.scenario.protocol.tag!r} has no delivery verdict")
+    return report
+
+
+def _per_message(result: Result) -> pd.DataFrame:
     """status, attempts, deliveries (count/redelivered sequence) and dead-letter reason per message id."""
-    ev = result.events
-    dlqs = set(result.dead_letter_queues)
-    table = result.messages.set_index("msg_id")[["status", "attempts"]].copy()
+    ev = result.tables["message_events"]
+    cfg = result.scenario.protocol
+    assert isinstance(cfg, MessagingConfig)
+    dlqs = set(cfg.dlq_names())
+    table = _delivery(result).messages.set_index("msg_id")[["status", "attempts"]].copy()
     rec = ev[(ev["event"] == "receive") & ~ev["queue"].isin(dlqs)]
     seq = rec.groupby("msg_id", sort=False).apply(
         lambda g: " ".join(f"{c}{'r' if r else ''}" for c, r in zip(g["delivery_count"], g["redelivered"])),
@@ -214,11 +226,12 @@ class Comparison:
         return folder
 
 
-def compare(sim: MessagingResult, real: MessagingResult, *, requeue_order: pd.DataFrame | None = None,
+def compare(sim: Result, real: Result, *, requeue_order: pd.DataFrame | None = None,
             calibration: str = "", tolerances: Tolerances | None = None) -> Comparison:
-    """Compare a simulated and a real run of one scenario (see the module docstring)."""
+    """Compare a simulated and a real run of one messaging scenario (see the module docstring)."""
     tol = tolerances or Tolerances()
-    sc, rc = sim.report.counts, real.report.counts
+    sim_report, real_report = _delivery(sim), _delivery(real)
+    sc, rc = sim_report.counts, real_report.counts
     rows = [_row(_LABELS.get(k, k), int(sc[k]), int(rc[k]), "exact", sc[k] == rc[k]) for k in COUNT_ROWS]
     rows += [_row(k, int(sc[k]), int(rc[k]), "shown", None) for k in _INFO_ROWS]
 
@@ -234,17 +247,17 @@ def compare(sim: MessagingResult, real: MessagingResult, *, requeue_order: pd.Da
     counts = pd.DataFrame(rows, columns=_COLUMNS)
 
     settled = lambda m: m[m["status"].isin(("processed", "dead_lettered"))]["attempts"]  # noqa: E731
-    da, db = settled(sim.messages).value_counts(), settled(real.messages).value_counts()
+    da, db = settled(sim_report.messages).value_counts(), settled(real_report.messages).value_counts()
     ks = sorted(set(da.index) | set(db.index))
     attempts = pd.DataFrame([_row(f"{k} attempt{'s' if k != 1 else ''}", int(da.get(k, 0)), int(db.get(k, 0)),
                                   "exact", int(da.get(k, 0)) == int(db.get(k, 0))) for k in ks], columns=_COLUMNS)
 
-    ls = sim.messages["latency"].dropna().to_numpy(dtype=float)
-    lr = real.messages["latency"].dropna().to_numpy(dtype=float)
+    ls = sim_report.messages["latency"].dropna().to_numpy(dtype=float)
+    lr = real_report.messages["latency"].dropna().to_numpy(dtype=float)
     latency = pd.DataFrame(_percentile_rows(ls, lr, tol.latency_rel, tol.latency_abs_ms, judged=("p50", "p95")),
                            columns=_COLUMNS)
-    rs = retry_delays(sim.events)["delay"].to_numpy(dtype=float)
-    rr = retry_delays(real.events)["delay"].to_numpy(dtype=float)
+    rs = retry_delays(sim.tables["message_events"])["delay"].to_numpy(dtype=float)
+    rr = retry_delays(real.tables["message_events"])["delay"].to_numpy(dtype=float)
     retry = pd.DataFrame(_percentile_rows(rs, rr, tol.retry_rel, tol.retry_abs_ms, judged=("p50", "p95"))
                          if len(rs) or len(rr) else [], columns=_COLUMNS)
     return Comparison(counts=counts, attempts=attempts, messages=both, latency=latency, retry_delays=retry,

@@ -15,26 +15,30 @@ that messages pass through (consumed queues, TTL wait queues) were found empty
 twice in a row. Then the connections close (unacked messages return to their
 queues) and :func:`~sim.rabbitmq.observer.drain_remaining` records what is left.
 
-The result is a :class:`RealMessagingResult`: the same tables as
-:class:`~sim.messaging.run.MessagingResult` (events, depth, the delivery
-report, node events, faults) plus what describes the broker side.
+The result is a :class:`~sim.result.Result` shaped like the simulation's for the
+same scenario: ``tables["message_events"]``, ``tables["queue_depth"]`` and
+``tables["messages"]``, ``verdicts["delivery"]``, the ``messaging.*`` summary numbers,
+the connection events as ``node_events`` and the faults; ``meta`` describes the
+broker side (``broker``: product, version, URL without password, how the run ended;
+``notes``: what the adapter could not reproduce exactly; ``names``: the run's prefix).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
 
-from ..checkers.delivery import check_delivery
+from .. import metrics
+from ..checkers.delivery import DeliveryReport, check_delivery
 from ..errors import ScenarioError
+from ..history import History
 from ..messaging.protocol import MessagingConfig
-from ..messaging.run import MessagingResult
+from ..result import Result
 from ..rng import Streams
+from ..runner import capsim_version, with_seed
 from ..scenario import Scenario
 from .amqp import broker_info, close_quietly, connect_blocking
 from .consumer import ConsumerActor, Shared
@@ -48,24 +52,10 @@ from .publisher import PublisherActor
 from .settings import AmqpSettings
 from .topology import declare_topology, declared_topology
 
-__all__ = ["run_rabbitmq", "RealMessagingResult", "check_supported", "DEFAULT_CONSUMER_TIMEOUT"]
+__all__ = ["run_rabbitmq", "check_supported", "DEFAULT_CONSUMER_TIMEOUT"]
 
 DEFAULT_CONSUMER_TIMEOUT = 1_800_000.0  # RabbitMQ 3.10's consumer_timeout (30 min), set in rabbitmq.conf
 _MIN_DEPTH_INTERVAL = 100.0  # ms between depth samples at most this often on a real broker
-
-
-@dataclass
-class RealMessagingResult(MessagingResult):
-    """A :class:`MessagingResult` from a real broker, plus the broker's description and the adapter's notes.
-
-    ``node_events`` lists every connection event (connect, ready,
-    connection_closed, reconnect, connect_failed, drop, crash, restart) and the
-    broker's own (broker_down, broker_up), with times in ms from time 0.
-    """
-
-    broker: dict[str, Any] = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)
-    names: str = ""
 
 
 def check_supported(scenario: Scenario) -> list[str]:
@@ -103,7 +93,7 @@ def heartbeat_seconds(ms: float) -> int:
 
 def run_rabbitmq(scenario: Scenario, seed: int | None = None, *, url: str | None = None,
                  settings: AmqpSettings | None = None, broker: BrokerControl | None = None,
-                 stop_when_idle: bool = True, label: str | None = None) -> RealMessagingResult:
+                 stop_when_idle: bool = True, label: str | None = None) -> Result:
     """Run a ``messaging`` scenario against a real broker; ``seed`` overrides ``scenario.run.seed``.
 
     Connection settings: ``settings``, else ``broker.settings`` (a
@@ -111,14 +101,9 @@ def run_rabbitmq(scenario: Scenario, seed: int | None = None, *, url: str | None
     ``CAPSIM_AMQP_URL`` or the local default. ``broker`` also enables broker
     restarts (``crash`` faults on the broker node).
     """
-    if not isinstance(scenario, Scenario):
-        raise TypeError(f"run_rabbitmq() needs a Scenario, got {type(scenario).__name__}")
+    scenario = with_seed(scenario, seed)
     if not isinstance(scenario.protocol, MessagingConfig):
         raise ScenarioError("protocol.name", f"run_rabbitmq needs protocol 'messaging', got {scenario.protocol.tag!r}")
-    if seed is not None:
-        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
-            raise ScenarioError("seed", f"must be an integer in [0, 2**63), got {seed!r}")
-        scenario = dataclasses.replace(scenario, run=dataclasses.replace(scenario.run, seed=seed))
     if settings is None:
         settings = getattr(broker, "settings", None) or AmqpSettings.resolve(url)
     notes = check_supported(scenario)
@@ -134,22 +119,30 @@ def run_rabbitmq(scenario: Scenario, seed: int | None = None, *, url: str | None
         finally:
             runner.close()
         drain_remaining(settings, cfg, names, log, runner.session.now)
-    events = log.to_frame()
-    report = check_delivery(events, cfg.dlq_names())
-    return RealMessagingResult(
-        scenario=scenario,
-        seed=scenario.run.seed,
-        runtime=time.perf_counter() - t_wall,
-        events=events,
-        depth=log.depth_frame(),
-        report=report,
-        summary={f"messaging.{k}": v for k, v in report.summary().items()},
-        node_events=pd.DataFrame(runner.session.node_events, columns=["time", "node", "event"]),
-        faults=pd.DataFrame(plan.rows, columns=["kind", "start", "end", "detail"]),
-        broker={**info, "broker_overrun_ms": runner.overrun_ms(), "ended": runner.ended,
-                **({"control": broker.describe()} if hasattr(broker, "describe") else {})},
-        notes=notes,
-        names=names.prefix,
+    report = check_delivery(log.to_frame(), cfg.dlq_names())
+    broker_info_ = {**info, "broker_overrun_ms": runner.overrun_ms(), "ended": runner.ended,
+                    **({"control": broker.describe()} if hasattr(broker, "describe") else {})}
+    meta = {"capsim_version": capsim_version(), "source": "rabbitmq", "broker": broker_info_, "notes": notes,
+            "names": names.prefix}
+    return _result(scenario, time.perf_counter() - t_wall, log, report,
+                   pd.DataFrame(runner.session.node_events, columns=["time", "node", "event"]),
+                   pd.DataFrame(plan.rows, columns=["kind", "start", "end", "detail"]), meta)
+
+
+def _result(scenario: Scenario, runtime: float, log: ObservedLog, report: DeliveryReport, node_events: pd.DataFrame,
+            faults: pd.DataFrame, meta: dict[str, Any]) -> Result:
+    """A :class:`Result` of a real run: no client operations and no simulated network."""
+    history = History().to_frame()
+    cfg = scenario.run
+    summary: dict[str, Any] = {"ops": 0, "availability": math.nan, "faults": int(len(faults))}
+    summary.update({f"messaging.{k}": v for k, v in report.summary().items()})
+    return Result(
+        scenario=scenario, seed=cfg.seed, runtime=runtime, history=history,
+        timeline=metrics.timeline(history, faults, cfg.duration, cfg.timeline_window or cfg.duration / 50),
+        faults=faults, messages=pd.DataFrame({"type": pd.Series(dtype=object), "sent": pd.Series(dtype="int64")}),
+        node_events=node_events, summary=summary,
+        tables={"message_events": log.to_frame(), "queue_depth": log.depth_frame(), "messages": report.messages},
+        verdicts={"delivery": report}, meta=meta,
     )
 
 

@@ -11,7 +11,6 @@ kinds of queue the scenario consumes (:mod:`sim.rabbitmq.probes`); and
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,13 +18,14 @@ from typing import Any
 
 from ..errors import ScenarioError
 from ..messaging.protocol import MessagingConfig
-from ..messaging.run import MessagingResult, run_messaging
+from ..result import Result
+from ..runner import run, with_seed
 from ..scenario import Scenario
 from .calibrate import Calibration, calibrate
 from .compare import Comparison, Tolerances, compare
 from .faults import BrokerControl, FaultPlan
 from .probes import kinds_in, requeue_orders
-from .runner import RealMessagingResult, check_supported, run_rabbitmq
+from .runner import check_supported, run_rabbitmq
 from .settings import AmqpSettings
 
 __all__ = ["Validation", "validate"]
@@ -38,8 +38,8 @@ class Validation:
     scenario: Scenario
     seed: int
     calibration: Calibration | None
-    simulation: MessagingResult
-    broker: RealMessagingResult
+    simulation: Result
+    broker: Result
     comparison: Comparison
 
     @property
@@ -48,7 +48,7 @@ class Validation:
 
     def report(self) -> str:
         """A header naming the scenario and the broker, the side-by-side tables, the verdict."""
-        b = self.broker.broker
+        b = self.broker.meta["broker"]
         head = [f"scenario {self.scenario.name!r}, seed {self.seed}: simulation vs {b.get('product', 'broker')} "
                 f"{b.get('version', '?')} at {b.get('url', '?')}",
                 f"broker run: {self.broker.runtime:.2f} s wall clock, ended by {b.get('ended', '?')}; "
@@ -57,19 +57,20 @@ class Validation:
         if overrun > 0:
             head.append(f"note: the real broker was down {overrun:.0f} ms longer than the scenario's crash window "
                         "(a restart takes that long); latencies of messages waiting through it include the difference")
-        head += [f"note: {n}" for n in self.broker.notes]
+        head += [f"note: {n}" for n in self.broker.meta["notes"]]
         return "\n".join(head) + "\n\n" + self.comparison.report()
 
     def save(self, out: str | Path) -> Path:
         """Comparison tables and figure, both event tables, the broker's connection events, the calibration."""
         folder = self.comparison.save(out)
-        self.simulation.events.to_csv(folder / "simulation_events.csv", index=False)
-        self.broker.events.to_csv(folder / "broker_events.csv", index=False)
+        self.simulation.tables["message_events"].to_csv(folder / "simulation_events.csv", index=False)
+        self.broker.tables["message_events"].to_csv(folder / "broker_events.csv", index=False)
         self.broker.node_events.to_csv(folder / "broker_connections.csv", index=False)
-        self.simulation.messages.to_csv(folder / "simulation_messages.csv", index=False)
-        self.broker.messages.to_csv(folder / "broker_messages.csv", index=False)
-        meta: dict[str, Any] = {"scenario": self.scenario.name, "seed": self.seed, "broker": self.broker.broker,
-                                "names": self.broker.names, "notes": self.broker.notes, "verdict": self.verdict}
+        self.simulation.tables["messages"].to_csv(folder / "simulation_messages.csv", index=False)
+        self.broker.tables["messages"].to_csv(folder / "broker_messages.csv", index=False)
+        real = self.broker.meta
+        meta: dict[str, Any] = {"scenario": self.scenario.name, "seed": self.seed, "broker": real["broker"],
+                                "names": real["names"], "notes": real["notes"], "verdict": self.verdict}
         if self.calibration is not None:
             meta["calibration"] = self.calibration.to_dict()
         (folder / "validation.json").write_text(json.dumps(meta, indent=2, default=str))
@@ -83,19 +84,19 @@ def validate(scenario: Scenario, seed: int | None = None, *, url: str | None = N
     """Run ``scenario`` simulated and on the broker with the same seed, and compare (see the module docstring)."""
     if not isinstance(scenario.protocol, MessagingConfig):
         raise ScenarioError("protocol.name", f"validation needs protocol 'messaging', got {scenario.protocol.tag!r}")
-    if seed is not None:
-        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
-            raise ScenarioError("--seed", f"must be an integer in [0, 2**63), got {seed!r}")
-        scenario = dataclasses.replace(scenario, run=dataclasses.replace(scenario.run, seed=seed))
+    try:
+        scenario = with_seed(scenario, seed)
+    except ScenarioError as exc:
+        raise ScenarioError("--seed", exc.reason) from None
     check_supported(scenario)  # fail on an unsupported scenario before any broker work
     FaultPlan.from_scenario(scenario, broker_control=broker is not None)
     if settings is None:
         settings = getattr(broker, "settings", None) or AmqpSettings.resolve(url)
-    cfg: MessagingConfig = scenario.protocol
+    cfg = scenario.protocol
     queue_type = cfg.topology.queue(cfg.consumers[0].queue).type if cfg.consumers else "classic"
     cal = calibrate(settings, messages=ping_messages, queue_type=queue_type) if calibrated else None
     sim_scenario = cal.apply(scenario) if cal is not None else scenario
-    sim = run_messaging(sim_scenario)
+    sim = run(sim_scenario)
     real = run_rabbitmq(scenario, settings=settings, broker=broker)
     order = requeue_orders(settings, kinds_in(scenario.protocol)) if probes else None
     text = cal.describe() if cal is not None else "Not calibrated: the scenario's own network latency was simulated."

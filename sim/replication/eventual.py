@@ -59,7 +59,7 @@ from typing import Any, ClassVar, Literal
 from ..config import MaybeInfDuration, at_least, fld, positive
 from ..kernel.messages import ClientReply, ClientRequest
 from ..kernel.node import Node
-from ..protocols.base import ProtocolConfig
+from ..protocol import ProtocolConfig, register_protocol
 
 __all__ = ["EventualConfig", "EventualNode", "EventualStats", "vv_merge", "vv_dominates"]
 
@@ -69,9 +69,9 @@ VV = tuple[tuple[str, int], ...]
 Sibling = tuple[VV, Any]
 
 
-@ProtocolConfig.register
+@register_protocol
 @dataclass(frozen=True, kw_only=True)
-class EventualConfig(ProtocolConfig):
+class EventualConfig(ProtocolConfig[None]):
     """Write-one eventual replication: ``conflict`` is ``"lww"`` or ``"vv"``; ``push`` sends
     each write to the other nodes at once; anti-entropy every ``anti_entropy_interval``
     (``"inf"``: never) with ``fanout`` random peers."""
@@ -89,11 +89,11 @@ class EventualConfig(ProtocolConfig):
         if peers >= 1 and self.fanout > peers:
             raise ScenarioError(f"{path}.fanout", f"must be <= the number of other nodes ({peers}), got {self.fanout}")
 
-    def build_nodes(self, world):
+    def build_nodes(self, world, state: None):
         stats = EventualStats()
         return {name: EventualNode(world, name, self, stats) for name in world.scenario.nodes}
 
-    def summary(self, world) -> dict[str, Any]:
+    def summary(self, world, state: None) -> dict[str, Any]:
         nodes = [world.nodes[n] for n in world.scenario.nodes]
         stats: EventualStats = nodes[0].stats
         lost = 0

@@ -70,15 +70,15 @@ from typing import Any, ClassVar, Literal
 
 from ..config import Duration, fld, positive
 from ..kernel.messages import ClientReply, ClientRequest
-from ..protocols.base import ProtocolConfig
+from ..protocol import ProtocolConfig, register_protocol
 from ..protocols.proxy import Forwarded, ForwardedReply, ProxyNode
 
 __all__ = ["PrimaryBackupConfig", "PrimaryBackupNode", "PrimaryBackupStats"]
 
 
-@ProtocolConfig.register
+@register_protocol
 @dataclass(frozen=True, kw_only=True)
-class PrimaryBackupConfig(ProtocolConfig):
+class PrimaryBackupConfig(ProtocolConfig[None]):
     """Primary-backup: see the module docstring for what each field does."""
 
     tag: ClassVar[str] = "primary_backup"
@@ -101,11 +101,11 @@ class PrimaryBackupConfig(ProtocolConfig):
                 raise ScenarioError(f"{path}.{name}", f"must be longer than heartbeat_interval "
                                     f"({self.heartbeat_interval} ms), got {getattr(self, name)} ms")
 
-    def build_nodes(self, world):
+    def build_nodes(self, world, state: None):
         stats = PrimaryBackupStats(world.scenario.nodes)
         return {name: PrimaryBackupNode(world, name, self, stats) for name in world.scenario.nodes}
 
-    def summary(self, world) -> dict[str, Any]:
+    def summary(self, world, state: None) -> dict[str, Any]:
         nodes = [world.nodes[n] for n in world.scenario.nodes]
         stats: PrimaryBackupStats = nodes[0].stats
         stats.note_primaries(world.now)

@@ -92,7 +92,7 @@ from ..config import Duration, at_least, fld, positive
 from ..errors import ScenarioError
 from ..kernel.messages import ClientReply, ClientRequest
 from ..kernel.node import Node, Timer
-from ..protocols.base import ProtocolConfig
+from ..protocol import ProtocolConfig, register_protocol
 
 __all__ = [
     "QuorumConfig",
@@ -172,9 +172,9 @@ class PutAck:
 # -- config ----------------------------------------------------------------------------
 
 
-@ProtocolConfig.register
+@register_protocol
 @dataclass(frozen=True, kw_only=True)
-class QuorumConfig(ProtocolConfig):
+class QuorumConfig(ProtocolConfig[None]):
     """N = ``replicas`` copies per key; reads wait for ``r`` replies, writes for ``w`` acks."""
 
     tag: ClassVar[str] = "quorum"
@@ -209,13 +209,13 @@ class QuorumConfig(ProtocolConfig):
             raise ScenarioError(f"{path}.sloppy_quorum", f"needs fallback nodes: replicas ({self.replicas}) "
                                 f"must be fewer than the cluster's {n} nodes")
 
-    def build_nodes(self, world):
+    def build_nodes(self, world, state: None):
         return {name: QuorumNode(world, name, self) for name in world.scenario.nodes}
 
     def replicas_for(self, key: Any, nodes: tuple[str, ...]) -> tuple[str, ...]:
         return preference_ring(key, nodes)[: self.replicas]
 
-    def summary(self, world) -> dict[str, Any]:
+    def summary(self, world, state: None) -> dict[str, Any]:
         nodes = [world.nodes[name] for name in world.scenario.nodes]
         return {
             "protocol.read_repairs": sum(n.read_repairs for n in nodes),

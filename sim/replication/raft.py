@@ -79,7 +79,7 @@ from ..dists import uniform_sampler
 from ..errors import ScenarioError
 from ..kernel.messages import ClientReply, ClientRequest
 from ..kernel.node import Node
-from ..protocols.base import ProtocolConfig
+from ..protocol import ProtocolConfig, register_protocol
 
 __all__ = [
     "RaftConfig",
@@ -175,9 +175,9 @@ def _drift_bound(x: float) -> str | None:
     return None if 0.0 <= x < 1.0 else f"must be in [0, 1), got {x!r}"
 
 
-@ProtocolConfig.register
+@register_protocol
 @dataclass(frozen=True, kw_only=True)
-class RaftConfig(ProtocolConfig):
+class RaftConfig(ProtocolConfig[None]):
     """Raft over every cluster node; see the module docstring for the algorithm."""
 
     tag: ClassVar[str] = "raft"
@@ -216,7 +216,7 @@ class RaftConfig(ProtocolConfig):
                                     f"leaves no lease: election_timeout_min*(1-rho)/(1+rho) - margin = "
                                     f"{self.lease_duration:g} ms")
 
-    def build_nodes(self, world):
+    def build_nodes(self, world, state: None):
         return {name: RaftNode(world, name, self) for name in world.scenario.nodes}
 
     def leader(self, world) -> str | None:
@@ -228,7 +228,7 @@ class RaftConfig(ProtocolConfig):
                 best = node
         return None if best is None else best.name
 
-    def summary(self, world) -> dict[str, Any]:
+    def summary(self, world, state: None) -> dict[str, Any]:
         nodes = [world.nodes[name] for name in world.scenario.nodes]
         return {
             "protocol.elections": sum(n.elections for n in nodes),

@@ -14,6 +14,14 @@ scenario. With cooperative termination only transactions where everyone voted ye
 block (a no voter knows the outcome), so ``tau`` becomes the mean of ``window_all_yes``
 (the window of all-yes transactions, 0 for the others). 3PC never blocks on a
 coordinator crash: its prediction is 0.
+
+The runs are an ordinary sweep: one base scenario per variant (by label), the factor
+``faults.random.crash_mtbf`` (``inf``: fault-free, which measures ``tau``) and explicit
+seeds::
+
+    runs = sim.sweep(blocking_scenarios(duration=6000), {"faults.random.crash_mtbf": [inf, 700, 250]},
+                     seeds=range(6))
+    table = blocking_table(blocking_rows(runs))
 """
 
 from __future__ import annotations
@@ -25,10 +33,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..scenario import Scenario
-from .runner import run_transactions
+from scipy import stats
 
-__all__ = ["VARIANTS", "blocking_scenario", "blocking_runs", "blocking_table"]
+from ..scenario import Scenario
+
+__all__ = ["VARIANTS", "CRASH_MTBF", "blocking_scenario", "blocking_scenarios", "blocking_rows", "blocking_table"]
+
+#: the sweep factor that sets the coordinator's crash rate
+CRASH_MTBF = "faults.random.crash_mtbf"
 
 #: label -> (protocol name, cooperative termination)
 VARIANTS: dict[str, tuple[str, bool]] = {
@@ -42,7 +54,8 @@ def blocking_scenario(variant: str, crash_mtbf: float, *, duration: float = 10_0
                       rate: float = 10.0, abort_probability: float = 0.2, force_time: float = 20.0,
                       crash_duration: float = 500.0) -> Scenario:
     """Four nodes, coordinator ``n1`` crashing every ``crash_mtbf`` ms on average (``inf``:
-    never) for ``crash_duration`` ms; ``clients`` clients at ``rate`` transfers/s each.
+    never; the factor :data:`CRASH_MTBF`) for ``crash_duration`` ms; ``clients`` clients
+    at ``rate`` transfers/s each.
 
     Links have exponential latency (mean 2 ms) and a forced write takes ``force_time``
     (20 ms: a disk flush on a spinning disk), so the uncertainty window is about 40 ms.
@@ -54,9 +67,7 @@ def blocking_scenario(variant: str, crash_mtbf: float, *, duration: float = 10_0
                              "decision_timeout": 150, "retry_interval": 20, "vote_timeout": 50}
     if protocol == "two_phase_commit":
         proto["cooperative_termination"] = cooperative
-    faults: dict[str, Any] = {}
-    if math.isfinite(crash_mtbf):
-        faults = {"random": {"crash_mtbf": crash_mtbf, "crash_duration": crash_duration, "crash_nodes": ["n1"]}}
+    faults = {"random": {"crash_mtbf": crash_mtbf, "crash_duration": crash_duration, "crash_nodes": ["n1"]}}
     return Scenario.from_dict({
         "name": f"blocking {variant}",
         "cluster": {"count": 4},
@@ -69,25 +80,30 @@ def blocking_scenario(variant: str, crash_mtbf: float, *, duration: float = 10_0
     })
 
 
-def blocking_runs(mtbfs: Sequence[float], seeds: Sequence[int], *, variants: Sequence[str] = tuple(VARIANTS),
-                  **kw: Any) -> pd.DataFrame:
-    """One row per (variant, crash_mtbf, seed); ``crash_mtbf = inf`` rows are fault-free."""
-    rows = []
-    for variant in variants:
-        for mtbf in mtbfs:
-            scenario = blocking_scenario(variant, mtbf, **kw)
-            for seed in seeds:
-                s = run_transactions(scenario, seed=seed).summary
-                rows.append({
-                    "variant": variant, "crash_mtbf": mtbf, "lambda": 1.0 / mtbf, "seed": seed,
-                    "txns": s["txn.count"], "committed": s["txn.committed"],
-                    "blocked_fraction": s["txn.blocked_fraction"], "blocked_time": s["txn.blocked_time.mean"],
-                    "blocked_time_per_txn": s["txn.blocked_time_per_txn"],
-                    "lost_throughput": s["txn.lost_throughput"], "window": s["txn.window.mean"],
-                    "window_all_yes": s["txn.window_all_yes.mean"],
-                    "violations": s["txn.atomicity_violations"],
-                })
-    return pd.DataFrame(rows)
+def blocking_scenarios(variants: Sequence[str] = tuple(VARIANTS), **kw: Any) -> dict[str, Scenario]:
+    """The fault-free scenario of each variant, by label: the bases of a blocking sweep."""
+    return {variant: blocking_scenario(variant, math.inf, **kw) for variant in variants}
+
+
+def blocking_rows(runs: pd.DataFrame) -> pd.DataFrame:
+    """The columns the blocking analysis uses, from a sweep over :func:`blocking_scenarios`.
+
+    One row per run: ``variant``, ``crash_mtbf``, ``lambda``, ``seed``, ``txns``,
+    ``committed``, ``blocked_fraction``, ``blocked_time``, ``blocked_time_per_txn``,
+    ``lost_throughput``, ``window``, ``window_all_yes`` and ``violations``.
+    """
+    failed = runs[runs["error"].notna()]
+    if len(failed):
+        raise RuntimeError(f"{len(failed)} blocking runs failed, first: {failed['error'].iloc[0]}")
+    mtbf = runs[CRASH_MTBF].astype(float)
+    return pd.DataFrame({
+        "variant": runs["scenario"], "crash_mtbf": mtbf, "lambda": 1.0 / mtbf, "seed": runs["seed"],
+        "txns": runs["txn.count"], "committed": runs["txn.committed"],
+        "blocked_fraction": runs["txn.blocked_fraction"], "blocked_time": runs["txn.blocked_time.mean"],
+        "blocked_time_per_txn": runs["txn.blocked_time_per_txn"],
+        "lost_throughput": runs["txn.lost_throughput"], "window": runs["txn.window.mean"],
+        "window_all_yes": runs["txn.window_all_yes.mean"], "violations": runs["txn.atomicity_violations"],
+    })
 
 
 def _ci(values: pd.Series) -> tuple[float, float]:
@@ -96,16 +112,14 @@ def _ci(values: pd.Series) -> tuple[float, float]:
         return math.nan, math.nan
     if len(v) < 2:
         return float(v.mean()), math.nan
-    from scipy import stats  # imported here: every module of this package loads with the protocols
-
     return float(v.mean()), float(stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v)))
 
 
 def blocking_table(runs: pd.DataFrame) -> pd.DataFrame:
     """Mean and 95% CI half-width per (variant, crash_mtbf), with the predicted fraction.
 
-    ``tau`` comes from the variant's fault-free rows (``crash_mtbf = inf``), which
-    :func:`blocking_runs` must have been given.
+    ``tau`` comes from the variant's fault-free rows (``crash_mtbf = inf``), which the
+    runs (:func:`blocking_rows`) must include.
     """
     out = []
     for variant, per_variant in runs.groupby("variant", sort=False):

@@ -1,14 +1,11 @@
 """What two- and three-phase commit share.
 
 * **The workload.** Every client operation (read or write alike) is one transfer
-  transaction submitted to the coordinator. The client's ``key`` is the account;
-  the coordinator draws, from the ``txn`` stream, how many participants the
-  transfer touches (``min_participants``..``max_participants``), which ones, which
-  of them pays, and the amount: the payer's account is debited ``amount * (k - 1)``
-  and each of the other ``k - 1`` accounts credited ``amount``, so money is
-  conserved exactly when every transaction is atomic. The global transaction id is
-  the coordinator's; the client's ``op_id`` is kept with it. Clients should target
-  the coordinator (``workload.target = "fixed"``); any other node forwards requests.
+  transaction submitted to the coordinator, drawn by
+  :class:`~sim.workload.transfers.TransferWorkload` (the client's ``key`` is the
+  account). The global transaction id is the coordinator's; the client's ``op_id`` is
+  kept with it. Clients should target the coordinator (``workload.target =
+  "fixed"``); any other node forwards requests.
 * **Client outcomes.** The coordinator replies ok once its commit decision is durable,
   ok=False once it decides abort, and nothing otherwise: a client that times out
   (``workload.timeout``) records ``info``. Client messages are not counted as
@@ -21,29 +18,45 @@
   transaction prepared but not decided in the log is *in doubt* and keeps its lock
   until it is resolved. Locks are no-wait: a prepare that finds its account locked
   votes no (so there are no deadlocks, and a blocked lock costs throughput).
-* **The recorder** (``world.txn_recorder``) is the observer's notebook, not node
-  state: per transaction and participant it notes state changes (``working``,
-  ``prepared``, ``precommitted``, ``committed``, ``aborted``), votes, lock holds,
-  messages sent and log writes, so checkers and metrics can be computed after the
-  run (class :class:`~sim.transactions.recorder.TxnRecorder`; tables in
+* **The recorder** (the protocol's per-run state, ``world.state``) is the observer's
+  notebook, not node state: per transaction and participant it notes state changes
+  (``working``, ``prepared``, ``precommitted``, ``committed``, ``aborted``), votes,
+  lock holds, messages sent and log writes, so checkers and metrics can be computed
+  after the run (class :class:`~sim.transactions.recorder.TxnRecorder`; tables in
   :mod:`sim.transactions.tables`).
+* **Settling.** Clients stop at ``run.duration`` and the run stops when their
+  operations are answered, possibly while commits are still travelling or
+  participants are still in doubt. The protocol's ``finish`` keeps simulating (faults
+  scheduled later still start and end, nodes still recover) until no transaction is
+  in progress at any node and every node is up, or ``settle_limit`` ms have passed:
+  the atomicity checker's "applied everywhere after recovery" needs that.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
+import pandas as pd
+
+from ..checkers.atomicity import AtomicityResult
 from ..config import Duration, at_least, fld, positive, prob
 from ..dists import Constant, Dist, buffered_sampler, uniform_sampler
 from ..errors import ScenarioError
 from ..kernel.messages import ClientReply, ClientRequest
-from ..protocols.base import ProtocolConfig
+from ..kernel.node import Host, Node
+from ..kernel.world import World
+from ..protocol import ProtocolConfig
 from ..protocols.proxy import ProxyNode
+from ..workload.transfers import TransferWorkload, TxnSpec
 from .recorder import TxnRecorder
+from .report import transaction_lines
+from .states import FINAL_STATES, UNCERTAIN_STATES
+from .tables import atomicity, summarize, transaction_tables
 
 if TYPE_CHECKING:
-    from ..kernel.world import World
+    from ..result import Result
 
 __all__ = [
     "TransactionConfig",
@@ -60,9 +73,6 @@ __all__ = [
     "FINAL_STATES",
 ]
 
-#: participant states in which it voted yes, holds its lock and waits for a decision
-UNCERTAIN_STATES = ("prepared", "precommitted")
-FINAL_STATES = ("committed", "aborted")
 
 
 # -- messages used by both protocols --------------------------------------------
@@ -89,28 +99,9 @@ class Ack:
     gtid: str
 
 
-# -- the transaction workload -------------------------------------------------
-@dataclass(frozen=True, slots=True)
-class TxnSpec:
-    """One transfer: ``payer`` pays ``amount`` to every other participant, on ``account``."""
-
-    gtid: str
-    op_id: int
-    participants: tuple[str, ...]
-    account: int
-    amount: int
-    payer: str
-
-    def delta(self, node: str) -> int:
-        """The change to ``account`` at ``node`` if the transaction commits."""
-        if node == self.payer:
-            return -self.amount * (len(self.participants) - 1)
-        return self.amount
-
-
 # -- the config both protocols share ------------------------------------------
 @dataclass(frozen=True, kw_only=True)
-class TransactionConfig(ProtocolConfig):
+class TransactionConfig(ProtocolConfig[TxnRecorder]):
     """Fields shared by ``two_phase_commit`` and ``three_phase_commit`` (times in ms).
 
     ``coordinator`` defaults to the first node, ``participants`` to every other
@@ -140,6 +131,7 @@ class TransactionConfig(ProtocolConfig):
     decision_timeout: Duration = fld(150.0, check=positive)
     retry_interval: Duration = fld(50.0, check=positive)
     block_threshold: Duration | None = fld(None, check=positive)
+    settle_limit: Duration = fld(10_000.0, doc="after the run, keep going until nothing is in progress, at most this long")
 
     def node_refs(self) -> list[tuple[str, str]]:
         refs = [("coordinator", self.coordinator)] if self.coordinator is not None else []
@@ -185,42 +177,67 @@ class TransactionConfig(ProtocolConfig):
     coordinator_class: ClassVar[type]
     participant_class: ClassVar[type]
 
-    def build_nodes(self, world: World) -> dict[str, Any]:
+    def new_state(self, world: Host) -> TxnRecorder:
+        nodes = world.scenario.nodes
+        return TxnRecorder(world, self.coordinator_of(nodes), self.participants_of(nodes), self.threshold)
+
+    def build_nodes(self, world: Host, state: TxnRecorder) -> dict[str, Node]:
         nodes = world.scenario.nodes
         coordinator = self.coordinator_of(nodes)
         parts = self.participants_of(nodes)
-        world.txn_recorder = TxnRecorder(world, coordinator, parts, self.threshold)
-        out: dict[str, Any] = {}
+        out: dict[str, Node] = {}
         for name in nodes:
             if name == coordinator:
-                out[name] = self.coordinator_class(world, name, self, coordinator, parts)
+                out[name] = self.coordinator_class(world, name, self, state, parts)
             elif name in parts:
-                out[name] = self.participant_class(world, name, self, coordinator)
+                out[name] = self.participant_class(world, name, self, state)
             else:
                 out[name] = ForwardingNode(world, name, coordinator)
         return out
 
-    def summary(self, world: World) -> dict[str, Any]:
-        from .tables import summarize
+    def finish(self, world: World, state: TxnRecorder) -> None:
+        settle(world, self.settle_limit)
 
+    def summary(self, world: World, state: TxnRecorder) -> dict[str, Any]:
         return summarize(world)
 
-    def tables(self, world: World) -> dict[str, Any]:
+    def tables(self, world: World, state: TxnRecorder) -> dict[str, pd.DataFrame]:
         """Per-transaction tables for ``Result.tables`` (see :func:`.tables.transaction_tables`)."""
-        from .tables import transaction_tables
-
         return dict(transaction_tables(world))
+
+    def verdicts(self, world: World, state: TxnRecorder) -> dict[str, AtomicityResult]:
+        return {"atomicity": atomicity(world)}
+
+    def report(self, result: Result) -> list[str]:
+        return transaction_lines(result)
+
+
+def _quiet(world: World) -> bool:
+    for node in world.nodes.values():
+        if not node.alive or getattr(node, "txns", None):
+            return False
+    return True
+
+
+def settle(world: World, limit: float) -> None:
+    """Keep simulating until no transaction is in progress and every node is up (at most ``limit`` ms)."""
+    cfg = world.scenario.protocol
+    assert isinstance(cfg, TransactionConfig)
+    step = min(cfg.retry_interval, cfg.decision_timeout)
+    stop = world.now + limit
+    while world.now < stop and not _quiet(world):
+        world.env.run(until=min(world.now + step, stop))
 
 
 # -- nodes ----------------------------------------------------------------------
 class TxnNode(ProxyNode):
     """A node with a write-ahead log in ``self.disk`` and counted protocol messages."""
 
-    def __init__(self, world: World, name: str, cfg: TransactionConfig, coordinator: str) -> None:
+    def __init__(self, world: Host, name: str, cfg: TransactionConfig, rec: TxnRecorder) -> None:
         super().__init__(world, name)
         self.cfg = cfg
-        self.server = coordinator
-        self.rec: TxnRecorder = world.txn_recorder
+        self.server = rec.coordinator
+        self.rec = rec
         self._force_time = buffered_sampler(cfg.force_time, world.streams[f"disk/{name}"])
 
     def boot(self) -> None:
@@ -258,7 +275,7 @@ class TxnNode(ProxyNode):
 class ForwardingNode(ProxyNode):
     """A node taking no part in the transactions: it forwards client requests to the coordinator."""
 
-    def __init__(self, world: World, name: str, coordinator: str) -> None:
+    def __init__(self, world: Host, name: str, coordinator: str) -> None:
         super().__init__(world, name)
         self.server = coordinator
 
@@ -288,12 +305,12 @@ class CoordinatorBase(TxnNode):
     durable counter bumped at every boot, so ids stay unique across crashes.
     """
 
-    def __init__(self, world: World, name: str, cfg: TransactionConfig, coordinator: str,
+    def __init__(self, world: Host, name: str, cfg: TransactionConfig, rec: TxnRecorder,
                  participants: tuple[str, ...]) -> None:
-        super().__init__(world, name, cfg, coordinator)
+        super().__init__(world, name, cfg, rec)
         self.all_participants = participants
-        self._u = uniform_sampler(world.streams["txn"])
-        self._max = cfg.max_participants or len(participants)
+        self.transfers = TransferWorkload(uniform_sampler(world.streams["txn"]), participants, cfg.min_participants,
+                                          cfg.max_participants or len(participants), cfg.max_amount)
 
     def boot(self) -> None:
         super().boot()
@@ -312,26 +329,9 @@ class CoordinatorBase(TxnNode):
         self.start_txn(txn)
 
     def new_spec(self, request: ClientRequest) -> TxnSpec:
-        """Draw the transfer for ``request`` from the ``txn`` stream (uniform numbers only)."""
+        """The transfer for ``request``, with a fresh global transaction id."""
         self._seq += 1
-        u = self._u
-        parts = self.all_participants
-        lo, hi = self.cfg.min_participants, self._max
-        k = lo + min(int(u() * (hi - lo + 1)), hi - lo)
-        order = list(range(len(parts)))
-        for i in range(k):  # the first k steps of a Fisher-Yates shuffle
-            j = i + min(int(u() * (len(order) - i)), len(order) - i - 1)
-            order[i], order[j] = order[j], order[i]
-        chosen = order[:k]
-        amount = 1 + min(int(u() * self.cfg.max_amount), self.cfg.max_amount - 1)
-        return TxnSpec(
-            gtid=f"t{self.disk['incarnation']}-{self._seq}",
-            op_id=request.op_id,
-            participants=tuple(parts[i] for i in sorted(chosen)),
-            account=request.key,
-            amount=amount,
-            payer=parts[chosen[0]],
-        )
+        return self.transfers.draw(f"t{self.disk['incarnation']}-{self._seq}", request.op_id, request.key)
 
     def start_txn(self, txn: CTxn) -> None:
         raise NotImplementedError
@@ -393,8 +393,8 @@ class ResourceManager(TxnNode):
     record becomes durable.
     """
 
-    def __init__(self, world: World, name: str, cfg: TransactionConfig, coordinator: str) -> None:
-        super().__init__(world, name, cfg, coordinator)
+    def __init__(self, world: Host, name: str, cfg: TransactionConfig, rec: TxnRecorder) -> None:
+        super().__init__(world, name, cfg, rec)
         self._check_u = uniform_sampler(world.streams[f"txn/vote/{name}"])
 
     def boot(self) -> None:

@@ -9,10 +9,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..faultspec import Crash, Partition
+from ..kernel.faults import fault_schedule
+from ..rng import Streams
+
 if TYPE_CHECKING:
     import pandas as pd
 
-    from .runner import TransactionRun
+    from ..result import Result
 
 __all__ = ["STATE_COLORS", "STATE_LABELS", "plot_timeline", "plot_blocking"]
 
@@ -32,10 +36,10 @@ STATE_LABELS = {
 }
 
 
-def plot_timeline(run: TransactionRun, gtid: str | None = None, *, until: float | None = None,
+def plot_timeline(result: Result, gtid: str | None = None, *, until: float | None = None,
                   ax: Any = None, title: str | None = None) -> Any:
-    """Each participant's state over time for one transaction (default: the first),
-    with the coordinator's outages and the partitions shaded.
+    """Each participant's state over time for one transaction (default: the first) of a
+    commit-protocol run, with the coordinator's outages and the partitions shaded.
 
     Final states are drawn for a short while after they are reached; ``until`` sets
     the right edge (default: a little after the last event).
@@ -43,18 +47,19 @@ def plot_timeline(run: TransactionRun, gtid: str | None = None, *, until: float 
     import matplotlib.pyplot as plt
     from matplotlib.patches import Patch
 
-    from ..faultspec import Crash, Partition
-
     if ax is None:
         _, ax = plt.subplots(figsize=(9, 2.6))
-    rec = run.world.txn_recorder
-    gtid = gtid or next(iter(rec.specs))
-    spec = rec.specs[gtid]
-    events = run.events[run.events["gtid"] == gtid]
-    begin = rec.begin[gtid]
+    txns = result.tables["transactions"].set_index("gtid")
+    gtid = gtid or str(txns.index[0])
+    txn = txns.loc[gtid]
+    all_events = result.tables["events"]
+    events = all_events[all_events["gtid"] == gtid]
+    begin = float(txn["begin"])
     last = float(events["time"].max()) if len(events) else begin
     right = until if until is not None else last + max(0.1 * (last - begin), 20.0)
-    nodes = list(spec.participants)
+    nodes = str(txn["participants"]).split(",")
+    scenario = result.scenario
+    coordinator = scenario.protocol.coordinator_of(scenario.nodes)
     for i, node in enumerate(nodes):
         mine = events[events["node"] == node]
         times = mine["time"].tolist() + [right]
@@ -62,21 +67,20 @@ def plot_timeline(run: TransactionRun, gtid: str | None = None, *, until: float 
             ax.broken_barh([(t0, max(t1 - t0, 1e-9))], (i - 0.35, 0.7), color=STATE_COLORS.get(state, "k"))
     ys = len(nodes)
     left = begin - 0.02 * (right - begin)
-    for fault in run.world.faults:
+    for fault in fault_schedule(scenario, Streams(result.seed)):
         end = min(fault.end, right)
         if fault.end < left or fault.start > right:
             continue
         x = max(fault.start, left)
-        if isinstance(fault, Crash) and fault.node == rec.coordinator:
+        if isinstance(fault, Crash) and fault.node == coordinator:
             ax.axvspan(x, end, color="k", alpha=0.12)
-            ax.text(x, ys - 0.45, f" {rec.coordinator} down", va="bottom", fontsize=8)
+            ax.text(x, ys - 0.45, f" {coordinator} down", va="bottom", fontsize=8)
         elif isinstance(fault, Partition):
             ax.axvspan(x, end, color="purple", alpha=0.08)
             sides = " | ".join(",".join(g) for g in fault.groups) + " | rest"
             ax.text(x, ys - 0.05, f" partition {sides}", va="bottom", fontsize=8)
-    decision = rec.decisions.get(gtid)
-    if decision is not None:
-        ax.axvline(decision[0], color="k", lw=0.8, ls="--")
+    if np.isfinite(txn["decision_time"]):
+        ax.axvline(float(txn["decision_time"]), color="k", lw=0.8, ls="--")
     ax.set_yticks(range(len(nodes)), nodes)
     ax.set_ylim(-0.6, ys + 0.35)
     ax.set_xlim(left, right)

@@ -1,7 +1,8 @@
 """The recorder: what happened to every transaction, kept outside the nodes.
 
-It is the observer's notebook, not node state, so crashes do not touch it. Nodes call
-it as they act; :mod:`sim.transactions.tables` turns it into DataFrames after the run.
+It is the observer's notebook, not node state, so crashes do not touch it: the commit
+protocols' per-run state (``world.state``). Nodes call it as they act;
+:mod:`sim.transactions.tables` turns it into DataFrames after the run.
 """
 
 from __future__ import annotations
@@ -9,8 +10,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ..kernel.world import World
-    from .common import TxnSpec
+    from ..kernel.node import Host
+    from ..workload.transfers import TxnSpec
 
 __all__ = ["TxnRecorder"]
 
@@ -26,7 +27,7 @@ class TxnRecorder:
     ``(time sent, yes, reason)``.
     """
 
-    def __init__(self, world: World, coordinator: str, participants: tuple[str, ...], threshold: float) -> None:
+    def __init__(self, world: Host, coordinator: str, participants: tuple[str, ...], threshold: float) -> None:
         self.env = world.env
         self.coordinator = coordinator
         self.participants = participants

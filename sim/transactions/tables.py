@@ -36,7 +36,8 @@ import pandas as pd
 
 from ..checkers.atomicity import AtomicityResult, check_atomicity
 from ..faultspec import Crash, LossWindow, Partition
-from .common import FINAL_STATES, UNCERTAIN_STATES
+from .recorder import TxnRecorder
+from .states import FINAL_STATES, UNCERTAIN_STATES
 
 if TYPE_CHECKING:
     from ..kernel.world import World
@@ -47,13 +48,22 @@ __all__ = [
     "participant_table",
     "atomicity",
     "summarize",
+    "recorder",
 ]
+
+
+def recorder(world: World) -> TxnRecorder:
+    """The transaction recorder of a two- or three-phase commit world (its protocol state)."""
+    rec = world.state
+    if not isinstance(rec, TxnRecorder):
+        raise TypeError(f"not a commit-protocol world: its state is {type(rec).__name__}")
+    return rec
 
 
 def transaction_tables(world: World) -> dict[str, pd.DataFrame]:
     """Every table at once: ``transactions``, ``participants``, ``events``, ``locks``,
     ``conflicts``, ``messages`` (per transaction and type) and ``balances``."""
-    rec = world.txn_recorder
+    rec = recorder(world)
     key = (world.now, len(rec.events), len(rec.specs), len(rec.notes), len(world.history))
     cached = rec._tables
     if cached is not None and cached[0] == key:
@@ -75,7 +85,7 @@ def participant_table(world: World) -> pd.DataFrame:
 
 def atomicity(world: World) -> AtomicityResult:
     """The atomicity checker's verdict on this run, clients' outcomes included."""
-    rec = world.txn_recorder
+    rec = recorder(world)
     tables = transaction_tables(world)
     cached = rec._verdict
     if cached is not None and cached[0] is tables:
@@ -89,7 +99,7 @@ def atomicity(world: World) -> AtomicityResult:
 
 # -- building the tables ------------------------------------------------------------
 def _build(world: World) -> dict[str, pd.DataFrame]:
-    rec = world.txn_recorder
+    rec = recorder(world)
     end = world.now
     thr = rec.threshold
     events = pd.DataFrame(rec.events, columns=["time", "gtid", "node", "state", "detail"])
@@ -225,7 +235,7 @@ _TRANSACTION_COLUMNS = ["gtid", "op_id", "begin", "n", "participants", "payer", 
 
 def _cause_finder(world: World) -> Callable[[str, float, float], str | None]:
     """A function naming a fault that explains a participant blocked during [lo, hi]."""
-    coordinator = world.txn_recorder.coordinator
+    coordinator = recorder(world).coordinator
     faults = list(world.faults)
     global_loss = world.scenario.network.loss > 0
 

@@ -53,7 +53,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from ..protocols.base import ProtocolConfig
+from ..protocol import register_protocol
 from .common import (FINAL_STATES, UNCERTAIN_STATES, Abort, CoordinatorBase, CTxn, PTxn, ResourceManager,
                      TransactionConfig, Vote)
 
@@ -266,7 +266,7 @@ class ThreePhaseParticipant(ResourceManager):
             self.decided.setdefault(msg.gtid, "abort")
 
 
-@ProtocolConfig.register
+@register_protocol
 @dataclass(frozen=True, kw_only=True)
 class ThreePhaseCommitConfig(TransactionConfig):
     """Three-phase commit with the decentralized termination protocol."""

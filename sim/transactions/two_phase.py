@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from ..config import fld
-from ..protocols.base import ProtocolConfig
+from ..protocol import register_protocol
 from .common import Abort, Ack, CoordinatorBase, CTxn, PTxn, ResourceManager, TransactionConfig, Vote
 
 __all__ = ["TwoPhaseCommitConfig", "TwoPhaseCoordinator", "TwoPhaseParticipant", "Prepare", "Commit",
@@ -208,7 +208,7 @@ class TwoPhaseParticipant(ResourceManager):
         self.tsend(dst, Abort(gtid))
 
 
-@ProtocolConfig.register
+@register_protocol
 @dataclass(frozen=True, kw_only=True)
 class TwoPhaseCommitConfig(TransactionConfig):
     """Two-phase commit; ``cooperative_termination`` lets uncertain participants ask each other."""

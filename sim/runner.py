@@ -1,0 +1,126 @@
+"""The one run path: :func:`build_world` and :func:`run`, for every protocol.
+
+``run(scenario, seed)`` builds the world (kernel, the protocol's per-run state and
+nodes, the workload's clients, the divergence sampler), runs it, lets the protocol
+finish (:meth:`~sim.protocol.ProtocolConfig.finish`), and gathers one
+:class:`~sim.result.Result`: the client history and its metrics, the fault and
+message records, and the protocol's own summary numbers, tables and verdicts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+import pandas as pd
+
+from . import metrics
+from .checkers.convergence import DivergenceSampler, convergence_summary
+from .checkers.staleness import staleness_summary
+from .errors import ScenarioError
+from .faultspec import describe
+from .kernel.world import World
+from .result import Result
+from .scenario import Scenario
+from .workload.clients import make_clients
+
+__all__ = ["run", "build_world", "capsim_version", "with_seed"]
+
+
+def capsim_version() -> str:
+    try:
+        return version("capsim")
+    except PackageNotFoundError:  # pragma: no cover - running from a source tree
+        return "0+unknown"
+
+
+def with_seed(scenario: Scenario, seed: int | None) -> Scenario:
+    """``scenario`` with ``run.seed = seed`` (unchanged when ``seed`` is None)."""
+    if not isinstance(scenario, Scenario):
+        raise TypeError(f"needs a Scenario, got {type(scenario).__name__}; use Scenario.from_dict/from_toml")
+    if seed is None:
+        return scenario
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
+        raise ScenarioError("seed", f"must be an integer in [0, 2**63), got {seed!r}")
+    return dataclasses.replace(scenario, run=dataclasses.replace(scenario.run, seed=seed))
+
+
+def build_world(scenario: Scenario, seed: int | None = None) -> World:
+    """A world ready to run: the protocol's state and nodes, the clients and the divergence sampler.
+
+    Step it by hand with ``world.start()`` and ``world.env.run(until=t)``; or let
+    :func:`run` run it to the end.
+    """
+    scenario = with_seed(scenario, seed)
+    world = World(scenario)
+    protocol = scenario.protocol
+    world.state = protocol.new_state(world)
+    world.add_nodes(protocol.build_nodes(world, world.state))
+    world.add_clients(make_clients(world))
+    world.add_probe(DivergenceSampler())
+    return world
+
+
+def _sampler(world: World) -> DivergenceSampler:
+    return next(p for p in world.probes if isinstance(p, DivergenceSampler))
+
+
+def run(scenario: Scenario, seed: int | None = None, *, keep_world: bool = False) -> Result:
+    """Run ``scenario`` once; ``seed`` overrides ``scenario.run.seed``.
+
+    The same scenario and seed always give the same history, tables, verdicts and
+    summary. ``keep_world`` keeps the finished world on ``result.world`` (to look at
+    the nodes' state afterwards).
+    """
+    scenario = with_seed(scenario, seed)
+    t0 = time.perf_counter()
+    world = build_world(scenario)
+    world.run()
+    protocol = scenario.protocol
+    protocol.finish(world, world.state)
+    runtime = time.perf_counter() - t0
+    return _collect(world, runtime, keep_world)
+
+
+def _collect(world: World, runtime: float, keep_world: bool) -> Result:
+    scenario = world.scenario
+    protocol = scenario.protocol
+    cfg = scenario.run
+    history = world.history.to_frame()
+    faults = pd.DataFrame([describe(f) for f in world.faults], columns=["kind", "start", "end", "detail"])
+    window = cfg.timeline_window or cfg.duration / 50
+    net = world.network
+    messages = pd.DataFrame(sorted(net.sent_by_type.items()), columns=["type", "sent"])
+    node_events = pd.DataFrame(world.node_events, columns=["time", "node", "event"])
+    trace = None
+    if cfg.trace:
+        trace = pd.DataFrame(net.trace_rows(), columns=["id", "src", "dst", "type", "send", "deliver", "dropped",
+                                                        "message"])
+    extra: dict[str, Any] = protocol.summary(world, world.state)
+    divergence = _sampler(world).frame()
+    if divergence is not None:
+        writes = history[(history["op"] == "write") & history["complete"].notna()]
+        last_write = float(writes["complete"].max()) if len(writes) else float("nan")
+        extra.update(convergence_summary(divergence, faults, last_write))
+        extra.update(staleness_summary(history, cfg.warmup, cfg.duration))
+    summary = metrics.summarize(history, warmup=cfg.warmup, duration=cfg.duration, network=net,
+                                faults=faults, extra=extra)
+    return Result(
+        scenario=scenario,
+        seed=cfg.seed,
+        runtime=runtime,
+        history=history,
+        timeline=metrics.timeline(history, faults, cfg.duration, window),
+        faults=faults,
+        messages=messages,
+        node_events=node_events,
+        summary=summary,
+        trace=trace,
+        divergence=divergence,
+        tables=protocol.tables(world, world.state),
+        verdicts=protocol.verdicts(world, world.state),
+        meta={"capsim_version": capsim_version(), "sim_end": world.now},
+        world=world if keep_world else None,
+    )
