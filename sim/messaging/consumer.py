@@ -56,7 +56,7 @@ from .frames import (
 from .idempotency import DedupStore
 
 if TYPE_CHECKING:
-    from .protocol import ConsumerSpec, MessagingConfig, MessagingRuntime
+    from .protocol import ConsumerSpec, MessagingConfig, MessagingState
 
 __all__ = ["ConsumerNode"]
 
@@ -64,7 +64,7 @@ __all__ = ["ConsumerNode"]
 class ConsumerNode(AmqpClient):
     """Consumes one queue with a prefetch window; see the module docstring."""
 
-    def __init__(self, world: Any, name: str, cfg: MessagingConfig, runtime: MessagingRuntime,
+    def __init__(self, world: Any, name: str, cfg: MessagingConfig, runtime: MessagingState,
                  spec: ConsumerSpec) -> None:
         super().__init__(world, name, cfg, runtime)
         self.spec = spec
@@ -186,9 +186,8 @@ class ConsumerNode(AmqpClient):
     def _crash_process(self, restart_after: float) -> None:
         """The consumer process dies now and is restarted ``restart_after`` later."""
         self.self_crashes += 1
-        self._closing_socket = True
-        self.crash()
-        self._closing_socket = False
-        crashes = self.crashes
-        ev = self.env.timeout(restart_after)
-        ev.callbacks.append(lambda _e: self.recover() if self.crashes == crashes else None)
+        self._closing_socket = True  # on_crash closes the socket: the broker requeues at once
+        try:
+            self.restart_after(restart_after)
+        finally:
+            self._closing_socket = False
