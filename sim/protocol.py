@@ -38,7 +38,6 @@ Where protocols come from, in the order they are looked up:
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import importlib
 import importlib.util
@@ -199,7 +198,7 @@ def register_protocol(config: type[ProtocolConfig[Any]]) -> type[ProtocolConfig[
     """Class decorator: make ``config`` available as ``protocol.name = config.tag``."""
     if not (isinstance(config, type) and issubclass(config, ProtocolConfig)):
         raise TypeError(f"register_protocol needs a ProtocolConfig subclass, got {config!r}")
-    if not dataclasses.is_dataclass(config):
+    if "__dataclass_fields__" not in config.__dict__:  # its own fields, not only the inherited ones
         raise TypeError(f"{config.__name__} must be a frozen dataclass (@dataclass(frozen=True, kw_only=True))")
     return ProtocolConfig.register(config)
 

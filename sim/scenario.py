@@ -243,14 +243,20 @@ class Scenario:
             raise ScenarioError(str(p), "file not found") from None
         except (OSError, UnicodeDecodeError) as exc:
             raise ScenarioError(str(p), f"cannot read: {exc}") from None
-        return cls.from_toml_string(text, source=str(p))
+        return cls.from_toml_string(text, source=str(p), base=p.parent)
 
     @classmethod
-    def from_toml_string(cls, text: str, source: str = "<string>") -> Scenario:
+    def from_toml_string(cls, text: str, source: str = "<string>", base: str | Path | None = None) -> Scenario:
+        """Parse TOML text; a relative ``protocol.module`` file path is taken from ``base`` (default: cwd)."""
         try:
             data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
             raise ScenarioError(source, f"invalid TOML: {exc}") from None
+        protocol = data.get("protocol")
+        if base is not None and isinstance(protocol, dict) and isinstance(protocol.get("module"), str):
+            module = protocol["module"]
+            if module.endswith(".py") and not Path(module).expanduser().is_absolute():
+                protocol["module"] = str((Path(base) / module).resolve())
         return cls.from_dict(data)
 
     def to_dict(self) -> dict[str, Any]:

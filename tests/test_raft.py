@@ -11,6 +11,7 @@ import pytest
 import sim
 from sim.checkers import check_linearizable
 from sim.kernel.messages import ClientReply, ClientRequest
+from sim.harness import Harness
 from sim.kernel.world import World
 from sim.runner import build_world
 from sim.replication.raft import AppendEntries, AppendReply, RequestVote, ToLeader, VoteReply
@@ -37,11 +38,7 @@ def scenario(protocol: dict[str, Any] | None = None, **sections: Any) -> Scenari
 def started(s: Scenario, seed: int) -> World:
     """A world with nodes, clients and faults started, for stepping by hand."""
     world = build_world(s, seed)
-    for node in world.nodes.values():
-        node.start()
-    for client in world.clients:
-        client.start()
-    world.injector.start()
+    world.start()
     return world
 
 
@@ -77,109 +74,136 @@ def assert_linearizable(history: pd.DataFrame) -> None:
 # -- handlers, driven by hand -------------------------------------------------------------
 
 
-def quiet_world() -> World:
-    """Five booted Raft nodes whose sends are captured in ``world.sent`` instead of delivered."""
-    s = scenario(workload={"clients": 0})
-    world = build_world(s)
-    world.sent = []
-    for node in world.nodes.values():
-        node.send = lambda dst, msg, src=node.name: world.sent.append((src, dst, msg))
-        node.start()
-    return world
+def harness() -> Harness:
+    """Five booted Raft nodes on a recording outbox: what they send is captured, never delivered."""
+    return Harness(scenario(workload={"clients": 0}))
+
+
+def test_boot_sets_one_election_timer_and_a_timeout_starts_a_pre_vote():
+    """A booted follower has exactly one pending election timer, due within the timeout range; firing it sends
+    a pre-vote request for the next term to every peer and changes no term."""
+    h = harness()
+    (timer,) = h.timers_of("n1")
+    assert timer.callback == "_on_election_timer" and 150 <= timer.at < 300
+    sent = h.fire(timer)
+    assert sorted(m.dst for m in sent) == ["n2", "n3", "n4", "n5"]
+    assert all(m.msg == RequestVote(1, "n1", 0, 0, pre=True) for m in sent)
+    assert h.nodes["n1"].term == 0 and h.nodes["n1"].role == "precandidate"
+    assert [t.callback for t in h.timers_of("n1")] == ["_on_election_timer"]  # the next timeout is armed
+
+
+def test_a_won_election_broadcasts_the_no_op_and_arms_the_heartbeat():
+    """Pre-votes then votes from a majority make n1 leader: it appends its no-op, sends it to every peer and
+    sets a heartbeat timer; a heartbeat interval later it sends the next round."""
+    h = harness()
+    h.fire(h.timers_of("n1")[0])
+    for peer in ("n2", "n3"):
+        h.deliver("n1", VoteReply(0, True, True, 1), src=peer)
+    assert h.nodes["n1"].role == "candidate" and h.nodes["n1"].disk["term"] == 1
+    h.take()
+    for peer in ("n2", "n3"):
+        h.deliver("n1", VoteReply(1, True, False, 1), src=peer)
+    appends = [m for m in h.take() if isinstance(m.msg, AppendEntries)]
+    assert sorted(m.dst for m in appends) == ["n2", "n3", "n4", "n5"]
+    assert all(m.msg.entries == ((1, 0, "noop", None, None),) for m in appends)
+    heartbeat = [t for t in h.timers_of("n1") if t.callback == "_tick"]
+    assert len(heartbeat) == 1 and heartbeat[0].at == h.now + 50.0
+    later = h.advance(50.0)
+    assert sorted(m.dst for m in later if isinstance(m.msg, AppendEntries)) == ["n2", "n3", "n4", "n5"]
 
 
 def test_figure8_old_term_entries_commit_only_with_a_current_term_entry():
     """A leader does not commit an earlier term's entry replicated on a majority until an entry of its own term is."""
-    world = quiet_world()
-    n1 = world.nodes["n1"]
+    h = harness()
+    n1 = h.nodes["n1"]
     n1.log.extend([(1, 11, "write", 0, "a"), (2, 12, "write", 0, "b")])
     n1._persist(3, "n1")
     n1._become_leader()  # appends its no-op at index 3, term 3
     assert n1.log[3][:3] == (3, 0, "noop")
     for peer in ("n2", "n3"):
-        n1.handle_AppendReply(AppendReply(3, True, 2, 0, 0, 1), peer)
+        h.deliver("n1", AppendReply(3, True, 2, 0, 0, 1), src=peer)
     assert n1.commit_index == 0 and n1.replica_state() == {}  # index 2 is on a majority, but of term 2
-    n1.handle_AppendReply(AppendReply(3, True, 3, 0, 0, 1), "n2")
+    h.deliver("n1", AppendReply(3, True, 3, 0, 0, 1), src="n2")
     assert n1.commit_index == 0
-    n1.handle_AppendReply(AppendReply(3, True, 3, 0, 0, 1), "n3")
+    h.deliver("n1", AppendReply(3, True, 3, 0, 0, 1), src="n3")
     assert n1.commit_index == 3 and n1.replica_state() == {0: "b"}
 
 
 def test_follower_refuses_with_a_conflict_hint_and_truncates_conflicting_entries():
     """A mismatched prevLogTerm yields the conflicting term's first index; a later AppendEntries cuts the log there."""
-    world = quiet_world()
-    n2 = world.nodes["n2"]
+    h = harness()
+    n2 = h.nodes["n2"]
     n2.log.extend([(1, 1, "write", 0, 1), (1, 2, "write", 0, 2), (2, 3, "write", 0, 3), (2, 4, "write", 0, 4)])
     n2._persist(2, None)
-    n2.handle_AppendEntries(AppendEntries(3, "n1", 4, 3, (), 0, 7), "n1")
-    reply = world.sent[-1][2]
+    h.deliver("n2", AppendEntries(3, "n1", 4, 3, (), 0, 7), src="n1")
+    reply = h.sent[-1].msg
     assert (reply.success, reply.conflict_term, reply.conflict_index, reply.seq) == (False, 2, 3, 7)
-    n2.handle_AppendEntries(AppendEntries(3, "n1", 9, 3, (), 0, 8), "n1")
-    assert (world.sent[-1][2].conflict_term, world.sent[-1][2].conflict_index) == (0, 5)
+    h.deliver("n2", AppendEntries(3, "n1", 9, 3, (), 0, 8), src="n1")
+    assert (h.sent[-1].msg.conflict_term, h.sent[-1].msg.conflict_index) == (0, 5)
     new = (3, 9, "write", 1, 9)
-    n2.handle_AppendEntries(AppendEntries(3, "n1", 2, 1, (new,), 3, 9), "n1")
+    h.deliver("n2", AppendEntries(3, "n1", 2, 1, (new,), 3, 9), src="n1")
     assert n2.log[1:] == [(1, 1, "write", 0, 1), (1, 2, "write", 0, 2), new]
-    assert world.sent[-1][2].success and world.sent[-1][2].match == 3
+    assert h.sent[-1].msg.success and h.sent[-1].msg.match == 3
     assert n2.replica_state() == {0: 2, 1: 9} and n2.term == 3 and n2.disk["term"] == 3
     # a delayed copy of an older, shorter AppendEntries must not cut matching entries
-    n2.handle_AppendEntries(AppendEntries(3, "n1", 1, 1, ((1, 2, "write", 0, 2),), 3, 9), "n1")
+    h.deliver("n2", AppendEntries(3, "n1", 1, 1, ((1, 2, "write", 0, 2),), 3, 9), src="n1")
     assert len(n2.log) == 4
 
 
 def test_refusal_of_an_older_leaders_append_is_not_a_heartbeat_ack():
     """Refusing a delayed AppendEntries of an older term never confirms a round of the current leader."""
-    world = quiet_world()
-    n1 = world.nodes["n1"]
+    h = harness()
+    n1 = h.nodes["n1"]
     n1._persist(2, "n1")
     n1._become_leader()
     for name in ("n2", "n3"):
-        follower = world.nodes[name]
+        follower = h.nodes[name]
         follower._persist(2, "n1")
         follower.handle_AppendEntries(AppendEntries(1, "n1", 0, 0, (), 0, 5), "n1")  # sent by n1 in term 1
-        refusal = world.sent[-1][2]
+        refusal = h.sent[-1].msg
         assert refusal.term == 2 and not refusal.success
-        n1.handle_AppendReply(refusal, name)
+        h.deliver("n1", refusal, src=name)
     assert n1.acked_seq["n2"] == 0 and n1.quorum_seq == 0
 
 
 def test_votes_need_an_up_to_date_log_and_are_not_given_while_a_leader_is_heard():
     """A voter refuses a candidate with a shorter log, ignores any while it hears a leader, and votes once per term."""
-    world = quiet_world()
-    n2 = world.nodes["n2"]
+    h = harness()
+    n2 = h.nodes["n2"]
     n2.log.append((1, 1, "write", 0, 1))
     n2._persist(1, None)
-    n2.handle_RequestVote(RequestVote(2, "n3", 0, 0), "n3")
-    assert world.sent[-1][2] == VoteReply(2, False, False, 2) and n2.disk["voted_for"] is None
-    n2.handle_RequestVote(RequestVote(2, "n4", 1, 1), "n4")
-    assert world.sent[-1][2] == VoteReply(2, True, False, 2) and n2.disk["voted_for"] == "n4"
-    n2.handle_RequestVote(RequestVote(2, "n5", 1, 1), "n5")
-    assert world.sent[-1][2].granted is False
-    n2.handle_AppendEntries(AppendEntries(2, "n4", 1, 1, (), 0, 1), "n4")
-    before = len(world.sent)
-    n2.handle_RequestVote(RequestVote(3, "n5", 1, 1), "n5")
-    n2.handle_RequestVote(RequestVote(3, "n5", 1, 1, pre=True), "n5")
-    assert len(world.sent) == before and n2.term == 2  # sticky: ignored, term unchanged
+    h.deliver("n2", RequestVote(2, "n3", 0, 0), src="n3")
+    assert h.sent[-1].msg == VoteReply(2, False, False, 2) and n2.disk["voted_for"] is None
+    h.deliver("n2", RequestVote(2, "n4", 1, 1), src="n4")
+    assert h.sent[-1].msg == VoteReply(2, True, False, 2) and n2.disk["voted_for"] == "n4"
+    h.deliver("n2", RequestVote(2, "n5", 1, 1), src="n5")
+    assert h.sent[-1].msg.granted is False
+    h.deliver("n2", AppendEntries(2, "n4", 1, 1, (), 0, 1), src="n4")
+    before = len(h.sent)
+    h.deliver("n2", RequestVote(3, "n5", 1, 1), src="n5")
+    h.deliver("n2", RequestVote(3, "n5", 1, 1, pre=True), src="n5")
+    assert len(h.sent) == before and n2.term == 2  # sticky: ignored, term unchanged
 
 
 def test_origin_refuses_only_writes_it_never_passed_on():
     """A node says fail only for a write no copy of which it forwarded; later copies of a refused write stay refused."""
-    world = quiet_world()
-    n2 = world.nodes["n2"]
-    n2.handle_AppendEntries(AppendEntries(1, "n1", 0, 0, (), 0, 1), "n1")
-    n2.handle_ClientRequest(ClientRequest(7, "write", 0, 70), "c1")
-    assert isinstance(world.sent[-1][2], ToLeader) and world.sent[-1][1] == "n1"
+    h = harness()
+    n2 = h.nodes["n2"]
+    h.deliver("n2", AppendEntries(1, "n1", 0, 0, (), 0, 1), src="n1")
+    h.deliver("n2", ClientRequest(7, "write", 0, 70), src="c1")
+    assert isinstance(h.sent[-1].msg, ToLeader) and h.sent[-1].dst == "n1"
     n2._start_prevote()  # the leader went quiet: n2 knows no leader now
-    before = len(world.sent)
+    before = len(h.sent)
     n2.handle_ClientRequest(ClientRequest(7, "write", 0, 70), "c1")  # a duplicate of the forwarded write
-    assert len(world.sent) == before  # dropped: the forwarded copy may commit, so the client must see a timeout
-    n2.handle_ClientRequest(ClientRequest(8, "write", 0, 80), "c1")
-    n2.handle_ClientRequest(ClientRequest(9, "read", 0), "c1")
-    assert [m for _, _, m in world.sent[before:]] == [
+    assert len(h.sent) == before  # dropped: the forwarded copy may commit, so the client must see a timeout
+    h.deliver("n2", ClientRequest(8, "write", 0, 80), src="c1")
+    h.deliver("n2", ClientRequest(9, "read", 0), src="c1")
+    assert [s.msg for s in h.sent[before:]] == [
         ClientReply(8, False, error="no leader known"), ClientReply(9, False, error="no leader known")]
-    n2.handle_AppendEntries(AppendEntries(2, "n3", 0, 0, (), 0, 1), "n3")
-    before = len(world.sent)
+    h.deliver("n2", AppendEntries(2, "n3", 0, 0, (), 0, 1), src="n3")
+    before = len(h.sent)
     n2.handle_ClientRequest(ClientRequest(8, "write", 0, 80), "c1")  # a late copy of the refused write
-    assert len(world.sent) == before
+    assert len(h.sent) == before
 
 
 # -- whole runs ---------------------------------------------------------------------------
