@@ -1,15 +1,16 @@
-"""Figures (matplotlib). Every function draws on an Axes it is given or creates."""
+"""Figures (matplotlib). Every function draws on an Axes it is given or creates.
+
+The backend is never chosen here: Jupyter shows the figures inline, a script on a
+machine without a display gets matplotlib's non-interactive default.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg", force=False)
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
 
 __all__ = [
     "availability_timeline",

@@ -24,7 +24,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 __all__ = ["read_staleness", "staleness_summary", "t_visibility"]
 
@@ -97,6 +96,8 @@ def t_visibility(history: pd.DataFrame, edges: np.ndarray | list[float], confide
     Columns: ``t_low, t_high, reads, consistent, p_consistent, ci_low, ci_high``
     (Clopper-Pearson interval; NaN for empty bins).
     """
+    from scipy import stats  # only here: every run imports this module, few ask for intervals
+
     st = read_staleness(history)
     st = st[st["since_commit"].notna()]
     edges = np.asarray(edges, dtype=float)
