@@ -14,7 +14,7 @@ from sim.kernel.messages import ClientReply, ClientRequest
 from sim.harness import Harness
 from sim.kernel.world import World
 from sim.runner import build_world
-from sim.replication.raft import AppendEntries, AppendReply, RequestVote, ToLeader, VoteReply
+from sim.replication.raft import NOOP, AppendEntries, AppendReply, Entry, RequestVote, ToLeader, VoteReply
 from sim.scenario import Scenario
 
 NODES = ("n1", "n2", "n3", "n4", "n5")
@@ -105,7 +105,7 @@ def test_a_won_election_broadcasts_the_no_op_and_arms_the_heartbeat():
         h.deliver("n1", VoteReply(1, True, False, 1), src=peer)
     appends = [m for m in h.take() if isinstance(m.msg, AppendEntries)]
     assert sorted(m.dst for m in appends) == ["n2", "n3", "n4", "n5"]
-    assert all(m.msg.entries == ((1, 0, "noop", None, None),) for m in appends)
+    assert all(m.msg.entries == (Entry(1, 0, NOOP, None, None),) for m in appends)
     heartbeat = [t for t in h.timers_of("n1") if t.callback == "_tick"]
     assert len(heartbeat) == 1 and heartbeat[0].at == h.now + 50.0
     later = h.advance(50.0)
@@ -116,10 +116,10 @@ def test_figure8_old_term_entries_commit_only_with_a_current_term_entry():
     """A leader does not commit an earlier term's entry replicated on a majority until an entry of its own term is."""
     h = harness()
     n1 = h.nodes["n1"]
-    n1.log.extend([(1, 11, "write", 0, "a"), (2, 12, "write", 0, "b")])
+    n1.log.extend([Entry(1, 11, "write", 0, "a"), Entry(2, 12, "write", 0, "b")])
     n1._persist(3, "n1")
     n1._become_leader()  # appends its no-op at index 3, term 3
-    assert n1.log[3][:3] == (3, 0, "noop")
+    assert n1.log[3][:3] == (3, 0, NOOP)
     for peer in ("n2", "n3"):
         h.deliver("n1", AppendReply(3, True, 2, 0, 0, 1), src=peer)
     assert n1.commit_index == 0 and n1.replica_state() == {}  # index 2 is on a majority, but of term 2
@@ -133,20 +133,20 @@ def test_follower_refuses_with_a_conflict_hint_and_truncates_conflicting_entries
     """A mismatched prevLogTerm yields the conflicting term's first index; a later AppendEntries cuts the log there."""
     h = harness()
     n2 = h.nodes["n2"]
-    n2.log.extend([(1, 1, "write", 0, 1), (1, 2, "write", 0, 2), (2, 3, "write", 0, 3), (2, 4, "write", 0, 4)])
+    n2.log.extend([Entry(1, 1, "write", 0, 1), Entry(1, 2, "write", 0, 2), Entry(2, 3, "write", 0, 3), Entry(2, 4, "write", 0, 4)])
     n2._persist(2, None)
     h.deliver("n2", AppendEntries(3, "n1", 4, 3, (), 0, 7), src="n1")
     reply = h.sent[-1].msg
     assert (reply.success, reply.conflict_term, reply.conflict_index, reply.seq) == (False, 2, 3, 7)
     h.deliver("n2", AppendEntries(3, "n1", 9, 3, (), 0, 8), src="n1")
     assert (h.sent[-1].msg.conflict_term, h.sent[-1].msg.conflict_index) == (0, 5)
-    new = (3, 9, "write", 1, 9)
+    new = Entry(3, 9, "write", 1, 9)
     h.deliver("n2", AppendEntries(3, "n1", 2, 1, (new,), 3, 9), src="n1")
-    assert n2.log[1:] == [(1, 1, "write", 0, 1), (1, 2, "write", 0, 2), new]
+    assert n2.log[1:] == [Entry(1, 1, "write", 0, 1), Entry(1, 2, "write", 0, 2), new]
     assert h.sent[-1].msg.success and h.sent[-1].msg.match == 3
     assert n2.replica_state() == {0: 2, 1: 9} and n2.term == 3 and n2.disk["term"] == 3
     # a delayed copy of an older, shorter AppendEntries must not cut matching entries
-    h.deliver("n2", AppendEntries(3, "n1", 1, 1, ((1, 2, "write", 0, 2),), 3, 9), src="n1")
+    h.deliver("n2", AppendEntries(3, "n1", 1, 1, (Entry(1, 2, "write", 0, 2),), 3, 9), src="n1")
     assert len(n2.log) == 4
 
 
@@ -170,7 +170,7 @@ def test_votes_need_an_up_to_date_log_and_are_not_given_while_a_leader_is_heard(
     """A voter refuses a candidate with a shorter log, ignores any while it hears a leader, and votes once per term."""
     h = harness()
     n2 = h.nodes["n2"]
-    n2.log.append((1, 1, "write", 0, 1))
+    n2.log.append(Entry(1, 1, "write", 0, 1))
     n2._persist(1, None)
     h.deliver("n2", RequestVote(2, "n3", 0, 0), src="n3")
     assert h.sent[-1].msg == VoteReply(2, False, False, 2) and n2.disk["voted_for"] is None

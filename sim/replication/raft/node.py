@@ -1,257 +1,64 @@
-"""Raft: leader election, log replication and linearizable reads for a key-value store.
-
-Every node runs the same deterministic handlers (Ongaro and Ousterhout 2014, and
-the extensions of Ongaro's thesis, chapters 3, 6 and 9):
-
-- **Elections.** A follower that hears nothing from a leader for a random
-  election timeout (uniform in ``[election_timeout_min, election_timeout_max)``,
-  drawn from the stream ``raft/<node>``) first asks for pre-votes (``pre_vote``:
-  granted only by nodes that hear no leader either and whose logs are no newer,
-  so a node that could not win changes no one's term), then becomes a candidate
-  for the next term. A vote goes to at most one candidate per term, and only to one
-  whose log is at least as up to date (last term, then last index).
-- **Replication.** The leader sends AppendEntries with the previous entry's
-  index and term; a follower whose log does not match refuses and returns a
-  conflict hint (its log length, or the conflicting term and its first index),
-  so the leader skips back a whole term at a time. The leader advances
-  ``nextIndex`` optimistically after each send and falls back on a refusal. An
-  entry is committed once a majority stores it *and* it belongs to the
-  leader's current term (the rule of Figure 8); older entries commit with it.
-  A new leader appends a no-op to commit its predecessors' entries.
-- **Clients.** A node that is not the leader forwards a request to the leader
-  it knows. It answers ``ok=False`` ("no leader known") only for a write it has
-  never forwarded or appended, since only then is it sure no copy exists.
-  Writes are answered after they are applied; a leader that loses leadership
-  keeps quiet about its uncommitted writes (they may still commit; the client
-  sees a timeout, ``info``). The state machine ignores an operation id it has
-  already applied, so duplicated requests never apply a write twice.
-- **Reads** (``read_mode``): ``read_index`` (default) takes the commit index
-  (at least the leader's first entry of its term), confirms leadership with a
-  heartbeat round sent after the read arrived and acknowledged by a majority,
-  then serves once that index is applied. ``lease`` serves at once while the
-  leader holds a lease renewed by such rounds (see below). ``log`` puts reads
-  in the log like writes. ``local`` is the *unsafe* teaching mode: the leader
-  answers from its state machine without any check, so a deposed leader that
-  does not know it serves stale values.
-- **Check-quorum** (``check_quorum``): a leader that has not heard from a
-  majority for ``election_timeout_max`` steps down, so clients on a minority
-  side stop getting answers. It also turns on leader stickiness: a node that
-  heard from a leader less than ``election_timeout_min`` ago (local clock)
-  ignores vote requests for a higher term (and a leader ignores them).
-
-**Observing it.** Every role or term change is appended to the node's ``roles``
-list and recorded as a node event (``"raft leader term=3 (won election)"``);
-``RaftConfig.leader(world)`` names the current leader; ``summary()`` reports
-elections, leader changes, step-downs, terms, committed entries and log length.
-
-**What is durable** (``self.disk``, written before any message that depends
-on it is sent, as if fsynced): ``term``, ``voted_for`` and ``log`` (a list of
-``(term, op_id, op, key, value)`` entries; index 0 is a sentinel). Everything
-else is volatile and rebuilt on recovery: the role (follower), the known
-leader, the commit index (0, relearned from the leader), the key-value state
-machine and its applied-operation table (rebuilt by replaying the log as the
-commit index advances again), and all leader and client bookkeeping. There are
-no snapshots: the log is never compacted.
-
-**Leases and clocks.** Say a majority acknowledged a heartbeat round the
-leader sent at time ``t`` on its own clock. Each of those nodes ignores vote
-requests until ``election_timeout_min`` after it received the round, on *its*
-clock. If no clock's rate is off by more than ``lease_drift_bound`` (rho), that
-lasts at least ``election_timeout_min/(1+rho)`` of real time, which the
-leader's clock measures as at least ``election_timeout_min*(1-rho)/(1+rho)``;
-so the leader serves lease reads until that much, less ``lease_margin``, after
-``t`` on its clock (``RaftConfig.lease_duration``). Clocks skewed beyond that bound (``clock_skew``
-faults with a larger drift, or offsets that jump a follower's clock forward or
-the leader's backward) break the lease and can produce stale reads. Read-index
-does not depend on clocks. (Timers, including election timeouts, run on
-simulated time: the kernel's clock skew changes ``clock()`` readings only.)
-"""
+"""One Raft server: the election, replication and client handlers (see :mod:`sim.replication.raft`)."""
 
 from __future__ import annotations
 
 import math
 from collections import deque
-from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-from ..config import Duration, at_least, fld, positive
-from ..dists import uniform_sampler
-from ..errors import ScenarioError
-from ..kernel.messages import ClientReply, ClientRequest
-from ..kernel.node import Node
-from ..protocol import ProtocolConfig, register_protocol
+from ...dists import uniform_sampler
+from ...kernel.messages import ClientReply, ClientRequest
+from ...kernel.node import Host, Node, Timer
+from .messages import (
+    MAX_HOPS,
+    NOOP,
+    SENTINEL,
+    AppendEntries,
+    AppendReply,
+    Entry,
+    FromLeader,
+    RequestVote,
+    Role,
+    ToLeader,
+    VoteReply,
+)
 
-__all__ = [
-    "RaftConfig",
-    "RaftNode",
-    "RequestVote",
-    "VoteReply",
-    "AppendEntries",
-    "AppendReply",
-    "ToLeader",
-    "FromLeader",
-]
+if TYPE_CHECKING:
+    from .config import RaftConfig
 
-NOOP = "noop"
-#: a forwarded request travels through at most this many nodes before it is dropped
-MAX_HOPS = 3
-_SENTINEL = (0, 0, NOOP, None, None)
+__all__ = ["RaftNode", "RoleChange", "ReplyTo", "PendingRead"]
 
 
-# -- messages ---------------------------------------------------------------------
+class RoleChange(NamedTuple):
+    """One entry of a node's role history: when, in which term, the new role and why."""
 
-
-@dataclass(frozen=True, slots=True)
-class RequestVote:
-    """A candidate asks for a vote in ``term``; ``pre``: a pre-vote that changes no state."""
-
+    time: float
     term: int
-    candidate: str
-    last_index: int
-    last_term: int
-    pre: bool = False
+    role: Role
+    reason: str
 
 
-@dataclass(frozen=True, slots=True)
-class VoteReply:
-    """``term`` is the voter's current term; ``asked`` the term the request was for."""
+class ReplyTo(NamedTuple):
+    """Where an answer goes: to a client directly, or back to the node it asked (``via_origin``)."""
 
-    term: int
-    granted: bool
-    pre: bool
-    asked: int
+    dst: str
+    via_origin: bool
 
 
-@dataclass(frozen=True, slots=True)
-class AppendEntries:
-    """Log entries after ``prev_index`` (empty: a heartbeat); ``seq`` numbers the leader's rounds."""
+class PendingRead(NamedTuple):
+    """A read waiting at the leader for its index to be applied and its heartbeat round to be confirmed."""
 
-    term: int
-    leader: str
-    prev_index: int
-    prev_term: int
-    entries: tuple
-    commit: int
-    seq: int
-
-
-@dataclass(frozen=True, slots=True)
-class AppendReply:
-    """``match``: last index known to equal the leader's; on refusal, a conflict hint.
-
-    ``conflict_term`` 0 means the follower's log ends before ``conflict_index``;
-    otherwise ``conflict_index`` is the first index of ``conflict_term`` in its log.
-    ``seq`` echoes the request's round; 0 answers a request from an older term.
-    """
-
-    term: int
-    success: bool
-    match: int
-    conflict_index: int
-    conflict_term: int
-    seq: int
-
-
-@dataclass(frozen=True, slots=True)
-class ToLeader:
-    """A client request on its way to the leader; ``origin`` is the node the client asked."""
-
-    request: ClientRequest
-    origin: str
-    hops: int
-
-
-@dataclass(frozen=True, slots=True)
-class FromLeader:
-    """The leader's answer, sent back to the origin node, which relays it to the client."""
-
-    reply: ClientReply
-
-
-# -- config -----------------------------------------------------------------------
-
-
-def _drift_bound(x: float) -> str | None:
-    return None if 0.0 <= x < 1.0 else f"must be in [0, 1), got {x!r}"
-
-
-@register_protocol
-@dataclass(frozen=True, kw_only=True)
-class RaftConfig(ProtocolConfig[None]):
-    """Raft over every cluster node; see the module docstring for the algorithm."""
-
-    tag: ClassVar[str] = "raft"
-    election_timeout_min: Duration = fld(150.0, check=positive, doc="lower bound of the random election timeout")
-    election_timeout_max: Duration = fld(300.0, check=positive, doc="upper bound of the random election timeout")
-    heartbeat: Duration = fld(50.0, check=positive, doc="leader's AppendEntries period")
-    read_mode: Literal["read_index", "lease", "log", "local"] = fld("read_index", doc="how the leader serves reads")
-    check_quorum: bool = fld(True, doc="leader steps down without a majority; voters stick to a live leader")
-    pre_vote: bool = fld(True, doc="ask for pre-votes before starting an election")
-    lease_drift_bound: float = fld(0.01, check=_drift_bound, doc="assumed max clock rate error (lease mode)")
-    lease_margin: Duration = fld(5.0, doc="lease safety margin in ms (lease mode)")
-    max_batch: int = fld(64, check=at_least(1), doc="max entries per AppendEntries")
-    forward: bool = fld(True, doc="followers forward requests to the leader (else refuse them)")
-
-    @property
-    def lease_duration(self) -> float:
-        """How long after sending a confirmed round the leader may serve lease reads (leader clock)."""
-        rho = self.lease_drift_bound
-        return self.election_timeout_min * (1.0 - rho) / (1.0 + rho) - self.lease_margin
-
-    def check_scenario(self, scenario, path):
-        if self.election_timeout_max < self.election_timeout_min:
-            raise ScenarioError(f"{path}.election_timeout_max",
-                                f"must be >= election_timeout_min ({self.election_timeout_min} ms), "
-                                f"got {self.election_timeout_max} ms")
-        if self.heartbeat >= self.election_timeout_min:
-            raise ScenarioError(f"{path}.heartbeat",
-                                f"must be shorter than election_timeout_min ({self.election_timeout_min} ms), "
-                                f"got {self.heartbeat} ms")
-        if self.read_mode == "lease":
-            if not self.check_quorum:
-                raise ScenarioError(f"{path}.read_mode",
-                                    "'lease' needs check_quorum = true (voters must stick to a live leader)")
-            if self.lease_duration <= 0:
-                raise ScenarioError(f"{path}.lease_margin",
-                                    f"leaves no lease: election_timeout_min*(1-rho)/(1+rho) - margin = "
-                                    f"{self.lease_duration:g} ms")
-
-    def build_nodes(self, world, state: None):
-        return {name: RaftNode(world, name, self) for name in world.scenario.nodes}
-
-    def leader(self, world) -> str | None:
-        """The live node that believes it leads in the highest term (None: no leader now)."""
-        best = None
-        for name in world.scenario.nodes:
-            node = world.nodes[name]
-            if node.alive and node.role == "leader" and (best is None or node.term > best.term):
-                best = node
-        return None if best is None else best.name
-
-    def summary(self, world, state: None) -> dict[str, Any]:
-        nodes = [world.nodes[name] for name in world.scenario.nodes]
-        return {
-            "protocol.elections": sum(n.elections for n in nodes),
-            "protocol.leader_changes": sum(n.leaderships for n in nodes),
-            "protocol.stepdowns": sum(n.stepdowns for n in nodes),
-            "protocol.terms": max(n.disk.get("term", 0) for n in nodes),
-            "protocol.committed": max(n.max_commit for n in nodes),
-            "protocol.max_log": max(len(n.disk.get("log", (_SENTINEL,))) - 1 for n in nodes),
-            "protocol.forwarded": sum(n.forwarded for n in nodes),
-            "protocol.refused": sum(n.refused for n in nodes),
-            "protocol.reads_confirmed": sum(n.reads_confirmed for n in nodes),
-            "protocol.reads_lease": sum(n.reads_lease for n in nodes),
-            "protocol.reads_local": sum(n.reads_local for n in nodes),
-        }
-
-
-# -- node -------------------------------------------------------------------------
+    read_index: int
+    need: int  # the first heartbeat round sent after the read arrived
+    op_id: int
+    key: Any
+    target: ReplyTo
 
 
 class RaftNode(Node):
     """One Raft server. Attributes set in ``__init__`` are counters and survive crashes."""
 
-    def __init__(self, world, name: str, cfg: RaftConfig) -> None:
+    def __init__(self, world: Host, name: str, cfg: RaftConfig) -> None:
         super().__init__(world, name)
         self.cfg = cfg
         self.peers = tuple(n for n in world.scenario.nodes if n != name)
@@ -261,7 +68,7 @@ class RaftNode(Node):
         self._et_span = cfg.election_timeout_max - cfg.election_timeout_min
         self._lease = cfg.lease_duration
         #: (time, term, role, reason) for every role or term change, and "down" at a crash
-        self.roles: list[tuple[float, int, str, str]] = []
+        self.roles: list[RoleChange] = []
         self.elections = 0
         self.leaderships = 0
         self.stepdowns = 0
@@ -277,15 +84,15 @@ class RaftNode(Node):
         disk = self.disk
         self.term: int = disk.setdefault("term", 0)
         self.voted_for: str | None = disk.setdefault("voted_for", None)
-        self.log: list[tuple] = disk.setdefault("log", [_SENTINEL])
-        self.role = "follower"
+        self.log: list[Entry] = disk.setdefault("log", [SENTINEL])
+        self.role = Role.FOLLOWER
         self.leader: str | None = None
         self.leader_contact = -math.inf  # local clock when a leader was last heard
         self.commit_index = 0
         self.last_applied = 0
         self.data: dict[Any, Any] = {}
         self.results: dict[int, Any] = {}  # op_id -> result, for every applied operation
-        self.waiters: dict[int, list[tuple[str, bool]]] = {}  # op_id -> reply targets
+        self.waiters: dict[int, list[ReplyTo]] = {}  # op_id -> reply targets
         self.waiting: dict[int, str] = {}  # op_id -> client, for requests this node forwarded
         self.touched: set[int] = set()  # write op_ids this node forwarded or appended
         self.refused_ops: set[int] = set()  # write op_ids this node answered ok=False
@@ -293,11 +100,11 @@ class RaftNode(Node):
         self._deadline = 0.0
         self._etimer = None
         self._clear_leader_state()
-        self._set_role("follower", "boot")
+        self._set_role(Role.FOLLOWER, "boot")
         self._reset_election_timer()
 
     def on_crash(self) -> None:
-        self.roles.append((self.now, self.term, "down", "crash"))
+        self.roles.append(RoleChange(self.now, self.term, Role.DOWN, "crash"))
 
     def replica_state(self) -> dict[Any, Any]:
         return dict(self.data)
@@ -308,16 +115,16 @@ class RaftNode(Node):
         self.acked_seq: dict[str, int] = {}
         self.last_ack: dict[str, float] = {}
         self.op_index: dict[int, int] = {}  # op_id -> index of not yet applied entries
-        self.pending_reads: deque[tuple[int, int, int, Any, tuple[str, bool]]] = deque()
+        self.pending_reads: deque[PendingRead] = deque()
         self.hb_seq = 0
         self.quorum_seq = 0
         self.round_clock: list[float] = [0.0]
         self.lease_until = -math.inf
         self.term_start = 0
 
-    def _set_role(self, role: str, reason: str) -> None:
+    def _set_role(self, role: Role, reason: str) -> None:
         self.role = role
-        self.roles.append((self.now, self.term, role, reason))
+        self.roles.append(RoleChange(self.now, self.term, role, reason))
         self.world.record_node_event(self.name, f"raft {role} term={self.term} ({reason})")
 
     def _persist(self, term: int, voted_for: str | None) -> None:
@@ -343,7 +150,7 @@ class RaftNode(Node):
             self._etimer = self.set_timer(rest, self._on_election_timer)
             return
         self._reset_election_timer()
-        if self.role == "leader":
+        if self.role == Role.LEADER:
             return
         if self.cfg.pre_vote:
             self._start_prevote()
@@ -352,19 +159,19 @@ class RaftNode(Node):
 
     def _hears_leader(self) -> bool:
         """Whether this node leads, or heard its leader less than election_timeout_min ago (local clock)."""
-        if self.role == "leader":
+        if self.role == Role.LEADER:
             return True
         return self.leader is not None and self.clock() - self.leader_contact < self._et_min
 
     def _last(self) -> tuple[int, int]:
         last = len(self.log) - 1
-        return last, self.log[last][0]
+        return last, self.log[last].term
 
     # -- elections ------------------------------------------------------------------
     def _start_prevote(self) -> None:
         self.leader = None
-        if self.role != "precandidate":
-            self._set_role("precandidate", "election timeout")
+        if self.role != Role.PRECANDIDATE:
+            self._set_role(Role.PRECANDIDATE, "election timeout")
         self.votes = {self.name}
         last, last_term = self._last()
         msg = RequestVote(self.term + 1, self.name, last, last_term, True)
@@ -377,7 +184,7 @@ class RaftNode(Node):
         self._persist(self.term + 1, self.name)
         self.leader = None
         self.elections += 1
-        self._set_role("candidate", "election")
+        self._set_role(Role.CANDIDATE, "election")
         self.votes = {self.name}
         last, last_term = self._last()
         msg = RequestVote(self.term, self.name, last, last_term)
@@ -411,11 +218,11 @@ class RaftNode(Node):
             self._become_follower(msg.term, None, "higher term")
             return
         if msg.pre:
-            if self.role == "precandidate" and msg.granted and msg.asked == self.term + 1:
+            if self.role == Role.PRECANDIDATE and msg.granted and msg.asked == self.term + 1:
                 self.votes.add(src)
                 if len(self.votes) >= self.majority:
                     self._start_election()
-        elif self.role == "candidate" and msg.granted and msg.asked == self.term:
+        elif self.role == Role.CANDIDATE and msg.granted and msg.asked == self.term:
             self.votes.add(src)
             if len(self.votes) >= self.majority:
                 self._become_leader()
@@ -426,17 +233,17 @@ class RaftNode(Node):
         if changed:
             self._persist(term, None)
         self.leader = leader
-        if was == "leader":
+        if was == Role.LEADER:
             self.stepdowns += 1
             self._end_leadership()
-        if changed or was != "follower":
-            self._set_role("follower", reason)
+        if changed or was != Role.FOLLOWER:
+            self._set_role(Role.FOLLOWER, reason)
         self._reset_election_timer()
 
     def _become_leader(self) -> None:
         self.leaderships += 1
         self.leader = self.name
-        self._set_role("leader", "won election")
+        self._set_role(Role.LEADER, "won election")
         self._clear_leader_state()
         log = self.log
         n = len(log)
@@ -447,9 +254,9 @@ class RaftNode(Node):
             self.acked_seq[peer] = 0
             self.last_ack[peer] = now
         for i in range(self.last_applied + 1, n):
-            if log[i][2] != NOOP:
-                self.op_index[log[i][1]] = i
-        log.append((self.term, 0, NOOP, None, None))  # commits the entries of earlier terms
+            if log[i].op != NOOP:
+                self.op_index[log[i].op_id] = i
+        log.append(Entry(self.term, 0, NOOP, None, None))  # commits the entries of earlier terms
         self.term_start = n
         self._broadcast()
         self._advance_commit()
@@ -467,7 +274,7 @@ class RaftNode(Node):
 
     def _tick(self, term: int) -> None:
         """Leader's periodic heartbeat round, with the check-quorum test."""
-        if self.role != "leader" or self.term != term:
+        if self.role != Role.LEADER or self.term != term:
             return
         if self.cfg.check_quorum and self.peers:
             now = self.now
@@ -494,14 +301,14 @@ class RaftNode(Node):
         nxt = self.next_index[peer]
         entries = tuple(log[nxt : nxt + self.cfg.max_batch]) if nxt < len(log) else ()
         self.next_index[peer] = nxt + len(entries)  # optimistic; a refusal moves it back
-        self.send(peer, AppendEntries(self.term, self.name, nxt - 1, log[nxt - 1][0], entries,
+        self.send(peer, AppendEntries(self.term, self.name, nxt - 1, log[nxt - 1].term, entries,
                                       self.commit_index, self.hb_seq))
 
     def handle_AppendReply(self, msg: AppendReply, src: str) -> None:
         if msg.term > self.term:
             self._become_follower(msg.term, None, "higher term")
             return
-        if self.role != "leader" or msg.term != self.term or msg.seq == 0:
+        if self.role != Role.LEADER or msg.term != self.term or msg.seq == 0:
             return  # stale, or a refusal of an older leader's AppendEntries that only has our term
         self.last_ack[src] = self.now
         if msg.seq > self.acked_seq[src]:
@@ -521,9 +328,9 @@ class RaftNode(Node):
         if msg.conflict_term:
             log = self.log
             i = len(log) - 1
-            while i > 0 and log[i][0] > msg.conflict_term:
+            while i > 0 and log[i].term > msg.conflict_term:
                 i -= 1
-            if i > 0 and log[i][0] == msg.conflict_term:
+            if i > 0 and log[i].term == msg.conflict_term:
                 nxt = i + 1
         self.next_index[src] = min(max(nxt, self.match_index[src] + 1), len(self.log))
         self._send_append(src)
@@ -534,7 +341,7 @@ class RaftNode(Node):
             m = sorted(self.match_index.values(), reverse=True)[self.majority - 2]
         else:
             m = len(self.log) - 1
-        if m > self.commit_index and self.log[m][0] == self.term:
+        if m > self.commit_index and self.log[m].term == self.term:
             self.commit_index = m
             self._apply()
 
@@ -550,7 +357,7 @@ class RaftNode(Node):
         self.lease_until = max(self.lease_until, self.round_clock[q] + self._lease)
         self._serve_reads()
         pending = self.pending_reads
-        if pending and pending[-1][1] > q and q >= self.hb_seq:
+        if pending and pending[-1].need > q and q >= self.hb_seq:
             self._broadcast()  # reads that arrived during the round need one more
 
     # -- replication: follower side --------------------------------------------------
@@ -558,7 +365,7 @@ class RaftNode(Node):
         if msg.term < self.term:  # seq 0: answers no round of any leader of our term
             self.send(src, AppendReply(self.term, False, 0, 0, 0, 0))
             return
-        if msg.term > self.term or self.role != "follower":
+        if msg.term > self.term or self.role != Role.FOLLOWER:
             self._become_follower(msg.term, msg.leader, "new leader")
         else:
             self.leader = msg.leader
@@ -570,10 +377,10 @@ class RaftNode(Node):
         if prev > last:
             self.send(src, AppendReply(self.term, False, 0, last + 1, 0, msg.seq))
             return
-        if log[prev][0] != msg.prev_term:
-            term = log[prev][0]
+        if log[prev].term != msg.prev_term:
+            term = log[prev].term
             first = prev
-            while first > 1 and log[first - 1][0] == term:
+            while first > 1 and log[first - 1].term == term:
                 first -= 1
             self.send(src, AppendReply(self.term, False, 0, first, term, msg.seq))
             return
@@ -581,7 +388,7 @@ class RaftNode(Node):
         if entries:
             # keep entries that are already there; cut the log at the first conflict
             i, n, idx = 0, len(entries), prev + 1
-            while i < n and idx <= last and log[idx][0] == entries[i][0]:
+            while i < n and idx <= last and log[idx].term == entries[i].term:
                 i += 1
                 idx += 1
             if i < n:
@@ -624,27 +431,27 @@ class RaftNode(Node):
 
     # -- clients ----------------------------------------------------------------------------
     def handle_ClientRequest(self, msg: ClientRequest, src: str) -> None:
-        self._route(msg, (src, False), self.name, 0)
+        self._route(msg, ReplyTo(src, False), self.name, 0)
 
     def handle_ToLeader(self, msg: ToLeader, src: str) -> None:
-        self._route(msg.request, (msg.origin, True), msg.origin, msg.hops)
+        self._route(msg.request, ReplyTo(msg.origin, True), msg.origin, msg.hops)
 
     def handle_FromLeader(self, msg: FromLeader, src: str) -> None:
         client = self.waiting.pop(msg.reply.op_id, None)
         if client is not None:
             self.send(client, msg.reply)
 
-    def _reply(self, target: tuple[str, bool], reply: ClientReply) -> None:
+    def _reply(self, target: ReplyTo, reply: ClientReply) -> None:
         dst, via_origin = target
         self.send(dst, FromLeader(reply) if via_origin else reply)
 
-    def _route(self, req: ClientRequest, target: tuple[str, bool], origin: str, hops: int) -> None:
+    def _route(self, req: ClientRequest, target: ReplyTo, origin: str, hops: int) -> None:
         """Serve ``req`` as the leader, pass it on to the leader, or refuse it if that is safe."""
         first_hop = hops == 0
         write = req.op == "write"
         if first_hop and write and req.op_id in self.refused_ops:
             return  # a late duplicate of a refused write must stay refused: drop it
-        if self.role == "leader":
+        if self.role == Role.LEADER:
             if first_hop and write:
                 self.touched.add(req.op_id)
             self._serve(req, target)
@@ -652,7 +459,7 @@ class RaftNode(Node):
         leader = self.leader
         if leader is not None and self.cfg.forward and hops < MAX_HOPS:
             if first_hop:
-                self.waiting[req.op_id] = target[0]
+                self.waiting[req.op_id] = target.dst
                 if write:
                     self.touched.add(req.op_id)
             self.forwarded += 1
@@ -667,7 +474,7 @@ class RaftNode(Node):
             self._reply(target, ClientReply(req.op_id, False, error=error))
         # otherwise drop it: a copy may be in some log, so the client must see a timeout
 
-    def _serve(self, req: ClientRequest, target: tuple[str, bool]) -> None:
+    def _serve(self, req: ClientRequest, target: ReplyTo) -> None:
         mode = self.cfg.read_mode
         if req.op == "write" or mode == "log":
             self._propose(req, target)
@@ -677,7 +484,7 @@ class RaftNode(Node):
         else:
             self._read(req, target)
 
-    def _propose(self, req: ClientRequest, target: tuple[str, bool]) -> None:
+    def _propose(self, req: ClientRequest, target: ReplyTo) -> None:
         op_id = req.op_id
         if op_id in self.results:  # a duplicate of an applied operation
             self._reply(target, ClientReply(op_id, True, self.results[op_id]))
@@ -687,12 +494,12 @@ class RaftNode(Node):
             targets.append(target)
         if op_id in self.op_index:  # a duplicate of an entry already in the log
             return
-        self.log.append((self.term, op_id, req.op, req.key, req.value))
+        self.log.append(Entry(self.term, op_id, req.op, req.key, req.value))
         self.op_index[op_id] = len(self.log) - 1
         self._broadcast()
         self._advance_commit()
 
-    def _read(self, req: ClientRequest, target: tuple[str, bool]) -> None:
+    def _read(self, req: ClientRequest, target: ReplyTo) -> None:
         """Read-index (and lease) reads at the leader."""
         read_index = max(self.commit_index, self.term_start)
         if (self.cfg.read_mode == "lease" and self.commit_index >= self.term_start
@@ -701,7 +508,7 @@ class RaftNode(Node):
             self._reply(target, ClientReply(req.op_id, True, self.data.get(req.key)))
             return
         # needs a round sent after now: the next one
-        self.pending_reads.append((read_index, self.hb_seq + 1, req.op_id, req.key, target))
+        self.pending_reads.append(PendingRead(read_index, self.hb_seq + 1, req.op_id, req.key, target))
         if self.quorum_seq >= self.hb_seq:
             self._broadcast()
         # else: _update_quorum starts the next round when the one in flight completes

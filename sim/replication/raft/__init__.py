@@ -1,0 +1,86 @@
+"""Raft: leader election, log replication and linearizable reads for a key-value store.
+
+Every node runs the same deterministic handlers (Ongaro and Ousterhout 2014, and
+the extensions of Ongaro's thesis, chapters 3, 6 and 9):
+
+- **Elections.** A follower that hears nothing from a leader for a random
+  election timeout (uniform in ``[election_timeout_min, election_timeout_max)``,
+  drawn from the stream ``raft/<node>``) first asks for pre-votes (``pre_vote``:
+  granted only by nodes that hear no leader either and whose logs are no newer,
+  so a node that could not win changes no one's term), then becomes a candidate
+  for the next term. A vote goes to at most one candidate per term, and only to one
+  whose log is at least as up to date (last term, then last index).
+- **Replication.** The leader sends AppendEntries with the previous entry's
+  index and term; a follower whose log does not match refuses and returns a
+  conflict hint (its log length, or the conflicting term and its first index),
+  so the leader skips back a whole term at a time. The leader advances
+  ``nextIndex`` optimistically after each send and falls back on a refusal. An
+  entry is committed once a majority stores it *and* it belongs to the
+  leader's current term (the rule of Figure 8); older entries commit with it.
+  A new leader appends a no-op to commit its predecessors' entries.
+- **Clients.** A node that is not the leader forwards a request to the leader
+  it knows. It answers ``ok=False`` ("no leader known") only for a write it has
+  never forwarded or appended, since only then is it sure no copy exists.
+  Writes are answered after they are applied; a leader that loses leadership
+  keeps quiet about its uncommitted writes (they may still commit; the client
+  sees a timeout, ``info``). The state machine ignores an operation id it has
+  already applied, so duplicated requests never apply a write twice.
+- **Reads** (``read_mode``): ``read_index`` (default) takes the commit index
+  (at least the leader's first entry of its term), confirms leadership with a
+  heartbeat round sent after the read arrived and acknowledged by a majority,
+  then serves once that index is applied. ``lease`` serves at once while the
+  leader holds a lease renewed by such rounds (see below). ``log`` puts reads
+  in the log like writes. ``local`` is the *unsafe* teaching mode: the leader
+  answers from its state machine without any check, so a deposed leader that
+  does not know it serves stale values.
+- **Check-quorum** (``check_quorum``): a leader that has not heard from a
+  majority for ``election_timeout_max`` steps down, so clients on a minority
+  side stop getting answers. It also turns on leader stickiness: a node that
+  heard from a leader less than ``election_timeout_min`` ago (local clock)
+  ignores vote requests for a higher term (and a leader ignores them).
+
+**Observing it.** Every role or term change is appended to the node's ``roles``
+list and recorded as a node event (``"raft leader term=3 (won election)"``);
+``RaftConfig.leader(world)`` names the current leader; ``summary()`` reports
+elections, leader changes, step-downs, terms, committed entries and log length.
+
+**What is durable** (``self.disk``, written before any message that depends
+on it is sent, as if fsynced): ``term``, ``voted_for`` and ``log`` (a list of
+``(term, op_id, op, key, value)`` entries; index 0 is a sentinel). Everything
+else is volatile and rebuilt on recovery: the role (follower), the known
+leader, the commit index (0, relearned from the leader), the key-value state
+machine and its applied-operation table (rebuilt by replaying the log as the
+commit index advances again), and all leader and client bookkeeping. There are
+no snapshots: the log is never compacted.
+
+**Leases and clocks.** Say a majority acknowledged a heartbeat round the
+leader sent at time ``t`` on its own clock. Each of those nodes ignores vote
+requests until ``election_timeout_min`` after it received the round, on *its*
+clock. If no clock's rate is off by more than ``lease_drift_bound`` (rho), that
+lasts at least ``election_timeout_min/(1+rho)`` of real time, which the
+leader's clock measures as at least ``election_timeout_min*(1-rho)/(1+rho)``;
+so the leader serves lease reads until that much, less ``lease_margin``, after
+``t`` on its clock (``RaftConfig.lease_duration``). Clocks skewed beyond that bound (``clock_skew``
+faults with a larger drift, or offsets that jump a follower's clock forward or
+the leader's backward) break the lease and can produce stale reads. Read-index
+does not depend on clocks. (Timers, including election timeouts, run on
+simulated time: the kernel's clock skew changes ``clock()`` readings only.)
+"""
+
+from .config import RaftConfig
+from .messages import NOOP, AppendEntries, AppendReply, Entry, FromLeader, RequestVote, Role, ToLeader, VoteReply
+from .node import RaftNode
+
+__all__ = [
+    "RaftConfig",
+    "RaftNode",
+    "Role",
+    "Entry",
+    "NOOP",
+    "RequestVote",
+    "VoteReply",
+    "AppendEntries",
+    "AppendReply",
+    "ToLeader",
+    "FromLeader",
+]

@@ -1,0 +1,94 @@
+"""Raft's configuration (``protocol.name = "raft"``) and its run summary."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
+
+from ...config import Duration, at_least, fld, positive
+from ...errors import ScenarioError
+from ...kernel.node import Host
+from ...kernel.world import World
+from ...protocol import ProtocolConfig, register_protocol
+from ...scenario import Scenario
+from .messages import SENTINEL, Role
+from .node import RaftNode
+
+__all__ = ["RaftConfig"]
+
+
+def _drift_bound(x: float) -> str | None:
+    return None if 0.0 <= x < 1.0 else f"must be in [0, 1), got {x!r}"
+
+
+@register_protocol
+@dataclass(frozen=True, kw_only=True)
+class RaftConfig(ProtocolConfig[None]):
+    """Raft over every cluster node; see the module docstring for the algorithm."""
+
+    tag: ClassVar[str] = "raft"
+    election_timeout_min: Duration = fld(150.0, check=positive, doc="lower bound of the random election timeout")
+    election_timeout_max: Duration = fld(300.0, check=positive, doc="upper bound of the random election timeout")
+    heartbeat: Duration = fld(50.0, check=positive, doc="leader's AppendEntries period")
+    read_mode: Literal["read_index", "lease", "log", "local"] = fld("read_index", doc="how the leader serves reads")
+    check_quorum: bool = fld(True, doc="leader steps down without a majority; voters stick to a live leader")
+    pre_vote: bool = fld(True, doc="ask for pre-votes before starting an election")
+    lease_drift_bound: float = fld(0.01, check=_drift_bound, doc="assumed max clock rate error (lease mode)")
+    lease_margin: Duration = fld(5.0, doc="lease safety margin in ms (lease mode)")
+    max_batch: int = fld(64, check=at_least(1), doc="max entries per AppendEntries")
+    forward: bool = fld(True, doc="followers forward requests to the leader (else refuse them)")
+
+    @property
+    def lease_duration(self) -> float:
+        """How long after sending a confirmed round the leader may serve lease reads (leader clock)."""
+        rho = self.lease_drift_bound
+        return self.election_timeout_min * (1.0 - rho) / (1.0 + rho) - self.lease_margin
+
+    def check_scenario(self, scenario: Scenario, path: str) -> None:
+        if self.election_timeout_max < self.election_timeout_min:
+            raise ScenarioError(f"{path}.election_timeout_max",
+                                f"must be >= election_timeout_min ({self.election_timeout_min} ms), "
+                                f"got {self.election_timeout_max} ms")
+        if self.heartbeat >= self.election_timeout_min:
+            raise ScenarioError(f"{path}.heartbeat",
+                                f"must be shorter than election_timeout_min ({self.election_timeout_min} ms), "
+                                f"got {self.heartbeat} ms")
+        if self.read_mode == "lease":
+            if not self.check_quorum:
+                raise ScenarioError(f"{path}.read_mode",
+                                    "'lease' needs check_quorum = true (voters must stick to a live leader)")
+            if self.lease_duration <= 0:
+                raise ScenarioError(f"{path}.lease_margin",
+                                    f"leaves no lease: election_timeout_min*(1-rho)/(1+rho) - margin = "
+                                    f"{self.lease_duration:g} ms")
+
+    def build_nodes(self, world: Host, state: None) -> dict[str, RaftNode]:
+        return {name: RaftNode(world, name, self) for name in world.scenario.nodes}
+
+    @staticmethod
+    def _nodes(world: World) -> list[RaftNode]:
+        return [node for node in world.nodes.values() if isinstance(node, RaftNode)]
+
+    def leader(self, world: World) -> str | None:
+        """The live node that believes it leads in the highest term (None: no leader now)."""
+        best: RaftNode | None = None
+        for node in self._nodes(world):
+            if node.alive and node.role == Role.LEADER and (best is None or node.term > best.term):
+                best = node
+        return None if best is None else best.name
+
+    def summary(self, world: World, state: None) -> dict[str, Any]:
+        nodes = self._nodes(world)
+        return {
+            "protocol.elections": sum(n.elections for n in nodes),
+            "protocol.leader_changes": sum(n.leaderships for n in nodes),
+            "protocol.stepdowns": sum(n.stepdowns for n in nodes),
+            "protocol.terms": max(n.disk.get("term", 0) for n in nodes),
+            "protocol.committed": max(n.max_commit for n in nodes),
+            "protocol.max_log": max(len(n.disk.get("log", (SENTINEL,))) - 1 for n in nodes),
+            "protocol.forwarded": sum(n.forwarded for n in nodes),
+            "protocol.refused": sum(n.refused for n in nodes),
+            "protocol.reads_confirmed": sum(n.reads_confirmed for n in nodes),
+            "protocol.reads_lease": sum(n.reads_lease for n in nodes),
+            "protocol.reads_local": sum(n.reads_local for n in nodes),
+        }

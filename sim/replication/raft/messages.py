@@ -1,0 +1,108 @@
+"""Raft's messages, log entries and roles."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+from ...kernel.messages import ClientReply, ClientRequest
+from ...states import State
+
+__all__ = ["Role", "Entry", "NOOP", "SENTINEL", "MAX_HOPS", "RequestVote", "VoteReply", "AppendEntries",
+           "AppendReply", "ToLeader", "FromLeader"]
+
+#: the op of a leader's no-op entry (appended when it wins, to commit earlier terms' entries)
+NOOP = "noop"
+#: a forwarded request travels through at most this many nodes before it is dropped
+MAX_HOPS = 3
+
+
+class Role(State):
+    """A node's role; ``DOWN`` is recorded in a node's role history when it crashes."""
+
+    FOLLOWER = "follower"
+    PRECANDIDATE = "precandidate"
+    CANDIDATE = "candidate"
+    LEADER = "leader"
+    DOWN = "down"
+
+
+class Entry(NamedTuple):
+    """One log entry: the leader's term when it was appended, and the client operation (or a no-op)."""
+
+    term: int
+    op_id: int
+    op: str
+    key: Any
+    value: Any
+
+
+#: index 0 of every log: the entry before the first, of term 0
+SENTINEL = Entry(0, 0, NOOP, None, None)
+
+
+@dataclass(frozen=True, slots=True)
+class RequestVote:
+    """A candidate asks for a vote in ``term``; ``pre``: a pre-vote that changes no state."""
+
+    term: int
+    candidate: str
+    last_index: int
+    last_term: int
+    pre: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class VoteReply:
+    """``term`` is the voter's current term; ``asked`` the term the request was for."""
+
+    term: int
+    granted: bool
+    pre: bool
+    asked: int
+
+
+@dataclass(frozen=True, slots=True)
+class AppendEntries:
+    """Log entries after ``prev_index`` (empty: a heartbeat); ``seq`` numbers the leader's rounds."""
+
+    term: int
+    leader: str
+    prev_index: int
+    prev_term: int
+    entries: tuple[Entry, ...]
+    commit: int
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class AppendReply:
+    """``match``: last index known to equal the leader's; on refusal, a conflict hint.
+
+    ``conflict_term`` 0 means the follower's log ends before ``conflict_index``;
+    otherwise ``conflict_index`` is the first index of ``conflict_term`` in its log.
+    ``seq`` echoes the request's round; 0 answers a request from an older term.
+    """
+
+    term: int
+    success: bool
+    match: int
+    conflict_index: int
+    conflict_term: int
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class ToLeader:
+    """A client request on its way to the leader; ``origin`` is the node the client asked."""
+
+    request: ClientRequest
+    origin: str
+    hops: int
+
+
+@dataclass(frozen=True, slots=True)
+class FromLeader:
+    """The leader's answer, sent back to the origin node, which relays it to the client."""
+
+    reply: ClientReply
