@@ -17,8 +17,9 @@ is part of the broker. :mod:`sim.messaging.txmsg` runs it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
+from ..states import State
 from .broker import Message
 from .reliable import ReliablePublisher
 
@@ -62,7 +63,17 @@ class CheckReply:
     """``state``: ``commit``, ``rollback`` or ``unknown`` (still in progress)."""
 
     txn: str
-    state: str
+    state: Literal["commit", "rollback", "unknown"]
+
+
+class HalfState(State):
+    """A half message in the store."""
+
+    HALF = "half"  # stored, invisible: waiting for End or a check-back
+    COMMITTED = "committed"  # to be published
+    PUBLISHED = "published"  # confirmed by the broker
+    ROLLED_BACK = "rolled_back"
+    DISCARDED = "discarded"  # given up after check_max unanswered check-backs
 
 
 class _Half:
@@ -72,7 +83,7 @@ class _Half:
         self.msg = msg
         self.producer = producer
         self.stored = stored
-        self.state = "half"  # half | committed | published | rolled_back | discarded
+        self.state = HalfState.HALF
         self.checks = 0
 
 
@@ -90,7 +101,7 @@ class HalfMessageStore(ReliablePublisher):
         self.unresolved: dict[str, None] = self.disk.setdefault("unresolved", {})
         super().boot()
         for txn, h in self.halves.items():
-            if h.state == "committed":
+            if h.state == HalfState.COMMITTED:
                 self.publish_reliably(h.msg)  # sent once connected
         self.set_timer(self.tcfg.check_interval, self._check)
 
@@ -101,7 +112,7 @@ class HalfMessageStore(ReliablePublisher):
             self.halves[txn] = _Half(msg.message, src, self.now)
             self.unresolved[txn] = None
             self.trace.event(self.now, txn, self.name, "half_stored")
-        self.send(src, HalfAck(txn, h is None or h.state not in ("rolled_back", "discarded")))
+        self.send(src, HalfAck(txn, h is None or h.state not in (HalfState.ROLLED_BACK, HalfState.DISCARDED)))
 
     def handle_End(self, msg: End, src: str) -> None:
         self._settle(msg.txn, msg.commit, "end")
@@ -112,10 +123,10 @@ class HalfMessageStore(ReliablePublisher):
 
     def _settle(self, txn: str, commit: bool, how: str) -> None:
         h = self.halves.get(txn)
-        if h is None or h.state != "half":
+        if h is None or h.state != HalfState.HALF:
             return
         self.unresolved.pop(txn, None)
-        h.state = "committed" if commit else "rolled_back"
+        h.state = HalfState.COMMITTED if commit else HalfState.ROLLED_BACK
         self.trace.event(self.now, txn, self.name, f"{h.state}_by_{how}")
         if commit:
             self.publish_reliably(h.msg)
@@ -127,7 +138,7 @@ class HalfMessageStore(ReliablePublisher):
             if self.now - h.stored < cfg.check_after:
                 break  # stored in order: the rest are younger
             if cfg.check_max != "unlimited" and h.checks >= cfg.check_max:
-                h.state = "discarded"
+                h.state = HalfState.DISCARDED
                 del self.unresolved[txn]
                 self.trace.event(self.now, txn, self.name, "discarded")
                 continue
@@ -138,9 +149,9 @@ class HalfMessageStore(ReliablePublisher):
 
     def on_confirmed(self, msg_id: str) -> None:
         h = self.halves.get(msg_id)
-        if h is not None and h.state == "committed":
-            h.state = "published"
+        if h is not None and h.state == HalfState.COMMITTED:
+            h.state = HalfState.PUBLISHED
 
     def pending(self) -> tuple[list[str], list[str]]:
         """(committed halves not yet confirmed by the broker, unresolved halves)."""
-        return [t for t, h in self.halves.items() if h.state == "committed"], list(self.unresolved)
+        return [t for t, h in self.halves.items() if h.state == HalfState.COMMITTED], list(self.unresolved)

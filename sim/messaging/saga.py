@@ -92,6 +92,7 @@ from ..kernel.node import Host, Node
 from ..kernel.world import World
 from ..protocol import ProtocolConfig, register_protocol
 from ..report import line, pairs, verdict_line
+from ..states import State
 from ..workload.arrivals import ArrivalSpec, Arrivals
 from .patterns import check_roles, percentiles
 from .retry import decision_uniform
@@ -102,7 +103,25 @@ if TYPE_CHECKING:
 __all__ = ["SagaConfig", "SagaStep", "StepCommand", "StepReply", "OrchestratorNode", "SagaServiceNode",
            "SagaState"]
 
-_FINAL = ("completed", "compensated")
+class Phase(State):
+    """Where a saga is in the orchestrator's log."""
+
+    FORWARD = "forward"  # running its steps in order
+    COMPENSATING = "compensating"  # undoing the completed steps in reverse order
+    COMPLETED = "completed"
+    COMPENSATED = "compensated"
+
+
+class StepState(State):
+    """A service's durable record of one (saga, step)."""
+
+    APPLIED = "applied"
+    FAILED = "failed"  # the action was refused (business failure)
+    COMPENSATED = "compensated"
+    CANCELLED = "cancelled"  # compensated before the action arrived: a late action is refused
+
+
+_FINAL = (Phase.COMPLETED, Phase.COMPENSATED)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -248,7 +267,7 @@ class _Record:
     __slots__ = ("phase", "step", "attempt", "to_undo")
 
     def __init__(self) -> None:
-        self.phase = "forward"  # forward | compensating | completed | compensated
+        self.phase = Phase.FORWARD
         self.step = 0
         self.attempt = 0
         self.to_undo: list[int] = []
@@ -285,7 +304,7 @@ class OrchestratorNode(Node):
 
     @staticmethod
     def _current(rec: _Record) -> int:
-        return rec.step if rec.phase == "forward" else rec.to_undo[0]
+        return rec.step if rec.phase == Phase.FORWARD else rec.to_undo[0]
 
     def _start(self, i: int) -> None:
         sid = f"saga-{i}"
@@ -297,7 +316,7 @@ class OrchestratorNode(Node):
     def _send(self, sid: str) -> None:
         rec = self.log[sid]
         step = self._current(rec)
-        compensate = rec.phase == "compensating"
+        compensate = rec.phase == Phase.COMPENSATING
         rec.attempt += 1
         self._token += 1
         self.waiting[sid] = self._token
@@ -316,11 +335,11 @@ class OrchestratorNode(Node):
         rec = self.log.get(sid)
         if rec is None or rec.phase in _FINAL:
             return
-        if msg.compensate != (rec.phase == "compensating") or msg.step != self._current(rec):
+        if msg.compensate != (rec.phase == Phase.COMPENSATING) or msg.step != self._current(rec):
             return  # a late reply to a command this saga has moved past
         self.waiting.pop(sid, None)
         self.runtime.event(self.now, sid, "reply_ok" if msg.ok else "reply_refused", msg.step, msg.attempt)
-        if rec.phase == "compensating":
+        if rec.phase == Phase.COMPENSATING:
             rec.to_undo.pop(0)
             rec.attempt = 0
             self._next_compensation(sid, rec)
@@ -328,7 +347,7 @@ class OrchestratorNode(Node):
             rec.step += 1
             rec.attempt = 0
             if rec.step == len(self.cfg.steps):
-                self._finish(sid, rec, "completed")
+                self._finish(sid, rec, Phase.COMPLETED)
             else:
                 self._send(sid)
         else:
@@ -340,7 +359,7 @@ class OrchestratorNode(Node):
         del self.waiting[sid]
         rec = self.log[sid]
         self.runtime.event(self.now, sid, "timeout", self._current(rec), rec.attempt)
-        if rec.phase == "forward":
+        if rec.phase == Phase.FORWARD:
             if rec.attempt < self.cfg.max_attempts:
                 self._send(sid)
             else:
@@ -353,7 +372,7 @@ class OrchestratorNode(Node):
             self._next_compensation(sid, rec)
 
     def _compensate(self, sid: str, rec: _Record, last: int) -> None:
-        rec.phase = "compensating"
+        rec.phase = Phase.COMPENSATING
         rec.to_undo = list(range(last, -1, -1))
         rec.attempt = 0
         self._next_compensation(sid, rec)
@@ -362,9 +381,9 @@ class OrchestratorNode(Node):
         if rec.to_undo:
             self._send(sid)
         else:
-            self._finish(sid, rec, "compensated")
+            self._finish(sid, rec, Phase.COMPENSATED)
 
-    def _finish(self, sid: str, rec: _Record, status: str) -> None:
+    def _finish(self, sid: str, rec: _Record, status: Phase) -> None:
         rec.phase = status
         self.runtime.finished[sid] = (status, self.now)
         self.runtime.event(self.now, sid, status)
@@ -384,7 +403,7 @@ class SagaServiceNode(Node):
                       for i, s in steps.items()}
 
     def boot(self) -> None:
-        self.records: dict[tuple[str, int], str] = self.disk.setdefault("records", {})
+        self.records: dict[tuple[str, int], StepState] = self.disk.setdefault("records", {})
         self.ledger: dict[tuple[str, int], list[int]] = self.disk.setdefault("ledger", {})
 
     def handle_StepCommand(self, msg: StepCommand, src: str) -> None:
@@ -398,26 +417,26 @@ class SagaServiceNode(Node):
     def _do(self, key: tuple[str, int]) -> bool:
         state = self.records.get(key)
         if self.cfg.idempotent_services and state is not None:
-            return state == "applied"  # a repeat gets the first answer; after a compensation: refused
+            return state == StepState.APPLIED  # a repeat gets the first answer; after a compensation: refused
         sid, step = key
         if decision_uniform(self.seed, "saga_business", sid, step) < self.steps[step].failure_probability:
-            self.records[key] = "failed"
+            self.records[key] = StepState.FAILED
             return False
-        self.records[key] = "applied"
+        self.records[key] = StepState.APPLIED
         self.ledger.setdefault(key, [0, 0])[0] += 1
         return True
 
     def _undo(self, key: tuple[str, int]) -> bool:
         state = self.records.get(key)
         if self.cfg.idempotent_services:
-            if state == "applied":
+            if state == StepState.APPLIED:
                 self.ledger.setdefault(key, [0, 0])[1] += 1
-                self.records[key] = "compensated"
+                self.records[key] = StepState.COMPENSATED
             elif state is None:
-                self.records[key] = "cancelled"  # nothing to undo; a late action will be refused
+                self.records[key] = StepState.CANCELLED  # nothing to undo; a late action will be refused
             return True
         self.ledger.setdefault(key, [0, 0])[1] += 1  # naive: undo whatever the state
-        self.records[key] = "compensated"
+        self.records[key] = StepState.COMPENSATED
         return True
 
 

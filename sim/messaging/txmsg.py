@@ -99,6 +99,7 @@ from ..kernel.node import Host, Node
 from ..kernel.world import World
 from ..protocol import ProtocolConfig, register_protocol
 from ..report import line, pairs, verdict_line
+from ..states import State
 from ..workload.arrivals import ArrivalSpec, Arrivals
 from .broker import Message
 from .broker_node import BrokerNode
@@ -290,6 +291,21 @@ class TxMsgState:
 
 
 # -- the producer -------------------------------------------------------------------------
+class Stage(State):
+    """Where a running transaction is in the producer's process (volatile)."""
+
+    HALF = "half"  # waiting for the half-message store to acknowledge the half message
+    LOCAL = "local"  # the local transaction is running
+
+
+class _Running:
+    __slots__ = ("msg", "stage")
+
+    def __init__(self, msg: Message, stage: Stage) -> None:
+        self.msg = msg
+        self.stage = stage
+
+
 class TxProducerNode(ReliablePublisher):
     """Runs local transactions and gets their messages out according to ``mode``."""
 
@@ -308,9 +324,9 @@ class TxProducerNode(ReliablePublisher):
         self._crashed: dict[tuple[str, str], None] = {}  # (txn, point) crashes that already happened
 
     def boot(self) -> None:
-        self.db: dict[str, str] = self.disk.setdefault("db", {})  # txn -> committed | rolled_back
+        self.db: dict[str, Literal["committed", "rolled_back"]] = self.disk.setdefault("db", {})
         self.outbox: dict[str, Message] = self.disk.setdefault("outbox", {})  # unsent rows (outbox mode)
-        self.running: dict[str, list[Any]] = {}  # txn -> [message, stage]: volatile, dies with the process
+        self.running: dict[str, _Running] = {}  # volatile: dies with the process
         super().boot()
         self.arrivals.resume(self, self._begin)
         if self.mode == "outbox":
@@ -339,16 +355,16 @@ class TxProducerNode(ReliablePublisher):
         self.trace.begun[txn] = self.name
         self.trace.event(self.now, txn, self.name, "begin")
         if self.mode == "half_message":
-            self.running[txn] = [msg, "half"]
+            self.running[txn] = _Running(msg, Stage.HALF)
             self._send_half(txn, 1)
             return
-        self.running[txn] = [msg, "local"]
+        self.running[txn] = _Running(msg, Stage.LOCAL)
         if self.mode == "publish_then_commit":
             self.publish_reliably(msg)
         self.set_timer(float(self._local()), self._end_local, txn)
 
     def _end_local(self, txn: str) -> None:
-        msg = self.running[txn][0]
+        msg = self.running[txn].msg
         if self._crash_at(txn, "before_commit"):
             return
         commit = decision_uniform(self.seed, "txmsg_rollback", txn, 0) >= self.spec.rollback_probability
@@ -366,12 +382,12 @@ class TxProducerNode(ReliablePublisher):
 
     # -- half messages ----------------------------------------------------------------------
     def _send_half(self, txn: str, attempt: int) -> None:
-        self.send(self.tcfg.coordinator, Half(self.running[txn][0]))
+        self.send(self.tcfg.coordinator, Half(self.running[txn].msg))
         self.set_timer(self.spec.half_timeout, self._half_timeout, txn, attempt)
 
     def _half_timeout(self, txn: str, attempt: int) -> None:
         entry = self.running.get(txn)
-        if entry is None or entry[1] != "half":
+        if entry is None or entry.stage != Stage.HALF:
             return
         if attempt < self.spec.half_attempts:
             self._send_half(txn, attempt + 1)
@@ -381,17 +397,18 @@ class TxProducerNode(ReliablePublisher):
 
     def handle_HalfAck(self, msg: HalfAck, src: str) -> None:
         entry = self.running.get(msg.txn)
-        if entry is None or entry[1] != "half":
+        if entry is None or entry.stage != Stage.HALF:
             return
         if not msg.ok:
             del self.running[msg.txn]
             self.trace.event(self.now, msg.txn, self.name, "abandon")
             return
-        entry[1] = "local"
+        entry.stage = Stage.LOCAL
         self.set_timer(float(self._local()), self._end_local, msg.txn)
 
     def handle_CheckBack(self, msg: CheckBack, src: str) -> None:
         state = self.db.get(msg.txn)
+        answer: Literal["commit", "rollback", "unknown"]
         if state is not None:
             answer = "commit" if state == "committed" else "rollback"
         else:  # in progress in this process, or it died with an earlier one before committing

@@ -93,6 +93,7 @@ from ..errors import ScenarioError
 from ..kernel.messages import ClientReply, ClientRequest
 from ..kernel.node import Node, Timer
 from ..protocol import ProtocolConfig, register_protocol
+from ..states import State
 
 __all__ = [
     "QuorumConfig",
@@ -231,6 +232,13 @@ class QuorumConfig(ProtocolConfig[None]):
 # -- coordinator state -------------------------------------------------------------------
 
 
+class Phase(State):
+    """A coordinated operation's phase."""
+
+    GET = "get"  # collecting versions from a read quorum
+    PUT = "put"  # writing one version to a write quorum
+
+
 class _Request:
     """One client operation this node coordinates (volatile: a crash forgets it)."""
 
@@ -244,7 +252,7 @@ class _Request:
         self.key = msg.key
         self.value = msg.value  # for a read: the value it will return
         self.ring = ring
-        self.phase = "get"  # "get": collecting versions; "put": writing one
+        self.phase = Phase.GET
         self.rid = NO_REQUEST
         self.replies: dict[str, tuple[Version | None, Any]] = {}
         self.acks: dict[str, None] = {}  # distinct nodes that stored the version
@@ -350,7 +358,7 @@ class QuorumNode(Node):
         req.timer = self.set_timer(self.cfg.request_timeout, self._expire, req)
 
     def _get(self, req: _Request) -> None:
-        req.phase = "get"
+        req.phase = Phase.GET
         req.replies = {}
         rid = self._new_phase(req)
         for node in req.ring[: self.cfg.replicas]:
@@ -358,7 +366,7 @@ class QuorumNode(Node):
         self._start_handoff(req)
 
     def _put(self, req: _Request, version: Version, value: Any) -> None:
-        req.phase = "put"
+        req.phase = Phase.PUT
         req.version = version
         req.value = value
         req.acks = {}
@@ -422,8 +430,8 @@ class QuorumNode(Node):
         """request_timeout: answer ``fail`` only if nothing was written, then forget the request."""
         if not req.answered:
             self.timeouts += 1
-            if req.op == "read" or req.phase == "get":
-                need = self.cfg.r if req.phase == "get" else self.cfg.w
+            if req.op == "read" or req.phase == Phase.GET:
+                need = self.cfg.r if req.phase == Phase.GET else self.cfg.w
                 self.send(req.client, ClientReply(req.op_id, False, error=f"no quorum of {need} within "
                                                   f"{self.cfg.request_timeout:g} ms ({req.phase} phase)"))
         self._finish(req)
@@ -434,7 +442,7 @@ class QuorumNode(Node):
         for timer in (req.timer, req.handoff):
             if timer is not None:
                 timer.cancel()
-        if self.cfg.read_repair and req.op == "read" and req.phase == "get" and req.answered:
+        if self.cfg.read_repair and req.op == "read" and req.phase == Phase.GET and req.answered:
             self._read_repair(req)
 
     def _read_repair(self, req: _Request) -> None:
@@ -457,7 +465,7 @@ class QuorumNode(Node):
 
     def _handoff(self, req: _Request, rid: int) -> None:
         """Ask the next untried fallback on behalf of every replica that has not answered."""
-        if req.rid != rid or rid not in self.requests or (req.phase == "get" and req.answered):
+        if req.rid != rid or rid not in self.requests or (req.phase == Phase.GET and req.answered):
             return
         fallbacks = req.ring[self.cfg.replicas :]
         asked: dict[str, None] = {}
@@ -471,7 +479,7 @@ class QuorumNode(Node):
             req.tried[intended] = i + 1
             more = more or i + 1 < len(fallbacks)
             node = fallbacks[i]
-            if req.phase == "put":
+            if req.phase == Phase.PUT:
                 self.handoffs += 1
                 self.send(node, Put(rid, req.key, req.version, req.value, hint=intended))
             elif node in req.replies:  # already answered, standing in for another replica

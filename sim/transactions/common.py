@@ -52,7 +52,7 @@ from ..protocols.proxy import ProxyNode
 from ..workload.transfers import TransferWorkload, TxnSpec
 from .recorder import TxnRecorder
 from .report import transaction_lines
-from .states import FINAL_STATES, UNCERTAIN_STATES
+from .states import FINAL_STATES, UNCERTAIN_STATES, CState, Decision, LogRecord, PState, Record
 from .tables import atomicity, summarize, transaction_tables
 
 if TYPE_CHECKING:
@@ -242,33 +242,33 @@ class TxnNode(ProxyNode):
 
     def boot(self) -> None:
         super().boot()
-        self.log: list[tuple] = self.disk.setdefault("log", [])
-        self._buffer: list[tuple] = []  # lazy records not yet on disk (volatile)
+        self.log: list[LogRecord] = self.disk.setdefault("log", [])
+        self._buffer: list[LogRecord] = []  # lazy records not yet on disk (volatile)
 
     def tsend(self, dst: str, msg: Any) -> None:
         """Send a protocol message, counting it against its transaction."""
         self.rec.message(msg.gtid, msg)
         self.send(dst, msg)
 
-    def force(self, record: tuple, then: Callable[..., None] | None = None, *args: Any) -> None:
+    def force(self, record: LogRecord, then: Callable[..., None] | None = None, *args: Any) -> None:
         """Write ``record`` (and the buffered lazy records) durably, then call ``then``.
 
         Takes ``force_time``; a crash before it completes loses the record and the
         callback never runs.
         """
-        self.rec.forced_write(record[1])
+        self.rec.forced_write(record.gtid)
         self.set_timer(self._force_time(), self._flushed, record, then, args)
 
-    def _flushed(self, record: tuple, then: Callable[..., None] | None, args: tuple) -> None:
+    def _flushed(self, record: LogRecord, then: Callable[..., None] | None, args: tuple) -> None:
         self.log.extend(self._buffer)
         self._buffer.clear()
         self.log.append(record)
         if then is not None:
             then(*args)
 
-    def lazy(self, record: tuple) -> None:
+    def lazy(self, record: LogRecord) -> None:
         """Append ``record`` to the log buffer: durable only with the next forced write."""
-        self.rec.lazy_write(record[1])
+        self.rec.lazy_write(record.gtid)
         self._buffer.append(record)
 
 
@@ -285,7 +285,7 @@ class CTxn:
 
     __slots__ = ("spec", "reply", "state", "votes", "acks", "timer")
 
-    def __init__(self, spec: TxnSpec, reply: Callable[[ClientReply], None] | None, state: str) -> None:
+    def __init__(self, spec: TxnSpec, reply: Callable[[ClientReply], None] | None, state: CState) -> None:
         self.spec = spec
         self.reply = reply
         self.state = state
@@ -325,7 +325,7 @@ class CoordinatorBase(TxnNode):
         spec = self.new_spec(request)
         self._by_op[request.op_id] = spec.gtid
         self.rec.begin_txn(spec)
-        txn = self.txns[spec.gtid] = CTxn(spec, reply, "collecting")
+        txn = self.txns[spec.gtid] = CTxn(spec, reply, CState.COLLECTING)
         self.start_txn(txn)
 
     def new_spec(self, request: ClientRequest) -> TxnSpec:
@@ -352,7 +352,7 @@ class CoordinatorBase(TxnNode):
         """Decide abort: tell every participant that did not vote no, forget the transaction."""
         if txn.timer is not None:
             txn.timer.cancel()
-        self.rec.decision(txn.gtid, "abort", why)
+        self.rec.decision(txn.gtid, Decision.ABORT, why)
         for p in txn.spec.participants:
             if txn.votes.get(p) is not False:
                 self.tsend(p, Abort(txn.gtid))
@@ -367,7 +367,7 @@ class PTxn:
                  "precommitting")
 
     def __init__(self, gtid: str, coordinator: str, participants: tuple[str, ...], account: int, delta: int,
-                 state: str) -> None:
+                 state: PState) -> None:
         self.gtid = gtid
         self.coordinator = coordinator
         self.participants = participants
@@ -387,8 +387,8 @@ class PTxn:
 class ResourceManager(TxnNode):
     """A participant: balances, a write-ahead log, a no-wait lock table, a prepare check.
 
-    Log records: ``("prepared", gtid, coordinator, participants, account, delta)``,
-    ``("precommitted", gtid)`` (3PC), ``("commit", gtid)``, ``("abort", gtid)``.
+    Log records (:class:`~.states.LogRecord`): ``PREPARED`` with the coordinator,
+    participants, account and change; ``PRECOMMITTED`` (3PC); ``COMMIT``; ``ABORT``.
     Balances live in ``disk["balances"]`` and change in the same instant the commit
     record becomes durable.
     """
@@ -402,22 +402,21 @@ class ResourceManager(TxnNode):
         self.balances: dict[int, int] = self.disk.setdefault("balances", {})
         self.txns: dict[str, PTxn] = {}
         self.locks: dict[int, str] = {}
-        self.decided: dict[str, str] = {}  # gtid -> "commit" / "abort" (from the log, plus volatile news)
-        prepared: dict[str, tuple] = {}
+        self.decided: dict[str, Decision] = {}  # from the log, plus volatile news
+        prepared: dict[str, LogRecord] = {}
         precommitted: set[str] = set()
         for record in self.log:
-            kind = record[0]
-            if kind == "prepared":
-                prepared[record[1]] = record
-            elif kind == "precommitted":
-                precommitted.add(record[1])
-            elif kind in ("commit", "abort"):
-                self.decided[record[1]] = kind
-        for gtid, (_, _, coordinator, participants, account, delta) in prepared.items():
+            if record.kind == Record.PREPARED:
+                prepared[record.gtid] = record
+            elif record.kind == Record.PRECOMMITTED:
+                precommitted.add(record.gtid)
+            elif record.kind in (Record.COMMIT, Record.ABORT):
+                self.decided[record.gtid] = Decision(record.kind.value)
+        for gtid, r in prepared.items():
             if gtid in self.decided:
                 continue
-            state = "precommitted" if gtid in precommitted else "prepared"
-            t = self.txns[gtid] = PTxn(gtid, coordinator, participants, account, delta, state)
+            state = PState.PRECOMMITTED if gtid in precommitted else PState.PREPARED
+            t = self.txns[gtid] = PTxn(gtid, r.coordinator, r.participants, r.account, r.delta, state)
             self.lock(t)
             self.rec.state(gtid, self.name, state, "in doubt after recovery")
             self.resume_in_doubt(t)
@@ -428,8 +427,8 @@ class ResourceManager(TxnNode):
 
     def on_crash(self) -> None:
         for t in self.txns.values():
-            if t.state == "working":  # not voted yet: the work is lost, the transaction aborts here
-                self.rec.state(t.gtid, self.name, "aborted", "crashed before voting")
+            if t.state == PState.WORKING:  # not voted yet: the work is lost, the transaction aborts here
+                self.rec.state(t.gtid, self.name, PState.ABORTED, "crashed before voting")
                 self.rec.unlock(t.gtid, self.name)
 
     # -- local data -------------------------------------------------------------
@@ -468,30 +467,30 @@ class ResourceManager(TxnNode):
             return
         decided = self.decided.get(gtid)
         if decided is not None:
-            if decided == "abort":
+            if decided == Decision.ABORT:
                 self.tsend(src, Vote(gtid, False, "already aborted"))
             return
         reason = self.prepare_check(gtid, account, delta)
         if reason is not None:
-            self.decided[gtid] = "abort"
-            self.lazy(("abort", gtid))
+            self.decided[gtid] = Decision.ABORT
+            self.lazy(LogRecord(Record.ABORT, gtid))
             self.rec.vote(gtid, self.name, False, reason)
-            self.rec.state(gtid, self.name, "aborted", f"voted no: {reason}")
+            self.rec.state(gtid, self.name, PState.ABORTED, f"voted no: {reason}")
             self.tsend(src, Vote(gtid, False, reason))
             return
-        t = self.txns[gtid] = PTxn(gtid, src, participants, account, delta, "working")
+        t = self.txns[gtid] = PTxn(gtid, src, participants, account, delta, PState.WORKING)
         self.lock(t)
-        self.rec.state(gtid, self.name, "working")
-        self.force(("prepared", gtid, src, participants, account, delta), self._prepared, t)
+        self.rec.state(gtid, self.name, PState.WORKING)
+        self.force(LogRecord(Record.PREPARED, gtid, src, participants, account, delta), self._prepared, t)
 
     def _prepared(self, t: PTxn) -> None:
-        if t.state == "working":
-            t.state = "prepared"
-            self.rec.state(t.gtid, self.name, "prepared")
+        if t.state == PState.WORKING:
+            t.state = PState.PREPARED
+            self.rec.state(t.gtid, self.name, PState.PREPARED)
             self.rec.vote(t.gtid, self.name, True)
             self.tsend(t.coordinator, Vote(t.gtid, True))
             t.timer = self.set_timer(self.cfg.decision_timeout, self.on_decision_timeout, t)
-        elif t.state == "aborted":  # aborted unilaterally while the prepare record was being written
+        elif t.state == PState.ABORTED:  # aborted unilaterally while the prepare record was being written
             self.rec.vote(t.gtid, self.name, False, "aborted before voting")
             self.tsend(t.coordinator, Vote(t.gtid, False, "aborted before voting"))
 
@@ -502,16 +501,16 @@ class ResourceManager(TxnNode):
     def commit(self, t: PTxn, how: str) -> None:
         """Force the commit record, then apply the transfer and release the lock."""
         t.cancel_timer()
-        t.state = "committing"
-        self.force(("commit", t.gtid), self._committed, t, how)
+        t.state = PState.COMMITTING
+        self.force(LogRecord(Record.COMMIT, t.gtid), self._committed, t, how)
 
     def _committed(self, t: PTxn, how: str) -> None:
         self.balances[t.account] = self.balance(t.account) + t.delta
-        self.decided[t.gtid] = "commit"
+        self.decided[t.gtid] = Decision.COMMIT
         self.txns.pop(t.gtid, None)
-        t.state = "committed"
+        t.state = PState.COMMITTED
         self.unlock(t)
-        self.rec.state(t.gtid, self.name, "committed", how)
+        self.rec.state(t.gtid, self.name, PState.COMMITTED, how)
         self.after_commit(t)
 
     def after_commit(self, t: PTxn) -> None:
@@ -521,15 +520,15 @@ class ResourceManager(TxnNode):
         """Abort ``t`` here: release the lock. With ``then`` the abort record is forced
         (and ``then`` runs when it is durable), otherwise written lazily."""
         t.cancel_timer()
-        t.state = "aborted"
-        self.decided[t.gtid] = "abort"
+        t.state = PState.ABORTED
+        self.decided[t.gtid] = Decision.ABORT
         self.txns.pop(t.gtid, None)
         self.unlock(t)
-        self.rec.state(t.gtid, self.name, "aborted", how)
+        self.rec.state(t.gtid, self.name, PState.ABORTED, how)
         if then is not None:
-            self.force(("abort", t.gtid), then, *args)
+            self.force(LogRecord(Record.ABORT, t.gtid), then, *args)
         else:
-            self.lazy(("abort", t.gtid))
+            self.lazy(LogRecord(Record.ABORT, t.gtid))
 
     def abort_unilaterally(self, gtid: str, then: Callable[..., None], *args: Any) -> None:
         """Abort a transaction this participant has not voted on (asked by a peer).
@@ -541,6 +540,6 @@ class ResourceManager(TxnNode):
         if t is not None:
             self.abort_local(t, "unilateral abort before voting", then, *args)
             return
-        self.decided[gtid] = "abort"
-        self.rec.state(gtid, self.name, "aborted", "unilateral abort: never prepared")
-        self.force(("abort", gtid), then, *args)
+        self.decided[gtid] = Decision.ABORT
+        self.rec.state(gtid, self.name, PState.ABORTED, "unilateral abort: never prepared")
+        self.force(LogRecord(Record.ABORT, gtid), then, *args)

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from ..kernel.node import Host
     from ..workload.transfers import TxnSpec
+    from .states import Decision, PState
 
 __all__ = ["TxnRecorder"]
 
@@ -52,7 +53,7 @@ class TxnRecorder:
         self.specs[spec.gtid] = spec
         self.begin[spec.gtid] = self.env.now
 
-    def state(self, gtid: str, node: str, state: str, detail: str = "") -> None:
+    def state(self, gtid: str, node: str, state: PState, detail: str = "") -> None:
         key = (gtid, node)
         if self._last.get(key) != state:
             self._last[key] = state
@@ -64,7 +65,7 @@ class TxnRecorder:
     def vote(self, gtid: str, node: str, yes: bool, reason: str = "") -> None:
         self.votes.setdefault((gtid, node), (self.env.now, yes, reason))
 
-    def decision(self, gtid: str, decision: str, how: str) -> None:
+    def decision(self, gtid: str, decision: Decision, how: str) -> None:
         self.decisions.setdefault(gtid, (self.env.now, decision, how))
 
     def message(self, gtid: str, msg: Any) -> None:

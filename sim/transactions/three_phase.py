@@ -56,6 +56,7 @@ from typing import ClassVar
 from ..protocol import register_protocol
 from .common import (FINAL_STATES, UNCERTAIN_STATES, Abort, CoordinatorBase, CTxn, PTxn, ResourceManager,
                      TransactionConfig, Vote)
+from .states import CState, Decision, LogRecord, PState, Record
 
 __all__ = ["ThreePhaseCommitConfig", "ThreePhaseCoordinator", "ThreePhaseParticipant", "CanCommit", "PreCommit",
            "PreCommitAck", "DoCommit", "StateRequest", "StateReply"]
@@ -102,7 +103,7 @@ class StateReply:
     """``state`` is ``prepared`` (uncertain), ``precommitted``, ``committed`` or ``aborted``."""
 
     gtid: str
-    state: str
+    state: PState
 
 
 class ThreePhaseCoordinator(CoordinatorBase):
@@ -115,20 +116,20 @@ class ThreePhaseCoordinator(CoordinatorBase):
         txn.timer = self.set_timer(self.cfg.vote_timeout, self._timeout, txn)
 
     def _timeout(self, txn: CTxn) -> None:
-        if txn.state == "collecting":
+        if txn.state == CState.COLLECTING:
             missing = [p for p in txn.spec.participants if p not in txn.votes]
             self.abort(txn, f"vote timeout (no vote from {', '.join(missing)})")
-        elif txn.state == "precommitting":
+        elif txn.state == CState.PRECOMMITTING:
             missing = [p for p in txn.spec.participants if p not in txn.acks]
             self._do_commit(txn, f"pre-commit ack timeout (none from {', '.join(missing)})")
 
     def handle_Vote(self, msg: Vote, src: str) -> None:
         txn = self.txns.get(msg.gtid)
-        if txn is None or txn.state != "collecting" or not self.record_vote(txn, src, msg.yes):
+        if txn is None or txn.state != CState.COLLECTING or not self.record_vote(txn, src, msg.yes):
             return  # unknown after a crash: the participants terminate by themselves
         txn.timer.cancel()
         if all(txn.votes.values()):
-            txn.state = "precommitting"
+            txn.state = CState.PRECOMMITTING
             for p in txn.spec.participants:
                 self.tsend(p, PreCommit(txn.gtid))
             txn.timer = self.set_timer(self.cfg.vote_timeout, self._timeout, txn)
@@ -138,7 +139,7 @@ class ThreePhaseCoordinator(CoordinatorBase):
 
     def handle_PreCommitAck(self, msg: PreCommitAck, src: str) -> None:
         txn = self.txns.get(msg.gtid)
-        if txn is None or txn.state != "precommitting" or src not in txn.spec.participants:
+        if txn is None or txn.state != CState.PRECOMMITTING or src not in txn.spec.participants:
             return
         txn.acks.add(src)
         if len(txn.acks) == len(txn.spec.participants):
@@ -146,11 +147,11 @@ class ThreePhaseCoordinator(CoordinatorBase):
             self._do_commit(txn, "all pre-committed")
 
     def _do_commit(self, txn: CTxn, how: str) -> None:
-        txn.state = "committing"
-        self.force(("commit", txn.gtid), self._commit_logged, txn, how)
+        txn.state = CState.COMMITTING
+        self.force(LogRecord(Record.COMMIT, txn.gtid), self._commit_logged, txn, how)
 
     def _commit_logged(self, txn: CTxn, how: str) -> None:
-        self.rec.decision(txn.gtid, "commit", how)
+        self.rec.decision(txn.gtid, Decision.COMMIT, how)
         self.answer_client(txn, True)
         for p in txn.spec.participants:
             self.tsend(p, DoCommit(txn.gtid))
@@ -168,19 +169,19 @@ class ThreePhaseParticipant(ResourceManager):
         if t is None or t.state not in UNCERTAIN_STATES:
             state = t.state if t else self.decided.get(msg.gtid)
             self.rec.note(msg.gtid, self.name, f"PreCommit ignored: state {state}")
-        elif t.state == "precommitted":
+        elif t.state == PState.PRECOMMITTED:
             self.tsend(src, PreCommitAck(msg.gtid))
         elif not t.precommitting:
             t.precommitting = True
             t.cancel_timer()
-            self.force(("precommitted", msg.gtid), self._precommitted, t)
+            self.force(LogRecord(Record.PRECOMMITTED, msg.gtid), self._precommitted, t)
 
     def _precommitted(self, t: PTxn) -> None:
         t.precommitting = False
-        if t.state != "prepared":  # decided meanwhile by a termination protocol
+        if t.state != PState.PREPARED:  # decided meanwhile by a termination protocol
             return
-        t.state = "precommitted"
-        self.rec.state(t.gtid, self.name, "precommitted")
+        t.state = PState.PRECOMMITTED
+        self.rec.state(t.gtid, self.name, PState.PRECOMMITTED)
         self.tsend(t.coordinator, PreCommitAck(t.gtid))
         t.timer = self.set_timer(self.cfg.decision_timeout, self.on_decision_timeout, t)
 
@@ -203,16 +204,16 @@ class ThreePhaseParticipant(ResourceManager):
     def handle_StateRequest(self, msg: StateRequest, src: str) -> None:
         decided = self.decided.get(msg.gtid)
         if decided is not None:
-            self.tsend(src, StateReply(msg.gtid, "committed" if decided == "commit" else "aborted"))
+            self.tsend(src, StateReply(msg.gtid, PState.COMMITTED if decided == Decision.COMMIT else PState.ABORTED))
             return
         t = self.txns.get(msg.gtid)
-        if t is None or t.state == "working":
+        if t is None or t.state == PState.WORKING:
             self.abort_unilaterally(msg.gtid, self._reply_aborted, msg.gtid, src)
             return
-        self.tsend(src, StateReply(msg.gtid, "committed" if t.state == "committing" else t.state))
+        self.tsend(src, StateReply(msg.gtid, PState.COMMITTED if t.state == PState.COMMITTING else t.state))
 
     def _reply_aborted(self, gtid: str, dst: str) -> None:
-        self.tsend(dst, StateReply(gtid, "aborted"))
+        self.tsend(dst, StateReply(gtid, PState.ABORTED))
 
     def handle_StateReply(self, msg: StateReply, src: str) -> None:
         t = self.txns.get(msg.gtid)
@@ -227,11 +228,11 @@ class ThreePhaseParticipant(ResourceManager):
             return
         states = [t.state, *t.replies.values()]
         t.replies = None
-        if "committed" in states:
+        if PState.COMMITTED in states:
             commit, why = True, "termination: a participant had committed"
-        elif "aborted" in states:
+        elif PState.ABORTED in states:
             commit, why = False, "termination: a participant had aborted"
-        elif "precommitted" in states:
+        elif PState.PRECOMMITTED in states:
             commit, why = True, "termination: a participant was pre-committed"
         else:
             commit, why = False, "termination: all reachable participants uncertain"
@@ -250,7 +251,7 @@ class ThreePhaseParticipant(ResourceManager):
         t = self.txns.get(msg.gtid)
         if t is not None and t.state in UNCERTAIN_STATES:
             self.commit(t, "do-commit from coordinator" if src == t.coordinator else f"commit learned from {src}")
-        elif t is not None and t.state == "committing" or self.decided.get(msg.gtid) == "commit":
+        elif t is not None and t.state == PState.COMMITTING or self.decided.get(msg.gtid) == Decision.COMMIT:
             return
         else:
             state = t.state if t else self.decided.get(msg.gtid)
@@ -258,12 +259,12 @@ class ThreePhaseParticipant(ResourceManager):
 
     def handle_Abort(self, msg: Abort, src: str) -> None:
         t = self.txns.get(msg.gtid)
-        if t is not None and t.state in ("working", *UNCERTAIN_STATES):
+        if t is not None and t.state in (PState.WORKING, *UNCERTAIN_STATES):
             self.abort_local(t, "abort from coordinator" if src == t.coordinator else f"abort learned from {src}")
-        elif t is not None or self.decided.get(msg.gtid) == "commit":
+        elif t is not None or self.decided.get(msg.gtid) == Decision.COMMIT:
             self.rec.note(msg.gtid, self.name, f"Abort from {src} ignored: already committing/committed")
         else:
-            self.decided.setdefault(msg.gtid, "abort")
+            self.decided.setdefault(msg.gtid, Decision.ABORT)
 
 
 @register_protocol

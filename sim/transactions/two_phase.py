@@ -43,6 +43,7 @@ from typing import ClassVar
 from ..config import fld
 from ..protocol import register_protocol
 from .common import Abort, Ack, CoordinatorBase, CTxn, PTxn, ResourceManager, TransactionConfig, Vote
+from .states import CState, Decision, LogRecord, PState, Record
 
 __all__ = ["TwoPhaseCommitConfig", "TwoPhaseCoordinator", "TwoPhaseParticipant", "Prepare", "Commit",
            "DecisionRequest"]
@@ -73,14 +74,14 @@ class DecisionRequest:
 
 
 class TwoPhaseCoordinator(CoordinatorBase):
-    """Log records: ``("commit", gtid, spec)`` forced, ``("end", gtid)`` lazy."""
+    """Log records: ``COMMIT`` with the transfer, forced; ``END``, lazy."""
 
     def boot(self) -> None:
         super().boot()
-        ended = {r[1] for r in self.log if r[0] == "end"}
+        ended = {r.gtid for r in self.log if r.kind == Record.END}
         for record in self.log:
-            if record[0] == "commit" and record[1] not in ended:
-                txn = self.txns[record[1]] = CTxn(record[2], None, "committed")
+            if record.kind == Record.COMMIT and record.gtid not in ended and record.spec is not None:
+                txn = self.txns[record.gtid] = CTxn(record.spec, None, CState.COMMITTED)
                 self._send_commit(txn)
 
     def start_txn(self, txn: CTxn) -> None:
@@ -90,7 +91,7 @@ class TwoPhaseCoordinator(CoordinatorBase):
         txn.timer = self.set_timer(self.cfg.vote_timeout, self._vote_timeout, txn)
 
     def _vote_timeout(self, txn: CTxn) -> None:
-        if txn.state == "collecting":
+        if txn.state == CState.COLLECTING:
             missing = [p for p in txn.spec.participants if p not in txn.votes]
             self.abort(txn, f"vote timeout (no vote from {', '.join(missing)})")
 
@@ -98,22 +99,22 @@ class TwoPhaseCoordinator(CoordinatorBase):
         txn = self.txns.get(msg.gtid)
         if txn is None:
             if msg.yes:  # no record of it: presumed aborted
-                self.rec.decision(msg.gtid, "abort", "presumed")
+                self.rec.decision(msg.gtid, Decision.ABORT, "presumed")
                 self.tsend(src, Abort(msg.gtid))
             return
-        if txn.state != "collecting" or not self.record_vote(txn, src, msg.yes):
+        if txn.state != CState.COLLECTING or not self.record_vote(txn, src, msg.yes):
             return
         txn.timer.cancel()
         if all(txn.votes.values()):
-            txn.state = "committing"
-            self.force(("commit", txn.gtid, txn.spec), self._commit_logged, txn)
+            txn.state = CState.COMMITTING
+            self.force(LogRecord(Record.COMMIT, txn.gtid, spec=txn.spec), self._commit_logged, txn)
         else:
             no = [p for p in txn.spec.participants if txn.votes.get(p) is False]
             self.abort(txn, f"vote no from {', '.join(no)}")
 
     def _commit_logged(self, txn: CTxn) -> None:
-        txn.state = "committed"
-        self.rec.decision(txn.gtid, "commit", "all voted yes")
+        txn.state = CState.COMMITTED
+        self.rec.decision(txn.gtid, Decision.COMMIT, "all voted yes")
         self.answer_client(txn, True)
         self._send_commit(txn)
 
@@ -127,20 +128,20 @@ class TwoPhaseCoordinator(CoordinatorBase):
 
     def handle_Ack(self, msg: Ack, src: str) -> None:
         txn = self.txns.get(msg.gtid)
-        if txn is None or txn.state != "committed" or src not in txn.spec.participants:
+        if txn is None or txn.state != CState.COMMITTED or src not in txn.spec.participants:
             return
         txn.acks.add(src)
         if len(txn.acks) == len(txn.spec.participants):
             txn.timer.cancel()
-            self.lazy(("end", txn.gtid))
+            self.lazy(LogRecord(Record.END, txn.gtid))
             del self.txns[txn.gtid]
 
     def handle_DecisionRequest(self, msg: DecisionRequest, src: str) -> None:
         txn = self.txns.get(msg.gtid)
         if txn is None:
-            self.rec.decision(msg.gtid, "abort", "presumed")
+            self.rec.decision(msg.gtid, Decision.ABORT, "presumed")
             self.tsend(src, Abort(msg.gtid))
-        elif txn.state == "committed":
+        elif txn.state == CState.COMMITTED:
             self.tsend(src, Commit(msg.gtid))
         # still collecting votes or forcing the commit record: the decision will come
 
@@ -152,7 +153,7 @@ class TwoPhaseParticipant(ResourceManager):
         self.on_prepare(msg.gtid, msg.participants, msg.account, msg.delta, src)
 
     def on_decision_timeout(self, t: PTxn) -> None:
-        if t.state == "prepared":
+        if t.state == PState.PREPARED:
             self.ask(t)
 
     def resume_in_doubt(self, t: PTxn) -> None:
@@ -169,13 +170,13 @@ class TwoPhaseParticipant(ResourceManager):
 
     def handle_Commit(self, msg: Commit, src: str) -> None:
         t = self.txns.get(msg.gtid)
-        if t is not None and t.state == "prepared":
+        if t is not None and t.state == PState.PREPARED:
             self.commit(t, "commit from coordinator" if src == t.coordinator else f"commit learned from {src}")
             return
-        if t is not None and t.state == "committing":
+        if t is not None and t.state == PState.COMMITTING:
             return
         decided = self.decided.get(msg.gtid)
-        if decided == "commit":
+        if decided == Decision.COMMIT:
             if src == self.server:  # the coordinator resends until acknowledged
                 self.tsend(src, Ack(msg.gtid))
         else:  # cannot happen in 2PC: kept as evidence if it ever does
@@ -186,21 +187,21 @@ class TwoPhaseParticipant(ResourceManager):
 
     def handle_Abort(self, msg: Abort, src: str) -> None:
         t = self.txns.get(msg.gtid)
-        if t is not None and t.state in ("working", "prepared"):
+        if t is not None and t.state in (PState.WORKING, PState.PREPARED):
             self.abort_local(t, "abort from coordinator" if src == t.coordinator else f"abort learned from {src}")
-        elif t is not None or self.decided.get(msg.gtid) == "commit":
+        elif t is not None or self.decided.get(msg.gtid) == Decision.COMMIT:
             # e.g. a presumed-abort answer to a request sent before the commit arrived
             self.rec.note(msg.gtid, self.name, f"stale Abort from {src} ignored: already committing/committed")
         else:
-            self.decided.setdefault(msg.gtid, "abort")  # a later prepare gets a no vote
+            self.decided.setdefault(msg.gtid, Decision.ABORT)  # a later prepare gets a no vote
 
     def handle_DecisionRequest(self, msg: DecisionRequest, src: str) -> None:
         decided = self.decided.get(msg.gtid)
         if decided is not None:
-            self.tsend(src, Commit(msg.gtid) if decided == "commit" else Abort(msg.gtid))
+            self.tsend(src, Commit(msg.gtid) if decided == Decision.COMMIT else Abort(msg.gtid))
             return
         t = self.txns.get(msg.gtid)
-        if t is None or t.state == "working":
+        if t is None or t.state == PState.WORKING:
             self.abort_unilaterally(msg.gtid, self._tell_abort, msg.gtid, src)
         # uncertain itself: nothing to tell
 
