@@ -98,39 +98,61 @@ def atomicity(world: World) -> AtomicityResult:
 
 
 # -- building the tables ------------------------------------------------------------
+Episodes = dict[tuple[str, str], list[tuple[float, float]]]
+
+
 def _build(world: World) -> dict[str, pd.DataFrame]:
     rec = recorder(world)
     end = world.now
-    thr = rec.threshold
     events = pd.DataFrame(rec.events, columns=["time", "gtid", "node", "state", "detail"])
+    prow, episodes = _participant_rows(rec, _cause_finder(world), end)
+    participants = pd.DataFrame(prow, columns=_PARTICIPANT_COLUMNS)
+    transactions = pd.DataFrame(_transaction_rows(rec, prow, world.history.to_frame()), columns=_TRANSACTION_COLUMNS)
+    locks = pd.DataFrame(rec.locks, columns=["gtid", "node", "account", "acquired", "released"])
+    locks["held"] = locks["released"].fillna(end) - locks["acquired"]
+    messages = pd.DataFrame([(g, typ, n) for g, per_type in rec.messages.items() for typ, n in per_type.items()],
+                            columns=["gtid", "type", "count"])
+    return {"transactions": transactions, "participants": participants, "events": events, "locks": locks,
+            "conflicts": _conflicts(rec, episodes), "messages": messages, "balances": _balances(world, rec)}
+
+
+def _episode_rows(evs: list[tuple[float, str]], end: float
+                  ) -> tuple[list[tuple[float, float]], bool, str | None, float]:
+    """A participant's uncertain episodes, whether the last is still open, its outcome and when."""
+    eps: list[tuple[float, float]] = []
+    start = None
+    outcome, outcome_time = None, math.nan
+    for t, s in evs:
+        if s in UNCERTAIN_STATES:
+            if start is None:
+                start = t
+        elif s in FINAL_STATES:
+            if start is not None:
+                eps.append((start, t))
+                start = None
+            outcome, outcome_time = s, t
+    unresolved = start is not None
+    if start is not None:
+        eps.append((start, end))
+    return eps, unresolved, outcome, outcome_time
+
+
+def _participant_rows(rec: TxnRecorder, cause_of: Callable[[str, float, float], str | None], end: float
+                      ) -> tuple[list[dict[str, Any]], Episodes]:
+    thr = rec.threshold
     per: dict[tuple[str, str], list[tuple[float, str]]] = {}
     for t, g, n, s, _ in rec.events:
         per.setdefault((g, n), []).append((t, s))
-    cause_of = _cause_finder(world)
-    episodes: dict[tuple[str, str], list[tuple[float, float]]] = {}
-    prow: list[dict[str, Any]] = []
+    episodes: Episodes = {}
+    rows: list[dict[str, Any]] = []
     for gtid, spec in rec.specs.items():
         for node in spec.participants:
             evs = per.get((gtid, node), [])
-            eps: list[tuple[float, float]] = []
-            start = None
-            outcome, outcome_time = None, math.nan
-            for t, s in evs:
-                if s in UNCERTAIN_STATES:
-                    if start is None:
-                        start = t
-                elif s in FINAL_STATES:
-                    if start is not None:
-                        eps.append((start, t))
-                        start = None
-                    outcome, outcome_time = s, t
-            unresolved = start is not None
-            if unresolved:
-                eps.append((start, end))
+            eps, unresolved, outcome, outcome_time = _episode_rows(evs, end)
             episodes[(gtid, node)] = eps
             blocked = [(a, b) for a, b in eps if b - a > thr]
             vote = rec.votes.get((gtid, node))
-            prow.append({
+            rows.append({
                 "gtid": gtid,
                 "node": node,
                 "vote": None if vote is None else ("yes" if vote[1] else "no"),
@@ -147,37 +169,37 @@ def _build(world: World) -> dict[str, pd.DataFrame]:
                 "unresolved": unresolved,
                 "cause": cause_of(node, blocked[0][0], blocked[0][0] + thr) if blocked else None,
             })
-    participants = pd.DataFrame(prow, columns=_PARTICIPANT_COLUMNS)
+    return rows, episodes
 
-    history = world.history.to_frame()
+
+def _verdict(outcomes: list[str | None], decided: str | None) -> str:
+    """A transaction's outcome from its participants' outcomes and the coordinator's decision."""
+    committed, aborted = outcomes.count("committed"), outcomes.count("aborted")
+    if committed and aborted or aborted and decided == "commit":
+        return "split"  # (or the coordinator committed while participants aborted)
+    if committed or decided == "commit":
+        return "committed"
+    if aborted or decided == "abort":
+        return "aborted"
+    return "undecided"
+
+
+def _transaction_rows(rec: TxnRecorder, prow: list[dict[str, Any]], history: pd.DataFrame) -> list[dict[str, Any]]:
     client = {op: (o, i, c) for op, o, i, c in zip(history["op_id"], history["outcome"], history["invoke"],
                                                    history["complete"])}
     by_txn: dict[str, list[dict[str, Any]]] = {}
     for row in prow:
         by_txn.setdefault(row["gtid"], []).append(row)
-    trow: list[dict[str, Any]] = []
+    out: list[dict[str, Any]] = []
     for gtid, spec in rec.specs.items():
         rows = by_txn.get(gtid, [])
-        outcomes = [r["outcome"] for r in rows]
-        committed, aborted = outcomes.count("committed"), outcomes.count("aborted")
         decision = rec.decisions.get(gtid)
-        decided = None if decision is None else decision[1]
-        if committed and aborted or aborted and decided == "commit":
-            verdict = "split"  # (or the coordinator committed while participants aborted)
-        elif committed or decided == "commit":
-            verdict = "committed"
-        elif aborted or decided == "abort":
-            verdict = "aborted"
-        else:
-            verdict = "undecided"
         yes = sum(r["vote"] == "yes" for r in rows)
         t_dec = decision[0] if decision is not None else math.nan
         window = t_dec - rec.begin[gtid] if yes else 0.0
-        window_all = window if yes == len(spec.participants) else 0.0
         outcome, invoke, complete = client.get(spec.op_id, (None, math.nan, math.nan))
         blocked = [r for r in rows if r["blocked"]]
-        msgs = rec.messages.get(gtid, {})
-        trow.append({
+        out.append({
             "gtid": gtid,
             "op_id": spec.op_id,
             "begin": rec.begin[gtid],
@@ -190,10 +212,10 @@ def _build(world: World) -> dict[str, pd.DataFrame]:
             "decision": None if decision is None else decision[1],
             "decision_time": t_dec,
             "decision_how": None if decision is None else decision[2],
-            "outcome": verdict,
+            "outcome": _verdict([r["outcome"] for r in rows], None if decision is None else decision[1]),
             "window": window,
-            "window_all_yes": window_all,
-            "messages": int(sum(msgs.values())),
+            "window_all_yes": window if yes == len(spec.participants) else 0.0,
+            "messages": int(sum(rec.messages.get(gtid, {}).values())),
             "forced_writes": rec.forced.get(gtid, 0),
             "lazy_writes": rec.lazy.get(gtid, 0),
             "uncertain_time": max((r["uncertain_time"] for r in rows), default=0.0),
@@ -204,24 +226,26 @@ def _build(world: World) -> dict[str, pd.DataFrame]:
             "client_outcome": outcome,
             "latency": complete - invoke,
         })
-    transactions = pd.DataFrame(trow, columns=_TRANSACTION_COLUMNS)
+    return out
 
-    crow = []
+
+def _conflicts(rec: TxnRecorder, episodes: Episodes) -> pd.DataFrame:
+    """Refused prepares, with whether the lock's holder was blocked at that moment."""
+    thr = rec.threshold
+    rows = []
     for t, node, account, gtid, holder in rec.conflicts:
         eps = episodes.get((holder, node), [])
         holder_blocked = any(a + thr <= t <= b for a, b in eps if b - a > thr)
-        crow.append((t, node, account, gtid, holder, holder_blocked))
-    conflicts = pd.DataFrame(crow, columns=["time", "node", "account", "gtid", "holder", "holder_blocked"])
-    locks = pd.DataFrame(rec.locks, columns=["gtid", "node", "account", "acquired", "released"])
-    locks["held"] = locks["released"].fillna(end) - locks["acquired"]
-    messages = pd.DataFrame([(g, typ, n) for g, per_type in rec.messages.items() for typ, n in per_type.items()],
-                            columns=["gtid", "type", "count"])
-    initial = world.scenario.protocol.initial_balance
-    brow = [(name, account, balance, balance - initial) for name in rec.participants
+        rows.append((t, node, account, gtid, holder, holder_blocked))
+    return pd.DataFrame(rows, columns=["time", "node", "account", "gtid", "holder", "holder_blocked"])
+
+
+def _balances(world: World, rec: TxnRecorder) -> pd.DataFrame:
+    protocol = world.scenario.protocol
+    initial = getattr(protocol, "initial_balance", 0)
+    rows = [(name, account, balance, balance - initial) for name in rec.participants
             for account, balance in sorted(world.nodes[name].disk.get("balances", {}).items())]
-    balances = pd.DataFrame(brow, columns=["node", "account", "balance", "change"])
-    return {"transactions": transactions, "participants": participants, "events": events, "locks": locks,
-            "conflicts": conflicts, "messages": messages, "balances": balances}
+    return pd.DataFrame(rows, columns=["node", "account", "balance", "change"])
 
 
 _PARTICIPANT_COLUMNS = ["gtid", "node", "vote", "vote_time", "vote_reason", "final_state", "outcome",
@@ -295,46 +319,55 @@ def summarize(world: World) -> dict[str, Any]:
     measured = txns[(txns["begin"] >= run.warmup) & (txns["begin"] < run.duration)]
     keep = set(measured["gtid"])
     parts = tables["participants"]
-    parts = parts[parts["gtid"].isin(keep)]
+    conflicts = tables["conflicts"]
+    seconds = (run.duration - run.warmup) / 1000.0
+    verdict = atomicity(world)
+    s: dict[str, Any] = {}
+    s.update(_outcomes(measured))
+    s.update(_costs(measured))
+    s.update(_blocking(measured, parts[parts["gtid"].isin(keep)]))
+    s.update(_locking(conflicts[conflicts["gtid"].isin(keep)], seconds))
+    s["txn.atomicity_violations"] = verdict.count("split") + verdict.count("flip")
+    s["txn.incomplete"] = verdict.count("incomplete")
+    s["txn.client_mismatches"] = verdict.count("client")
+    return s
+
+
+def _outcomes(measured: pd.DataFrame) -> dict[str, Any]:
+    s: dict[str, Any] = {"txn.count": int(len(measured))}
+    for outcome in ("committed", "aborted", "split", "undecided"):
+        s[f"txn.{outcome}"] = int((measured["outcome"] == outcome).sum())
+    ok = measured[measured["client_outcome"] == "ok"]
+    s.update(_pcts("txn.commit_latency", ok["latency"].to_numpy(dtype=float)))
+    return s
+
+
+def _costs(measured: pd.DataFrame) -> dict[str, Any]:
     committed = measured[measured["outcome"] == "committed"]
     aborted = measured[measured["outcome"] == "aborted"]
-    ok = measured[measured["client_outcome"] == "ok"]
-    verdict = atomicity(world)
-    conflicts = tables["conflicts"]
-    conflicts = conflicts[conflicts["gtid"].isin(keep)]
-    seconds = (run.duration - run.warmup) / 1000.0
-    lost = int(conflicts["holder_blocked"].sum())
-    s: dict[str, Any] = {
-        "txn.count": int(len(measured)),
-        "txn.committed": int(len(committed)),
-        "txn.aborted": int(len(aborted)),
-        "txn.split": int((measured["outcome"] == "split").sum()),
-        "txn.undecided": int((measured["outcome"] == "undecided").sum()),
-    }
-    lat = ok["latency"].to_numpy(dtype=float)
-    s.update(_pcts("txn.commit_latency", lat))
-    s.update({
-        "txn.messages_per_txn": _mean(measured["messages"]),
-        "txn.messages_per_commit": _mean(committed["messages"]),
-        "txn.messages_per_abort": _mean(aborted["messages"]),
-        "txn.forced_writes_per_txn": _mean(measured["forced_writes"]),
-        "txn.forced_writes_per_commit": _mean(committed["forced_writes"]),
-        "txn.forced_writes_per_abort": _mean(aborted["forced_writes"]),
-        "txn.window.mean": _mean(measured["window"]),
-        "txn.window_all_yes.mean": _mean(measured["window_all_yes"]),
-    })
+    s: dict[str, Any] = {}
+    for cost in ("messages", "forced_writes"):
+        s[f"txn.{cost}_per_txn"] = _mean(measured[cost])
+        s[f"txn.{cost}_per_commit"] = _mean(committed[cost])
+        s[f"txn.{cost}_per_abort"] = _mean(aborted[cost])
+    s["txn.window.mean"] = _mean(measured["window"])
+    s["txn.window_all_yes.mean"] = _mean(measured["window_all_yes"])
+    return s
+
+
+def _blocking(measured: pd.DataFrame, parts: pd.DataFrame) -> dict[str, Any]:
     uncertain = parts[parts["episodes"] > 0]
-    s.update(_pcts("txn.uncertain_time", uncertain["uncertain_time"].to_numpy(dtype=float)))
+    s = _pcts("txn.uncertain_time", uncertain["uncertain_time"].to_numpy(dtype=float))
     blocked = parts[parts["blocked"]]
     s["txn.blocked"] = int(measured["blocked"].sum())
     s["txn.blocked_fraction"] = _mean(measured["blocked"].astype(float))
     s.update(_pcts("txn.blocked_time", blocked["blocked_time"].to_numpy(dtype=float)))
     s["txn.blocked_time_per_txn"] = _mean(measured["blocked_time"])
     s["txn.unresolved"] = int(measured["unresolved"].sum())
-    s["txn.lock_conflicts"] = int(len(conflicts))
-    s["txn.conflicts_with_blocked"] = lost
-    s["txn.lost_throughput"] = lost / seconds if seconds > 0 else math.nan
-    s["txn.atomicity_violations"] = verdict.count("split") + verdict.count("flip")
-    s["txn.incomplete"] = verdict.count("incomplete")
-    s["txn.client_mismatches"] = verdict.count("client")
     return s
+
+
+def _locking(conflicts: pd.DataFrame, seconds: float) -> dict[str, Any]:
+    lost = int(conflicts["holder_blocked"].sum())
+    return {"txn.lock_conflicts": int(len(conflicts)), "txn.conflicts_with_blocked": lost,
+            "txn.lost_throughput": lost / seconds if seconds > 0 else math.nan}
