@@ -128,7 +128,7 @@ def run_demo(out: Path = Path("out/demo"), seed: int | None = None,
     fig.savefig(out / "latency_cdf.png", dpi=110)
     plt.close(fig)
 
-    edges = [0, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000]
+    edges: list[float] = [0, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000]
     curves = {label: t_visibility(r.history, edges) for label, r in results.items()}
     ax = t_visibility_curves(curves)
     ax.set_xscale("symlog", linthresh=1)

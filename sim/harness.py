@@ -148,7 +148,7 @@ class Harness:
         before = len(self.sent)
         self.env.pop(target)
         self.env.now = max(self.env.now, target.at)
-        callbacks, target.callbacks = target.callbacks, None
+        callbacks, target.callbacks = target.callbacks or [], None
         for callback in callbacks:
             callback(target)
         return self.sent[before:]

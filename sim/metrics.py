@@ -51,18 +51,19 @@ def latency_stats(ops: pd.DataFrame) -> dict[str, float]:
 
 def _covered(intervals: list[tuple[float, float]], lo: float, hi: float) -> float:
     """Length of ``[lo, hi)`` covered by the union of ``intervals``."""
-    total, cur_lo, cur_hi = 0.0, None, None
+    total = 0.0
+    current: tuple[float, float] | None = None
     for a, b in sorted((max(a, lo), min(b, hi)) for a, b in intervals):
         if b <= a:
             continue
-        if cur_hi is None or a > cur_hi:
-            if cur_hi is not None:
-                total += cur_hi - cur_lo
-            cur_lo, cur_hi = a, b
+        if current is None or a > current[1]:
+            if current is not None:
+                total += current[1] - current[0]
+            current = (a, b)
         else:
-            cur_hi = max(cur_hi, b)
-    if cur_hi is not None:
-        total += cur_hi - cur_lo
+            current = (current[0], max(current[1], b))
+    if current is not None:
+        total += current[1] - current[0]
     return total
 
 
@@ -100,8 +101,8 @@ def timeline(history: pd.DataFrame, faults: pd.DataFrame, duration: float, windo
     })
     for name in SIDES[1:]:
         out[f"availability_{name}"] = avail(side == name)
-    parts = [(r.start, r.end) for r in faults.itertuples() if r.kind == "partition"]
-    crashes = [(r.start, r.end) for r in faults.itertuples() if r.kind == "crash"]
+    parts = [(float(a), float(b)) for k, a, b in zip(faults["kind"], faults["start"], faults["end"]) if k == "partition"]
+    crashes = [(float(a), float(b)) for k, a, b in zip(faults["kind"], faults["start"], faults["end"]) if k == "crash"]
     width = out["end"] - out["start"]
     out["partitioned"] = [_covered(parts, lo, hi) for lo, hi in zip(out["start"], out["end"])] / width
     out["crashed"] = [_covered(crashes, lo, hi) for lo, hi in zip(out["start"], out["end"])] / width

@@ -47,14 +47,16 @@ def _axes(ax: Any | None, figsize=(8, 3)):
 def shade_faults(ax: Any, faults: pd.DataFrame, *, unit: float = 1000.0) -> None:
     """Shade partition (grey) and crash (orange) intervals; times in ms, axis in ms/unit."""
     labelled: set[str] = set()
-    for row in faults.itertuples():
-        color = {"partition": "0.85", "crash": "moccasin"}.get(row.kind)
+    for kind, start, end in zip(faults["kind"].astype(str), faults["start"].astype(float),
+                                faults["end"].astype(float)):
+        color = {"partition": "0.85", "crash": "moccasin"}.get(kind)
         if color is None:
             continue
-        end = row.end if np.isfinite(row.end) else ax.get_xlim()[1] * unit
-        label = None if row.kind in labelled else row.kind
-        labelled.add(row.kind)
-        ax.axvspan(row.start / unit, end / unit, color=color, alpha=0.6, lw=0, label=label, zorder=0)
+        if not np.isfinite(end):
+            end = ax.get_xlim()[1] * unit
+        label = None if kind in labelled else kind
+        labelled.add(kind)
+        ax.axvspan(start / unit, end / unit, color=color, alpha=0.6, lw=0, label=label, zorder=0)
 
 
 def availability_timeline(result: Any, ax: Any | None = None, *, sides: bool = True, title: str | None = None):
@@ -124,7 +126,7 @@ def lamport_diagram(result: Any, start: float, end: float, *, endpoints: list[st
     for name, i in x.items():
         ax.axvline(i, color="0.7", lw=1, zorder=0)
     colors: dict[str, Any] = {}
-    palette = [c for i, c in enumerate(plt.get_cmap("tab10").colors) if i != 3]  # red marks drops
+    palette = [c for i, c in enumerate(plt.get_cmap("tab10")(range(10))) if i != 3]  # red marks drops
     for row in window.itertuples():
         if row.src not in x or row.dst not in x:
             continue
@@ -194,7 +196,7 @@ def metric_vs_factor(summary: pd.DataFrame, x: str, metric: str, *, hue: str | N
     for value, g in groups:
         g = g.sort_values(x)
         xs = pd.to_numeric(g[x], errors="coerce")
-        label = None if hue is None else f"{hue} = {value}"
+        label = None if hue is None else f"{hue} = {value!s}"
         line = ax.plot(xs, g["mean"], marker="o", ms=3, label=label)[0]
         ax.fill_between(xs, g["ci_low"], g["ci_high"], color=line.get_color(), alpha=0.2, lw=0)
     ax.set_xlabel(axis_label(x))

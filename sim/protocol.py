@@ -55,7 +55,7 @@ from .tagged import Tagged
 if TYPE_CHECKING:
     import pandas as pd
 
-    from .kernel.node import Node
+    from .kernel.node import Host, Node
     from .kernel.world import World
     from .result import Result
     from .scenario import Scenario
@@ -113,11 +113,11 @@ class ProtocolConfig(Tagged, Generic[S]):
         """Raise :class:`~sim.errors.ScenarioError` if this protocol cannot run ``scenario``."""
 
     # -- running -----------------------------------------------------------------------------
-    def new_state(self, world: World) -> S:
+    def new_state(self, world: Host) -> S:
         """The per-run state shared by this run's nodes and result hooks (default: none)."""
         return None  # type: ignore[return-value]
 
-    def build_nodes(self, world: World, state: S) -> Mapping[str, Node]:
+    def build_nodes(self, world: Host, state: S) -> Mapping[str, Node]:
         """One node per name in ``world.scenario.nodes``."""
         raise NotImplementedError(f"protocol {self.tag!r} must implement build_nodes(world, state)")
 

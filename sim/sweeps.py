@@ -174,7 +174,7 @@ def _bases(base: Scenario | Mapping[str, Scenario]) -> dict[str | None, Scenario
     for label, scenario in base.items():
         if not isinstance(label, str) or not isinstance(scenario, Scenario):
             raise TypeError(f"sweep() base {label!r}: needs a str label and a Scenario, got {type(scenario).__name__}")
-    return dict(base)
+    return {str(label): scenario for label, scenario in base.items()}
 
 
 def _seeds(bases: Mapping[str | None, Scenario], replications: int, seeds: Sequence[int] | None,

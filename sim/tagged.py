@@ -32,7 +32,7 @@ class Tagged:
             cls._members = {}
 
     @classmethod
-    def register(cls, member: type) -> type:
+    def register(cls, member: Any) -> Any:
         if not member.tag:
             raise TypeError(f"{member.__name__} needs a non-empty 'tag'")
         cls._members[member.tag] = member

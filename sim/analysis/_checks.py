@@ -37,13 +37,8 @@ def check_probability(value: object, name: str) -> float:
 
 def check_rate(value: object, name: str, *, allow_zero: bool = False) -> float:
     """``value`` as a finite rate (events per millisecond), > 0 or, if allowed, >= 0."""
-    ok = (
-        not isinstance(value, bool)
-        and isinstance(value, numbers.Real)
-        and math.isfinite(float(value))
-        and (float(value) >= 0.0 if allow_zero else float(value) > 0.0)
-    )
-    if not ok:
+    rate = float(value) if isinstance(value, numbers.Real) and not isinstance(value, bool) else math.nan
+    if not (math.isfinite(rate) and (rate >= 0.0 if allow_zero else rate > 0.0)):
         bound = ">= 0" if allow_zero else "> 0"
         raise ScenarioError(name, f"must be a finite rate {bound} (per ms), got {value!r}")
-    return float(value)
+    return rate

@@ -68,7 +68,10 @@ def save_verdict(verdict: Any, folder: Path, name: str, shared: dict[int, str] |
             tables.append(f.name)
         else:
             scalars[f.name] = _plain(value)
-    record = {"class": f"{cls.__module__}:{cls.__qualname__}", "ok": bool(verdict.ok), "fields": scalars,
+    ok = getattr(verdict, "ok", None)
+    if ok is None:
+        raise TypeError(f"verdict {name!r} ({cls.__name__}) has no 'ok'")
+    record = {"class": f"{cls.__module__}:{cls.__qualname__}", "ok": bool(ok), "fields": scalars,
               "tables": tables, "shared_tables": refs}
     path = folder / f"{name}.json"
     path.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")

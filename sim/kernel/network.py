@@ -43,11 +43,17 @@ class _LinkState:
 
 
 class _Delivery:
-    """A message in flight: a minimal SimPy-schedulable event."""
+    """A message in flight: a minimal SimPy-schedulable event (its fields are set right after creation)."""
 
     __slots__ = ("callbacks", "_ok", "src", "dst", "msg", "epoch", "mid")
 
+    callbacks: Any  # SimPy sets it to None once the event has run
+    _ok: bool
+    src: str
     dst: Any  # the receiving endpoint object
+    msg: Any
+    epoch: int
+    mid: int
 
 
 class Network:
@@ -122,7 +128,7 @@ class Network:
         d.msg = msg
         d.epoch = ep.epoch
         if self._trace is not None:
-            self._trace_send(d, delay)
+            self._trace_send(self._trace, d, delay)
         self.env.schedule(d, NORMAL, delay)
         if state.duplicate and self._u_dup() < state.duplicate:
             self.duplicated += 1
@@ -140,14 +146,14 @@ class Network:
         d.msg = msg
         d.epoch = ep.epoch
         if self._trace is not None:
-            self._trace_send(d, delay)
+            self._trace_send(self._trace, d, delay)
         self.env.schedule(d, NORMAL, delay)
 
-    def _trace_send(self, d: _Delivery, delay: float) -> None:
+    def _trace_send(self, trace: list[tuple[Any, ...]], d: _Delivery, delay: float) -> None:
         d.mid = self._next_mid
         self._next_mid += 1
         now = self.env.now
-        self._trace.append((d.mid, d.src, d.dst.name, d.msg.__class__.__name__, now, now + delay, None, repr(d.msg)))
+        trace.append((d.mid, d.src, d.dst.name, d.msg.__class__.__name__, now, now + delay, None, repr(d.msg)))
 
     @property
     def sent(self) -> int:

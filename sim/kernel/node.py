@@ -35,7 +35,7 @@ class Scheduler(Protocol):
     @property
     def now(self) -> float: ...
 
-    def schedule(self, event: Any, priority: int = ..., delay: float = ...) -> None: ...
+    def schedule(self, event: Any, priority: Any = ..., delay: Any = ...) -> None: ...
 
 
 class Outbox(Protocol):
@@ -45,15 +45,28 @@ class Outbox(Protocol):
 
 
 class Host(Protocol):
-    """What a node may use of the world it runs in."""
+    """What a node may use of the world it runs in (a World, or a Harness in tests)."""
 
-    scenario: Scenario
-    seed: int
-    streams: Streams
-    events: EventLog
-    env: Scheduler
-    network: Outbox
-    state: Any
+    @property
+    def scenario(self) -> Scenario: ...
+
+    @property
+    def seed(self) -> int: ...
+
+    @property
+    def streams(self) -> Streams: ...
+
+    @property
+    def events(self) -> EventLog: ...
+
+    @property
+    def env(self) -> Scheduler: ...
+
+    @property
+    def network(self) -> Outbox: ...
+
+    @property
+    def state(self) -> Any: ...
 
     def record_node_event(self, node: str, event: str) -> None: ...
 
@@ -70,6 +83,8 @@ class Timer:
 
     __slots__ = ("callbacks", "_ok", "owner", "epoch", "fn", "args", "at", "cancelled")
 
+    callbacks: list[Callable[[object], None]] | None  # SimPy sets it to None once the event has run
+
     def __init__(self, owner: Endpoint, delay: float, fn: Callable[..., Any], args: tuple, urgent: bool) -> None:
         self._ok = True
         self.owner = owner
@@ -80,7 +95,7 @@ class Timer:
         env = owner.env
         self.at = env.now + delay
         self.callbacks = [self._fire]
-        env.schedule(self, URGENT if urgent else NORMAL, delay)  # type: ignore[arg-type]
+        env.schedule(self, URGENT if urgent else NORMAL, delay)
 
     def _fire(self, _event: object) -> None:
         owner = self.owner

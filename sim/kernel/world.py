@@ -136,12 +136,17 @@ class World:
         if self.history.pending:
             drained = self._drained = env.event()
             end = env.timeout(self.scenario.end_time - cfg.settle - cfg.duration)
-            end.callbacks.append(lambda _e: None if drained.triggered else drained.succeed())
+            end.callbacks.append(lambda _e: self._end_drain(drained))
             env.run(until=drained)
         if cfg.settle:
             env.run(until=env.now + cfg.settle)
         for probe in self.probes:
             probe.finish(self)
+
+    @staticmethod
+    def _end_drain(drained: simpy.Event) -> None:
+        if not drained.triggered:
+            drained.succeed()
 
     @property
     def now(self) -> float:

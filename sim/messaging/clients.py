@@ -176,6 +176,8 @@ class PublisherNode(AmqpClient):
             self._send(msg, attempt)
 
     def _send(self, msg: Message, attempt: int) -> None:
+        conn = self.conn
+        assert conn is not None, "sent only on an open connection"
         seq = None
         if self.spec.confirms:
             self.pub_seq += 1
@@ -183,7 +185,7 @@ class PublisherNode(AmqpClient):
             self.unconfirmed[seq] = (msg, attempt)
             if self.spec.confirm_timeout is not None:
                 self.set_timer(self.spec.confirm_timeout, self._confirm_timeout, self.conn, seq)
-        self.send(self.broker_name, BasicPublish(self.conn, self.next_frame(), seq, msg.exchange, msg.routing_key,
+        self.send(self.broker_name, BasicPublish(conn, self.next_frame(), seq, msg.exchange, msg.routing_key,
                                                  msg, self.spec.mandatory))
 
     def _confirm_timeout(self, conn: str, seq: int) -> None:

@@ -166,10 +166,10 @@ class NotificationConfig(ProtocolConfig["NotificationState"]):
     def check_scenario(self, scenario: Any, path: str) -> None:
         check_roles(scenario, self.node_refs(), path, "notification")
 
-    def new_state(self, world: World) -> NotificationState:
+    def new_state(self, world: Host) -> NotificationState:
         return NotificationState(world)
 
-    def build_nodes(self, world: World, state: NotificationState) -> dict[str, Node]:
+    def build_nodes(self, world: Host, state: NotificationState) -> dict[str, Node]:
         nodes: dict[str, Node] = {self.provider: ProviderNode(world, self.provider, self, state)}
         for m in self.merchants:
             nodes[m.node] = MerchantNode(world, m.node, self, m, state)
@@ -212,7 +212,7 @@ class NotificationState:
 
     EVENT_COLUMNS = ("time", "txn", "node", "event", "attempt")
 
-    def __init__(self, world: World) -> None:
+    def __init__(self, world: Host) -> None:
         self.events = world.events.channel("notification_events", self.EVENT_COLUMNS)
         self.report: NotificationReport | None = None
 
@@ -301,7 +301,7 @@ class ProviderNode(Node):
     def handle_Query(self, msg: Query, src: str) -> None:
         res = self.results.get(msg.txn)
         known = res is not None and msg.txn in self.notices  # the result is ready
-        self.send(src, QueryReply(msg.txn, known, res.success if known else False))
+        self.send(src, QueryReply(msg.txn, known, res.success if res is not None and known else False))
 
 
 class _Order:

@@ -91,6 +91,7 @@ from ..checkers.delivery import DeliveryReport, check_delivery
 from ..config import Duration, MaybeInfDuration, at_least, fld, positive, prob
 from ..dists import Constant, Dist
 from ..errors import ScenarioError
+from ..kernel.node import Host
 from ..kernel.world import World
 from ..protocol import ProtocolConfig, register_protocol
 from .broker_node import BrokerNode
@@ -106,8 +107,9 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from ..result import Result
+    from ..scenario import Scenario
 
-__all__ = ["MessagingConfig", "PublisherSpec", "ConsumerSpec", "DownstreamSpec", "MessagingState"]
+__all__ = ["MessagingConfig", "PublisherSpec", "ConsumerSpec", "DownstreamSpec", "MessagingState", "messaging_config"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -179,6 +181,14 @@ class DownstreamSpec:
     queue_limit: int | None = fld(None, check=at_least(0))
 
 
+def messaging_config(scenario: Scenario) -> MessagingConfig:
+    """The scenario's protocol config, which must be ``messaging``."""
+    cfg = scenario.protocol
+    if not isinstance(cfg, MessagingConfig):
+        raise ScenarioError("protocol.name", f"needs protocol 'messaging', got {cfg.tag!r}")
+    return cfg
+
+
 class MessagingState:
     """Per-run state of the messaging nodes of one world (never shared by two worlds).
 
@@ -188,7 +198,7 @@ class MessagingState:
     checker's verdict, set when the run finishes.
     """
 
-    def __init__(self, cfg: MessagingConfig, world: World) -> None:
+    def __init__(self, cfg: MessagingConfig, world: Host) -> None:
         self.log = MessageLog(world.events)
         duration = world.scenario.run.duration
         self.depth_interval = cfg.depth_interval if cfg.depth_interval is not None else duration / 200
@@ -234,7 +244,7 @@ class MessagingConfig(ProtocolConfig[MessagingState]):
             refs += [(f"{group}[{i}].node", s.node) for i, s in enumerate(getattr(self, group))]
         return refs
 
-    def check_scenario(self, scenario: Any, path: str) -> None:
+    def check_scenario(self, scenario: Scenario, path: str) -> None:
         if scenario.workload.clients != 0:
             raise ScenarioError("workload.clients", "must be 0 for the messaging protocol "
                                 "(publishers and consumers are protocol.publishers / protocol.consumers)")
@@ -281,10 +291,10 @@ class MessagingConfig(ProtocolConfig[MessagingState]):
                 raise ScenarioError(f"{rpath}.{name}", f"unknown exchange {ex!r}")
 
     # -- running ----------------------------------------------------------------------------
-    def new_state(self, world: World) -> MessagingState:
+    def new_state(self, world: Host) -> MessagingState:
         return MessagingState(self, world)
 
-    def build_nodes(self, world: World, state: MessagingState) -> dict[str, Any]:
+    def build_nodes(self, world: Host, state: MessagingState) -> dict[str, Any]:
         nodes: dict[str, Any] = {self.broker: BrokerNode(world, self.broker, self, state)}
         for p in self.publishers:
             nodes[p.node] = PublisherNode(world, p.node, self, state, p)

@@ -48,6 +48,8 @@ class ReliablePublisher(AmqpClient):
             self._publish(msg.msg_id)
 
     def _publish(self, msg_id: str) -> None:
+        conn = self.conn
+        assert conn is not None, "published only on an open connection"
         msg, attempt = self.outgoing[msg_id]
         attempt += 1
         self.outgoing[msg_id] = (msg, attempt)
@@ -55,9 +57,9 @@ class ReliablePublisher(AmqpClient):
         self.inflight[self.pub_seq] = msg_id
         self.log.record(self.now, "publish", msg_id, self.name, exchange=msg.exchange, routing_key=msg.routing_key,
                         attempt=attempt)
-        self.send(self.broker_name, BasicPublish(self.conn, self.next_frame(), self.pub_seq, msg.exchange,
+        self.send(self.broker_name, BasicPublish(conn, self.next_frame(), self.pub_seq, msg.exchange,
                                                  msg.routing_key, msg, False))
-        self.set_timer(self.confirm_timeout, self._confirm_timeout, self.conn, self.pub_seq)
+        self.set_timer(self.confirm_timeout, self._confirm_timeout, conn, self.pub_seq)
         self.after_publish(msg_id)
 
     def _confirm_timeout(self, conn: str, seq: int) -> None:

@@ -201,10 +201,10 @@ class SagaConfig(ProtocolConfig["SagaState"]):
                 roles.append((f"steps[{i}].service", s.service))
         check_roles(scenario, roles, path, "saga")
 
-    def new_state(self, world: World) -> SagaState:
+    def new_state(self, world: Host) -> SagaState:
         return SagaState(world)
 
-    def build_nodes(self, world: World, state: SagaState) -> dict[str, Node]:
+    def build_nodes(self, world: Host, state: SagaState) -> dict[str, Node]:
         nodes: dict[str, Node] = {self.orchestrator: OrchestratorNode(world, self.orchestrator, self, state)}
         for service in self.services():
             steps = {i: s for i, s in enumerate(self.steps) if s.service == service}
@@ -250,7 +250,7 @@ class SagaState:
 
     EVENT_COLUMNS = ("time", "saga_id", "event", "step", "attempt")
 
-    def __init__(self, world: World) -> None:
+    def __init__(self, world: Host) -> None:
         self.started: dict[str, float] = {}
         self.finished: dict[str, tuple[str, float]] = {}
         self.events = world.events.channel("saga_events", self.EVENT_COLUMNS)

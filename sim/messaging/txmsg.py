@@ -143,7 +143,8 @@ class TxProducerSpec:
 
 
 def _at_least_one_check(value: int | str) -> str | None:
-    return None if value == "unlimited" or value >= 1 else f"must be >= 1 or 'unlimited', got {value!r}"
+    return None if value == "unlimited" or (isinstance(value, int) and value >= 1) else \
+        f"must be >= 1 or 'unlimited', got {value!r}"
 
 
 def _default_topology() -> Topology:
@@ -337,7 +338,7 @@ class TxProducerNode(ReliablePublisher):
         spec = self.spec
         if spec.crash_probability == 0 or (txn, point) in self._crashed:
             return False
-        chosen = spec.crash_point
+        chosen: str = spec.crash_point
         if chosen == "any":
             points = CRASH_POINTS[self.mode]
             chosen = points[int(decision_uniform(self.seed, "txmsg_crash_point", txn, 0) * len(points))]
@@ -378,11 +379,16 @@ class TxProducerNode(ReliablePublisher):
         if self.mode == "commit_then_publish" and commit:
             self.publish_reliably(msg)
         elif self.mode == "half_message":
-            self.send(self.tcfg.coordinator, End(txn, commit))
+            self.send(self._coordinator(), End(txn, commit))
 
     # -- half messages ----------------------------------------------------------------------
+    def _coordinator(self) -> str:
+        coordinator = self.tcfg.coordinator
+        assert coordinator is not None, "half_message mode always names its half-message store"
+        return coordinator
+
     def _send_half(self, txn: str, attempt: int) -> None:
-        self.send(self.tcfg.coordinator, Half(self.running[txn].msg))
+        self.send(self._coordinator(), Half(self.running[txn].msg))
         self.set_timer(self.spec.half_timeout, self._half_timeout, txn, attempt)
 
     def _half_timeout(self, txn: str, attempt: int) -> None:
@@ -454,13 +460,17 @@ def txmsg_report(world: World, cfg: TxMsgConfig, trace: TxMsgState) -> tuple[TxM
     pending: list[str] = []
     unresolved: list[str] = []
     for p in cfg.producers:
-        pending += world.nodes[p.node].pending()
+        producer = world.nodes[p.node]
+        assert isinstance(producer, TxProducerNode)
+        pending += producer.pending()
     if cfg.coordinator is not None:
-        committed, unresolved = world.nodes[cfg.coordinator].pending()
+        store = world.nodes[cfg.coordinator]
+        assert isinstance(store, HalfMessageStore)
+        committed, unresolved = store.pending()
         pending += committed
     remain = events[events["event"] == "remain"]["msg_id"].tolist()
     rows = []
-    for txn, producer in trace.begun.items():
-        rows.append((txn, producer, world.nodes[producer].disk.get("db", {}).get(txn, "none")))
+    for txn, name in trace.begun.items():
+        rows.append((txn, name, world.nodes[name].disk.get("db", {}).get(txn, "none")))
     transactions = pd.DataFrame(rows, columns=["txn", "producer", "state"])
     return check_transactional(transactions, events, pending + remain, unresolved), delivery

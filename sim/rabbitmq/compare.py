@@ -36,7 +36,7 @@ import numpy as np
 import pandas as pd
 
 from ..checkers.delivery import DeliveryReport
-from ..messaging.protocol import MessagingConfig
+from ..messaging.protocol import messaging_config
 from ..result import Result
 
 __all__ = ["Comparison", "Tolerances", "compare", "retry_delays", "COUNT_ROWS"]
@@ -95,14 +95,12 @@ def _delivery(result: Result) -> DeliveryReport:
 def _per_message(result: Result) -> pd.DataFrame:
     """status, attempts, deliveries (count/redelivered sequence) and dead-letter reason per message id."""
     ev = result.tables["message_events"]
-    cfg = result.scenario.protocol
-    assert isinstance(cfg, MessagingConfig)
+    cfg = messaging_config(result.scenario)
     dlqs = set(cfg.dlq_names())
     table = _delivery(result).messages.set_index("msg_id")[["status", "attempts"]].copy()
     rec = ev[(ev["event"] == "receive") & ~ev["queue"].isin(dlqs)]
-    seq = rec.groupby("msg_id", sort=False).apply(
-        lambda g: " ".join(f"{c}{'r' if r else ''}" for c, r in zip(g["delivery_count"], g["redelivered"])),
-        include_groups=False)
+    shown = [f"{c}{'r' if r else ''}" for c, r in zip(rec["delivery_count"], rec["redelivered"])]
+    seq = pd.Series(shown, index=rec.index, dtype=object).groupby(rec["msg_id"], sort=False).agg(" ".join)
     table["deliveries"] = seq.reindex(table.index).fillna("")
     by_consumer = set(ev.loc[ev["event"] == "dlq_publish", "msg_id"])
     arrivals = ev[ev["event"].isin(("enqueue", "remain", "receive")) & ev["queue"].isin(dlqs)]

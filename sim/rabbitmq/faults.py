@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ..faultspec import Crash, Isolate, Partition
+from ..messaging.protocol import messaging_config
 from ..scenario import Scenario
 from .errors import UnsupportedScenario
 
@@ -53,7 +54,7 @@ class FaultPlan:
 
     @classmethod
     def from_scenario(cls, scenario: Scenario, *, broker_control: bool) -> FaultPlan:
-        cfg = scenario.protocol
+        cfg = messaging_config(scenario)
         broker = cfg.broker
         clients = [n for n in scenario.nodes if n != broker]
         plan = cls()

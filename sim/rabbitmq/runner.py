@@ -35,7 +35,7 @@ from .. import metrics
 from ..checkers.delivery import DeliveryReport, check_delivery
 from ..errors import ScenarioError
 from ..history import History
-from ..messaging.protocol import MessagingConfig
+from ..messaging.protocol import messaging_config
 from ..result import Result
 from ..rng import Streams
 from ..runner import capsim_version, with_seed
@@ -60,7 +60,7 @@ _MIN_DEPTH_INTERVAL = 100.0  # ms between depth samples at most this often on a 
 
 def check_supported(scenario: Scenario) -> list[str]:
     """Raise :class:`UnsupportedScenario` for what a real broker run cannot reproduce; return notes on the rest."""
-    cfg = scenario.protocol
+    cfg = messaging_config(scenario)
     net = scenario.network
     for name in ("loss", "duplicate", "reorder"):
         if getattr(net, name) > 0:
@@ -102,14 +102,12 @@ def run_rabbitmq(scenario: Scenario, seed: int | None = None, *, url: str | None
     restarts (``crash`` faults on the broker node).
     """
     scenario = with_seed(scenario, seed)
-    if not isinstance(scenario.protocol, MessagingConfig):
-        raise ScenarioError("protocol.name", f"run_rabbitmq needs protocol 'messaging', got {scenario.protocol.tag!r}")
+    cfg = messaging_config(scenario)
     if settings is None:
         settings = getattr(broker, "settings", None) or AmqpSettings.resolve(url)
     notes = check_supported(scenario)
     plan = FaultPlan.from_scenario(scenario, broker_control=broker is not None)
     info = broker_info(settings)  # an unreachable broker fails here, at once
-    cfg: MessagingConfig = scenario.protocol
     t_wall = time.perf_counter()
     log = ObservedLog()
     with declared_topology(settings, cfg.topology, label=label or scenario.name) as names:
@@ -121,7 +119,7 @@ def run_rabbitmq(scenario: Scenario, seed: int | None = None, *, url: str | None
         drain_remaining(settings, cfg, names, log, runner.session.now)
     report = check_delivery(log.to_frame(), cfg.dlq_names())
     broker_info_ = {**info, "broker_overrun_ms": runner.overrun_ms(), "ended": runner.ended,
-                    **({"control": broker.describe()} if hasattr(broker, "describe") else {})}
+                    **({"control": broker.describe()} if broker is not None and hasattr(broker, "describe") else {})}
     meta = {"capsim_version": capsim_version(), "source": "rabbitmq", "broker": broker_info_, "notes": notes,
             "names": names.prefix}
     return _result(scenario, time.perf_counter() - t_wall, log, report,
@@ -151,7 +149,7 @@ class _Runner:
 
     def __init__(self, scenario: Scenario, settings: AmqpSettings, names: RunNames, log: ObservedLog,
                  plan: FaultPlan, broker: BrokerControl | None, stop_when_idle: bool) -> None:
-        cfg: MessagingConfig = scenario.protocol
+        cfg = messaging_config(scenario)
         self.scenario = scenario
         self.cfg = cfg
         self.settings = settings

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ScenarioError
-from ..messaging.protocol import MessagingConfig
+from ..messaging.protocol import messaging_config
 from ..result import Result
 from ..runner import run, with_seed
 from ..scenario import Scenario
@@ -82,8 +82,7 @@ def validate(scenario: Scenario, seed: int | None = None, *, url: str | None = N
              settings: AmqpSettings | None = None, broker: BrokerControl | None = None, calibrated: bool = True,
              ping_messages: int = 100, probes: bool = True, tolerances: Tolerances | None = None) -> Validation:
     """Run ``scenario`` simulated and on the broker with the same seed, and compare (see the module docstring)."""
-    if not isinstance(scenario.protocol, MessagingConfig):
-        raise ScenarioError("protocol.name", f"validation needs protocol 'messaging', got {scenario.protocol.tag!r}")
+    cfg = messaging_config(scenario)
     try:
         scenario = with_seed(scenario, seed)
     except ScenarioError as exc:
@@ -92,13 +91,12 @@ def validate(scenario: Scenario, seed: int | None = None, *, url: str | None = N
     FaultPlan.from_scenario(scenario, broker_control=broker is not None)
     if settings is None:
         settings = getattr(broker, "settings", None) or AmqpSettings.resolve(url)
-    cfg = scenario.protocol
     queue_type = cfg.topology.queue(cfg.consumers[0].queue).type if cfg.consumers else "classic"
     cal = calibrate(settings, messages=ping_messages, queue_type=queue_type) if calibrated else None
     sim_scenario = cal.apply(scenario) if cal is not None else scenario
     sim = run(sim_scenario)
     real = run_rabbitmq(scenario, settings=settings, broker=broker)
-    order = requeue_orders(settings, kinds_in(scenario.protocol)) if probes else None
+    order = requeue_orders(settings, kinds_in(cfg)) if probes else None
     text = cal.describe() if cal is not None else "Not calibrated: the scenario's own network latency was simulated."
     comparison = compare(sim, real, requeue_order=order, calibration=text, tolerances=tolerances)
     return Validation(scenario, scenario.run.seed, cal, sim, real, comparison)

@@ -56,6 +56,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
+from ..checkers.lost_writes import lost_writes
 from ..config import MaybeInfDuration, at_least, fld, positive
 from ..kernel.messages import ClientReply, ClientRequest
 from ..kernel.node import Node
@@ -98,13 +99,15 @@ class EventualConfig(ProtocolConfig[None]):
         stats: EventualStats = nodes[0].stats
         lost = 0
         if self.conflict == "lww" and stats.order:
-            from ..checkers.lost_writes import lost_writes
-
             lost = lost_writes(world.history.to_frame(), order=stats.order).count
-        states = [n.replica_state() for n in nodes if n.alive]
+        states: list[dict[Any, Any]] = []
+        for n in nodes:
+            replica = n.replica_state() if n.alive else None
+            if replica is not None:
+                states.append(replica)
         keys: dict[Any, None] = {}  # first-seen order, never a set iteration
-        for state in states:
-            keys.update(dict.fromkeys(state))
+        for replica in states:
+            keys.update(dict.fromkeys(replica))
         divergent = sum(1 for k in keys if any(s.get(k) != states[0].get(k) for s in states[1:]))
         with_siblings = sum(1 for k in keys if any(isinstance(s.get(k), frozenset) for s in states))
         return {

@@ -109,10 +109,14 @@ class PrimaryBackupConfig(ProtocolConfig[None]):
         nodes = [world.nodes[n] for n in world.scenario.nodes]
         stats: PrimaryBackupStats = nodes[0].stats
         stats.note_primaries(world.now)
-        states = [n.replica_state() for n in nodes if n.alive]
+        states: list[dict[Any, Any]] = []
+        for n in nodes:
+            replica = n.replica_state() if n.alive else None
+            if replica is not None:
+                states.append(replica)
         keys: dict[Any, None] = {}
-        for state in states:
-            keys.update(dict.fromkeys(state))
+        for replica in states:
+            keys.update(dict.fromkeys(replica))
         # the lineage that survives: the log of the primary of the highest view (a live one
         # preferred), crashed or not, since its log is durable
         heads = [n for n in nodes if n.primary_of(n.view) == n.name]
@@ -252,7 +256,7 @@ class PrimaryBackupNode(ProxyNode):
         return self.fixed if self.cfg.primary == "fixed" else self.nodes[view % len(self.nodes)]
 
     @property
-    def server(self) -> str:  # ProxyNode: where requests go
+    def server(self) -> str:  # type: ignore[override]  # ProxyNode's attribute, computed here from the view
         return self.primary_of(self.view)
 
     def start_view(self) -> None:

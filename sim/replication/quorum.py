@@ -480,6 +480,7 @@ class QuorumNode(Node):
             more = more or i + 1 < len(fallbacks)
             node = fallbacks[i]
             if req.phase == Phase.PUT:
+                assert req.version is not None, "a put phase always has the version it writes"
                 self.handoffs += 1
                 self.send(node, Put(rid, req.key, req.version, req.value, hint=intended))
             elif node in req.replies:  # already answered, standing in for another replica
@@ -534,7 +535,7 @@ class QuorumNode(Node):
     def _hint_acked(self, msg: PutAck, src: str) -> None:
         per_key = self.hints.get(msg.key)
         held = per_key.get(src) if per_key is not None else None
-        if held is None or newer(held[0], msg.version):
+        if per_key is None or held is None or newer(held[0], msg.version):
             return  # no hint for src, or src acked an older version than the hint
         del per_key[src]
         if not per_key:

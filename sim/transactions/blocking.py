@@ -128,7 +128,7 @@ def blocking_table(runs: pd.DataFrame) -> pd.DataFrame:
             raise ValueError(f"no fault-free (crash_mtbf = inf) runs for {variant!r}: cannot measure tau")
         tau = float(calm["window_all_yes" if variant == "2PC + termination" else "window"].mean())
         for mtbf, point in per_variant.groupby("crash_mtbf", sort=True):
-            lam = 1.0 / mtbf
+            lam = 1.0 / float(mtbf)  # type: ignore[arg-type]  # a group key of the float column
             row = {"variant": variant, "crash_mtbf": mtbf, "lambda": lam, "seeds": len(point), "tau": tau,
                    "predicted": 0.0 if variant == "3PC" else 1 - math.exp(-lam * tau)}
             for col in ("blocked_fraction", "blocked_time", "blocked_time_per_txn", "lost_throughput", "txns"):

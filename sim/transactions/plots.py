@@ -12,6 +12,7 @@ import numpy as np
 from ..faultspec import Crash, Partition
 from ..kernel.faults import fault_schedule
 from ..rng import Streams
+from .common import TransactionConfig
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -51,7 +52,7 @@ def plot_timeline(result: Result, gtid: str | None = None, *, until: float | Non
         _, ax = plt.subplots(figsize=(9, 2.6))
     txns = result.tables["transactions"].set_index("gtid")
     gtid = gtid or str(txns.index[0])
-    txn = txns.loc[gtid]
+    txn = txns.loc[gtid].to_dict()
     all_events = result.tables["events"]
     events = all_events[all_events["gtid"] == gtid]
     begin = float(txn["begin"])
@@ -59,7 +60,10 @@ def plot_timeline(result: Result, gtid: str | None = None, *, until: float | Non
     right = until if until is not None else last + max(0.1 * (last - begin), 20.0)
     nodes = str(txn["participants"]).split(",")
     scenario = result.scenario
-    coordinator = scenario.protocol.coordinator_of(scenario.nodes)
+    protocol = scenario.protocol
+    if not isinstance(protocol, TransactionConfig):
+        raise ValueError(f"not a commit-protocol run: protocol {protocol.tag!r}")
+    coordinator = protocol.coordinator_of(scenario.nodes)
     for i, node in enumerate(nodes):
         mine = events[events["node"] == node]
         times = mine["time"].tolist() + [right]

@@ -149,6 +149,8 @@ class TwoPhaseCoordinator(CoordinatorBase):
 class TwoPhaseParticipant(ResourceManager):
     """A resource manager speaking 2PC (see the module docstring)."""
 
+    cfg: TwoPhaseCommitConfig
+
     def handle_Prepare(self, msg: Prepare, src: str) -> None:
         self.on_prepare(msg.gtid, msg.participants, msg.account, msg.delta, src)
 

@@ -21,6 +21,7 @@ from ..kernel.messages import ClientReply, ClientRequest
 from ..kernel.node import Endpoint
 
 if TYPE_CHECKING:
+    from ..kernel.network import Network
     from ..kernel.world import World
     from ..scenario import WorkloadConfig
 
@@ -47,6 +48,11 @@ class KeyChooser:
 
 
 class Client(Endpoint):
+    """A client next to its home node; it runs only in a :class:`~sim.kernel.world.World` (ids, history)."""
+
+    world: World
+    net: Network
+
     def __init__(self, world: World, name: str, index: int, home: str, cfg: WorkloadConfig,
                  keys: KeyChooser) -> None:
         super().__init__(world, name, home)

@@ -98,7 +98,7 @@ class RaftNode(Node):
         self.refused_ops: set[int] = set()  # write op_ids this node answered ok=False
         self.votes: set[str] = set()
         self._deadline = 0.0
-        self._etimer = None
+        self._etimer: Timer | None = None
         self._clear_leader_state()
         self._set_role(Role.FOLLOWER, "boot")
         self._reset_election_timer()
