@@ -90,18 +90,8 @@ class _Search:
         self.nxt, self.prv = _linked_entries(self.etime)
         self.head, self.tail = 2 * n, 2 * n + 1
         self.info_by_value = _info_writes_by_value(kops, info, n)
-        self.pend = [0] * len(kops.values)  # unlinearized reads per value
-        self.rem = [0] * len(kops.values)  # unlinearized ok writes and unused info writes per value
-        self.reads_of: dict[int, list[int]] = {}
-        for i in range(n):
-            if self.op_write[i]:
-                self.rem[self.op_value[i]] += 1
-            else:
-                self.pend[self.op_value[i]] += 1
-                self.reads_of.setdefault(self.op_value[i], []).append(i)
-        for j in info:
-            self.rem[kops.value[j]] += 1
-        self.dead = sum(1 for v in range(len(self.pend)) if self.pend[v] and not self.rem[v])
+        self.pend, self.rem, self.reads_of = _value_counts(kops, self.op_write, self.op_value, info)
+        self.dead = sum(1 for p, r in zip(self.pend, self.rem) if p and not r)
         self.seen: set[tuple[int, int]] = set()
         self.stack: list[_Undo] = []
         self.wall = -_INF  # the latest dead end so far
@@ -119,10 +109,11 @@ class _Search:
     def run(self, deadline: float) -> tuple[bool | None, float]:
         """Search from the empty configuration: the verdict (``None``: past ``deadline``) and the wall."""
         # Walking the entry list is the hot path, so the walk stays in this one loop over local
-        # names; only what happens once per linearization or per dead end is a method call.
+        # names, and so does trying a write (a method call per attempt costs 1-2% of the search).
+        # Rarer steps (an info write with its read, a refused step, a dead end) are methods.
         op_write, op_value, info_by_value = self.op_write, self.op_value, self.info_by_value
         nxt, prv, head, tail = self.nxt, self.prv, self.head, self.tail
-        seen, stack = self.seen, self.stack
+        seen, stack, bump, pend, rem = self.seen, self.stack, self.bump, self.pend, self.rem
         state = bits = alt = steps = 0
         e = -1  # the call entry being tried; -1 on arriving at a new configuration
         while True:
@@ -145,7 +136,7 @@ class _Search:
                     nb = bits | (1 << i)
                     if (nb, state) not in seen:
                         seen.add((nb, state))
-                        self.bump(state, 0, -1)
+                        bump(state, 0, -1)
                         stack.append((i, state, bits, _FORCED, -1))
                         bits = nb
                         _lift(nxt, prv, f)
@@ -155,8 +146,16 @@ class _Search:
                 v = op_value[i]
                 if op_write[i]:
                     nb = bits | (1 << i)
-                    if alt or (nb, v) in seen or not self.take_write(i, state, bits, nb):
+                    if alt or (nb, v) in seen:
                         nb = -1
+                    else:
+                        seen.add((nb, v))
+                        bump(v, -1, 0)
+                        if self.dead > (pend[v] > 0 and rem[v] == 0):
+                            self.refuse(v, 1, 0, state, bits)
+                            nb = -1
+                        else:
+                            stack.append((i, state, bits, 1, -1))
                 else:  # a read of another value, possible only right after an info write of that value
                     cands = info_by_value.get(v)
                     nb = self.take_read_after_info(e, cands, alt, state, bits) if cands and alt < len(cands) else -1
@@ -173,22 +172,6 @@ class _Search:
                 return False, self.wall
             i, state, bits, alt = undone
             e = 2 * i
-
-    def take_write(self, i: int, state: int, bits: int, nb: int) -> bool:
-        """Linearize write ``i`` (reaching bits ``nb``) unless that leaves a dead value behind.
-
-        The configuration is marked visited either way; a write refused here
-        moves the wall to the earliest pending read of the value it would overwrite.
-        """
-        v = self.op_value[i]
-        self.seen.add((nb, v))
-        self.bump(v, -1, 0)
-        if self.dead > (self.pend[v] > 0 and self.rem[v] == 0):
-            self.wall = max(self.wall, self.first_read(state, bits))
-            self.bump(v, 1, 0)
-            return False
-        self.stack.append((i, state, bits, 1, -1))
-        return True
 
     def take_read_after_info(self, e: int, cands: list[_InfoWrite], alt: int, state: int, bits: int) -> int:
         """Linearize the read at call entry ``e`` right after an unused info write of its value.
@@ -214,12 +197,20 @@ class _Search:
             seen.add((nb, v))
             self.bump(v, -1, -1)
             if self.dead > (self.pend[v] > 0 and self.rem[v] == 0):
-                self.wall = max(self.wall, self.first_read(state, bits))
-                self.bump(v, 1, 1)
+                self.refuse(v, 1, 1, state, bits)
                 continue
             self.stack.append((i, state, bits, k + 1, w))
             return nb
         return -1
+
+    def refuse(self, v: int, d_rem: int, d_pend: int, state: int, bits: int) -> None:
+        """Take back a step to value ``v`` that left a dead value (the register's ``state``).
+
+        Gives ``v`` back its counts and moves the wall to the earliest read of
+        ``state`` still pending in ``bits``: the failure is at or after it.
+        """
+        self.wall = max(self.wall, self.first_read(state, bits))
+        self.bump(v, d_rem, d_pend)
 
     def past(self, deadline: float) -> bool:
         """Whether ``deadline`` has passed; also forgets the visited configurations beyond ``_MAX_SEEN``.
@@ -306,6 +297,24 @@ def _info_writes_by_value(kops: _KeyOps, info: list[int], n: int) -> dict[int, l
     for cands in by_value.values():
         cands.sort(key=lambda c: c[0])
     return by_value
+
+
+def _value_counts(kops: _KeyOps, op_write: list[bool], op_value: list[int],
+                  info: list[int]) -> tuple[list[int], list[int], dict[int, list[int]]]:
+    """Per value id: the reads not yet linearized, the writes still available (ok writes
+    and info writes) and which ops read it, before anything is linearized."""
+    pend = [0] * len(kops.values)
+    rem = [0] * len(kops.values)
+    reads_of: dict[int, list[int]] = {}
+    for i, v in enumerate(op_value):
+        if op_write[i]:
+            rem[v] += 1
+        else:
+            pend[v] += 1
+            reads_of.setdefault(v, []).append(i)
+    for j in info:
+        rem[kops.value[j]] += 1
+    return pend, rem, reads_of
 
 
 def _lift(nxt: list[int], prv: list[int], call: int) -> None:
