@@ -177,6 +177,7 @@ class _Replay:
                 m.dropped = True
 
     def _first_publish(self, t: float, mid: str, node: str) -> None:
+        """A new message: it takes its publisher's next sequence number (republishing keeps the first)."""
         seq = self.per_publisher.get(node, 0)
         self.per_publisher[node] = seq + 1
         self.msgs[mid] = _Msg(node, seq, t)
