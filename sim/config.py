@@ -110,68 +110,23 @@ def convert(tp: Any, value: Any, path: str) -> Any:
     """Convert one raw value to the annotated type ``tp`` or raise ScenarioError."""
     origin = typing.get_origin(tp)
     if origin is Annotated:
-        base, *extras = typing.get_args(tp)
-        spec = next((e for e in extras if isinstance(e, _Dur)), None)
-        if spec is not None:
-            if spec.signed and isinstance(value, (int, float)) and not isinstance(value, bool) and value < 0:
-                return -parse_duration(-value, path)
-            if spec.signed and isinstance(value, str) and value.strip().startswith("-"):
-                return -parse_duration(value.strip()[1:], path)
-            return parse_duration(value, path, allow_inf=spec.allow_inf)
-        return convert(base, value, path)
+        return _convert_annotated(tp, value, path)
     if origin is Literal:
-        allowed = typing.get_args(tp)
-        if isinstance(value, bool) or value not in allowed or type(value) is not type(allowed[0]):
-            raise ScenarioError(path, f"must be one of {', '.join(repr(a) for a in allowed)}, got {value!r}")
-        return value
+        return _convert_literal(tp, value, path)
     if origin in (Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        options = [a for a in args if a is not type(None)]
-        if len(options) == 1:
-            return convert(options[0], value, path)
-        for option in options:
-            try:
-                return convert(option, value, path)
-            except ScenarioError:
-                continue
-        raise ScenarioError(path, f"must be {_type_name(tp)}, got {value!r}")
+        return _convert_union(tp, value, path)
     if origin is tuple:
-        args = typing.get_args(tp)
-        if not isinstance(value, (list, tuple)):
-            raise ScenarioError(path, f"must be a list, got {type(value).__name__} {value!r}")
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(convert(args[0], v, f"{path}[{i}]") for i, v in enumerate(value))
-        if len(args) != len(value):
-            raise ScenarioError(path, f"must be a list of {len(args)} items, got {len(value)}")
-        return tuple(convert(a, v, f"{path}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
+        return _convert_tuple(tp, value, path)
     if tp is Any:
         return value
     if tp is bool:
-        if not isinstance(value, bool):
-            raise ScenarioError(path, f"must be true or false, got {value!r}")
-        return value
+        return _convert_bool(value, path)
     if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
-                return int(value)
-            raise ScenarioError(path, f"must be an integer, got {type(value).__name__} {value!r}")
-        return value
+        return _convert_int(value, path)
     if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ScenarioError(path, f"must be a number, got {type(value).__name__} {value!r}")
-        try:
-            x = float(value)
-        except OverflowError:
-            raise ScenarioError(path, f"number out of range: {value!r}") from None
-        if not math.isfinite(x):
-            raise ScenarioError(path, f"must be a finite number, got {value!r}")
-        return x
+        return _convert_float(value, path)
     if tp is str:
-        if not isinstance(value, str):
-            raise ScenarioError(path, f"must be a string, got {type(value).__name__} {value!r}")
-        return value
+        return _convert_str(value, path)
     if isinstance(tp, type) and issubclass(tp, Dist):
         return parse_dist(value, path)
     if isinstance(tp, type) and hasattr(tp, "from_plain"):
@@ -179,6 +134,91 @@ def convert(tp: Any, value: Any, path: str) -> Any:
     if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         return build(tp, value, path)
     raise TypeError(f"config field type {tp!r} is not supported")  # a programming error
+
+
+def _convert_annotated(tp: Any, value: Any, path: str) -> Any:
+    """A duration (ms, from a number or a string with units; a signed one may be negative), else the base type."""
+    base, *extras = typing.get_args(tp)
+    spec = next((e for e in extras if isinstance(e, _Dur)), None)
+    if spec is None:
+        return convert(base, value, path)
+    if spec.signed and isinstance(value, (int, float)) and not isinstance(value, bool) and value < 0:
+        return -parse_duration(-value, path)
+    if spec.signed and isinstance(value, str) and value.strip().startswith("-"):
+        return -parse_duration(value.strip()[1:], path)
+    return parse_duration(value, path, allow_inf=spec.allow_inf)
+
+
+def _convert_literal(tp: Any, value: Any, path: str) -> Any:
+    """One of the literal's values, of the same type (``True`` is not ``1``)."""
+    allowed = typing.get_args(tp)
+    if isinstance(value, bool) or value not in allowed or type(value) is not type(allowed[0]):
+        raise ScenarioError(path, f"must be one of {', '.join(repr(a) for a in allowed)}, got {value!r}")
+    return value
+
+
+def _convert_union(tp: Any, value: Any, path: str) -> Any:
+    """``None`` if the union allows it, else the first option that converts (an option's own error if only one)."""
+    args = typing.get_args(tp)
+    if value is None and type(None) in args:
+        return None
+    options = [a for a in args if a is not type(None)]
+    if len(options) == 1:
+        return convert(options[0], value, path)
+    for option in options:
+        try:
+            return convert(option, value, path)
+        except ScenarioError:
+            continue
+    raise ScenarioError(path, f"must be {_type_name(tp)}, got {value!r}")
+
+
+def _convert_tuple(tp: Any, value: Any, path: str) -> tuple[Any, ...]:
+    """A TOML list as a tuple: ``tuple[X, ...]`` of any length, or one item per listed type."""
+    args = typing.get_args(tp)
+    if not isinstance(value, (list, tuple)):
+        raise ScenarioError(path, f"must be a list, got {type(value).__name__} {value!r}")
+    if len(args) == 2 and args[1] is Ellipsis:
+        return tuple(convert(args[0], v, f"{path}[{i}]") for i, v in enumerate(value))
+    if len(args) != len(value):
+        raise ScenarioError(path, f"must be a list of {len(args)} items, got {len(value)}")
+    return tuple(convert(a, v, f"{path}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
+
+
+def _convert_bool(value: Any, path: str) -> bool:
+    """``true`` or ``false`` only: 0 and 1 are not booleans."""
+    if not isinstance(value, bool):
+        raise ScenarioError(path, f"must be true or false, got {value!r}")
+    return value
+
+
+def _convert_int(value: Any, path: str) -> int:
+    """An integer; a float with an exact integer value (below 2**53) is accepted, a bool is not."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+            return int(value)
+        raise ScenarioError(path, f"must be an integer, got {type(value).__name__} {value!r}")
+    return value
+
+
+def _convert_float(value: Any, path: str) -> float:
+    """A finite number (an int is accepted, a bool is not)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ScenarioError(path, f"must be a number, got {type(value).__name__} {value!r}")
+    try:
+        x = float(value)
+    except OverflowError:
+        raise ScenarioError(path, f"number out of range: {value!r}") from None
+    if not math.isfinite(x):
+        raise ScenarioError(path, f"must be a finite number, got {value!r}")
+    return x
+
+
+def _convert_str(value: Any, path: str) -> str:
+    """A string, as given."""
+    if not isinstance(value, str):
+        raise ScenarioError(path, f"must be a string, got {type(value).__name__} {value!r}")
+    return value
 
 
 def build(cls: type, data: Any, path: str = "") -> Any:

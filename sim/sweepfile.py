@@ -98,33 +98,8 @@ def parse_sweep(data: Mapping[str, Any], *, relative_to: Path | None = None) -> 
     for key in data:
         if key not in allowed:
             raise ScenarioError(str(key), f"unknown key; accepted keys: {', '.join(sorted(allowed))}")
-    base_spec = data.get("base")
-    if isinstance(base_spec, str):
-        path = Path(base_spec)
-        if not path.is_absolute() and relative_to is not None:
-            path = relative_to / path
-        base = Scenario.from_toml(path)
-    elif isinstance(base_spec, Mapping):
-        try:
-            base = Scenario.from_dict(base_spec)
-        except ScenarioError as exc:
-            raise ScenarioError(f"base.{exc.path}" if exc.path else "base", exc.reason) from None
-    else:
-        raise ScenarioError("base", "must be a scenario file path or an inline [base] table")
-    factors_raw = data.get("factors")
-    if not isinstance(factors_raw, Mapping) or not factors_raw:
-        raise ScenarioError("factors", 'must be a table of field path = values, e.g. "network.loss" = [0, 0.1]')
-    factors: dict[str, list[Any]] = {}
-    for name, spec in factors_raw.items():
-        try:
-            parse_path(name)
-        except ScenarioError:
-            raise ScenarioError(f'factors."{name}"', "is not a field path like 'network.loss'") from None
-        factors[name] = _values(name, spec)
-        try:
-            base.variant({name: factors[name][0]})
-        except ScenarioError as exc:
-            raise ScenarioError(f'factors."{name}"', f"first value is invalid: {exc}") from None
+    base = _base(data.get("base"), relative_to)
+    factors = _factors(data.get("factors"), base)
     reps = data.get("replications", 1)
     if isinstance(reps, bool) or not isinstance(reps, int) or reps < 1:
         raise ScenarioError("replications", f"must be an integer >= 1, got {reps!r}")
@@ -134,8 +109,54 @@ def parse_sweep(data: Mapping[str, Any], *, relative_to: Path | None = None) -> 
     metrics = data.get("metrics", list(DEFAULT_METRICS))
     if not isinstance(metrics, list) or not all(isinstance(m, str) for m in metrics) or not metrics:
         raise ScenarioError("metrics", f"must be a non-empty list of summary metric names, got {metrics!r}")
+    plots = _plots(data.get("plots", []), factors, metrics)
+    name = data.get("name", "sweep")
+    if not isinstance(name, str):
+        raise ScenarioError("name", f"must be a string, got {name!r}")
+    return SweepSpec(name=name, base=base, factors=factors, replications=reps, seed=seed,
+                     metrics=tuple(metrics), plots=tuple(plots))
+
+
+def _base(spec: Any, relative_to: Path | None) -> Scenario:
+    """The base scenario: a scenario file (relative to the sweep file) or an inline table.
+
+    Errors in an inline table name their path below ``base``.
+    """
+    if isinstance(spec, str):
+        path = Path(spec)
+        if not path.is_absolute() and relative_to is not None:
+            path = relative_to / path
+        return Scenario.from_toml(path)
+    if isinstance(spec, Mapping):
+        try:
+            return Scenario.from_dict(spec)
+        except ScenarioError as exc:
+            raise ScenarioError(f"base.{exc.path}" if exc.path else "base", exc.reason) from None
+    raise ScenarioError("base", "must be a scenario file path or an inline [base] table")
+
+
+def _factors(raw: Any, base: Scenario) -> dict[str, list[Any]]:
+    """Field path -> values, each path checked against ``base`` with its first value."""
+    if not isinstance(raw, Mapping) or not raw:
+        raise ScenarioError("factors", 'must be a table of field path = values, e.g. "network.loss" = [0, 0.1]')
+    factors: dict[str, list[Any]] = {}
+    for name, spec in raw.items():
+        try:
+            parse_path(name)
+        except ScenarioError:
+            raise ScenarioError(f'factors."{name}"', "is not a field path like 'network.loss'") from None
+        factors[name] = _values(name, spec)
+        try:
+            base.variant({name: factors[name][0]})
+        except ScenarioError as exc:
+            raise ScenarioError(f'factors."{name}"', f"first value is invalid: {exc}") from None
+    return factors
+
+
+def _plots(raw: Any, factors: dict[str, list[Any]], metrics: list[str]) -> list[PlotSpec]:
+    """The plots asked for; by default one per metric against the first factor, hued by the second."""
     plots = []
-    for i, p in enumerate(data.get("plots", [])):
+    for i, p in enumerate(raw):
         if not isinstance(p, Mapping):
             raise ScenarioError(f"plots[{i}]", "must be a table with x, y and optionally hue")
         unknown = set(p) - {"x", "y", "hue"}
@@ -153,11 +174,7 @@ def parse_sweep(data: Mapping[str, Any], *, relative_to: Path | None = None) -> 
         first = next(iter(factors))
         hue = list(factors)[1] if len(factors) > 1 else None
         plots = [PlotSpec(first, m, hue) for m in metrics]
-    name = data.get("name", "sweep")
-    if not isinstance(name, str):
-        raise ScenarioError("name", f"must be a string, got {name!r}")
-    return SweepSpec(name=name, base=base, factors=factors, replications=reps, seed=seed,
-                     metrics=tuple(metrics), plots=tuple(plots))
+    return plots
 
 
 def load_sweep(path: str | Path) -> SweepSpec:

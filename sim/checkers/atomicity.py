@@ -88,52 +88,72 @@ def check_atomicity(events: pd.DataFrame, participants: Mapping[str, Sequence[st
     if missing:
         raise ValueError(f"events lack column(s) {', '.join(missing)}; need {', '.join(REQUIRED_COLUMNS)}")
     client = client or {}
-    final: dict[tuple[str, str], str] = {}
-    outcome: dict[tuple[str, str], str] = {}
-    both: set[tuple[str, str]] = set()
-    ordered = events.sort_values("time", kind="stable")
-    for gtid, node, state in zip(ordered["gtid"], ordered["node"], ordered["state"]):
-        key = (gtid, node)
-        final[key] = state
-        if state in ("committed", "aborted"):
-            previous = outcome.get(key)
-            if previous is not None and previous != state:
-                both.add(key)
-            outcome[key] = state
-
+    states = _States.of(events)
     rows: list[dict[str, str]] = []
     for gtid, nodes in participants.items():
-        committed = [n for n in nodes if outcome.get((gtid, n)) == "committed"]
-        aborted = [n for n in nodes if outcome.get((gtid, n)) == "aborted"]
-        pending = [n for n in nodes if final.get((gtid, n)) in _HOLDING or (gtid, n) not in final]
-
-        def add(kind: str, detail: str) -> None:
-            rows.append({"gtid": gtid, "kind": kind, "committed": ",".join(committed),
-                         "aborted": ",".join(aborted), "pending": ",".join(pending), "detail": detail})
-
-        for n in nodes:
-            if (gtid, n) in both:
-                add("flip", f"{n} both committed and aborted {gtid}")
-        if committed and aborted:
-            add("split", f"committed at {', '.join(committed)} but aborted at {', '.join(aborted)}")
-        told = client.get(gtid)
-        if committed and aborted:
-            pass  # a split is reported above; "applied everywhere" has no meaning for it
-        elif committed or told == "ok":
-            lagging = [n for n in nodes if final.get((gtid, n)) != "committed"]
-            if lagging:
-                add("incomplete", f"committed, but not applied at {', '.join(lagging)} by the end")
-        elif aborted or told == "fail":
-            holding = [n for n in nodes if final.get((gtid, n)) in _HOLDING]
-            if holding:
-                add("incomplete", f"aborted, but still locked at {', '.join(holding)} by the end")
-        if told == "ok" and aborted:
-            add("client", f"client told committed, but aborted at {', '.join(aborted)}")
-        elif told == "fail" and committed:
-            add("client", f"client told aborted, but committed at {', '.join(committed)}")
-
+        rows.extend(_violations(gtid, nodes, states, client.get(gtid)))
     violations = pd.DataFrame(rows, columns=_COLUMNS)
     return AtomicityResult(len(participants), violations, _explain(len(participants), violations))
+
+
+@dataclass(frozen=True, eq=False)
+class _States:
+    """What each participant did with each transaction, keyed by (gtid, node)."""
+
+    final: dict[tuple[str, str], str]  # its last state of any kind
+    outcome: dict[tuple[str, str], str]  # its last committed/aborted state
+    both: set[tuple[str, str]]  # it both committed and aborted
+
+    @classmethod
+    def of(cls, events: pd.DataFrame) -> _States:
+        """Replay the state changes in time order (ties in input order)."""
+        final: dict[tuple[str, str], str] = {}
+        outcome: dict[tuple[str, str], str] = {}
+        both: set[tuple[str, str]] = set()
+        ordered = events.sort_values("time", kind="stable")
+        for gtid, node, state in zip(ordered["gtid"], ordered["node"], ordered["state"]):
+            key = (gtid, node)
+            final[key] = state
+            if state in ("committed", "aborted"):
+                previous = outcome.get(key)
+                if previous is not None and previous != state:
+                    both.add(key)
+                outcome[key] = state
+        return cls(final, outcome, both)
+
+
+def _violations(gtid: str, nodes: Sequence[str], states: _States, told: str | None) -> list[dict[str, str]]:
+    """The violation rows of one transaction (see the module docstring), given what its client was told."""
+    final, outcome = states.final, states.outcome
+    committed = [n for n in nodes if outcome.get((gtid, n)) == "committed"]
+    aborted = [n for n in nodes if outcome.get((gtid, n)) == "aborted"]
+    pending = [n for n in nodes if final.get((gtid, n)) in _HOLDING or (gtid, n) not in final]
+    rows: list[dict[str, str]] = []
+
+    def add(kind: str, detail: str) -> None:
+        rows.append({"gtid": gtid, "kind": kind, "committed": ",".join(committed),
+                     "aborted": ",".join(aborted), "pending": ",".join(pending), "detail": detail})
+
+    for n in nodes:
+        if (gtid, n) in states.both:
+            add("flip", f"{n} both committed and aborted {gtid}")
+    if committed and aborted:
+        add("split", f"committed at {', '.join(committed)} but aborted at {', '.join(aborted)}")
+    if committed and aborted:
+        pass  # a split is reported above; "applied everywhere" has no meaning for it
+    elif committed or told == "ok":
+        lagging = [n for n in nodes if final.get((gtid, n)) != "committed"]
+        if lagging:
+            add("incomplete", f"committed, but not applied at {', '.join(lagging)} by the end")
+    elif aborted or told == "fail":
+        holding = [n for n in nodes if final.get((gtid, n)) in _HOLDING]
+        if holding:
+            add("incomplete", f"aborted, but still locked at {', '.join(holding)} by the end")
+    if told == "ok" and aborted:
+        add("client", f"client told committed, but aborted at {', '.join(aborted)}")
+    elif told == "fail" and committed:
+        add("client", f"client told aborted, but committed at {', '.join(committed)}")
+    return rows
 
 
 def _explain(total: int, violations: pd.DataFrame) -> str:

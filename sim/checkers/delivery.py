@@ -95,74 +95,117 @@ class _Msg:
 
 def check_delivery(events: pd.DataFrame, dead_letter_queues: Iterable[str] = ()) -> DeliveryReport:
     """Classify every published message and measure duplicates, order, attempts and latency."""
-    dlqs = frozenset(dead_letter_queues)  # membership tests only
     if len(events) and not events["time"].is_monotonic_increasing:
         events = events.sort_values("time", kind="stable")
-    msgs: dict[str, _Msg] = {}
-    per_publisher: dict[str, int] = {}
-    running: dict[tuple[str, str], int] = {}
-    c = dict.fromkeys(("publish_attempts", "publish_nacked", "returned", "deliveries", "redeliveries",
-                       "duplicate_deliveries", "dedup_skips", "out_of_order"), 0)
-    nacked: dict[str, None] = {}
-    returned: dict[str, None] = {}
-    received: dict[str, None] = {}
-    cols = [events[k].tolist() for k in ("time", "event", "msg_id", "node", "queue", "redelivered")]
-    for t, e, mid, node, queue, redelivered in zip(*cols):
-        m = msgs.get(mid)
-        if e == "publish":
-            c["publish_attempts"] += 1
+    replay = _Replay(frozenset(dead_letter_queues))  # a frozenset: membership tests only
+    replay.run(events)
+    ids = list(replay.msgs)
+    table = _message_table(ids, list(replay.msgs.values()))
+    status = table["status"].to_numpy()
+    counts = _counts(replay, table)
+    for name in STATUSES:
+        counts[name] = int((status == name).sum())
+    lost_ids = [i for i, s in zip(ids, status) if s == "lost"]
+    settled = table[(status == "processed") | (status == "dead_lettered")]
+    attempts = {
+        "mean": float(settled["attempts"].mean()) if len(settled) else math.nan,
+        "max": float(settled["attempts"].max()) if len(settled) else math.nan,
+    }
+    latency = table["latency"].to_numpy()
+    return DeliveryReport(counts, _latency(latency[~np.isnan(latency)]), attempts, table, lost_ids)
+
+
+class _Replay:
+    """The message-event table replayed in time order: a :class:`_Msg` per published id, and tallies.
+
+    A message is identified by its first ``publish``; events of ids never
+    published are ignored. Publisher sequence numbers are given in order of
+    first publication, per publisher, so order is judged as each publisher
+    issued its messages.
+    """
+
+    def __init__(self, dlqs: frozenset[str]) -> None:
+        self.dlqs = dlqs
+        self.msgs: dict[str, _Msg] = {}
+        self.per_publisher: dict[str, int] = {}  # next sequence number per publisher
+        self.running: dict[tuple[str, str], int] = {}  # highest sequence number received per (publisher, queue)
+        self.c = dict.fromkeys(("publish_attempts", "deliveries", "redeliveries", "duplicate_deliveries",
+                                "dedup_skips", "out_of_order"), 0)
+        # ids, in order of first occurrence (dicts as ordered sets)
+        self.nacked: dict[str, None] = {}
+        self.returned: dict[str, None] = {}
+        self.received: dict[str, None] = {}
+
+    def run(self, events: pd.DataFrame) -> None:
+        """Replay ``events`` (already in time order)."""
+        dlqs, msgs = self.dlqs, self.msgs
+        cols = [events[k].tolist() for k in ("time", "event", "msg_id", "node", "queue", "redelivered")]
+        for t, e, mid, node, queue, redelivered in zip(*cols):
+            m = msgs.get(mid)
+            if e == "publish":
+                self.c["publish_attempts"] += 1
+                if m is None:
+                    self._first_publish(t, mid, node)
+                continue
             if m is None:
-                seq = per_publisher.get(node, 0)
-                per_publisher[node] = seq + 1
-                msgs[mid] = _Msg(node, seq, t)
-            continue
-        if m is None:
-            continue
-        if e == "receive":
-            m.deliveries += 1
-            c["deliveries"] += 1
-            c["redeliveries"] += bool(redelivered)
-            if t > m.first_effect:
-                c["duplicate_deliveries"] += 1
-            if queue in dlqs:
-                m.dead = True
-            if mid not in received:
-                received[mid] = None
-                key = (m.publisher, queue)
-                top = running.get(key, -1)
-                if m.seq < top:
-                    c["out_of_order"] += 1
+                continue
+            if e == "receive":
+                self._receive(m, t, mid, queue, redelivered)
+            elif e == "process":
+                m.attempts += 1
+            elif e == "side_effect":
+                if not m.side_effects:
+                    m.first_effect = t
+                m.side_effects += 1
+            elif e == "confirm":
+                m.confirmed = True
+            elif e == "publish_nack":
+                self.nacked[mid] = None
+            elif e == "return":
+                self.returned[mid] = None
+            elif e == "dedup_skip":
+                self.c["dedup_skips"] += 1
+            elif e == "enqueue":
+                if queue in dlqs:
+                    m.dead = True
+            elif e == "remain":
+                if queue in dlqs:
+                    m.dead = True
                 else:
-                    running[key] = m.seq
-        elif e == "process":
-            m.attempts += 1
-        elif e == "side_effect":
-            if not m.side_effects:
-                m.first_effect = t
-            m.side_effects += 1
-        elif e == "confirm":
-            m.confirmed = True
-        elif e == "publish_nack":
-            nacked[mid] = None
-        elif e == "return":
-            returned[mid] = None
-        elif e == "dedup_skip":
-            c["dedup_skips"] += 1
-        elif e == "enqueue":
-            if queue in dlqs:
-                m.dead = True
-        elif e == "remain":
-            if queue in dlqs:
-                m.dead = True
+                    m.remain = True
+            elif e in _DROP_EVENTS:
+                m.dropped = True
+
+    def _first_publish(self, t: float, mid: str, node: str) -> None:
+        """A new message: it takes its publisher's next sequence number (republishing keeps the first)."""
+        seq = self.per_publisher.get(node, 0)
+        self.per_publisher[node] = seq + 1
+        self.msgs[mid] = _Msg(node, seq, t)
+
+    def _receive(self, m: _Msg, t: float, mid: str, queue: str, redelivered: Any) -> None:
+        """A delivery: a duplicate if after the first side effect; out of order if first received
+        behind a later message of the same publisher on the same queue."""
+        c = self.c
+        m.deliveries += 1
+        c["deliveries"] += 1
+        c["redeliveries"] += bool(redelivered)
+        if t > m.first_effect:
+            c["duplicate_deliveries"] += 1
+        if queue in self.dlqs:
+            m.dead = True
+        if mid not in self.received:
+            self.received[mid] = None
+            key = (m.publisher, queue)
+            top = self.running.get(key, -1)
+            if m.seq < top:
+                c["out_of_order"] += 1
             else:
-                m.remain = True
-        elif e in _DROP_EVENTS:
-            m.dropped = True
-    c["publish_nacked"] = len(nacked)
-    c["returned"] = len(returned)
-    ids = list(msgs)
-    recs = list(msgs.values())
-    table = pd.DataFrame({
+                self.running[key] = m.seq
+
+
+def _message_table(ids: list[str], recs: list[_Msg]) -> pd.DataFrame:
+    """One row per published message, with its final status and end-to-end latency (NaN if never processed)."""
+    return pd.DataFrame({
         "msg_id": pd.Series(ids, dtype=object),
         "publisher": pd.Series([r.publisher for r in recs], dtype=object),
         "seq": pd.Series([r.seq for r in recs], dtype="int64"),
@@ -174,15 +217,19 @@ def check_delivery(events: pd.DataFrame, dead_letter_queues: Iterable[str] = ())
         "latency": pd.Series([r.first_effect - r.published for r in recs], dtype="float64"),
         "status": pd.Series([r.status() for r in recs], dtype=object),
     })
-    status = table["status"].to_numpy()
+
+
+def _counts(replay: _Replay, table: pd.DataFrame) -> dict[str, int]:
+    """The report's counts, before the per-status ones."""
+    c = replay.c
     effects = table["side_effects"].to_numpy()
-    counts = {
-        "published": len(ids),
+    return {
+        "published": len(table),
         "publish_attempts": c["publish_attempts"],
         "confirmed": int(table["confirmed"].sum()),
-        "publish_nacked": c["publish_nacked"],
-        "returned": c["returned"],
-        "delivered": len(received),
+        "publish_nacked": len(replay.nacked),
+        "returned": len(replay.returned),
+        "delivered": len(replay.received),
         "deliveries": c["deliveries"],
         "redeliveries": c["redeliveries"],
         "duplicate_deliveries": c["duplicate_deliveries"],
@@ -192,16 +239,6 @@ def check_delivery(events: pd.DataFrame, dead_letter_queues: Iterable[str] = ())
         "dedup_skips": c["dedup_skips"],
         "out_of_order": c["out_of_order"],
     }
-    for name in STATUSES:
-        counts[name] = int((status == name).sum())
-    lost_ids = [i for i, s in zip(ids, status) if s == "lost"]
-    settled = table[(status == "processed") | (status == "dead_lettered")]
-    attempts = {
-        "mean": float(settled["attempts"].mean()) if len(settled) else math.nan,
-        "max": float(settled["attempts"].max()) if len(settled) else math.nan,
-    }
-    latency = table["latency"].to_numpy()
-    return DeliveryReport(counts, _latency(latency[~np.isnan(latency)]), attempts, table, lost_ids)
 
 
 def _latency(lat: np.ndarray) -> dict[str, float]:

@@ -2,6 +2,8 @@
 
 * :mod:`~sim.messaging.topology`: exchanges, queues (x-arguments), bindings as data;
 * :mod:`~sim.messaging.broker`: the pure broker state machine (RabbitMQ 3.10 semantics);
+* :mod:`~sim.messaging.queues`: the messages and one queue's rules (order, TTL,
+  max-length, requeue position, dead-letter copies);
 * :mod:`~sim.messaging.protocol`: the ``messaging`` protocol (broker, publisher,
   consumer and downstream nodes on the simulated network);
 * :mod:`~sim.messaging.retry`, :mod:`~sim.messaging.idempotency`: consumer patterns;

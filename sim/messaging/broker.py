@@ -33,6 +33,12 @@ Semantics reproduced (DESIGN.md section 7):
 
 Prefetch applies per consumer (``basic.qos`` with ``global = false``) and not
 to auto-ack consumers, which get every ready message at once.
+
+The rules that belong to one queue (order, TTL, max-length, where a returned
+message goes back, the dead-lettered copy) and the message types are in
+:mod:`sim.messaging.queues`; the broker applies them and owns what needs
+channels: consumers, deliveries and acks, confirms and returns, the event
+log, crashes.
 """
 
 from __future__ import annotations
@@ -43,68 +49,11 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from .history import MessageLog
+from .queues import Message, QueuedMessage, QueueState, XDeath, is_dead_letter_cycle
 from .routing import route
-from .topology import QueueSpec, Topology
+from .topology import Topology
 
 __all__ = ["Broker", "Message", "XDeath", "Delivery", "Confirm", "Returned", "ChannelClosed", "Effect"]
-
-
-@dataclass(frozen=True, slots=True)
-class XDeath:
-    """One ``x-death`` header entry: why and how often a message left ``queue``."""
-
-    queue: str
-    reason: str  # rejected | expired | maxlen | delivery_limit
-    count: int
-    exchange: str
-    routing_keys: tuple[str, ...]
-    time: float
-    original_expiration: float | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Message:
-    """An immutable message: AMQP properties plus the application fields capsim tracks.
-
-    ``publisher``, ``seq`` and ``published_at`` are set by the application (like
-    ``app_id``, a sequence header and ``timestamp``) and survive dead-lettering
-    and republishing, so end-to-end latency and ordering can be measured.
-    """
-
-    msg_id: str
-    exchange: str = ""
-    routing_key: str = ""
-    persistent: bool = True
-    priority: int | None = None
-    expiration: float | None = None
-    headers: tuple[tuple[str, Any], ...] = ()
-    x_death: tuple[XDeath, ...] = ()
-    publisher: str = ""
-    seq: int = -1
-    published_at: float = 0.0
-
-    def header(self, name: str, default: Any = None) -> Any:
-        for key, value in self.headers:
-            if key == name:
-                return value
-        return default
-
-    def with_header(self, name: str, value: Any) -> Message:
-        kept = tuple((k, v) for k, v in self.headers if k != name)
-        return replace(self, headers=kept + ((name, value),))
-
-    def death_count(self, queue: str, reason: str) -> int:
-        """The ``count`` of the x-death entry for (queue, reason), 0 if none."""
-        for d in self.x_death:
-            if d.queue == queue and d.reason == reason:
-                return d.count
-        return 0
-
-    def x_death_text(self) -> str:
-        """Compact form for tables: ``queue:reason:count`` entries joined by ``|``."""
-        if not self.x_death:
-            return ""
-        return "|".join(f"{d.queue}:{d.reason}:{d.count}" for d in self.x_death)
 
 
 # -- effects ------------------------------------------------------------------------
@@ -154,22 +103,6 @@ Effect = Delivery | Confirm | Returned | ChannelClosed
 
 
 # -- internal state -----------------------------------------------------------------
-class _Entry:
-    """One message copy in one queue."""
-
-    __slots__ = ("uid", "msg", "pos", "prio", "expires_at", "delivery_count", "delivered", "recovered")
-
-    def __init__(self, uid: int, msg: Message, pos: int, prio: int, expires_at: float) -> None:
-        self.uid = uid
-        self.msg = msg
-        self.pos = pos
-        self.prio = prio
-        self.expires_at = expires_at
-        self.delivery_count = 0
-        self.delivered = False
-        self.recovered = False
-
-
 class _Consumer:
     __slots__ = ("tag", "channel", "queue", "prefetch", "auto_ack", "unacked")
 
@@ -192,40 +125,8 @@ class _Channel:
         self.name = name
         self.next_tag = 1
         # delivery tag -> (queue, entry, consumer, delivered at); insertion order = tag order
-        self.unacked: dict[int, tuple[_Queue, _Entry, _Consumer, float]] = {}
+        self.unacked: dict[int, tuple[QueueState, QueuedMessage, _Consumer, float]] = {}
         self.consumers: dict[str, _Consumer] = {}
-
-
-_HEAD_BASE = -(2**62)  # below every ordinary position (which count up from 0)
-
-
-class _Queue:
-    """Ready messages in a heap ordered by (-priority, position); the head is ``ready[0]``."""
-
-    __slots__ = ("spec", "name", "ready", "consumers", "rr", "next_pos", "front", "unacked", "pending_returns")
-
-    def __init__(self, spec: QueueSpec) -> None:
-        self.spec = spec
-        self.name = spec.name
-        self.ready: list[tuple[int, int, int, _Entry]] = []
-        self.consumers: list[_Consumer] = []
-        self.rr = 0
-        self.next_pos = 0
-        self.front = _HEAD_BASE  # positions of messages returned to the head, in return order
-        self.unacked = 0
-        self.pending_returns: list[_Entry] = []
-
-    def push(self, e: _Entry) -> None:
-        heapq.heappush(self.ready, (e.prio, e.pos, e.uid, e))
-
-    def pop(self) -> _Entry:
-        return heapq.heappop(self.ready)[3]
-
-    def head(self) -> _Entry | None:
-        return self.ready[0][3] if self.ready else None
-
-    def ordered(self) -> list[_Entry]:
-        return [item[3] for item in sorted(self.ready)]
 
 
 class Broker:
@@ -237,7 +138,7 @@ class Broker:
         self.log = log
         self.node = node
         self.consumer_timeout = consumer_timeout
-        self.queues: dict[str, _Queue] = {q.name: _Queue(q) for q in topology.queues}
+        self.queues: dict[str, QueueState] = {q.name: QueueState(q) for q in topology.queues}
         self.channels: dict[str, _Channel] = {}
         self.up = True
         self._uid = 0
@@ -334,7 +235,7 @@ class Broker:
     def ack(self, now: float, channel: str, delivery_tag: int, multiple: bool = False) -> list[Effect]:
         out = self._begin()
         taken = self._take(now, channel, delivery_tag, multiple)
-        touched: list[_Queue] = []
+        touched: list[QueueState] = []
         for q, e in taken:
             self._rec(now, "settle", e.msg, queue=q.name, delivery_count=e.delivery_count)
             if q not in touched:
@@ -348,7 +249,7 @@ class Broker:
         """``basic.nack``: requeue, or dead-letter with reason ``rejected`` (dropped without a DLX)."""
         out = self._begin()
         taken = self._take(now, channel, delivery_tag, multiple)
-        touched: list[_Queue] = []
+        touched: list[QueueState] = []
         for q, e in taken:
             if requeue:
                 self._rec(now, "requeue", e.msg, queue=q.name, reason="nack", delivery_count=e.delivery_count)
@@ -381,7 +282,7 @@ class Broker:
     def crash(self, now: float) -> None:
         """The broker stops: connections vanish; what is not durable is lost (``lost`` events)."""
         self.up = False
-        held: dict[str, list[_Entry]] = {}
+        held: dict[str, list[QueuedMessage]] = {}
         for ch in self.channels.values():
             for q, e, _c, _t in ch.unacked.values():
                 held.setdefault(q.name, []).append(e)
@@ -394,7 +295,7 @@ class Broker:
             if not spec.durable:
                 for e in entries + unacked:
                     self._rec(now, "lost", e.msg, queue=name, reason="non_durable_queue")
-                self.queues[name] = _Queue(spec)  # re-declared, empty, when the broker is back
+                self.queues[name] = QueueState(spec)  # re-declared, empty, when the broker is back
             elif spec.is_quorum:
                 q.pending_returns.extend(unacked)  # the Raft log keeps everything
             else:
@@ -452,33 +353,26 @@ class Broker:
             targets = self._routes[key] = route(self.topology, exchange, routing_key)
         return targets
 
-    def _enqueue(self, now: float, q: _Queue, msg: Message, dead_lettered: bool = False) -> bool:
-        spec = q.spec
-        if spec.max_length is not None and spec.overflow != "drop-head" and len(q.ready) >= spec.max_length:
+    def _enqueue(self, now: float, q: QueueState, msg: Message, dead_lettered: bool = False) -> bool:
+        """Offer ``msg`` to ``q``: ``False`` if a full queue refuses it (a refused dead-lettered copy is dropped)."""
+        if q.refuses():
             if dead_lettered:
                 self._rec(now, "drop", msg, queue=q.name, reason="dead_letter_rejected")
                 return False
             self._rec(now, "publish_rejected", msg, queue=q.name, reason="maxlen")
-            if spec.overflow == "reject-publish-dlx":
+            if q.spec.overflow == "reject-publish-dlx":
                 self._dead_letter(now, q, msg, "maxlen")
             return False
-        ttl = spec.message_ttl
-        if msg.expiration is not None:
-            ttl = msg.expiration if ttl is None else min(ttl, msg.expiration)
-        prio = -min(msg.priority or 0, spec.max_priority) if spec.max_priority else 0
         self._uid += 1
-        e = _Entry(self._uid, msg, q.next_pos, prio, math.inf if ttl is None else now + ttl)
-        q.next_pos += 1
-        q.push(e)
+        q.admit(self._uid, msg, now)
         self._rec(now, "enqueue", msg, queue=q.name, exchange=msg.exchange, routing_key=msg.routing_key,
                   x_death=msg.x_death_text())
-        if spec.max_length is not None and spec.overflow == "drop-head":
-            while len(q.ready) > spec.max_length:
-                self._dead_letter(now, q, q.pop().msg, "maxlen")
+        while q.over_length():
+            self._dead_letter(now, q, q.pop().msg, "maxlen")
         self._dispatch(now, q)
         return True
 
-    def _dispatch(self, now: float, q: _Queue) -> None:
+    def _dispatch(self, now: float, q: QueueState) -> None:
         """Deliver ready messages to consumers with room (round robin), then expire due heads."""
         ready = q.ready
         while ready:
@@ -495,7 +389,7 @@ class Broker:
         while ready and ready[0][3].expires_at <= now:
             self._dead_letter(now, q, heapq.heappop(ready)[3].msg, "expired")
 
-    def _next_consumer(self, q: _Queue) -> _Consumer | None:
+    def _next_consumer(self, q: QueueState) -> _Consumer | None:
         consumers = q.consumers
         n = len(consumers)
         for k in range(n):
@@ -506,7 +400,7 @@ class Broker:
                 return c
         return None
 
-    def _deliver(self, now: float, q: _Queue, c: _Consumer, e: _Entry) -> None:
+    def _deliver(self, now: float, q: QueueState, c: _Consumer, e: QueuedMessage) -> None:
         ch = self.channels[c.channel]
         tag = ch.next_tag
         ch.next_tag += 1
@@ -526,7 +420,7 @@ class Broker:
             q.unacked += 1
         self._out.append(Delivery(c.channel, c.tag, tag, q.name, msg, redelivered, e.delivery_count))
 
-    def _take(self, now: float, channel: str, tag: int, multiple: bool) -> list[tuple[_Queue, _Entry]]:
+    def _take(self, now: float, channel: str, tag: int, multiple: bool) -> list[tuple[QueueState, QueuedMessage]]:
         """Remove acked/nacked deliveries from the channel; an unknown tag is a channel error."""
         ch = self.channels[channel]
         if multiple:
@@ -544,27 +438,10 @@ class Broker:
             taken.append((q, e))
         return taken
 
-    def _return(self, now: float, q: _Queue, e: _Entry, cause: str) -> None:
-        """Put a returned message back, by the queue type's rule (as measured on RabbitMQ 3.10.8).
-
-        Classic: back at its original position. Quorum: a ``nack`` with requeue on a
-        queue without a delivery limit goes to the back; every other return (a nack
-        with a delivery limit, a lost connection, a broker restart) goes ahead of the
-        messages never delivered, behind those returned before it (return order).
-        """
-        if q.spec.is_quorum:
-            e.delivery_count += 1
-            limit = q.spec.delivery_limit
-            if limit is not None and e.delivery_count > limit:
-                self._dead_letter(now, q, e.msg, "delivery_limit")
-                return
-            if limit is None and cause == "nack":
-                e.pos = q.next_pos  # to the back
-                q.next_pos += 1
-            else:
-                e.pos = q.front  # ahead of the rest, in return order
-                q.front += 1
-        q.push(e)  # classic: e.pos unchanged, back at its original position
+    def _return(self, now: float, q: QueueState, e: QueuedMessage, cause: str) -> None:
+        """Put a returned message back by the queue's rule, or dead-letter it past the delivery limit."""
+        if not q.requeue(e, cause):
+            self._dead_letter(now, q, e.msg, "delivery_limit")
 
     def _detach(self, c: _Consumer) -> None:
         q = self.queues.get(c.queue)
@@ -581,7 +458,7 @@ class Broker:
     def _drop_channel(self, now: float, ch: _Channel, reason: str) -> None:
         for c in ch.consumers.values():
             self._detach(c)
-        touched: list[_Queue] = []
+        touched: list[QueueState] = []
         for q, e, c, _t in ch.unacked.values():
             c.unacked -= 1
             q.unacked -= 1
@@ -598,21 +475,13 @@ class Broker:
         self._drop_channel(now, ch, "channel_error")
         self._out.append(ChannelClosed(ch.name, code, text))
 
-    def _dead_letter(self, now: float, q: _Queue, msg: Message, reason: str) -> None:
-        spec = q.spec
-        dlx = spec.dead_letter_exchange
-        if dlx is None:
+    def _dead_letter(self, now: float, q: QueueState, msg: Message, reason: str) -> None:
+        """Route ``q``'s dead-lettered copy of ``msg``; at most once: what cannot be routed or enqueued is dropped."""
+        dead = q.dead_lettered(msg, reason, now)
+        if dead is None:
             self._rec(now, "drop", msg, queue=q.name, reason=reason)
             return
-        deaths = list(msg.x_death)
-        for i, d in enumerate(deaths):
-            if d.queue == q.name and d.reason == reason:
-                deaths.insert(0, replace(deaths.pop(i), count=d.count + 1))
-                break
-        else:
-            deaths.insert(0, XDeath(q.name, reason, 1, msg.exchange, (msg.routing_key,), now, msg.expiration))
-        rk = spec.dead_letter_routing_key if spec.dead_letter_routing_key is not None else msg.routing_key
-        dead = replace(msg, exchange=dlx, routing_key=rk, expiration=None, x_death=tuple(deaths))
+        dlx, rk = dead.exchange, dead.routing_key
         self._rec(now, "dead_letter", dead, queue=q.name, exchange=dlx, routing_key=rk, reason=reason,
                   x_death=dead.x_death_text())
         targets = self._route(dlx, rk) if self.topology.has_exchange(dlx) else []
@@ -620,15 +489,7 @@ class Broker:
             self._rec(now, "drop", dead, queue=q.name, reason="dead_letter_unroutable")
             return
         for t in targets:
-            if reason != "rejected" and _is_cycle(t, deaths):
+            if reason != "rejected" and is_dead_letter_cycle(t, dead.x_death):
                 self._rec(now, "drop", dead, queue=t, reason="dead_letter_cycle")
             else:
                 self._enqueue(now, self.queues[t], dead, dead_lettered=True)
-
-
-def _is_cycle(target: str, deaths: list[XDeath]) -> bool:
-    """RabbitMQ's rule: the message already died in ``target`` with no ``rejected`` since."""
-    for i, d in enumerate(deaths):
-        if d.queue == target:
-            return all(x.reason != "rejected" for x in deaths[: i + 1])
-    return False
