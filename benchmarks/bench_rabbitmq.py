@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-
 import time
 
 from sim.rabbitmq import AmqpSettings, RunNames, declared_topology, run_rabbitmq

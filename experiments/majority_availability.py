@@ -72,15 +72,15 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from scipy import stats  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from scipy import stats
 
-import sim  # noqa: E402
-from sim.analysis import majority_availability  # noqa: E402
-from sim.executors import map_tasks  # noqa: E402
-from sim.sweeps import replication_seed  # noqa: E402
+import sim
+from sim.analysis import majority_availability
+from sim.executors import map_tasks
+from sim.sweeps import replication_seed
 
 DOWN_MEAN = 50.0  # D: mean time a replica stays down (ms)
 LATENCY = 0.1  # l: constant one-way message delay (ms)

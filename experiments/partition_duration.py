@@ -65,12 +65,12 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
+import matplotlib.pyplot as plt
+import pandas as pd
 
-import sim  # noqa: E402
-from sim.plots import metric_vs_factor  # noqa: E402
-from sim.sweeps import summarize, sweep  # noqa: E402
+import sim
+from sim.plots import metric_vs_factor
+from sim.sweeps import summarize, sweep
 
 PROTOCOLS = {
     "raft": {"name": "raft"},

@@ -64,17 +64,17 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from scipy import stats  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from scipy import stats
 
-import sim  # noqa: E402
-from sim.analysis import stale_read_probability, wars_trials  # noqa: E402
-from sim.checkers.staleness import read_staleness  # noqa: E402
-from sim.dists import parse_dist  # noqa: E402
-from sim.executors import map_tasks  # noqa: E402
-from sim.sweeps import replication_seed  # noqa: E402
+import sim
+from sim.analysis import stale_read_probability, wars_trials
+from sim.checkers.staleness import read_staleness
+from sim.dists import parse_dist
+from sim.executors import map_tasks
+from sim.sweeps import replication_seed
 
 FAMILIES = {
     "exponential": {"dist": "exponential", "mean": 1.0},

@@ -20,12 +20,12 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
+import matplotlib.pyplot as plt
+import pandas as pd
 
-import sim  # noqa: E402
-from sim.analysis import mmc  # noqa: E402
-from sim.sweeps import summarize, sweep  # noqa: E402
+import sim
+from sim.analysis import mmc
+from sim.sweeps import summarize, sweep
 
 MU = 1.0  # service rate per ms (mean service 1 ms)
 

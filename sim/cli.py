@@ -114,8 +114,8 @@ def main(argv: list[str] | None = None) -> int:
 def _cmd_run(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from .runner import run
     from .report import format_summary
+    from .runner import run
     from .scenario import Scenario
 
     scenario = Scenario.from_toml(args.scenario)
@@ -141,8 +141,8 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     import matplotlib.pyplot as plt
 
     from .plots import metric_vs_factor
-    from .sweeps import summarize, sweep
     from .sweepfile import load_sweep
+    from .sweeps import summarize, sweep
 
     spec = load_sweep(args.sweep)
     if args.workers is not None and args.workers < 1:

@@ -96,8 +96,8 @@ def run_demo(out: Path = Path("out/demo"), seed: int | None = None,
     import numpy as np
 
     from .checkers.staleness import t_visibility
-    from .runner import run
     from .plots import availability_timeline, divergence_timeline, lamport_diagram, latency_cdf, t_visibility_curves
+    from .runner import run
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -123,7 +123,7 @@ def lamport_diagram(result: Any, start: float, end: float, *, endpoints: list[st
         endpoints = [n for n in order if n in used]
     x = {name: i for i, name in enumerate(endpoints)}
     ax = _axes(ax, (max(6, 0.9 * len(endpoints)), 7))
-    for name, i in x.items():
+    for i in x.values():
         ax.axvline(i, color="0.7", lw=1, zorder=0)
     colors: dict[str, Any] = {}
     palette = [c for i, c in enumerate(plt.get_cmap("tab10")(range(10))) if i != 3]  # red marks drops

@@ -245,7 +245,7 @@ def summarize(df: pd.DataFrame, metrics: Sequence[str] | None = None, *, confide
     ``ci_high``, and ``errors`` (failed runs at that point).
     """
     fixed = {"point", "replication", "seed", "runtime", "error", "traceback"}
-    factor_cols = [c for c in df.columns[: list(df.columns).index("point")]] if "point" in df else []
+    factor_cols = list(df.columns[: list(df.columns).index("point")]) if "point" in df else []
     if metrics is None:
         metrics = [c for c in df.columns if c not in fixed and c not in factor_cols
                    and pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c])]

@@ -14,6 +14,9 @@ from sim.protocol import ProtocolConfig, register_protocol
 from sim.runner import build_world
 from sim.scenario import Scenario
 
+# the RabbitMQ fixtures (rabbitmq: the local broker's settings; local_broker_node: a node of the test's own)
+pytest_plugins = ["sim.rabbitmq.testing"]
+
 
 @dataclass(frozen=True, slots=True)
 class Note:

@@ -107,7 +107,7 @@ def test_many_transactions_counted_per_kind():
     ev = _events((1, "t1", "a", "committed"), (1, "t1", "b", "aborted"),
                  (1, "t2", "a", "committed"), (1, "t2", "b", "committed"),
                  (1, "t3", "a", "committed"), (1, "t3", "b", "prepared"))
-    r = check_atomicity(ev, {g: ("a", "b") for g in ("t1", "t2", "t3")})
+    r = check_atomicity(ev, dict.fromkeys(("t1", "t2", "t3"), ("a", "b")))
     assert {k: r.count(k) for k in VIOLATION_KINDS} == {"split": 1, "flip": 0, "incomplete": 1, "client": 0}
     assert r.explanation.startswith("2 of 3 transactions violate")
     with pytest.raises(ValueError, match="kind must be one of"):

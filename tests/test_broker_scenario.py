@@ -6,10 +6,10 @@ import textwrap
 
 import pytest
 
+import sim
 import sim.messaging.protocol as protocol_module
 from sim.config import build
 from sim.errors import ScenarioError
-import sim
 from sim.messaging.topology import QueueSpec, Topology
 from sim.scenario import Scenario
 

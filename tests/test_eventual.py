@@ -14,8 +14,8 @@ from sim.errors import ScenarioError
 from sim.kernel.messages import ClientReply, ClientRequest
 from sim.kernel.node import Endpoint
 from sim.kernel.world import World
-from sim.runner import build_world
 from sim.replication.eventual import vv_dominates, vv_merge
+from sim.runner import build_world
 from sim.scenario import Scenario
 
 PARTITION = {"kind": "partition", "start": 2000, "end": 4000, "groups": [["n1"], ["n2", "n3"]]}

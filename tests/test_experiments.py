@@ -14,7 +14,6 @@ from types import ModuleType
 
 import numpy as np
 import pandas as pd
-import pytest
 from scipy import stats
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"

@@ -6,11 +6,9 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from sim.faultspec import Crash, Partition, RandomFaults
+from sim.faultspec import Crash, Partition, RandomFaults, Split
 from sim.kernel.faults import resolve_schedule
 from sim.scenario import Scenario
-from sim.faultspec import Split
-
 
 NODES = ("n1", "n2", "n3", "n4", "n5")
 

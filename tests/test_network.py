@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from scipy.stats import binomtest
-
 from conftest import Note
+from scipy.stats import binomtest
 
 
 def _blast(world, src, dst, n, gap=0.01):

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-
 from conftest import Note
+
 from sim.kernel.node import UnhandledMessage
 
 

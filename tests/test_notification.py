@@ -11,10 +11,10 @@ import pandas.testing as pdt
 import pytest
 from scipy import stats
 
+import sim
 import sim.messaging.notification as notification_module
 from sim.checkers.notification import NOTIFY_OUTCOMES, check_notifications
 from sim.errors import ScenarioError
-import sim
 from sim.messaging import notification_oracle
 from sim.scenario import Scenario
 

@@ -18,8 +18,8 @@ from sim.checkers import check_linearizable
 from sim.kernel.messages import ClientReply, ClientRequest
 from sim.kernel.node import Endpoint
 from sim.kernel.world import World
-from sim.runner import build_world
 from sim.replication.quorum import QuorumConfig, newer, preference_ring
+from sim.runner import build_world
 from sim.scenario import Scenario, ScenarioError
 
 

@@ -8,13 +8,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from sim.cli import main
 import sim
+from sim.cli import main
 from sim.rabbitmq import RunNames, declared_topology, run_rabbitmq
 from sim.rabbitmq.amqp import close_quietly, connect_blocking, pika_module
 from sim.rabbitmq.consumer import ConsumerActor
 from sim.rabbitmq.publisher import PublisherActor
-from sim.rabbitmq.testing import rabbitmq  # noqa: F401 - the fixture
 from sim.scenario import Scenario
 
 pytestmark = pytest.mark.rabbitmq

@@ -14,7 +14,6 @@ import pytest
 import sim
 from sim.rabbitmq import run_rabbitmq
 from sim.rabbitmq.compare import compare
-from sim.rabbitmq.testing import local_broker_node  # noqa: F401 - the fixture
 from sim.scenario import Scenario
 
 pytestmark = pytest.mark.rabbitmq

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from sim.cli import main
-from sim.errors import ScenarioError
 import sim
 from sim.checkers.delivery import check_delivery
+from sim.cli import main
+from sim.errors import ScenarioError
 from sim.rabbitmq import AmqpSettings, BrokerUnreachable, UnsupportedScenario, run_rabbitmq
 from sim.rabbitmq.compare import compare, retry_delays
 from sim.rabbitmq.faults import FaultPlan

@@ -16,7 +16,6 @@ from sim.messaging.retry import decision_uniform
 from sim.rabbitmq import run_rabbitmq
 from sim.rabbitmq.compare import compare
 from sim.rabbitmq.probes import MEASURED_3_10_8, real_requeue_order, sim_requeue_order
-from sim.rabbitmq.testing import rabbitmq  # noqa: F401 - the fixture
 from sim.rabbitmq.validate import validate
 from sim.scenario import Scenario
 

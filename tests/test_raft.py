@@ -10,11 +10,11 @@ import pytest
 
 import sim
 from sim.checkers import check_linearizable
-from sim.kernel.messages import ClientReply, ClientRequest
 from sim.harness import Harness
+from sim.kernel.messages import ClientReply, ClientRequest
 from sim.kernel.world import World
-from sim.runner import build_world
 from sim.replication.raft import NOOP, AppendEntries, AppendReply, Entry, RequestVote, ToLeader, VoteReply
+from sim.runner import build_world
 from sim.scenario import Scenario
 
 NODES = ("n1", "n2", "n3", "n4", "n5")

@@ -11,9 +11,9 @@ import pandas.testing as pdt
 import pytest
 from scipy import stats
 
+import sim
 from sim.config import build
 from sim.errors import ScenarioError
-import sim
 from sim.messaging.retry import RetryPolicy, dead_letter_fraction, decision_uniform, mean_attempts
 from sim.scenario import Scenario
 

@@ -10,13 +10,12 @@ import pandas.testing as pdt
 import pytest
 from scipy import stats
 
+import sim
 import sim.messaging.saga as saga_module
 from sim.checkers.saga import check_sagas
 from sim.errors import ScenarioError
-from sim.kernel.world import World
-from sim.runner import build_world
-import sim
 from sim.messaging.saga import StepCommand
+from sim.runner import build_world
 from sim.scenario import Scenario
 
 STEPS = [("create_order", "orders", 0.0), ("reserve_stock", "stock", 0.1), ("charge_payment", "payment", 0.1),

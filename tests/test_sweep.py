@@ -24,8 +24,8 @@ from sim.config import fld
 from sim.errors import ScenarioError
 from sim.protocol import ProtocolConfig, register_protocol
 from sim.protocols.single_copy import SingleCopyConfig
-from sim.sweeps import expand_factors, replication_seed, summarize, sweep
 from sim.sweepfile import parse_sweep
+from sim.sweeps import expand_factors, replication_seed, summarize, sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE = sim.Scenario.from_dict({

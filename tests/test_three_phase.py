@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sim.scenario import Scenario
 import sim
+from sim.scenario import Scenario
 
 # One closed-loop client whose only transaction starts at t=100 and touches n2, n3, n4;
 # 1 ms links and forced writes: can-commits arrive at 102, yes votes leave at 103 and

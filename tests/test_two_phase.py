@@ -12,10 +12,8 @@ from scipy import stats
 
 import sim
 from sim.errors import ScenarioError
-from sim.kernel.world import World
 from sim.runner import build_world
 from sim.scenario import Scenario
-import sim
 
 # Timeline scenarios: one closed-loop client whose only transaction starts at t=100 and
 # touches n2, n3, n4. With 1 ms links and 1 ms forced writes: prepares arrive at 102,
@@ -214,7 +212,7 @@ def test_termination_protocol_only_leaves_all_yes_transactions_blocked():
 LATENCY = {"dist": "exponential", "mean": 2}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _fault_free_windows(**base):
     """Uncertainty windows of the fault-free runs (seeds 0-2) of the blocking-probability scenario."""
     return np.concatenate([sim.run(busy(latency=LATENCY, **base), seed=s).tables["transactions"]["window"].to_numpy()

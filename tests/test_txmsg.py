@@ -8,10 +8,10 @@ import pandas as pd
 import pandas.testing as pdt
 import pytest
 
+import sim
 import sim.messaging.txmsg as txmsg_module
 from sim.checkers.txmsg import check_transactional
 from sim.errors import ScenarioError
-import sim
 from sim.messaging.history import EVENT_COLUMNS
 from sim.scenario import Scenario
 

@@ -20,7 +20,7 @@ def test_open_loop_is_poisson():
     """Open-loop arrivals: counts match rate x time and gaps are exponential (KS test)."""
     r = _run(workload={"clients": 2, "rate": 100})
     h = r.history
-    for client, ops in h.groupby("client"):
+    for _client, ops in h.groupby("client"):
         n = len(ops)
         assert abs(n - 2000) < 4 * np.sqrt(2000)
         gaps = np.diff(np.sort(ops["invoke"].to_numpy()))

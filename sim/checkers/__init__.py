@@ -7,8 +7,8 @@ from .linearizability import LinearizabilityResult, check_linearizable
 from .lost_writes import LostWritesResult, lost_writes
 from .notification import check_notifications
 from .saga import check_sagas
-from .txmsg import check_transactional
 from .staleness import read_staleness, staleness_summary, t_visibility
+from .txmsg import check_transactional
 
 __all__ = [
     "check_linearizable",

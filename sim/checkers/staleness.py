@@ -45,7 +45,7 @@ def read_staleness(history: pd.DataFrame) -> pd.DataFrame:
         w_done = ok["complete"].to_numpy(dtype=float)
         commits = np.sort(w_done)
         # the time after which a write certainly had taken effect (inf: unknown)
-        settled: dict[Any, float] = {v: math.inf for v in kw["value"]}
+        settled: dict[Any, float] = dict.fromkeys(kw["value"], math.inf)
         settled.update(zip(ok["value"], w_done))
         for op_id, s, v in zip(kreads["op_id"], kreads["invoke"].to_numpy(dtype=float), kreads["value"]):
             committed = w_done < s

@@ -288,7 +288,7 @@ class Network:
 
     def _recompute_sides(self) -> None:
         if not self._partitions:
-            self.side = {n: "none" for n in self.endpoints}
+            self.side = dict.fromkeys(self.endpoints, "none")
             return
         nodes = [n for n in self.endpoints if self.home[n] == n]
         parent = {n: n for n in nodes}

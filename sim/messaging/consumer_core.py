@@ -66,7 +66,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Generic, Literal, Protocol, TypeVar, Union
+from typing import TYPE_CHECKING, Any, Generic, Literal, Protocol, TypeVar
 
 from .history import MessageLog
 from .idempotency import DedupStore
@@ -243,8 +243,8 @@ class CrashProcess:
 
 
 # generic in (M, C), the order of first appearance
-Effect = Union[PublishCopy[M, C], Ack[C], Nack[C], StartProcessing[M, C], RetryDelay[M, C], CallDownstream,
-               CrashProcess]
+Effect = (PublishCopy[M, C] | Ack[C] | Nack[C] | StartProcessing[M, C] | RetryDelay[M, C] | CallDownstream
+          | CrashProcess)
 
 
 class ConsumerCore(Generic[M, C]):

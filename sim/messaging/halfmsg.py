@@ -100,7 +100,7 @@ class HalfMessageStore(ReliablePublisher):
         self.halves: dict[str, _Half] = self.disk.setdefault("halves", {})
         self.unresolved: dict[str, None] = self.disk.setdefault("unresolved", {})
         super().boot()
-        for txn, h in self.halves.items():
+        for h in self.halves.values():
             if h.state == HalfState.COMMITTED:
                 self.publish_reliably(h.msg)  # sent once connected
         self.set_timer(self.tcfg.check_interval, self._check)

@@ -49,8 +49,8 @@ EVENT_COLUMNS = ("time", "event", "source", "msg_id", "node", "queue", "exchange
                  "redelivered", "delivery_count", "attempt", "reason", "x_death")
 DEPTH_COLUMNS = ("time", "queue", "ready", "unacked")
 
-_SOURCE = {**{e: "client" for e in CLIENT_EVENTS}, **{e: "broker" for e in BROKER_EVENTS},
-           **{e: "downstream" for e in DOWNSTREAM_EVENTS}}
+_SOURCE = {**dict.fromkeys(CLIENT_EVENTS, "client"), **dict.fromkeys(BROKER_EVENTS, "broker"),
+           **dict.fromkeys(DOWNSTREAM_EVENTS, "downstream")}
 
 _DTYPES = {"time": "float64", "tag": "int64", "redelivered": "bool", "delivery_count": "int64", "attempt": "int64"}
 _DEPTH_DTYPES = {"time": "float64", "queue": "object", "ready": "int64", "unacked": "int64"}

@@ -72,7 +72,7 @@ from ..kernel.node import Host, Node
 from ..kernel.world import World
 from ..protocol import ProtocolConfig, register_protocol
 from ..report import line, pairs, verdict_line
-from ..workload.arrivals import ArrivalSpec, Arrivals
+from ..workload.arrivals import Arrivals, ArrivalSpec
 from .patterns import check_roles, percentiles
 from .retry import decision_uniform
 

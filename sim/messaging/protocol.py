@@ -99,8 +99,8 @@ from .clients import DownstreamNode, PublisherNode
 from .consumer import ConsumerNode
 from .history import MessageLog
 from .idempotency import DedupStore, IdempotencySpec
-from .retry import RetryPolicy
 from .report import delivery_lines
+from .retry import RetryPolicy
 from .topology import DEFAULT_EXCHANGE, Topology
 
 if TYPE_CHECKING:

@@ -93,7 +93,7 @@ from ..kernel.world import World
 from ..protocol import ProtocolConfig, register_protocol
 from ..report import line, pairs, verdict_line
 from ..states import State
-from ..workload.arrivals import ArrivalSpec, Arrivals
+from ..workload.arrivals import Arrivals, ArrivalSpec
 from .patterns import check_roles, percentiles
 from .retry import decision_uniform
 

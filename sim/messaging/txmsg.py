@@ -84,13 +84,12 @@ A scenario::
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import pandas as pd
 
-from ..checkers.delivery import DeliveryReport, check_delivery
+from ..checkers.delivery import DeliveryReport
 from ..checkers.txmsg import TxMsgReport, check_transactional
 from ..config import Duration, MaybeInfDuration, at_least, fld, positive, prob
 from ..dists import Constant, Dist, buffered_sampler
@@ -100,7 +99,7 @@ from ..kernel.world import World
 from ..protocol import ProtocolConfig, register_protocol
 from ..report import line, pairs, verdict_line
 from ..states import State
-from ..workload.arrivals import ArrivalSpec, Arrivals
+from ..workload.arrivals import Arrivals, ArrivalSpec
 from .broker import Message
 from .broker_node import BrokerNode
 from .consumer import ConsumerNode

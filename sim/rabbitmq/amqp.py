@@ -103,7 +103,7 @@ def close_quietly(conn: Any) -> None:
     try:
         if conn is not None and conn.is_open:
             conn.close()
-    except Exception:  # noqa: BLE001 - closing a broken connection may raise anything
+    except Exception:
         pass
 
 
@@ -127,5 +127,5 @@ def abort_connection(conn: Any) -> None:
     try:
         if impl.is_open:
             impl.close(320, "capsim: abrupt close")
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise AdapterError(f"could not close the connection: {exc}") from None

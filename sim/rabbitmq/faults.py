@@ -139,7 +139,7 @@ class BrokerRestarter:
             self.redeclare()
             self.overrun_ms += max(0.0, (time.monotonic() - t0) * 1000.0 - down_ms)
             self._tell("broker_up")
-        except BaseException as exc:  # noqa: BLE001 - reported to the loop, which fails the run
+        except BaseException as exc:
             self.error = exc
             self._tell(f"broker_error: {exc}")
         finally:

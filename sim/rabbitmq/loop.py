@@ -102,7 +102,7 @@ class Session:
                 return None
             try:
                 return fn(*bound, *args)
-            except Exception as exc:  # noqa: BLE001 - re-raised by run_until
+            except Exception as exc:
                 self.error = exc
                 self.ioloop.stop()
                 return None
@@ -150,14 +150,14 @@ class Session:
             actor.close()
         try:
             self.run_until(lambda: all(a.conn is None for a in self.actors), 3.0)
-        except Exception:  # noqa: BLE001 - closing after a failure: the first error is already on its way
+        except Exception:
             pass
         for actor in self.actors:
             if actor.conn is not None:
                 abort_connection(actor.conn)
         try:
             self.ioloop.close()
-        except Exception:  # noqa: BLE001
+        except Exception:
             pass
 
 
@@ -317,7 +317,7 @@ class Actor:
         if self.conn is not None and (self.conn.is_open or self.conn.is_opening):
             try:
                 self.conn.close()
-            except Exception:  # noqa: BLE001 - a connection mid-handshake may refuse; it is aborted later
+            except Exception:
                 pass
         elif self.conn is not None and self.conn.is_closed:
             self.conn = None

@@ -33,7 +33,6 @@ import pandas as pd
 
 from .. import metrics
 from ..checkers.delivery import DeliveryReport, check_delivery
-from ..errors import ScenarioError
 from ..history import History
 from ..messaging.protocol import messaging_config
 from ..result import Result

@@ -32,7 +32,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-
 from scipy import stats
 
 from ..scenario import Scenario

@@ -54,8 +54,17 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from ..protocol import register_protocol
-from .common import (FINAL_STATES, UNCERTAIN_STATES, Abort, CoordinatorBase, CTxn, PTxn, ResourceManager,
-                     TransactionConfig, Vote)
+from .common import (
+    FINAL_STATES,
+    UNCERTAIN_STATES,
+    Abort,
+    CoordinatorBase,
+    CTxn,
+    PTxn,
+    ResourceManager,
+    TransactionConfig,
+    Vote,
+)
 from .states import CState, Decision, LogRecord, PState, Record
 
 __all__ = ["ThreePhaseCommitConfig", "ThreePhaseCoordinator", "ThreePhaseParticipant", "CanCommit", "PreCommit",

@@ -49,14 +49,14 @@ from typing import Any
 
 import pandas as pd
 
-from .counterexample import _explain, _shrink
-from .keyops import REQUIRED_COLUMNS, _prepare
-from .search import _check
-
 # Also importable from here, as before the checker became a package (the tests reach into these).
-from .counterexample import SHRINK_CHECKS, SHRINK_SECONDS  # noqa: F401
-from .keyops import _KeyOps  # noqa: F401
-from .search import _MAX_SEEN, _search  # noqa: F401
+from .counterexample import SHRINK_CHECKS, SHRINK_SECONDS, _explain, _shrink  # noqa: F401
+from .keyops import (
+    REQUIRED_COLUMNS,
+    _KeyOps,  # noqa: F401
+    _prepare,
+)
+from .search import _MAX_SEEN, _check, _search  # noqa: F401
 from .zones import _zone_conflict  # noqa: F401
 
 __all__ = ["check_linearizable", "LinearizabilityResult", "REQUIRED_COLUMNS"]
