@@ -97,7 +97,8 @@ def main() -> None:
     for keys in (10, 1):
         good = register_history(ops, keys, args.seed)
         bad, idx = inject_stale_read(good, rng)
-        for name, df, expect in ((f"recorded, {keys} key(s)", good, True), (f"one stale read, {keys} key(s)", bad, False)):
+        cases = ((f"recorded, {keys} key(s)", good, True), (f"one stale read, {keys} key(s)", bad, False))
+        for name, df, expect in cases:
             seconds, res = timed(df, args.repeat)
             cex = "-" if res.counterexample is None else str(len(res.counterexample))
             print(f"{name:<28} {len(df):>7} {keys:>4} {overlap(df):>7.2f} {int((df['outcome'] == 'info').sum()):>5} "

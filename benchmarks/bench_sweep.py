@@ -46,7 +46,8 @@ def main() -> None:
     one = sim.run(scenario).runtime
     factors = {"network.loss": [0.0, 0.05]}
     reps = runs // 2
-    serial = min(timed(lambda: sweep(scenario, factors, reps, executor="serial", progress=False)) for _ in range(repeats))
+    serial = min(timed(lambda: sweep(scenario, factors, reps, executor="serial", progress=False))
+                 for _ in range(repeats))
     procs = min(timed(lambda: sweep(scenario, factors, reps, executor="processes", workers=2, progress=False))
                 for _ in range(repeats))
     dask = min(timed(lambda: sweep(scenario, factors, reps, executor="dask", workers=2, progress=False))
@@ -54,7 +55,8 @@ def main() -> None:
     print(f"runs per sweep            {runs} (one run ~{one:.2f} s)")
     print(f"serial                    {serial:6.2f} s")
     print(f"processes, 2 workers      {procs:6.2f} s   speed-up {serial / procs:.2f}x (target >= 1.8x)")
-    print(f"dask LocalCluster, 2      {dask:6.2f} s   overhead vs processes {100 * (dask / procs - 1):+.0f}% (target <= 15%)")
+    overhead = 100 * (dask / procs - 1)
+    print(f"dask LocalCluster, 2      {dask:6.2f} s   overhead vs processes {overhead:+.0f}% (target <= 15%)")
 
 
 if __name__ == "__main__":

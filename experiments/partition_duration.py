@@ -13,8 +13,9 @@ replication protocol runs on the same workload and fault (common random numbers)
 
 What it reproduces (DESIGN.md section 6; the CAP theorem as Gilbert and Lynch
 prove it, "Brewer's conjecture and the feasibility of consistent, available,
-partition-tolerant web services", SIGACT News 33(2), 2002): during a partition a consistent (CP) protocol must refuse the side
-that cannot reach a majority (or the primary), while an available (AP) one
+partition-tolerant web services", SIGACT News 33(2), 2002): during a partition a
+consistent (CP) protocol must refuse the side that cannot reach a majority (or the
+primary), while an available (AP) one
 answers everywhere with possibly stale data. The expected results:
 
 * CP protocols (raft, quorum, primary_backup): minority-side availability is 0

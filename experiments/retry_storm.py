@@ -111,7 +111,8 @@ def measure(policy: str, seed: int, quick: bool) -> tuple[dict[str, Any], pd.Dat
         "published": report["published"],
         "processed": report["processed"],
         "peak_attempt_rate": float(attempts["rate"].max()),
-        "outage_attempt_rate": float(attempts[attempts["start"].between(fault.start, fault.end - WINDOW)]["rate"].mean()),
+        "outage_attempt_rate": float(
+            attempts[attempts["start"].between(fault.start, fault.end - WINDOW)]["rate"].mean()),
         "peak_downstream_rate": float(calls[calls["start"] >= fault.end]["rate"].max()),
         "downstream_calls_after": int((after & (ev["event"] == "call")).sum()),
         "wasted_calls_after": int(len(served) - len(succeeded)),

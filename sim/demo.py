@@ -47,7 +47,8 @@ DEMO_PROTOCOLS: dict[str, dict[str, Any]] = {
 }
 
 
-def demo_scenarios(protocols: dict[str, dict[str, Any]] | None = None, base: dict[str, Any] | None = None) -> dict[str, Scenario]:
+def demo_scenarios(protocols: dict[str, dict[str, Any]] | None = None,
+                   base: dict[str, Any] | None = None) -> dict[str, Scenario]:
     """One scenario per protocol: the same cluster, network, faults and workload."""
     base = base or DEMO_BASE
     return {label: Scenario.from_dict({**base, "name": label, "protocol": proto})

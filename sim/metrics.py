@@ -101,8 +101,9 @@ def timeline(history: pd.DataFrame, faults: pd.DataFrame, duration: float, windo
     })
     for name in SIDES[1:]:
         out[f"availability_{name}"] = avail(side == name)
-    parts = [(float(a), float(b)) for k, a, b in zip(faults["kind"], faults["start"], faults["end"]) if k == "partition"]
-    crashes = [(float(a), float(b)) for k, a, b in zip(faults["kind"], faults["start"], faults["end"]) if k == "crash"]
+    spans = list(zip(faults["kind"], faults["start"].astype(float), faults["end"].astype(float)))
+    parts = [(a, b) for k, a, b in spans if k == "partition"]
+    crashes = [(a, b) for k, a, b in spans if k == "crash"]
     width = out["end"] - out["start"]
     out["partitioned"] = [_covered(parts, lo, hi) for lo, hi in zip(out["start"], out["end"])] / width
     out["crashed"] = [_covered(crashes, lo, hi) for lo, hi in zip(out["start"], out["end"])] / width

@@ -159,8 +159,8 @@ def t_visibility_curves(curves: dict[str, pd.DataFrame], ax: Any | None = None, 
     for label, tv in curves.items():
         tv = tv[tv["reads"] >= min_reads]
         mid = (tv["t_low"] + tv["t_high"]) / 2
-        ax.errorbar(mid, tv["p_consistent"], yerr=[tv["p_consistent"] - tv["ci_low"], tv["ci_high"] - tv["p_consistent"]],
-                    marker="o", ms=3, capsize=2, label=label)
+        yerr = [tv["p_consistent"] - tv["ci_low"], tv["ci_high"] - tv["p_consistent"]]
+        ax.errorbar(mid, tv["p_consistent"], yerr=yerr, marker="o", ms=3, capsize=2, label=label)
     ax.set_xlabel("time since the newest write committed (ms)")
     ax.set_ylabel("P(read returns it or newer)")
     ax.set_ylim(-0.02, 1.02)

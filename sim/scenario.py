@@ -61,7 +61,8 @@ class ClusterConfig:
         seen: set[str] = set()
         for i, name in enumerate(self.nodes):
             if not name or not name.replace("-", "").replace("_", "").isalnum():
-                raise ScenarioError(f"{path}.nodes[{i}]", f"must be a non-empty name of letters, digits, '-' or '_', got {name!r}")
+                raise ScenarioError(f"{path}.nodes[{i}]",
+                                    f"must be a non-empty name of letters, digits, '-' or '_', got {name!r}")
             if name in seen:
                 raise ScenarioError(f"{path}.nodes[{i}]", f"duplicate node name {name!r}")
             seen.add(name)
@@ -109,7 +110,8 @@ class NetworkConfig:
             pairs = [(link.src, link.dst)] + ([(link.dst, link.src)] if link.symmetric else [])
             for pair in pairs:
                 if pair in seen:
-                    raise ScenarioError(f"{path}.links[{i}]", f"link {pair[0]} -> {pair[1]} is already set by links[{seen[pair]}]")
+                    raise ScenarioError(f"{path}.links[{i}]",
+                                        f"link {pair[0]} -> {pair[1]} is already set by links[{seen[pair]}]")
                 seen[pair] = i
 
     def node_refs(self) -> list[tuple[str, str]]:
@@ -179,7 +181,8 @@ class RunConfig:
 
     def _validate(self, path: str) -> None:
         if self.warmup >= self.duration:
-            raise ScenarioError(f"{path}.warmup", f"must be shorter than duration ({self.duration} ms), got {self.warmup} ms")
+            raise ScenarioError(f"{path}.warmup",
+                                f"must be shorter than duration ({self.duration} ms), got {self.warmup} ms")
         if self.seed > 2**63 - 1:
             raise ScenarioError(f"{path}.seed", f"must be < 2**63, got {self.seed}")
         if self.duration > 1e12:

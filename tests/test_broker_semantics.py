@@ -65,7 +65,8 @@ def test_quorum_connection_loss_returns_ahead_in_return_order():
         b, _ = broker_with([spec])
         publish(b, 0, [f"m{i}" for i in range(5)])
         b.open_channel("c")
-        tags = {d.message.msg_id: d.delivery_tag for d in deliveries(b.consume(1, "c", "q", consumer_tag="t", prefetch=3))}
+        sent = deliveries(b.consume(1, "c", "q", consumer_tag="t", prefetch=3))
+        tags = {d.message.msg_id: d.delivery_tag for d in sent}
         b.ack(2, "c", tags["m1"])
         b.close_channel(3, "c")
         assert b.ready_ids("q") == ["m0", "m2", "m3", "m4"], spec

@@ -99,7 +99,8 @@ def test_idempotent_consumer_with_shared_store_has_no_duplicate_side_effects():
 
 def test_per_consumer_dedup_store_misses_duplicates_redelivered_to_another_consumer():
     """A dedup store private to each consumer (even on its disk) does not stop a duplicate that a peer receives."""
-    counts = [sim.run(crash_scenario(idempotency="local_durable"), seed=s).verdicts["delivery"].counts for s in range(3)]
+    counts = [sim.run(crash_scenario(idempotency="local_durable"), seed=s).verdicts["delivery"].counts
+              for s in range(3)]
     assert sum(c["duplicate_side_effects"] for c in counts) > 0
     assert all(c["lost"] == 0 for c in counts)
 
@@ -159,7 +160,8 @@ def test_partitioned_consumer_times_out_and_its_messages_are_requeued():
     assert requeued["time"].between(2000, 2500).all()  # 1 s of silence, checked every 500 ms
     again = ev[(ev["event"] == "receive") & ev["msg_id"].isin(requeued["msg_id"]) & (ev["time"] > 2000)]
     assert set(again["node"]) == {"c2"} and again["redelivered"].all()
-    assert r.verdicts["delivery"]["lost"] == 0 and r.verdicts["delivery"]["processed"] == r.verdicts["delivery"]["published"]
+    report = r.verdicts["delivery"]
+    assert report["lost"] == 0 and report["processed"] == report["published"]
 
 
 def test_same_seed_gives_identical_event_tables_and_summaries():
@@ -181,7 +183,8 @@ sys.path.insert(0, sys.argv[1])
 from test_delivery import crash_scenario
 import sim
 r = sim.run(crash_scenario(idempotency="shared"), seed=3)
-print(hashlib.sha256(r.tables["message_events"].to_csv(index=False).encode() + r.tables["queue_depth"].to_csv(index=False).encode()).hexdigest())
+tables = r.tables["message_events"].to_csv(index=False) + r.tables["queue_depth"].to_csv(index=False)
+print(hashlib.sha256(tables.encode()).hexdigest())
 """
 
 
@@ -194,7 +197,8 @@ def test_event_table_identical_across_processes():
                              env={"PYTHONHASHSEED": hashseed, "PATH": "/usr/bin:/bin"})
         digests.add(out.stdout.strip())
     r = sim.run(crash_scenario(idempotency="shared"), seed=3)
-    digests.add(hashlib.sha256(r.tables["message_events"].to_csv(index=False).encode() + r.tables["queue_depth"].to_csv(index=False).encode()).hexdigest())
+    tables = r.tables["message_events"].to_csv(index=False) + r.tables["queue_depth"].to_csv(index=False)
+    digests.add(hashlib.sha256(tables.encode()).hexdigest())
     assert len(digests) == 1
 
 
@@ -233,7 +237,7 @@ def test_checker_classifies_a_hand_built_history():
                       "e": "unconfirmed", "f": "lost"}
     assert report.lost_ids == ["f"] and not report.ok
     c = report.counts
-    assert (c["duplicate_deliveries"], c["duplicate_side_effects"], c["out_of_order"], c["redeliveries"]) == (1, 1, 1, 1)
+    assert [c[k] for k in ("duplicate_deliveries", "duplicate_side_effects", "out_of_order", "redeliveries")] == [1] * 4
     assert report.attempts == {"mean": 1.5, "max": 2.0}
     assert report.latency["p50"] == 10.0 and report.latency["count"] == 1
 

@@ -63,5 +63,6 @@ def test_loss_parameters_do_not_shift_arrivals():
     b = sim.run(base.variant({"network.loss": 0.3, "network.latency": {"dist": "exponential", "mean": 4}})).history
     cols = ["client", "op", "key", "invoke", "node"]
     key = ["client", "invoke"]
-    pdt.assert_frame_equal(a[cols].sort_values(key).reset_index(drop=True), b[cols].sort_values(key).reset_index(drop=True))
+    pdt.assert_frame_equal(a[cols].sort_values(key).reset_index(drop=True),
+                           b[cols].sort_values(key).reset_index(drop=True))
     assert not a["outcome"].equals(b["outcome"])

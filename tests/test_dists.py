@@ -25,7 +25,8 @@ CASES = [
     {"dist": "exponential", "mean": "2ms"},
     {"dist": "lognormal", "mu": 0.5, "sigma": 0.4},
     {"dist": "pareto", "shape": 3.0, "scale": 1.0},
-    {"dist": "mixture", "components": [{"weight": 3, "dist": "constant", "value": 1}, {"weight": 1, "dist": "exponential", "mean": 8}]},
+    {"dist": "mixture", "components": [{"weight": 3, "dist": "constant", "value": 1},
+                                       {"weight": 1, "dist": "exponential", "mean": 8}]},
     {"dist": "empirical", "samples": [1, 2, 2, 7]},
 ]
 
@@ -64,7 +65,8 @@ def test_pareto_tail_and_infinite_mean():
 
 def test_mixture_weights_are_relative():
     """Mixture weights need not sum to 1; the component frequencies follow them."""
-    m = parse_dist({"dist": "mixture", "components": [{"weight": 1, "dist": "constant", "value": 0}, {"weight": 3, "dist": "constant", "value": 1}]})
+    m = parse_dist({"dist": "mixture", "components": [{"weight": 1, "dist": "constant", "value": 0},
+                                                      {"weight": 3, "dist": "constant", "value": 1}]})
     assert isinstance(m, Mixture)
     x = m.sample(np.random.default_rng(0), 40_000)
     assert x.mean() == pytest.approx(0.75, abs=0.01)
@@ -85,7 +87,8 @@ def test_bare_number_is_constant():
         ({"dist": "uniform", "low": 5, "high": 1}, "lat.high"),
         ({"dist": "exponential", "mean": 1, "rate": 2}, "lat.rate"),
         ({"dist": "mixture", "components": []}, "lat.components"),
-        ({"dist": "mixture", "components": [{"weight": -1, "dist": "constant", "value": 1}]}, "lat.components[0].weight"),
+        ({"dist": "mixture", "components": [{"weight": -1, "dist": "constant", "value": 1}]},
+            "lat.components[0].weight"),
         ({"dist": "empirical", "samples": [1, "x"]}, "lat.samples[1]"),
         ({"dist": "lognormal", "mu": "a", "sigma": 1}, "lat.mu"),
         ([1, 2], "lat"),

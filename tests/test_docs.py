@@ -22,7 +22,8 @@ def test_guide_python_blocks_run_in_order():
     assert len(blocks) >= 3
     namespace: dict = {}
     for block in blocks:
-        exec(compile(block, str(GUIDE), "exec", dont_inherit=True), namespace)  # as a script, not under this file's __future__ flags
+        # compiled as a script would be, not under this file's __future__ flags
+        exec(compile(block, str(GUIDE), "exec", dont_inherit=True), namespace)
     result = namespace["result"]
     assert result.scenario.protocol.tag == "rowa_register"
     assert result.summary["protocol.writes_acknowledged_by_all"] > 0

@@ -189,7 +189,8 @@ def test_lww_concurrent_writes_on_both_sides_keep_one_and_discard_the_other():
     world.env.run(until=5000)
     assert probe["n3"].replies[3].value == 22  # same side as the write of 22
     assert [s[0] for s in states(world)] == [22, 22, 22]
-    assert world.scenario.protocol.summary(world, world.state)["protocol.lww_discarded"] == 1  # 11 is gone, counted once
+    summary = world.scenario.protocol.summary(world, world.state)
+    assert summary["protocol.lww_discarded"] == 1  # 11 is gone, counted once
 
 
 # -- version vectors ---------------------------------------------------------------------------

@@ -37,7 +37,8 @@ def test_random_partition_count_matches_rates():
     """Partition starts follow a renewal process: count over T ~ T / (mtbf + mean duration)."""
     mtbf, mean_len, horizon = 1000.0, 500.0, 3_000_000.0
     spec = RandomFaults(partition_mtbf=mtbf, partition_duration=Scenario.from_dict(
-        {"faults": {"random": {"partition_duration": {"dist": "exponential", "mean": mean_len}}}}).faults.random.partition_duration)
+        {"faults": {"random": {"partition_duration": {"dist": "exponential", "mean": mean_len}}}}
+        ).faults.random.partition_duration)
     faults = spec.generate(NODES, horizon, np.random.default_rng(3))
     parts = [f for f in faults if isinstance(f, Partition)]
     expected = horizon / (mtbf + mean_len)
@@ -50,7 +51,8 @@ def test_random_partition_count_matches_rates():
 
 def test_random_crashes_are_per_node_and_bounded():
     """Crashes are generated per listed node, inside [start, end)."""
-    spec = RandomFaults(crash_mtbf=500.0, crash_duration=Scenario.from_dict({}).network.latency, crash_nodes=("n2", "n4"), start=1000.0, end=9000.0)
+    spec = RandomFaults(crash_mtbf=500.0, crash_duration=Scenario.from_dict({}).network.latency,
+                        crash_nodes=("n2", "n4"), start=1000.0, end=9000.0)
     faults = spec.generate(NODES, 20_000, np.random.default_rng(5))
     assert faults and all(isinstance(f, Crash) and f.node in ("n2", "n4") for f in faults)
     assert all(1000.0 <= f.start < 9000.0 for f in faults)
@@ -66,7 +68,8 @@ def test_random_faults_reach_the_result():
     """Generated faults appear, concrete, in the run's faults table."""
     import sim
 
-    s = Scenario.from_dict({"cluster": {"count": 5}, "faults": {"random": {"partition_mtbf": "1s", "partition_duration": "300ms"}},
+    s = Scenario.from_dict({"cluster": {"count": 5},
+                            "faults": {"random": {"partition_mtbf": "1s", "partition_duration": "300ms"}},
                             "workload": {"clients": 2}, "run": {"duration": "10s"}})
     r = sim.run(s)
     assert len(r.faults) >= 3 and set(r.faults["kind"]) == {"partition"}
@@ -82,7 +85,8 @@ def test_isolate_and_split_become_partitions(kind):
     fault = {"kind": kind, "start": "1s", "end": "2s"}
     if kind == "isolate":
         fault["node"] = "n3"
-    s = Scenario.from_dict({"cluster": {"count": 5}, "faults": {"schedule": [fault]}, "workload": {"clients": 5}, "run": {"duration": "3s"}})
+    s = Scenario.from_dict({"cluster": {"count": 5}, "faults": {"schedule": [fault]}, "workload": {"clients": 5},
+                            "run": {"duration": "3s"}})
     r = sim.run(s)
     assert list(r.faults["kind"]) == ["partition"]
     assert r.summary["ops.minority"] > 0 and r.summary["ops.majority"] > 0
@@ -95,11 +99,13 @@ def test_leader_faults_resolve_when_they_start():
 
     base = {"cluster": {"count": 3}, "workload": {"clients": 3, "rate": 50}, "run": {"duration": "3s"},
             "protocol": {"name": "single_copy", "owner": "n2"}}
-    iso = sim.run(Scenario.from_dict({**base, "faults": {"schedule": [{"kind": "isolate", "node": "@leader", "start": "1s", "end": "2s"}]}}))
+    at_leader = {"node": "@leader", "start": "1s", "end": "2s"}
+    iso = sim.run(Scenario.from_dict({**base, "faults": {"schedule": [{"kind": "isolate", **at_leader}]}}))
     during = iso.history[iso.history["invoke"].between(1000, 1990)]
     assert set(during.loc[during["outcome"] == "ok", "client"]) == {"c1"}   # only the client next to n2
-    crash = sim.run(Scenario.from_dict({**base, "faults": {"schedule": [{"kind": "crash", "node": "@leader", "start": "1s", "end": "2s"}]}}))
-    assert [tuple(e) for e in crash.node_events[["node", "event"]].itertuples(index=False)] == [("n2", "crash"), ("n2", "recover")]
+    crash = sim.run(Scenario.from_dict({**base, "faults": {"schedule": [{"kind": "crash", **at_leader}]}}))
+    events = [tuple(e) for e in crash.node_events[["node", "event"]].itertuples(index=False)]
+    assert events == [("n2", "crash"), ("n2", "recover")]
     with pytest.raises(ScenarioError, match=r"^faults.schedule\[0\].node: '@leader' needs a protocol with a leader"):
         Scenario.from_dict({**base, "protocol": {"name": "fifo_queue"},
                             "faults": {"schedule": [{"kind": "crash", "node": "@leader", "start": 0}]}})

@@ -73,7 +73,8 @@ def _all_pairs(world):
 
 def test_partition_blocks_exactly_the_named_pairs(make_world):
     """Groups [[n1, n2], [n3]] (n4 unnamed: its own group) block exactly the cross-group pairs."""
-    world = make_world(4, faults={"schedule": [{"kind": "partition", "start": 0, "end": 100, "groups": [["n1", "n2"], ["n3"]]}]})
+    partition = {"kind": "partition", "start": 0, "end": 100, "groups": [["n1", "n2"], ["n3"]]}
+    world = make_world(4, faults={"schedule": [partition]})
     world.env.run(until=1)
     for src, dst in _all_pairs(world):
         world.nodes[src].send(dst, Note(0))
@@ -86,7 +87,8 @@ def test_partition_blocks_exactly_the_named_pairs(make_world):
 
 def test_one_way_partition_blocks_one_direction(make_world):
     """A one-way partition drops messages from the first group only."""
-    world = make_world(3, faults={"schedule": [{"kind": "partition", "start": 0, "end": 100, "groups": [["n1"]], "one_way": True}]})
+    partition = {"kind": "partition", "start": 0, "end": 100, "groups": [["n1"]], "one_way": True}
+    world = make_world(3, faults={"schedule": [partition]})
     world.env.run(until=1)
     for src, dst in _all_pairs(world):
         world.nodes[src].send(dst, Note(0))
@@ -107,7 +109,8 @@ def test_partition_heals(make_world):
 
 def test_crashed_nodes_drop_traffic(make_world):
     """A crashed node neither sends nor receives; messages in flight to it are lost."""
-    world = make_world(2, network={"latency": "4ms"}, faults={"schedule": [{"kind": "crash", "node": "n2", "start": 10, "end": 20}]})
+    crash = {"kind": "crash", "node": "n2", "start": 10, "end": 20}
+    world = make_world(2, network={"latency": "4ms"}, faults={"schedule": [crash]})
     n1, n2 = world.nodes["n1"], world.nodes["n2"]
     n1.set_timer(8, n1.send, "n2", Note(1))     # in flight when n2 crashes at 10
     n1.set_timer(12, n1.send, "n2", Note(2))    # arrives while n2 is down

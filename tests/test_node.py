@@ -65,7 +65,8 @@ def test_overlapping_crashes_recover_once_all_end(make_world):
 
 def test_clock_skew_and_drift(make_world):
     """A clock_skew fault makes the node's clock read t + offset + drift * (t - start) while it lasts."""
-    world = make_world(2, faults={"schedule": [{"kind": "clock_skew", "node": "n2", "start": 100, "end": 300, "offset": "-50ms", "drift": 0.5}]})
+    skew = {"kind": "clock_skew", "node": "n2", "start": 100, "end": 300, "offset": "-50ms", "drift": 0.5}
+    world = make_world(2, faults={"schedule": [skew]})
     n1, n2 = world.nodes["n1"], world.nodes["n2"]
     world.env.run(until=200)
     assert n1.clock() == 200.0

@@ -28,7 +28,8 @@ def test_mm1_mean_time_in_system(rho):
     scenario = Scenario.from_dict({
         "cluster": {"nodes": ["server"]},
         "network": {"latency": 0},
-        "workload": {"clients": 2, "rate": lam * 1000 / 2, "timeout": "inf", "target": "fixed", "target_node": "server"},
+        "workload": {"clients": 2, "rate": lam * 1000 / 2, "timeout": "inf", "target": "fixed",
+                         "target_node": "server"},
         "protocol": {"name": "fifo_queue", "service_time": {"dist": "exponential", "mean": 1 / mu}},
         "run": {"duration": "6s", "warmup": "500ms"},
     })
@@ -38,7 +39,8 @@ def test_mm1_mean_time_in_system(rho):
         s = r.summary
         assert s["info"] == 0 and s["fail"] == 0
         ok = s["latency.read.count"] + s["latency.write.count"]
-        means.append((s["latency.read.mean"] * s["latency.read.count"] + s["latency.write.mean"] * s["latency.write.count"]) / ok)
+        total = s["latency.read.mean"] * s["latency.read.count"] + s["latency.write.mean"] * s["latency.write.count"]
+        means.append(total / ok)
     lo, hi = _ci95(means)
     expected = mm1(lam, mu).mean_time_in_system
     assert expected == 1 / (mu - lam)

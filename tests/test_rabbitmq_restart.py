@@ -66,7 +66,8 @@ def test_in_flight_message_is_redelivered_after_the_restart(restart):
     """The message being processed when the broker went down is processed again afterwards (its ack was lost):
     redelivered on both queues, with delivery count 1 on the quorum queue."""
     _, _, real, _ = restart
-    rec = real.tables["message_events"][(real.tables["message_events"]["event"] == "receive") & real.tables["message_events"]["redelivered"]]
+    ev = real.tables["message_events"]
+    rec = ev[(ev["event"] == "receive") & ev["redelivered"]]
     by_queue = {q: list(zip(g["msg_id"], g["delivery_count"])) for q, g in rec.groupby("queue")}
     assert by_queue == {"classic": [("pc-2", 0)], "quorum": [("pq-2", 1)]}
     assert real.verdicts["delivery"]["duplicate_side_effects"] == 2

@@ -109,7 +109,8 @@ def test_delivery_limit_counts_and_dead_letter_reason_agree(rabbitmq):
     assert len(dead) == sum(fails_every_attempt(s.run.seed, i, 0.5, 3) for i in m.index) > 5
     assert (dead["dead_letter_real"] == "work:delivery_limit").all()
     assert (dead["deliveries_real"] == "0 1r 2r").all()
-    received = real.tables["message_events"][(real.tables["message_events"]["event"] == "receive") & (real.tables["message_events"]["queue"] == "work")]
+    ev = real.tables["message_events"]
+    received = ev[(ev["event"] == "receive") & (ev["queue"] == "work")]
     assert received["delivery_count"].max() == 2
     assert (received["redelivered"] == (received["delivery_count"] > 0)).all()
 
@@ -131,7 +132,8 @@ def test_consumer_crash_redeliveries_agree_and_nothing_is_lost(rabbitmq, queue_t
         return ev[(ev["event"] == "abandon") & (ev["reason"] == "crash")]["msg_id"].tolist()
 
     assert sorted(crashes(simulated)) == sorted(crashes(real)) and len(crashes(real)) >= 5
-    assert real.verdicts["delivery"]["lost"] == 0 and real.verdicts["delivery"]["processed"] == real.verdicts["delivery"]["published"]
+    report = real.verdicts["delivery"]
+    assert report["lost"] == 0 and report["processed"] == report["published"]
     assert real.verdicts["delivery"]["redeliveries"] == len(crashes(real))
     restarts = real.node_events[real.node_events["event"] == "restart"]
     assert len(restarts) == len(crashes(real))

@@ -133,7 +133,8 @@ def test_follower_refuses_with_a_conflict_hint_and_truncates_conflicting_entries
     """A mismatched prevLogTerm yields the conflicting term's first index; a later AppendEntries cuts the log there."""
     h = harness()
     n2 = h.nodes["n2"]
-    n2.log.extend([Entry(1, 1, "write", 0, 1), Entry(1, 2, "write", 0, 2), Entry(2, 3, "write", 0, 3), Entry(2, 4, "write", 0, 4)])
+    n2.log.extend([Entry(1, 1, "write", 0, 1), Entry(1, 2, "write", 0, 2),
+                   Entry(2, 3, "write", 0, 3), Entry(2, 4, "write", 0, 4)])
     n2._persist(2, None)
     h.deliver("n2", AppendEntries(3, "n1", 4, 3, (), 0, 7), src="n1")
     reply = h.sent[-1].msg

@@ -25,7 +25,8 @@ def test_result_carries_resolved_scenario_and_seed():
 
 def test_save_load_round_trip(tmp_path):
     """save() then load() gives equal tables, summary and scenario."""
-    s = Scenario.from_toml(ROOT / "experiments" / "scenarios" / "lossy-network.toml").variant({"run.trace": True, "run.duration": "3s"})
+    s = Scenario.from_toml(ROOT / "experiments" / "scenarios" / "lossy-network.toml")
+    s = s.variant({"run.trace": True, "run.duration": "3s"})
     r = sim.run(s)
     back = Result.load(r.save(tmp_path / "out"))
     assert back.scenario == r.scenario and back.seed == r.seed
@@ -33,7 +34,10 @@ def test_save_load_round_trip(tmp_path):
     for name in ("timeline", "faults", "messages", "trace"):
         pdt.assert_frame_equal(getattr(back, name), getattr(r, name), check_dtype=False)
     for k, v in r.summary.items():
-        assert (math.isnan(v) and math.isnan(back.summary[k])) if isinstance(v, float) and math.isnan(v) else back.summary[k] == v
+        if isinstance(v, float) and math.isnan(v):
+            assert math.isnan(back.summary[k])
+        else:
+            assert back.summary[k] == v
 
 
 def test_summary_latency_and_throughput_agree_with_history():

@@ -1,4 +1,4 @@
-"""Retry policies: delays and jitter, the retry oracle over many seeds, broker- and consumer-side modes, retry storms."""
+"""Retry policies: delays and jitter, the retry oracle over many seeds, broker- and consumer-side modes, storms."""
 
 from __future__ import annotations
 

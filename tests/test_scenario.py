@@ -205,7 +205,9 @@ dists = st.one_of(
     st.builds(lambda m: {"dist": "exponential", "mean": m}, durations),
     st.builds(lambda a, b: {"dist": "uniform", "low": a, "high": a + b}, st.floats(0, 100), st.floats(0, 100)),
     st.builds(lambda mu, s: {"dist": "lognormal", "mu": mu, "sigma": s}, st.floats(-3, 3), st.floats(0, 2)),
-    st.builds(lambda w: {"dist": "mixture", "components": [{"weight": w, "dist": "constant", "value": 1}, {"weight": 1.0, "dist": "pareto", "shape": 2, "scale": 1}]}, st.floats(0.01, 10)),
+    st.builds(lambda w: {"dist": "mixture", "components": [{"weight": w, "dist": "constant", "value": 1},
+                                                          {"weight": 1.0, "dist": "pareto", "shape": 2, "scale": 1}]},
+              st.floats(0.01, 10)),
 )
 
 

@@ -59,8 +59,7 @@ def _without_runtime(df):
 def test_expand_factors_and_common_random_numbers():
     """Points are the cartesian product; replication i has the same seed at every point."""
     points = expand_factors(FACTORS)
-    assert points == [{"network.loss": 0.0, "workload.read_fraction": 0.1}, {"network.loss": 0.0, "workload.read_fraction": 0.9},
-                      {"network.loss": 0.2, "workload.read_fraction": 0.1}, {"network.loss": 0.2, "workload.read_fraction": 0.9}]
+    assert points == [{"network.loss": loss, "workload.read_fraction": rf} for loss in (0.0, 0.2) for rf in (0.1, 0.9)]
     df = sweep(BASE, FACTORS, 3, executor="serial", progress=False)
     assert len(df) == 12 and df["error"].isna().all()
     seeds = df.pivot(index="point", columns="replication", values="seed")
@@ -118,19 +117,22 @@ def test_summarize_matches_student_t():
     x = np.array([1.0, 2.0, 4.0])
     half = stats.t.ppf(0.975, 2) * x.std(ddof=1) / np.sqrt(3)
     assert s.loc[0, "mean"] == pytest.approx(x.mean())
-    assert s.loc[0, "ci_low"] == pytest.approx(x.mean() - half) and s.loc[0, "ci_high"] == pytest.approx(x.mean() + half)
+    assert s.loc[0, "ci_low"] == pytest.approx(x.mean() - half)
+    assert s.loc[0, "ci_high"] == pytest.approx(x.mean() + half)
     assert s.loc[1, "ci_low"] == s.loc[1, "ci_high"] == 5.0 and list(s["x"]) == [1, 2]
 
 
 @pytest.mark.parametrize("data, message", [
     ({"factors": {"network.loss": [0.1]}}, "base: must be a scenario file path"),
     ({"base": {}, "factors": {}}, "factors: must be a table"),
-    ({"base": {}, "factors": {"network.loss": [2.0]}}, 'factors."network.loss": first value is invalid: network.loss: must be in [0, 1]'),
+    ({"base": {}, "factors": {"network.loss": [2.0]}},
+        'factors."network.loss": first value is invalid: network.loss: must be in [0, 1]'),
     ({"base": {}, "factors": {"network..loss": [0.1]}}, 'factors."network..loss": is not a field path'),
     ({"base": {}, "factors": {"workload.rate": {"start": 1, "stop": 5}}}, 'factors."workload.rate": must be a list'),
     ({"base": {}, "factors": {"workload.rate": [5]}, "replications": 0}, "replications: must be an integer >= 1"),
     ({"base": {"network": {"los": 1}}, "factors": {"workload.rate": [5]}}, "base.network.los: unknown key"),
-    ({"base": {}, "factors": {"workload.rate": [5]}, "plots": [{"x": "nope", "y": "availability"}]}, "plots[0].x: must be one of the factors"),
+    ({"base": {}, "factors": {"workload.rate": [5]}, "plots": [{"x": "nope", "y": "availability"}]},
+        "plots[0].x: must be one of the factors"),
 ])
 def test_sweep_file_errors_name_the_field(data, message):
     """Sweep files are validated with field paths, like scenarios."""

@@ -55,7 +55,8 @@ def test_documented_toml_example_runs():
     s = Scenario.from_toml_string(docstring_toml())
     assert Scenario.from_dict(s.to_dict()) == s
     r = sim.run(s, seed=1)
-    assert r.verdicts["transactional"].ok and r.verdicts["transactional"].settled, r.verdicts["transactional"].explanation
+    verdict = r.verdicts["transactional"]
+    assert verdict.ok and verdict.settled, verdict.explanation
     c = r.verdicts["transactional"].counts
     assert c["committed"] == c["delivered"] > 100 and c["rolled_back"] > 10
     ev = r.tables["txmsg_events"]["event"].value_counts()
@@ -126,7 +127,8 @@ def test_robust_modes_publish_if_and_only_if_committed(mode):
     crashes = duplicates = checks = 0
     for seed in range(40):
         r = sim.run(faulty(mode), seed=seed)
-        assert r.verdicts["transactional"].ok and r.verdicts["transactional"].settled, (seed, r.verdicts["transactional"].explanation)
+        verdict = r.verdicts["transactional"]
+        assert verdict.ok and verdict.settled, (seed, verdict.explanation)
         c = r.verdicts["transactional"].counts
         assert c["committed"] > 100 and c["duplicate_side_effects"] == 0
         ev = r.tables["txmsg_events"]["event"]
@@ -198,9 +200,11 @@ def test_check_max_discards_and_loses_a_commit_when_the_producer_stays_down():
     limited = run(3)
     c = limited.verdicts["transactional"].counts
     assert c["lost"] == c["committed"] > 2
-    assert int((limited.tables["txmsg_events"]["event"] == "discarded").sum()) >= c["committed"]  # and died, uncommitted ones
+    discarded = int((limited.tables["txmsg_events"]["event"] == "discarded").sum())
+    assert discarded >= c["committed"]  # and died, uncommitted ones
     unlimited = run("unlimited")
-    assert unlimited.verdicts["transactional"].ok and unlimited.verdicts["transactional"].counts["delivered"] == unlimited.verdicts["transactional"].counts["committed"] > 2
+    verdict = unlimited.verdicts["transactional"]
+    assert verdict.ok and verdict.counts["delivered"] == verdict.counts["committed"] > 2
 
 
 def test_exercise_answer_is_the_publish_first_mode():

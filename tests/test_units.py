@@ -10,14 +10,16 @@ from sim.units import format_duration, parse_duration
 
 @pytest.mark.parametrize(
     "text, ms",
-    [("250us", 0.25), ("5ms", 5.0), ("2s", 2000.0), ("1min", 60000.0), ("1.5s", 1500.0), ("1h", 3.6e6), (7, 7.0), (0.5, 0.5), ("12", 12.0)],
+    [("250us", 0.25), ("5ms", 5.0), ("2s", 2000.0), ("1min", 60000.0), ("1.5s", 1500.0), ("1h", 3.6e6), (7, 7.0),
+     (0.5, 0.5), ("12", 12.0)],
 )
 def test_parse_duration_units(text, ms):
     """Every accepted unit converts to milliseconds."""
     assert parse_duration(text) == pytest.approx(ms)
 
 
-@pytest.mark.parametrize("bad", ["5 parsecs", "fast", "", "-3ms", -1, True, None, [1], {"a": 1}, float("nan"), "1e400s"])
+@pytest.mark.parametrize("bad", ["5 parsecs", "fast", "", "-3ms", -1, True, None, [1], {"a": 1}, float("nan"),
+                                     "1e400s"])
 def test_parse_duration_rejects_with_path(bad):
     """Malformed durations raise ScenarioError naming the field."""
     with pytest.raises(ScenarioError) as err:

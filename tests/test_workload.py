@@ -67,7 +67,8 @@ def test_target_policies():
 
 def test_timeouts_become_info_and_late_replies_are_ignored():
     """An operation whose reply comes after the timeout ends info, even if a reply arrives later."""
-    r = _run(network={"latency": "40ms"}, workload={"clients": 1, "timeout": "100ms", "target": "fixed", "target_node": "n2"},
+    r = _run(network={"latency": "40ms"},
+             workload={"clients": 1, "timeout": "100ms", "target": "fixed", "target_node": "n2"},
              protocol={"name": "single_copy", "owner": "n1"})
     h = r.history
     assert (h["outcome"] == "info").all() and (h["error"] == "timeout").all()

@@ -110,7 +110,8 @@ def convergence_summary(samples: pd.DataFrame, faults: pd.DataFrame, last_write:
                     break
     out["convergence.after_heal"] = after_heal
     out["convergence.healed"] = healed
-    ref = max(x for x in (heal, last_write) if math.isfinite(x)) if (math.isfinite(heal) or math.isfinite(last_write)) else math.nan
+    known = [x for x in (heal, last_write) if math.isfinite(x)]
+    ref = max(known) if known else math.nan
     after_quiet, converged = math.nan, False
     if len(samples) and math.isfinite(ref):
         later = samples[samples["time"] >= ref]

@@ -270,7 +270,8 @@ class MessagingConfig(ProtocolConfig[MessagingState]):
                                     f"unknown queue {c.queue!r}; queues are {', '.join(queues) or '(none)'}")
             if c.downstream is not None and c.downstream not in downstreams:
                 known = ", ".join(downstreams) or "none configured"
-                raise ScenarioError(f"{cpath}.downstream", f"must name a downstream node ({known}), got {c.downstream!r}")
+                raise ScenarioError(f"{cpath}.downstream",
+                                    f"must name a downstream node ({known}), got {c.downstream!r}")
             self._check_retry(c, cpath)
         for i, q in enumerate(self.dead_letter_queues or ()):
             if q not in queues:

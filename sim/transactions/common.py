@@ -131,7 +131,8 @@ class TransactionConfig(ProtocolConfig[TxnRecorder]):
     decision_timeout: Duration = fld(150.0, check=positive)
     retry_interval: Duration = fld(50.0, check=positive)
     block_threshold: Duration | None = fld(None, check=positive)
-    settle_limit: Duration = fld(10_000.0, doc="after the run, keep going until nothing is in progress, at most this long")
+    settle_limit: Duration = fld(10_000.0, doc="after the run, keep going until nothing is in progress, at most this "
+                                               "long")
 
     def node_refs(self) -> list[tuple[str, str]]:
         refs = [("coordinator", self.coordinator)] if self.coordinator is not None else []

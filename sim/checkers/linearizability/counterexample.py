@@ -103,7 +103,8 @@ def _explain(kops: _KeyOps, subset: list[int]) -> str:
     for j in reads:  # a value written only later
         ws = writes_of(kops.value[j])
         if ws and min(kops.invoke[w] for w in ws) > kops.complete[j]:
-            return f"{read(j)}, but the write of that value was invoked only at t={_t(min(kops.invoke[w] for w in ws))} ms"
+            first = min(kops.invoke[w] for w in ws)
+            return f"{read(j)}, but the write of that value was invoked only at t={_t(first)} ms"
     for j in reads:  # a stale read
         v = kops.value[j]
         done = last_done(v)
