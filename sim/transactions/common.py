@@ -203,8 +203,8 @@ class TransactionConfig(ProtocolConfig[TxnRecorder]):
         return summarize(world)
 
     def tables(self, world: World, state: TxnRecorder) -> dict[str, pd.DataFrame]:
-        """Per-transaction tables for ``Result.tables`` (see :func:`.tables.transaction_tables`)."""
-        return dict(transaction_tables(world))
+        """Per-transaction tables for ``Result.tables`` (see :func:`.tables.transaction_tables`), and the notes."""
+        return {**transaction_tables(world), "notes": state.notes.frame()}
 
     def verdicts(self, world: World, state: TxnRecorder) -> dict[str, AtomicityResult]:
         return {"atomicity": atomicity(world)}

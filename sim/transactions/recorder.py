@@ -21,7 +21,9 @@ class TxnRecorder:
     """Everything that happened to every transaction, kept outside the nodes.
 
     ``events`` rows are ``(time, gtid, node, state, detail)``; a row is added only
-    when a participant's state changes. ``locks`` rows are
+    when a participant's state changes. ``events``, ``conflicts`` (prepares refused
+    because another transaction held the lock) and ``notes`` (what the protocol
+    decided and why, in words) are channels of the run's event log. ``locks`` rows are
     ``[gtid, node, account, acquired, released]`` (``released`` NaN while held).
     ``decisions[gtid]`` is the coordinator's first decision ``(time, decision, how)``
     (``time`` is when it sent the decision); ``votes[(gtid, node)]`` is
@@ -35,7 +37,7 @@ class TxnRecorder:
         self.threshold = threshold
         self.specs: dict[str, TxnSpec] = {}
         self.begin: dict[str, float] = {}
-        self.events: list[tuple[float, str, str, str, str]] = []
+        self.events = world.events.channel("txn_events", ("time", "gtid", "node", "state", "detail"))
         self._last: dict[tuple[str, str], str] = {}
         self.votes: dict[tuple[str, str], tuple[float, bool, str]] = {}
         self.decisions: dict[str, tuple[float, str, str]] = {}
@@ -44,8 +46,8 @@ class TxnRecorder:
         self.lazy: dict[str, int] = {}
         self.locks: list[list[Any]] = []
         self._held: dict[tuple[str, str], int] = {}
-        self.conflicts: list[tuple[float, str, int, str, str]] = []
-        self.notes: list[tuple[float, str, str, str]] = []
+        self.conflicts = world.events.channel("txn_lock_refusals", ("time", "node", "account", "gtid", "holder"))
+        self.notes = world.events.channel("txn_notes", ("time", "gtid", "node", "text"))
         self._tables: Any = None  # caches of sim.transactions.tables
         self._verdict: Any = None
 
@@ -57,7 +59,7 @@ class TxnRecorder:
         key = (gtid, node)
         if self._last.get(key) != state:
             self._last[key] = state
-            self.events.append((self.env.now, gtid, node, state, detail))
+            self.events.record(self.env.now, gtid, node, state, detail)
 
     def current(self, gtid: str, node: str) -> str | None:
         return self._last.get((gtid, node))
@@ -92,7 +94,7 @@ class TxnRecorder:
             self.locks[i][4] = self.env.now
 
     def conflict(self, node: str, account: int, gtid: str, holder: str) -> None:
-        self.conflicts.append((self.env.now, node, account, gtid, holder))
+        self.conflicts.record(self.env.now, node, account, gtid, holder)
 
     def note(self, gtid: str, node: str, text: str) -> None:
-        self.notes.append((self.env.now, gtid, node, text))
+        self.notes.record(self.env.now, gtid, node, text)

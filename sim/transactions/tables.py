@@ -104,7 +104,7 @@ Episodes = dict[tuple[str, str], list[tuple[float, float]]]
 def _build(world: World) -> dict[str, pd.DataFrame]:
     rec = recorder(world)
     end = world.now
-    events = pd.DataFrame(rec.events, columns=["time", "gtid", "node", "state", "detail"])
+    events = rec.events.frame()
     prow, episodes = _participant_rows(rec, _cause_finder(world), end)
     participants = pd.DataFrame(prow, columns=_PARTICIPANT_COLUMNS)
     transactions = pd.DataFrame(_transaction_rows(rec, prow, world.history.to_frame()), columns=_TRANSACTION_COLUMNS)
