@@ -3,7 +3,7 @@
 :class:`Broker` is a deterministic state machine with no clock and no network:
 every method takes the current time ``now`` (ms) and returns the *effects* to
 send (deliveries, publisher confirms, returns, channel closures), so it can be
-unit-tested without a world. :class:`~sim.messaging.nodes.BrokerNode` runs it
+unit-tested without a world. :class:`~sim.messaging.broker_node.BrokerNode` runs it
 on the simulated network. A channel is named by the caller (one per connection).
 
 Semantics reproduced (DESIGN.md section 7):

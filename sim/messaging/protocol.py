@@ -148,7 +148,7 @@ class PublisherSpec:
 
 @dataclass(frozen=True, kw_only=True)
 class ConsumerSpec:
-    """A consuming application on ``node`` (see :mod:`sim.messaging.consumer`)."""
+    """A consuming application on ``node`` (its decisions: :mod:`sim.messaging.consumer_core`)."""
 
     node: str = fld()
     queue: str = fld()
