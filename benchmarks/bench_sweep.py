@@ -24,6 +24,7 @@ def base(duration_ms: float) -> sim.Scenario:
         "faults": {"schedule": [{"kind": "partition", "start": duration_ms / 3, "end": 2 * duration_ms / 3,
                                  "groups": [["n1", "n2"]]}]},
         "workload": {"clients": 10, "rate": 300, "timeout": "200ms"},
+        "protocol": {"name": "single_copy"},
         "run": {"duration": duration_ms},
     })
 

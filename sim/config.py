@@ -70,9 +70,14 @@ def at_least(lo: float) -> Check:
     return check
 
 
-def fld(default: Any = dataclasses.MISSING, *, check: Check | None = None, doc: str = "") -> Any:
-    """A dataclass field with an optional range check and a one-line description."""
-    meta = {"check": check, "doc": doc}
+def fld(default: Any = dataclasses.MISSING, *, check: Check | None = None, doc: str = "",
+        missing: str = "") -> Any:
+    """A dataclass field with an optional range check and a one-line description.
+
+    ``missing`` is what the error says when a required field is left out (default:
+    "missing required key").
+    """
+    meta = {"check": check, "doc": doc, "missing": missing}
     if isinstance(default, (list, dict, set)):
         raise TypeError("use tuples for defaults of frozen configs")
     return dataclasses.field(default=default, metadata=meta)
@@ -235,7 +240,7 @@ def build(cls: type, data: Any, path: str = "") -> Any:
     names = {f.name for f in fields}
     for key in data:
         if key not in names:
-            accepted = ", ".join(f.name for f in fields)
+            accepted = ", ".join([f.name for f in fields] + list(getattr(cls, "_extra_keys", ())))
             raise ScenarioError(_join(path, str(key)), f"unknown key; accepted keys: {accepted}")
     kwargs: dict[str, Any] = {}
     for f in fields:
@@ -247,7 +252,7 @@ def build(cls: type, data: Any, path: str = "") -> Any:
         elif f.default_factory is not dataclasses.MISSING:
             value = f.default_factory()
         else:
-            raise ScenarioError(fpath, "missing required key")
+            raise ScenarioError(fpath, f.metadata.get("missing") or "missing required key")
         check = f.metadata.get("check")
         if check is not None and value is not None:
             problem = check(value)

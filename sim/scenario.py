@@ -8,14 +8,13 @@ path. Variants are new objects (``dataclasses.replace`` or
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import tomli_w
 
@@ -41,6 +40,8 @@ class ClusterConfig:
     """The server nodes. Give ``nodes = [...]`` names or ``count = N`` (named n1..nN)."""
 
     nodes: tuple[str, ...] = fld(("n1", "n2", "n3"))
+    #: accepted besides the fields (turned into ``nodes`` by ``_preprocess``)
+    _extra_keys: ClassVar[tuple[str, ...]] = ("count",)
 
     @classmethod
     def _preprocess(cls, data: dict[str, Any], path: str) -> dict[str, Any]:
@@ -189,10 +190,6 @@ class RunConfig:
             raise ScenarioError(f"{path}.duration", f"must be at most 1e12 ms, got {self.duration}")
 
 
-def _default_protocol() -> ProtocolConfig:
-    return ProtocolConfig.from_plain({"name": "single_copy"}, "protocol")
-
-
 @dataclass(frozen=True, kw_only=True)
 class Scenario:
     """Everything that defines a run; see the README for the TOML form."""
@@ -203,7 +200,8 @@ class Scenario:
     network: NetworkConfig = fld(NetworkConfig())
     faults: FaultsConfig = fld(FaultsConfig())
     workload: WorkloadConfig = fld(WorkloadConfig())
-    protocol: ProtocolConfig = dataclasses.field(default_factory=_default_protocol, metadata={"check": None})
+    protocol: ProtocolConfig = fld(missing="missing: every scenario names its protocol, e.g. [protocol] name = "
+                                           "\"raft\" (capsim protocols lists them)")
     run: RunConfig = fld(RunConfig())
 
     def _validate(self, path: str) -> None:
@@ -228,6 +226,12 @@ class Scenario:
                         f"{section}.{field}",
                         f"unknown node {name!r}; cluster nodes are {', '.join(self.cluster.nodes)}",
                     )
+        clients = {f"c{i}" for i in range(self.workload.clients)}
+        for i, name in enumerate(self.cluster.nodes):
+            if name in clients:
+                last = f"c{self.workload.clients - 1}"
+                raise ScenarioError(f"cluster.nodes[{i}]", f"{name!r} is a client's name (clients are c0..{last}); "
+                                    "give the node another name")
         self.protocol.check_scenario(self, "protocol")
 
     # -- construction -------------------------------------------------------

@@ -73,7 +73,7 @@ def test_trace_flag_writes_trace(tmp_path, capsys):
 def test_bad_scenario_exits_2_with_one_line(tmp_path):
     """A bad file exits with status 2 and one message naming the field, no traceback."""
     bad = tmp_path / "bad.toml"
-    bad.write_text("[network]\nloss = 1.5\n")
+    bad.write_text("[network]\nloss = 1.5\n[protocol]\nname = \"raft\"\n")
     proc = subprocess.run([sys.executable, "-m", "sim.cli", "run", str(bad)], capture_output=True, text=True)
     assert proc.returncode == 2
     assert proc.stderr.strip() == "capsim: error: network.loss: must be in [0, 1], got 1.5"
@@ -95,3 +95,13 @@ def test_help_has_examples():
     """capsim --help shows usage examples."""
     proc = subprocess.run([sys.executable, "-m", "sim.cli", "--help"], capture_output=True, text=True)
     assert proc.returncode == 0 and "capsim run experiments/scenarios/" in proc.stdout
+
+
+def test_an_empty_file_is_not_a_scenario(tmp_path):
+    """capsim run /dev/null (or an empty file) says the protocol is missing, exit 2, instead of running a default."""
+    for path in ("/dev/null", tmp_path / "empty.toml"):
+        if isinstance(path, Path):
+            path.write_text("")
+        proc = subprocess.run([sys.executable, "-m", "sim.cli", "run", str(path)], capture_output=True, text=True)
+        assert proc.returncode == 2 and proc.stdout == "", proc.stdout
+        assert proc.stderr.startswith("capsim: error: protocol: missing") and len(proc.stderr.splitlines()) == 1

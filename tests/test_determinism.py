@@ -58,7 +58,7 @@ def test_identical_across_processes():
 def test_loss_parameters_do_not_shift_arrivals():
     """Changing the loss (or latency) parameters leaves open-loop arrival times and op choices unchanged."""
     base = Scenario.from_dict({"cluster": {"count": 3}, "workload": {"clients": 4, "rate": 50},
-                               "run": {"duration": "5s", "seed": 8}})
+                               "protocol": {"name": "single_copy"}, "run": {"duration": "5s", "seed": 8}})
     a = sim.run(base).history
     b = sim.run(base.variant({"network.loss": 0.3, "network.latency": {"dist": "exponential", "mean": 4}})).history
     cols = ["client", "op", "key", "invoke", "node"]

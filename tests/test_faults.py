@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from sim.dists import Constant, parse_dist
 from sim.faultspec import Crash, Partition, RandomFaults, Split
 from sim.kernel.faults import resolve_schedule
 from sim.scenario import Scenario
@@ -36,9 +37,7 @@ def test_random_faults_are_deterministic_per_seed():
 def test_random_partition_count_matches_rates():
     """Partition starts follow a renewal process: count over T ~ T / (mtbf + mean duration)."""
     mtbf, mean_len, horizon = 1000.0, 500.0, 3_000_000.0
-    spec = RandomFaults(partition_mtbf=mtbf, partition_duration=Scenario.from_dict(
-        {"faults": {"random": {"partition_duration": {"dist": "exponential", "mean": mean_len}}}}
-        ).faults.random.partition_duration)
+    spec = RandomFaults(partition_mtbf=mtbf, partition_duration=parse_dist({"dist": "exponential", "mean": mean_len}))
     faults = spec.generate(NODES, horizon, np.random.default_rng(3))
     parts = [f for f in faults if isinstance(f, Partition)]
     expected = horizon / (mtbf + mean_len)
@@ -51,7 +50,7 @@ def test_random_partition_count_matches_rates():
 
 def test_random_crashes_are_per_node_and_bounded():
     """Crashes are generated per listed node, inside [start, end)."""
-    spec = RandomFaults(crash_mtbf=500.0, crash_duration=Scenario.from_dict({}).network.latency,
+    spec = RandomFaults(crash_mtbf=500.0, crash_duration=Constant(1.0),
                         crash_nodes=("n2", "n4"), start=1000.0, end=9000.0)
     faults = spec.generate(NODES, 20_000, np.random.default_rng(5))
     assert faults and all(isinstance(f, Crash) and f.node in ("n2", "n4") for f in faults)
@@ -70,7 +69,8 @@ def test_random_faults_reach_the_result():
 
     s = Scenario.from_dict({"cluster": {"count": 5},
                             "faults": {"random": {"partition_mtbf": "1s", "partition_duration": "300ms"}},
-                            "workload": {"clients": 2}, "run": {"duration": "10s"}})
+                            "workload": {"clients": 2}, "protocol": {"name": "single_copy"},
+                            "run": {"duration": "10s"}})
     r = sim.run(s)
     assert len(r.faults) >= 3 and set(r.faults["kind"]) == {"partition"}
     assert (r.faults["end"] - r.faults["start"]).round(6).eq(300.0).all()
@@ -86,7 +86,7 @@ def test_isolate_and_split_become_partitions(kind):
     if kind == "isolate":
         fault["node"] = "n3"
     s = Scenario.from_dict({"cluster": {"count": 5}, "faults": {"schedule": [fault]}, "workload": {"clients": 5},
-                            "run": {"duration": "3s"}})
+                            "protocol": {"name": "single_copy"}, "run": {"duration": "3s"}})
     r = sim.run(s)
     assert list(r.faults["kind"]) == ["partition"]
     assert r.summary["ops.minority"] > 0 and r.summary["ops.majority"] > 0

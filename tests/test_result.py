@@ -43,7 +43,8 @@ def test_save_load_round_trip(tmp_path):
 def test_summary_latency_and_throughput_agree_with_history():
     """Summary percentiles and throughput are those of the measured ok operations."""
     s = Scenario.from_dict({"cluster": {"count": 3}, "network": {"latency": {"dist": "exponential", "mean": 2}},
-                            "workload": {"clients": 3, "rate": 100}, "run": {"duration": "4s", "warmup": "1s"}})
+                            "workload": {"clients": 3, "rate": 100}, "protocol": {"name": "single_copy"},
+                            "run": {"duration": "4s", "warmup": "1s"}})
     r = sim.run(s)
     h = r.history
     m = h[(h["invoke"] >= 1000) & (h["invoke"] < 4000) & (h["outcome"] == "ok")]

@@ -73,7 +73,8 @@ def test_toml_round_trip(tmp_path):
 
 def test_cluster_count_names_nodes():
     """count = N names the nodes n1..nN."""
-    assert Scenario.from_dict({"cluster": {"count": 4}}).nodes == ("n1", "n2", "n3", "n4")
+    s = Scenario.from_dict({"cluster": {"count": 4}, "protocol": {"name": "single_copy"}})
+    assert s.nodes == ("n1", "n2", "n3", "n4")
 
 
 def test_variants_do_not_mutate_the_base():
@@ -229,5 +230,30 @@ def test_valid_scenarios_round_trip_through_toml(n, latency, loss, clients, mode
         "workload": {"clients": clients, "mode": mode, "think_time": latency},
         "run": {"duration": duration, "seed": seed},
         "faults": {"schedule": [{"kind": "crash", "node": f"n{n}", "start": 0, "end": "inf"}]},
+        "protocol": {"name": "single_copy"},
     })
     assert Scenario.from_toml_string(s.to_toml()) == s
+
+
+def test_a_scenario_must_name_its_protocol():
+    """Leaving out [protocol] is an error that says how to name one, not a silent single_copy."""
+    with pytest.raises(ScenarioError) as err:
+        Scenario.from_dict({"cluster": {"count": 3}})
+    assert err.value.path == "protocol" and "[protocol] name =" in str(err.value)
+
+
+def test_node_names_cannot_be_client_names():
+    """Clients are c0, c1, ...: a node with one of those names is refused (it would receive the clients' replies)."""
+    with pytest.raises(ScenarioError) as err:
+        Scenario.from_dict({"cluster": {"nodes": ["c0", "c1", "c2"]}, "workload": {"clients": 2},
+                            "protocol": {"name": "single_copy"}})
+    assert err.value.path == "cluster.nodes[0]" and "client's name" in str(err.value)
+    # without clients (messaging roles) the names are free
+    assert Scenario.from_dict({"cluster": {"nodes": ["c0", "n2"]}, "workload": {"clients": 0},
+                               "protocol": {"name": "single_copy"}}).nodes == ("c0", "n2")
+
+
+def test_unknown_cluster_key_lists_count_too():
+    """The accepted keys of [cluster] include count, which is not a field but is accepted."""
+    with pytest.raises(ScenarioError, match=r"^cluster.cnt: unknown key; accepted keys: nodes, count$"):
+        Scenario.from_dict({"cluster": {"cnt": 3}, "protocol": {"name": "single_copy"}})

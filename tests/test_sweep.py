@@ -33,9 +33,11 @@ BASE = sim.Scenario.from_dict({
     "network": {"latency": {"dist": "exponential", "mean": 1}},
     "faults": {"schedule": [{"kind": "isolate", "node": "n1", "start": 500, "end": 1000}]},
     "workload": {"clients": 3, "rate": 40, "timeout": "100ms"},
+    "protocol": {"name": "single_copy"},
     "run": {"duration": "1500ms", "seed": 5},
 })
 FACTORS = {"network.loss": [0.0, 0.2], "workload.read_fraction": [0.1, 0.9]}
+SC = {"protocol": {"name": "single_copy"}}  # the smallest base a sweep file can give
 
 
 @register_protocol
@@ -124,14 +126,14 @@ def test_summarize_matches_student_t():
 
 @pytest.mark.parametrize("data, message", [
     ({"factors": {"network.loss": [0.1]}}, "base: must be a scenario file path"),
-    ({"base": {}, "factors": {}}, "factors: must be a table"),
-    ({"base": {}, "factors": {"network.loss": [2.0]}},
+    ({"base": SC, "factors": {}}, "factors: must be a table"),
+    ({"base": SC, "factors": {"network.loss": [2.0]}},
         'factors."network.loss": first value is invalid: network.loss: must be in [0, 1]'),
-    ({"base": {}, "factors": {"network..loss": [0.1]}}, 'factors."network..loss": is not a field path'),
-    ({"base": {}, "factors": {"workload.rate": {"start": 1, "stop": 5}}}, 'factors."workload.rate": must be a list'),
-    ({"base": {}, "factors": {"workload.rate": [5]}, "replications": 0}, "replications: must be an integer >= 1"),
-    ({"base": {"network": {"los": 1}}, "factors": {"workload.rate": [5]}}, "base.network.los: unknown key"),
-    ({"base": {}, "factors": {"workload.rate": [5]}, "plots": [{"x": "nope", "y": "availability"}]},
+    ({"base": SC, "factors": {"network..loss": [0.1]}}, 'factors."network..loss": is not a field path'),
+    ({"base": SC, "factors": {"workload.rate": {"start": 1, "stop": 5}}}, 'factors."workload.rate": must be a list'),
+    ({"base": SC, "factors": {"workload.rate": [5]}, "replications": 0}, "replications: must be an integer >= 1"),
+    ({"base": {**SC, "network": {"los": 1}}, "factors": {"workload.rate": [5]}}, "base.network.los: unknown key"),
+    ({"base": SC, "factors": {"workload.rate": [5]}, "plots": [{"x": "nope", "y": "availability"}]},
         "plots[0].x: must be one of the factors"),
 ])
 def test_sweep_file_errors_name_the_field(data, message):
@@ -143,7 +145,7 @@ def test_sweep_file_errors_name_the_field(data, message):
 
 def test_sweep_file_ranges():
     """Range tables expand to evenly spaced or stepped values."""
-    spec = parse_sweep({"base": {}, "factors": {"workload.rate": {"start": 10, "stop": 50, "num": 5},
+    spec = parse_sweep({"base": SC, "factors": {"workload.rate": {"start": 10, "stop": 50, "num": 5},
                                                  "network.loss": {"start": 0, "stop": 0.3, "step": 0.1}}})
     assert spec.factors["workload.rate"] == [10, 20, 30, 40, 50]
     assert spec.factors["network.loss"] == pytest.approx([0.0, 0.1, 0.2])
@@ -158,6 +160,7 @@ metrics = ["availability"]
 cluster = {{ count = 3 }}
 workload = {{ clients = 4, rate = 200 }}
 run = {{ duration = "{duration}" }}
+protocol = {{ name = "single_copy" }}
 [factors]
 "network.loss" = [0.0, 0.1, 0.2]
 """
@@ -191,7 +194,7 @@ def test_kill_and_resume_recomputes_only_missing_runs(tmp_path):
     df = pd.read_parquet(out / "results.parquet")
     assert len(df) == 18 and not df.duplicated(["point", "replication"]).any()
     fresh = sweep(sim.Scenario.from_dict({"cluster": {"count": 3}, "workload": {"clients": 4, "rate": 200},
-                                          "run": {"duration": "3s"}}),
+                                          "protocol": {"name": "single_copy"}, "run": {"duration": "3s"}}),
                   {"network.loss": [0.0, 0.1, 0.2]}, 6, seed=3, executor="serial", progress=False)
     pdt.assert_frame_equal(_without_runtime(df)[["network.loss", "point", "replication", "seed", "availability"]],
                            _without_runtime(fresh)[["network.loss", "point", "replication", "seed", "availability"]])
@@ -210,7 +213,7 @@ def test_cli_sweep_writes_results_and_figures(tmp_path, capsys):
     summary = pd.read_csv(tmp_path / "o" / "summary.csv")
     assert list(summary["network.loss"]) == [0.0, 0.1, 0.2] and (summary["n"] == 2).all()
     bad = tmp_path / "bad.toml"
-    bad.write_text('base = {}\n[factors]\n"network.loss" = [3]\n')
+    bad.write_text('base = { protocol = { name = "single_copy" } }\n[factors]\n"network.loss" = [3]\n')
     assert main(["sweep", str(bad)]) == 2
     assert 'factors."network.loss"' in capsys.readouterr().err
 

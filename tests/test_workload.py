@@ -11,7 +11,8 @@ from sim.scenario import Scenario
 
 
 def _run(**sections):
-    data = {"cluster": {"count": 3}, "network": {"latency": "1ms"}, "run": {"duration": "20s", "seed": 4}}
+    data = {"cluster": {"count": 3}, "network": {"latency": "1ms"}, "protocol": {"name": "single_copy"},
+            "run": {"duration": "20s", "seed": 4}}
     data.update(sections)
     return sim.run(Scenario.from_dict(data))
 
