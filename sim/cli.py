@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import sys
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from .errors import CapsimError, ScenarioError
@@ -32,6 +33,7 @@ def _parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    p.add_argument("--version", action="version", version=f"capsim {_version()}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     r = sub.add_parser("run", help="run one scenario and print its summary",
                        description="Run one scenario file and print its summary.",
@@ -75,7 +77,19 @@ def _parser() -> argparse.ArgumentParser:
                        description="Run the demonstration scenario and write its tables and figures.")
     d.add_argument("--out", type=Path, default=Path("out/demo"), help="output folder (default: out/demo)")
     d.add_argument("--seed", type=int, default=None, help="root seed")
+    pr = sub.add_parser("protocols", help="list the protocols, or the fields of one",
+                        description="Without NAME: every protocol capsim can run, with a line on each. With NAME: "
+                                    "the fields of its [protocol] table (type, default, accepted values), read from "
+                                    "its config class.")
+    pr.add_argument("name", nargs="?", default=None, help="a protocol name, e.g. raft")
     return p
+
+
+def _version() -> str:
+    try:
+        return version("capsim")
+    except PackageNotFoundError:  # pragma: no cover - running from a source tree
+        return "0+unknown"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -95,6 +109,8 @@ def main(argv: list[str] | None = None) -> int:
             from .demo import run_demo
 
             return run_demo(out=args.out, seed=args.seed)
+        if args.command == "protocols":
+            return _cmd_protocols(args)
     except ScenarioError as exc:
         print(f"capsim: error: {exc}", file=sys.stderr)
         return 2
@@ -109,6 +125,40 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     parser.error(f"unknown command {args.command!r}")
     return 2
+
+
+def _cmd_protocols(args: argparse.Namespace) -> int:
+    """``capsim protocols [NAME]``: what can run, and what a protocol's table accepts."""
+    from .fielddocs import field_docs, format_field_docs
+    from .protocol import ProtocolConfig, protocol_names
+
+    if args.name is None:
+        members = ProtocolConfig.members()
+        width = max(len(n) for n in members)
+        for name in protocol_names():
+            print(f"{name:<{width}}  {_summary_line(members[name])}")
+        print("\ncapsim protocols NAME lists a protocol's fields.")
+        return 0
+    config = ProtocolConfig.lookup(args.name)
+    if config is None:
+        raise ScenarioError("NAME", f"no protocol {args.name!r}; protocols are {', '.join(protocol_names())}")
+    print(f"{args.name}: {_summary_line(config)} ({config.__module__})\n")
+    print(format_field_docs([d for d in field_docs(config) if d.path != "module"]))
+    print(f"\nmodule (text, unset): where {args.name} is defined when it is not built in "
+          "(a module name or a .py file)")
+    return 0
+
+
+def _summary_line(config: type) -> str:
+    """The first line of the protocol module's docstring (what the protocol is)."""
+    from .protocol import BUILTIN_PROTOCOLS
+
+    module = sys.modules.get(BUILTIN_PROTOCOLS.get(getattr(config, "tag", ""), config.__module__))
+    for doc in (getattr(module, "__doc__", None), config.__doc__):
+        lines = (doc or "").strip().splitlines()
+        if lines and not lines[0].startswith(config.__name__ + "("):
+            return lines[0]
+    return ""
 
 
 def _cmd_run(args: argparse.Namespace) -> int:

@@ -51,23 +51,24 @@ SignedDuration = Annotated[float, _Dur(signed=True)]
 Check = Callable[[Any], str | None]
 
 
-def prob(x: float) -> str | None:
-    return None if 0.0 <= x <= 1.0 else f"must be in [0, 1], got {x!r}"
+class _Bound:
+    """A range check that can also say what it accepts (for ``capsim protocols NAME``)."""
+
+    def __init__(self, accepts: str, ok: Callable[[float], bool]) -> None:
+        self.accepts = accepts
+        self._ok = ok
+
+    def __call__(self, x: float) -> str | None:
+        return None if self._ok(x) else f"must be {self.accepts}, got {x!r}"
 
 
-def positive(x: float) -> str | None:
-    return None if x > 0 else f"must be > 0, got {x!r}"
-
-
-def nonneg(x: float) -> str | None:
-    return None if x >= 0 else f"must be >= 0, got {x!r}"
+prob = _Bound("in [0, 1]", lambda x: 0.0 <= x <= 1.0)
+positive = _Bound("> 0", lambda x: x > 0)
+nonneg = _Bound(">= 0", lambda x: x >= 0)
 
 
 def at_least(lo: float) -> Check:
-    def check(x: float) -> str | None:
-        return None if x >= lo else f"must be >= {lo}, got {x!r}"
-
-    return check
+    return _Bound(f">= {lo}", lambda x: x >= lo)
 
 
 def fld(default: Any = dataclasses.MISSING, *, check: Check | None = None, doc: str = "",

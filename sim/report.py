@@ -73,13 +73,25 @@ def format_summary(result: Result) -> str:
     drops = ", ".join(f"{k} {v}" for k, v in dropped.items()) or "none"
     lines.append(line("network messages", f"sent {s['messages.sent']}  delivered {s['messages.delivered']}  "
                       f"duplicated {s['messages.duplicated']}  dropped: {drops}"))
-    extra = {k: v for k, v in s.items() if k.startswith("protocol.")}
-    if extra:
-        lines.append(line("protocol", pairs((k.split(".", 1)[1], v) for k, v in extra.items())))
+    extra = [(k.split(".", 1)[1], v) for k, v in s.items() if k.startswith("protocol.")]
+    for i, chunk in enumerate(_wrapped(extra)):
+        lines.append(line("protocol" if i == 0 else "", chunk))
     own = sc.protocol.report(result)
     if own:
         lines += ["", *own]
     return "\n".join(lines)
+
+
+def _wrapped(items: list[tuple[str, Any]], width: int = 96) -> list[str]:
+    """``name value`` pairs on as few lines of at most ``width`` characters as fit."""
+    out: list[str] = []
+    for name, value in items:
+        pair = f"{name} {fmt(value)}"
+        if out and len(out[-1]) + 2 + len(pair) <= width:
+            out[-1] += "  " + pair
+        else:
+            out.append(pair)
+    return out
 
 
 def _operations(s: dict[str, Any]) -> list[str]:
@@ -93,7 +105,7 @@ def _operations(s: dict[str, Any]) -> list[str]:
             lines.append(f"{label:<22}{fmt(s[f'availability.{side}'], 'pct'):>10}   ({s[f'ops.{side}']} ops)")
     lines.append(f"{'throughput':<22}{fmt(s['throughput']):>10} ok ops/s")
     lines.append("")
-    lines.append(f"{'latency (ok ops)':<22}{'count':>8}{'p50':>10}{'p95':>10}{'p99':>10}{'p99.9':>10}{'mean':>10}")
+    lines.append(f"{'latency (ok ops), ms':<22}{'count':>8}{'p50':>10}{'p95':>10}{'p99':>10}{'p99.9':>10}{'mean':>10}")
     for op in ("read", "write"):
         row = f"  {op:<20}{s[f'latency.{op}.count']:>8}"
         for q in ("p50", "p95", "p99", "p999", "mean"):

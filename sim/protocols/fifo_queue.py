@@ -24,6 +24,8 @@ __all__ = ["FifoQueueConfig", "FifoQueueNode"]
 @register_protocol
 @dataclass(frozen=True, kw_only=True)
 class FifoQueueConfig(ProtocolConfig[None]):
+    """Clients' operations queue at ``node`` (default: the first) for ``servers`` servers."""
+
     tag: ClassVar[str] = "fifo_queue"
     node: str | None = fld(None)
     servers: int = fld(1, check=at_least(1))
