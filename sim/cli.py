@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
-from importlib.metadata import PackageNotFoundError, version
+import typing
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 from .errors import CapsimError, ScenarioError
+from .outdir import check_out, claim, staged_into, wrote
+from .version import capsim_version
 
 __all__ = ["main"]
 
@@ -26,23 +31,33 @@ A scenario is a TOML file with the sections [cluster], [network], [faults],
 """
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line, like every other capsim error."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="capsim",
         description="Discrete-event simulation of replicated systems under partitions and crashes.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--version", action="version", version=f"capsim {_version()}")
+    p.add_argument("--version", action="version", version=f"capsim {capsim_version()}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     r = sub.add_parser("run", help="run one scenario and print its summary",
                        description="Run one scenario file and print its summary.",
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     r.add_argument("scenario", type=Path, help="scenario TOML file")
     r.add_argument("--seed", type=int, default=None, help="root seed (default: the scenario's run.seed)")
-    r.add_argument("--out", type=Path, default=None, help="folder for summary.json, history.csv and other tables")
+    r.add_argument("--out", default=None, help="folder for summary.json, history.csv and other tables")
     r.add_argument("--trace", action="store_true", help="record every message (trace.csv in --out)")
     r.add_argument("--json", action="store_true", help="print the summary as JSON instead of a table")
+    r.add_argument("--quiet", action="store_true", help="no progress bar")
+    r.add_argument("--allow-large", action="store_true",
+                   help="run even when the estimated work is beyond the limits (hours of events, GBs of memory)")
     w = sub.add_parser("sweep", help="run a parameter sweep described in a TOML file",
                        description="Run every point of a sweep file's factors, replications times; "
                                    "resumes from the cache in --out when interrupted.",
@@ -52,9 +67,11 @@ def _parser() -> argparse.ArgumentParser:
     w.add_argument("--dask", metavar="ADDRESS", default=None, help="run on a Dask scheduler, e.g. tcp://host:8786")
     w.add_argument("--executor", choices=["serial", "processes", "dask"], default=None,
                    help="serial, processes (default) or dask (a LocalCluster unless --dask is given)")
-    w.add_argument("--out", type=Path, default=None, help="output folder (default: out/<sweep name>)")
+    w.add_argument("--out", default=None, help="output folder (default: out/<sweep name>)")
     w.add_argument("--csv", action="store_true", help="also write results.csv")
     w.add_argument("--quiet", action="store_true", help="no progress bar")
+    w.add_argument("--allow-large", action="store_true",
+                   help="run even when the sweep is beyond the limits (too many runs, a run too large, days of events)")
     v = sub.add_parser("validate", help="run a messaging scenario simulated and on a real broker; compare",
                        description="Run a messaging scenario in the simulation and against a real RabbitMQ "
                                    "broker with the same seed, and print the counts, attempts, latency "
@@ -69,13 +86,13 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument("scenario", type=Path, help="messaging scenario TOML file")
     v.add_argument("--url", default=None, help="amqp://user:pass@host:port/vhost (default: $CAPSIM_AMQP_URL or local)")
     v.add_argument("--seed", type=int, default=None, help="root seed (default: the scenario's run.seed)")
-    v.add_argument("--out", type=Path, default=None, help="folder for the CSV tables, the CDF figure and the report")
+    v.add_argument("--out", default=None, help="folder for the CSV tables, the CDF figure and the report")
     v.add_argument("--local-node", action="store_true",
                    help="start a RabbitMQ node of its own (free ports, temporary data; needs root or the rabbitmq "
                         "user) instead of --url; required for scenarios that restart the broker")
     d = sub.add_parser("demo", help="the CAP demonstration: four protocols under one partition",
                        description="Run the demonstration scenario and write its tables and figures.")
-    d.add_argument("--out", type=Path, default=Path("out/demo"), help="output folder (default: out/demo)")
+    d.add_argument("--out", default="out/demo", help="output folder (default: out/demo)")
     d.add_argument("--seed", type=int, default=None, help="root seed")
     pr = sub.add_parser("protocols", help="list the protocols, or the fields of one",
                         description="Without NAME: every protocol capsim can run, with a line on each. With NAME: "
@@ -85,18 +102,12 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _version() -> str:
-    try:
-        return version("capsim")
-    except PackageNotFoundError:  # pragma: no cover - running from a source tree
-        return "0+unknown"
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     if args.command is None:
-        parser.print_help()
+        print("capsim: error: name a command: run, sweep, validate, demo or protocols (see capsim --help)",
+              file=sys.stderr)
         return 2
     try:
         if args.command == "run":
@@ -168,12 +179,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from .runner import run
     from .scenario import Scenario
 
+    if args.out is not None:  # before the run, so a bad folder costs nothing
+        check_out(args.out, kind="result", inputs=[args.scenario])
     scenario = Scenario.from_toml(args.scenario)
     if args.trace:
         scenario = dataclasses.replace(scenario, run=dataclasses.replace(scenario.run, trace=True))
     if args.seed is not None and args.seed < 0:
         raise ScenarioError("--seed", f"must be a non-negative integer, got {args.seed}")
-    result = run(scenario, seed=args.seed)
+    with _progress(scenario, enabled=not args.quiet) as progress:
+        result = run(scenario, seed=args.seed, allow_large=args.allow_large, progress=progress)
     if args.json:
         from .result import _jsonable
 
@@ -181,52 +195,114 @@ def _cmd_run(args: argparse.Namespace) -> int:
     else:
         print(format_summary(result))
     if args.out is not None:
-        folder = result.save(args.out)
-        print(f"\nwrote {folder}/ (summary.json, history.csv, timeline.csv, faults.csv"
-              f"{', trace.csv' if result.trace is not None else ''})")
+        print(f"\n{wrote(result.save(args.out), 'result')}")
     return 0
 
 
+@contextlib.contextmanager
+def _progress(scenario: Any, *, enabled: bool) -> Iterator[Callable[[float], None] | None]:
+    """A tqdm bar on simulated time, shown once a run has taken 2 s, when both stdout and stderr are terminals."""
+    if not (enabled and sys.stdout.isatty() and sys.stderr.isatty()):
+        yield None
+        return
+    from tqdm import tqdm
+
+    total = scenario.end_time / 1000
+    with tqdm(total=round(total, 3), unit="s", desc=f"{scenario.name} (simulated s)", delay=2,
+              dynamic_ncols=True, leave=False,
+              bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.1f}/{total:.1f} [{elapsed}<{remaining}]") as bar:
+        def update(now: float) -> None:
+            bar.update(round(now / 1000, 3) - bar.n)
+
+        yield update
+
+
 def _cmd_sweep(args: argparse.Namespace) -> int:
-    import matplotlib.pyplot as plt
-
-    from .plots import metric_vs_factor
     from .sweepfile import load_sweep
-    from .sweeps import summarize, sweep
+    from .sweeps import sweep
 
-    spec = load_sweep(args.sweep)
+    spec = load_sweep(args.sweep, allow_large=args.allow_large)
     if args.workers is not None and args.workers < 1:
         raise ScenarioError("--workers", f"must be >= 1, got {args.workers}")
     executor = args.executor or ("dask" if args.dask else "processes")
-    out = args.out or Path("out") / spec.name
-    out.mkdir(parents=True, exist_ok=True)
-    df = sweep(spec.base, spec.factors, spec.replications, seed=spec.seed, executor=executor,
-               workers=args.workers, dask_address=args.dask, cache=out / "cache", progress=not args.quiet)
+    out = check_out(args.out if args.out is not None else Path("out") / spec.name, kind="sweep", inputs=spec.inputs)
+    claim(out, "sweep")  # a sweep killed now leaves a folder the next run resumes from
+    try:
+        df = sweep(spec.base, spec.factors, spec.replications, seed=spec.seed, executor=executor,
+                   workers=args.workers, dask_address=args.dask, cache=out / "cache", progress=not args.quiet,
+                   allow_large=args.allow_large)
+    except ScenarioError as exc:
+        if exc.path == "dask_address":
+            raise ScenarioError("--dask", exc.reason) from None
+        raise
+    failed = df[df["error"].notna()]
+    if len(failed) == len(df):
+        _print_errors(failed, f"all {len(df)} runs failed")
+        return 1
+    metrics, plots = _sweep_outputs(spec, df)
+    with staged_into(out, "sweep", keep=["cache"]) as stage:
+        summary = _write_sweep(stage, spec, df, metrics, plots, csv=args.csv)
+    shown = summary.pivot_table(index=list(spec.factors), columns="metric", values="mean", sort=False)
+    print(shown.to_string(float_format=lambda v: f"{v:.4g}"))
+    if len(failed):
+        _print_errors(failed, f"{len(failed)} of {len(df)} runs failed")
+    print(f"\n{len(df)} runs ({len(failed)} failed); {wrote(out, 'sweep')}")
+    return 0 if len(failed) == 0 else 1
+
+
+def _sweep_outputs(spec: Any, df: Any) -> tuple[list[str], list[Any]]:
+    """The metrics and plots to write: named ones must exist (the runs are cached, so a fix reruns nothing)."""
+    from .sweeps import metric_names
+
+    valid = metric_names(df)
+    hint = "; the runs are cached, so running again after fixing the name reruns nothing"
+    if not spec.metrics_given:  # the defaults: keep those this protocol reports
+        metrics = [m for m in spec.metrics if m in valid] or valid
+        return metrics, [p for p in spec.plots if p.y in metrics]
+    for i, m in enumerate(spec.metrics):
+        if m not in valid:
+            raise ScenarioError(f"metrics[{i}]", f"unknown metric {m!r}; the runs report: {', '.join(valid)}{hint}")
+    for i, p in enumerate(spec.plots):
+        if p.y not in valid:
+            raise ScenarioError(f"plots[{i}].y", f"unknown metric {p.y!r}; the runs report: {', '.join(valid)}{hint}")
+    return list(spec.metrics), list(spec.plots)
+
+
+def _write_sweep(stage: Any, spec: Any, df: Any, metrics: list[str], plots: list[Any], *, csv: bool) -> Any:
+    """results.parquet (and .csv), summary.csv and one figure (PNG and SVG) per plot; returns the summary."""
+    import matplotlib.pyplot as plt
+
+    from .plots import metric_vs_factor
+    from .sweeps import summarize
+
     table = df.copy()
     for col in spec.factors:  # parquet needs one type per column
         if table[col].map(lambda v: isinstance(v, (dict, list))).any():
             table[col] = table[col].map(lambda v: json.dumps(v) if isinstance(v, (dict, list)) else v)
-    table.to_parquet(out / "results.parquet", index=False)
-    if args.csv:
-        table.to_csv(out / "results.csv", index=False)
-    summary = summarize(table, list(spec.metrics))
-    summary.to_csv(out / "summary.csv", index=False)
-    for i, plot in enumerate(spec.plots):
-        if plot.y not in set(summary["metric"]):
-            summary_y = summarize(table, [plot.y])
-        else:
-            summary_y = summary
+    table.to_parquet(stage.path / "results.parquet", index=False)
+    stage.rows["results.parquet"] = len(table)
+    if csv:
+        stage.table("results.csv", table)
+    summary = summarize(table, metrics)
+    stage.table("summary.csv", summary)
+    for i, plot in enumerate(plots):
+        summary_y = summary if plot.y in metrics else summarize(table, [plot.y])
         ax = metric_vs_factor(summary_y, plot.x, plot.y, hue=plot.hue)
         ax.set_title(f"{spec.name}: {plot.y}")
         name = f"{i:02d}-{plot.y.replace('.', '_')}"
-        ax.figure.savefig(out / f"{name}.png", dpi=120)
-        ax.figure.savefig(out / f"{name}.svg")
+        ax.figure.savefig(stage.path / f"{name}.png", dpi=120)
+        ax.figure.savefig(stage.path / f"{name}.svg")
         plt.close(ax.figure)
-    failed = int(df["error"].notna().sum())
-    shown = summary.pivot_table(index=list(spec.factors), columns="metric", values="mean", sort=False)
-    print(shown.to_string(float_format=lambda v: f"{v:.4g}"))
-    print(f"\n{len(df)} runs ({failed} failed) -> {out}/results.parquet, summary.csv, figures")
-    return 0 if failed == 0 else 1
+    return summary
+
+
+def _print_errors(failed: Any, headline: str, shown: int = 3) -> None:
+    """The first few distinct errors of a sweep's failed runs, on stderr."""
+    print(f"capsim: {headline}; the first errors:", file=sys.stderr)
+    for error, group in list(failed.groupby("error", sort=False))[:shown]:
+        first = group.iloc[0]
+        print(f"  point {first['point']}, replication {first['replication']} (and {len(group) - 1} more): {error}",
+              file=sys.stderr)
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:

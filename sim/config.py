@@ -17,6 +17,8 @@ import typing
 from collections.abc import Callable, Mapping
 from typing import Annotated, Any, Literal, Union
 
+import numpy as np
+
 from .dists import Dist, parse_dist
 from .errors import ScenarioError
 from .units import parse_duration
@@ -27,6 +29,7 @@ __all__ = [
     "SignedDuration",
     "build",
     "to_plain",
+    "python_value",
     "fld",
     "prob",
     "positive",
@@ -72,13 +75,17 @@ def at_least(lo: float) -> Check:
 
 
 def fld(default: Any = dataclasses.MISSING, *, check: Check | None = None, doc: str = "",
-        missing: str = "") -> Any:
+        missing: str = "", every: Literal["node", "run"] | None = None) -> Any:
     """A dataclass field with an optional range check and a one-line description.
 
     ``missing`` is what the error says when a required field is left out (default:
-    "missing required key").
+    "missing required key"). ``every`` marks a duration as an interval at which
+    each node (``"node"``) or the run (``"run"``) does some work, so that
+    :mod:`sim.cost` counts it when it estimates a run.
     """
     meta = {"check": check, "doc": doc, "missing": missing}
+    if every is not None:
+        meta["every"] = every
     if isinstance(default, (list, dict, set)):
         raise TypeError("use tuples for defaults of frozen configs")
     return dataclasses.field(default=default, metadata=meta)
@@ -114,6 +121,7 @@ def _type_name(tp: Any) -> str:
 
 def convert(tp: Any, value: Any, path: str) -> Any:
     """Convert one raw value to the annotated type ``tp`` or raise ScenarioError."""
+    value = python_value(value)
     origin = typing.get_origin(tp)
     if origin is Annotated:
         return _convert_annotated(tp, value, path)
@@ -270,6 +278,15 @@ def _join(path: str, key: str) -> str:
     return f"{path}.{key}" if path else key
 
 
+def python_value(value: Any) -> Any:
+    """A numpy scalar or array as the Python value or list it holds (``np.int64(3)`` -> ``3``); else ``value``."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return value
+
+
 def to_plain(obj: Any) -> Any:
     """The dict/list/scalar form of a config object (``None`` fields are left out)."""
     if hasattr(obj, "to_plain"):
@@ -286,8 +303,11 @@ def to_plain(obj: Any) -> Any:
                 continue
             out[f.name] = to_plain(value)
         return out
+    obj = python_value(obj)
     if isinstance(obj, (tuple, list)):
         return [to_plain(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: to_plain(v) for k, v in obj.items()}
     if isinstance(obj, float) and math.isinf(obj):
         return "inf"
     return obj

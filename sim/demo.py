@@ -25,6 +25,7 @@ from typing import Any
 
 import pandas as pd
 
+from .outdir import check_out, staged, wrote
 from .scenario import Scenario
 
 __all__ = ["DEMO_BASE", "DEMO_PROTOCOLS", "demo_scenarios", "compare", "run_demo"]
@@ -91,17 +92,11 @@ def _format_table(table: pd.DataFrame) -> str:
     return fmt.to_string(index=False)
 
 
-def run_demo(out: Path = Path("out/demo"), seed: int | None = None,
+def run_demo(out: str | Path = "out/demo", seed: int | None = None,
              protocols: dict[str, dict[str, Any]] | None = None) -> int:
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    from .checkers.staleness import t_visibility
-    from .plots import availability_timeline, divergence_timeline, lamport_diagram, latency_cdf, t_visibility_curves
     from .runner import run
 
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    target = check_out(out, kind="demo")
     scenarios = demo_scenarios(protocols)
     first = next(iter(scenarios))
     results = {}
@@ -113,6 +108,21 @@ def run_demo(out: Path = Path("out/demo"), seed: int | None = None,
     table = compare(results)
     print()
     print(_format_table(table))
+    with staged(target, "demo") as stage:
+        _write(stage.path, table, results, scenarios[first])
+    print(f"\n{wrote(target, 'demo')}")
+    return 0
+
+
+def _write(out: Path, table: pd.DataFrame, results: dict[str, Any], traced: Scenario) -> None:
+    """The comparison table, the figures and every run's result folder (under runs/)."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from .checkers.staleness import t_visibility
+    from .plots import availability_timeline, divergence_timeline, lamport_diagram, latency_cdf, t_visibility_curves
+
+    first = next(iter(results))
     table.to_csv(out / "comparison.csv", index=False)
 
     fig, axes = plt.subplots(len(results), 1, figsize=(9, 2.3 * len(results)), sharex=True, constrained_layout=True)
@@ -141,12 +151,9 @@ def run_demo(out: Path = Path("out/demo"), seed: int | None = None,
     ax.figure.savefig(out / "divergence.png", dpi=110)
     plt.close(ax.figure)
 
-    start = scenarios[first].faults.schedule[0].start
+    start = traced.faults.schedule[0].start
     ax = lamport_diagram(results[first], start - 10, start + 15, title=f"{first}: messages around the partition start")
     ax.figure.savefig(out / "spacetime.png", dpi=110)
     plt.close(ax.figure)
     for label, r in results.items():
         r.save(out / "runs" / label.split()[0].replace("(", "").replace(")", ""))
-    print(f"\nwrote {out}/ (comparison.csv, availability.png, latency_cdf.png, staleness.png, "
-          f"divergence.png, spacetime.png, runs/)")
-    return 0

@@ -115,7 +115,7 @@ def _each_in_dask(fn: Callable[[T], R], tasks: Sequence[T], done: Callable[[T, R
                                    dashboard_address=None, silence_logs=logging.ERROR)
         client = Client(cluster)
     else:
-        client = Client(address)
+        client = _connect(Client, address)
     try:
         futures = client.map(fn, list(tasks), pure=False)
         index = {f.key: t for f, t in zip(futures, tasks)}
@@ -125,6 +125,19 @@ def _each_in_dask(fn: Callable[[T], R], tasks: Sequence[T], done: Callable[[T, R
         client.close()
         if cluster is not None:
             cluster.close()
+
+
+#: how long to try to reach a Dask scheduler before saying it cannot be reached
+CONNECT_TIMEOUT = "10s"
+
+
+def _connect(client_class: Any, address: str) -> Any:
+    """A client of the scheduler at ``address``, or ScenarioError naming ``dask_address`` (after CONNECT_TIMEOUT)."""
+    try:
+        return client_class(address, timeout=CONNECT_TIMEOUT)
+    except Exception as exc:  # distributed raises OSError, ValueError or a bare AssertionError for bad addresses
+        reason = str(exc) or f"{type(exc).__name__} (not an address like tcp://host:8786)"
+        raise ScenarioError("dask_address", f"cannot connect to the Dask scheduler {address!r}: {reason}") from None
 
 
 class _NoBar:

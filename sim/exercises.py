@@ -11,6 +11,8 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+from .config import python_value
+
 __all__ = ["check", "EXERCISES"]
 
 
@@ -115,6 +117,7 @@ def check(name: str, answer: Any) -> bool:
     if name not in EXERCISES:
         raise KeyError(f"unknown exercise {name!r}; known: {', '.join(EXERCISES)}")
     question, solve, same = EXERCISES[name]
+    answer = python_value(answer)  # np.int64(3), np.float32(0.3) count as 3 and 0.3
     want = solve()
     ok = same(want, answer)
     print(("Right: " if ok else f"Not quite (you answered {answer!r}): ") + question)

@@ -235,10 +235,10 @@ class RandomFaults:
     is down for a ``crash_duration``.
     """
 
-    partition_mtbf: MaybeInfDuration = fld(INF, check=positive)
+    partition_mtbf: MaybeInfDuration = fld(INF, check=positive, every="run")
     partition_duration: Dist = fld(Exponential(1000.0))
     partition: Literal["split", "random_halves", "isolate"] = fld("split")
-    crash_mtbf: MaybeInfDuration = fld(INF, check=positive)
+    crash_mtbf: MaybeInfDuration = fld(INF, check=positive, every="node")
     crash_duration: Dist = fld(Exponential(1000.0))
     crash_nodes: tuple[str, ...] = fld(())
     start: Duration = fld(0.0)

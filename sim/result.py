@@ -11,6 +11,7 @@ from typing import Any
 import pandas as pd
 
 from .checkers.verdict import load_verdict, save_verdict
+from .outdir import MANIFEST, FolderError, Staging, check_out, read_manifest, staged
 from .scenario import Scenario
 
 __all__ = ["Result"]
@@ -53,9 +54,22 @@ class Result:
                 f"availability={s.get('availability', math.nan):.3f} runtime={self.runtime:.2f}s>")
 
     def save(self, folder: str | Path) -> Path:
-        """Write scenario.toml, summary.json, meta.json and one CSV per table (protocol tables in tables/)."""
-        out = Path(folder)
-        out.mkdir(parents=True, exist_ok=True)
+        """Write the result as a folder, whole or not at all; returns the folder.
+
+        The folder holds scenario.toml, summary.json, meta.json, one CSV per table
+        (the protocol's own tables in tables/, the checkers' verdicts in verdicts/)
+        and manifest.json listing every file with its size, checksum and row count.
+        It is written into a temporary sibling and renamed into place, so an earlier
+        result there is replaced only by a complete new one (no stale files are
+        left). A folder holding files capsim did not write is refused.
+        """
+        target = check_out(folder, kind="result", field="folder")
+        with staged(target, "result") as stage:
+            self._write(stage)
+        return target
+
+    def _write(self, stage: Staging) -> None:
+        out = stage.path
         (out / "scenario.toml").write_text(self.scenario.to_toml(), encoding="utf-8")
         (out / "summary.json").write_text(json.dumps(_jsonable(self.summary), indent=2) + "\n", encoding="utf-8")
         meta = {"seed": self.seed, "runtime": self.runtime, **self.meta}
@@ -68,21 +82,35 @@ class Result:
                 table = table.assign(value=table["value"].map(json.dumps))
             if name == "divergence":
                 table = table.assign(keys=table["keys"].map(lambda ks: json.dumps([_jsonable(k) for k in ks])))
-            table.to_csv(out / f"{name}.csv", index=False)
-        if self.tables:
-            (out / "tables").mkdir(exist_ok=True)
-            for name, table in self.tables.items():
-                table.to_csv(out / "tables" / f"{name}.csv", index=False)
+            stage.table(f"{name}.csv", table)
+        for name, table in self.tables.items():
+            stage.table(f"tables/{name}.csv", table)
         if self.verdicts:
             (out / "verdicts").mkdir(exist_ok=True)
             shared = {id(t): f"tables/{n}.csv" for n, t in self.tables.items()}
             for name, verdict in self.verdicts.items():
                 save_verdict(verdict, out / "verdicts", name, shared)
-        return out
 
     @classmethod
     def load(cls, folder: str | Path) -> Result:
+        """Read a folder written by :meth:`save`.
+
+        Only the files its manifest.json lists are read, after checking their sizes
+        and checksums; a folder without a manifest, or with a file missing,
+        truncated or changed, raises :class:`~sim.outdir.FolderError` saying which.
+        """
         src = Path(folder)
+        listed = set(read_manifest(src, "result")["files"])
+        for required in ("scenario.toml", "summary.json", "meta.json", "history.csv"):
+            if required not in listed:
+                raise FolderError(f"{str(src)!r} is damaged: {MANIFEST} does not list {required}")
+        try:
+            return cls._read(src, listed)
+        except (ValueError, KeyError, TypeError) as exc:  # the manifest matched but the content does not parse
+            raise FolderError(f"{str(src)!r} could not be read: {type(exc).__name__}: {exc}") from None
+
+    @classmethod
+    def _read(cls, src: Path, listed: set[str]) -> Result:
         scenario = Scenario.from_toml(src / "scenario.toml")
         summary = json.loads((src / "summary.json").read_text(encoding="utf-8"))
         summary = {k: (math.nan if v is None else v) for k, v in summary.items()}
@@ -90,7 +118,7 @@ class Result:
         tables: dict[str, Any] = {}
         for name in _TABLES:
             path = src / f"{name}.csv"
-            if not path.exists():
+            if f"{name}.csv" not in listed:
                 tables[name] = None
                 continue
             if name == "history":
@@ -107,9 +135,12 @@ class Result:
                 df["keys"] = pd.Series([json.loads(v) for v in df["keys"]], dtype=object, index=df.index)
                 tables[name] = df
             else:
-                tables[name] = pd.read_csv(path)
-        tables["tables"] = {p.stem: _read_csv(p) for p in sorted((src / "tables").glob("*.csv"))}
-        verdicts = {p.stem: load_verdict(src / "verdicts", p.stem) for p in sorted((src / "verdicts").glob("*.json"))}
+                tables[name] = _read_csv(path)
+        tables["tables"] = {rel[len("tables/"):-len(".csv")]: _read_csv(src / rel) for rel in sorted(listed)
+                            if rel.startswith("tables/") and rel.endswith(".csv") and rel.count("/") == 1}
+        verdict_names = sorted(rel[len("verdicts/"):-len(".json")] for rel in listed
+                               if rel.startswith("verdicts/") and rel.endswith(".json") and rel.count("/") == 1)
+        verdicts = {name: load_verdict(src / "verdicts", name) for name in verdict_names}
         seed = int(meta.pop("seed"))
         runtime = float(meta.pop("runtime"))
         return cls(scenario=scenario, seed=seed, runtime=runtime, summary=summary, meta=meta, verdicts=verdicts,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from importlib.metadata import PackageNotFoundError, version
+from collections.abc import Callable
 from typing import Any
 
 import pandas as pd
@@ -19,21 +19,16 @@ import pandas as pd
 from . import metrics
 from .checkers.convergence import DivergenceSampler, convergence_summary
 from .checkers.staleness import staleness_summary
+from .cost import check_cost
 from .errors import ScenarioError
 from .faultspec import describe
 from .kernel.world import World
 from .result import Result
 from .scenario import Scenario
+from .version import capsim_version
 from .workload.clients import make_clients
 
 __all__ = ["run", "build_world", "capsim_version", "with_seed"]
-
-
-def capsim_version() -> str:
-    try:
-        return version("capsim")
-    except PackageNotFoundError:  # pragma: no cover - running from a source tree
-        return "0+unknown"
 
 
 def with_seed(scenario: Scenario, seed: int | None) -> Scenario:
@@ -67,17 +62,23 @@ def _sampler(world: World) -> DivergenceSampler:
     return next(p for p in world.probes if isinstance(p, DivergenceSampler))
 
 
-def run(scenario: Scenario, seed: int | None = None, *, keep_world: bool = False) -> Result:
+def run(scenario: Scenario, seed: int | None = None, *, keep_world: bool = False, allow_large: bool = False,
+        progress: Callable[[float], None] | None = None) -> Result:
     """Run ``scenario`` once; ``seed`` overrides ``scenario.run.seed``.
 
     The same scenario and seed always give the same history, tables, verdicts and
     summary. ``keep_world`` keeps the finished world on ``result.world`` (to look at
-    the nodes' state afterwards).
+    the nodes' state afterwards). A run estimated to be beyond :mod:`sim.cost`'s
+    limits (days of events, more memory than a laptop has) is refused with a
+    :class:`~sim.errors.ScenarioError` naming the field, unless ``allow_large``.
+    ``progress(now)`` is called about a hundred times with the simulated time (ms)
+    reached.
     """
     scenario = with_seed(scenario, seed)
+    check_cost(scenario, allow_large=allow_large)
     t0 = time.perf_counter()
     world = build_world(scenario)
-    world.run()
+    world.run(progress)
     protocol = scenario.protocol
     protocol.finish(world, world.state)
     runtime = time.perf_counter() - t0

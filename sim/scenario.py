@@ -32,6 +32,7 @@ __all__ = [
     "WorkloadConfig",
     "RunConfig",
     "ScenarioError",
+    "read_text_file",
 ]
 
 
@@ -177,8 +178,8 @@ class RunConfig:
     drain: Duration | None = fld(None)
     settle: Duration = fld(0.0)
     trace: bool = fld(False)
-    timeline_window: Duration | None = fld(None, check=positive)
-    sample_interval: Duration | None = fld(None, check=positive)
+    timeline_window: Duration | None = fld(None, check=positive, every="run")
+    sample_interval: Duration | None = fld(None, check=positive, every="run")
 
     def _validate(self, path: str) -> None:
         if self.warmup >= self.duration:
@@ -226,13 +227,13 @@ class Scenario:
                         f"{section}.{field}",
                         f"unknown node {name!r}; cluster nodes are {', '.join(self.cluster.nodes)}",
                     )
+        self.protocol.check_scenario(self, "protocol")  # first: a protocol that takes no clients says so
         clients = {f"c{i}" for i in range(self.workload.clients)}
         for i, name in enumerate(self.cluster.nodes):
             if name in clients:
                 last = f"c{self.workload.clients - 1}"
                 raise ScenarioError(f"cluster.nodes[{i}]", f"{name!r} is a client's name (clients are c0..{last}); "
                                     "give the node another name")
-        self.protocol.check_scenario(self, "protocol")
 
     # -- construction -------------------------------------------------------
     @classmethod
@@ -244,13 +245,7 @@ class Scenario:
     def from_toml(cls, path: str | Path) -> Scenario:
         """Read a scenario from a TOML file."""
         p = Path(path)
-        try:
-            text = p.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise ScenarioError(str(p), "file not found") from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ScenarioError(str(p), f"cannot read: {exc}") from None
-        return cls.from_toml_string(text, source=str(p), base=p.parent)
+        return cls.from_toml_string(read_text_file(p), source=str(p), base=p.parent)
 
     @classmethod
     def from_toml_string(cls, text: str, source: str = "<string>", base: str | Path | None = None) -> Scenario:
@@ -334,3 +329,19 @@ def set_path(data: dict[str, Any], dotted: str, value: Any) -> None:
             node[key] = [] if isinstance(tokens[i + 1], int) else {}
         if not last:
             node = node[key]
+
+
+def read_text_file(path: str | Path) -> str:
+    """The UTF-8 text of an input file; :class:`ScenarioError` naming the path says why it cannot be read."""
+    p = Path(path)
+    try:
+        return p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ScenarioError(str(p), "file not found") from None
+    except IsADirectoryError:
+        raise ScenarioError(str(p), "is a folder, not a file") from None
+    except UnicodeDecodeError as exc:
+        raise ScenarioError(str(p), f"is not UTF-8 text (byte {exc.start}: {exc.object[exc.start:exc.start + 1]!r})"
+                            ) from None
+    except OSError as exc:
+        raise ScenarioError(str(p), f"cannot read: {exc.strerror or exc}") from None

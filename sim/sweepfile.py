@@ -21,6 +21,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -29,8 +31,9 @@ from typing import Any
 
 import numpy as np
 
+from .cost import check_sweep_size
 from .errors import ScenarioError
-from .scenario import Scenario, parse_path
+from .scenario import Scenario, parse_path, read_text_file
 
 __all__ = ["SweepSpec", "PlotSpec", "load_sweep", "parse_sweep"]
 
@@ -53,9 +56,13 @@ class SweepSpec:
     seed: int | None = None
     metrics: tuple[str, ...] = DEFAULT_METRICS
     plots: tuple[PlotSpec, ...] = field(default_factory=tuple)
+    #: the files the sweep was read from (the sweep file, a base scenario file)
+    inputs: tuple[Path, ...] = ()
+    #: False when ``metrics`` (and the default plots) are the defaults, not named in the file
+    metrics_given: bool = True
 
 
-def _values(name: str, spec: Any) -> list[Any]:
+def _values(name: str, spec: Any, allow_large: bool = False) -> list[Any]:
     path = f'factors."{name}"'
     if isinstance(spec, list):
         if not spec:
@@ -76,13 +83,17 @@ def _values(name: str, spec: Any) -> list[Any]:
             num = nums["num"]
             if not isinstance(num, int) or num < 1:
                 raise ScenarioError(f"{path}.num", f"must be an integer >= 1, got {num!r}")
+            check_sweep_size(num, f"{path}.num", f"{num} values", allow_large=allow_large)
             values = np.linspace(nums["start"], nums["stop"], num)
         elif {"start", "stop", "step"} <= keys and "num" not in keys:
             if nums["step"] <= 0:
                 raise ScenarioError(f"{path}.step", f"must be > 0, got {nums['step']!r}")
+            count = (nums["stop"] - nums["start"]) / nums["step"]
+            if not math.isfinite(count):
+                raise ScenarioError(path, "start, stop and step must be finite numbers")
+            check_sweep_size(math.ceil(count), f"{path}.step",
+                             f"from {nums['start']} to {nums['stop']} by {nums['step']}", allow_large=allow_large)
             values = np.arange(nums["start"], nums["stop"], nums["step"])
-            if len(values) > 100_000:
-                raise ScenarioError(path, f"gives {len(values)} values; at most 100000")
         else:
             raise ScenarioError(path, "must be a list, {start, stop, num} or {start, stop, step}")
         if len(values) == 0:
@@ -92,14 +103,14 @@ def _values(name: str, spec: Any) -> list[Any]:
     raise ScenarioError(path, f"must be a list of values or a range table, got {type(spec).__name__}")
 
 
-def parse_sweep(data: Mapping[str, Any], *, relative_to: Path | None = None) -> SweepSpec:
-    """Build a validated sweep spec from plain data."""
+def parse_sweep(data: Mapping[str, Any], *, relative_to: Path | None = None, allow_large: bool = False) -> SweepSpec:
+    """Build a validated sweep spec from plain data (ranges beyond :mod:`sim.cost`'s limits need ``allow_large``)."""
     allowed = {"name", "description", "base", "factors", "replications", "seed", "metrics", "plots"}
     for key in data:
         if key not in allowed:
             raise ScenarioError(str(key), f"unknown key; accepted keys: {', '.join(sorted(allowed))}")
     base = _base(data.get("base"), relative_to)
-    factors = _factors(data.get("factors"), base)
+    factors = _factors(data.get("factors"), base, allow_large)
     reps = data.get("replications", 1)
     if isinstance(reps, bool) or not isinstance(reps, int) or reps < 1:
         raise ScenarioError("replications", f"must be an integer >= 1, got {reps!r}")
@@ -110,11 +121,25 @@ def parse_sweep(data: Mapping[str, Any], *, relative_to: Path | None = None) -> 
     if not isinstance(metrics, list) or not all(isinstance(m, str) for m in metrics) or not metrics:
         raise ScenarioError("metrics", f"must be a non-empty list of summary metric names, got {metrics!r}")
     plots = _plots(data.get("plots", []), factors, metrics)
-    name = data.get("name", "sweep")
-    if not isinstance(name, str):
-        raise ScenarioError("name", f"must be a string, got {name!r}")
+    name = _name(data.get("name", "sweep"))
+    inputs = (_base_path(data["base"], relative_to),) if isinstance(data.get("base"), str) else ()
     return SweepSpec(name=name, base=base, factors=factors, replications=reps, seed=seed,
-                     metrics=tuple(metrics), plots=tuple(plots))
+                     metrics=tuple(metrics), plots=tuple(plots), inputs=inputs, metrics_given="metrics" in data)
+
+
+def _name(name: Any) -> str:
+    """The sweep's name, which becomes a folder name (out/<name>): one plain path component."""
+    if not isinstance(name, str) or not name.strip():
+        raise ScenarioError("name", f"must be a non-empty string, got {name!r}")
+    if any(c in name for c in "/\\\0") or name.startswith(".") or Path(name).is_absolute():
+        raise ScenarioError("name", f"must be a plain name (no '/', '\\', leading '.' or absolute path), "
+                                    f"got {name!r}; it names the output folder out/<name>")
+    return name
+
+
+def _base_path(spec: str, relative_to: Path | None) -> Path:
+    path = Path(spec)
+    return relative_to / path if not path.is_absolute() and relative_to is not None else path
 
 
 def _base(spec: Any, relative_to: Path | None) -> Scenario:
@@ -123,10 +148,7 @@ def _base(spec: Any, relative_to: Path | None) -> Scenario:
     Errors in an inline table name their path below ``base``.
     """
     if isinstance(spec, str):
-        path = Path(spec)
-        if not path.is_absolute() and relative_to is not None:
-            path = relative_to / path
-        return Scenario.from_toml(path)
+        return Scenario.from_toml(_base_path(spec, relative_to))
     if isinstance(spec, Mapping):
         try:
             return Scenario.from_dict(spec)
@@ -135,7 +157,7 @@ def _base(spec: Any, relative_to: Path | None) -> Scenario:
     raise ScenarioError("base", "must be a scenario file path or an inline [base] table")
 
 
-def _factors(raw: Any, base: Scenario) -> dict[str, list[Any]]:
+def _factors(raw: Any, base: Scenario, allow_large: bool) -> dict[str, list[Any]]:
     """Field path -> values, each path checked against ``base`` with its first value."""
     if not isinstance(raw, Mapping) or not raw:
         raise ScenarioError("factors", 'must be a table of field path = values, e.g. "network.loss" = [0, 0.1]')
@@ -145,7 +167,7 @@ def _factors(raw: Any, base: Scenario) -> dict[str, list[Any]]:
             parse_path(name)
         except ScenarioError:
             raise ScenarioError(f'factors."{name}"', "is not a field path like 'network.loss'") from None
-        factors[name] = _values(name, spec)
+        factors[name] = _values(name, spec, allow_large)
         try:
             base.variant({name: factors[name][0]})
         except ScenarioError as exc:
@@ -177,12 +199,12 @@ def _plots(raw: Any, factors: dict[str, list[Any]], metrics: list[str]) -> list[
     return plots
 
 
-def load_sweep(path: str | Path) -> SweepSpec:
+def load_sweep(path: str | Path, *, allow_large: bool = False) -> SweepSpec:
+    """Read and validate a sweep file (see the module docstring)."""
     p = Path(path)
     try:
-        data = tomllib.loads(p.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ScenarioError(str(p), "file not found") from None
+        data = tomllib.loads(read_text_file(p))
     except tomllib.TOMLDecodeError as exc:
         raise ScenarioError(str(p), f"invalid TOML: {exc}") from None
-    return parse_sweep(data, relative_to=p.parent)
+    spec = parse_sweep(data, relative_to=p.parent, allow_large=allow_large)
+    return dataclasses.replace(spec, inputs=(p, *spec.inputs))

@@ -11,7 +11,8 @@ process pool, one worker per core); ``"dask"`` (a ``distributed`` cluster at
 ``dask_address``, or a LocalCluster when none is given). All give identical rows.
 
 With a cache folder, each finished run is written there atomically as one JSON
-file named by a hash of (resolved scenario with its seed, capsim version); a
+file named by a hash of the resolved scenario with its seed and of the code
+(capsim's version, a hash of its source, an external protocol module's source); a
 sweep that is interrupted (Ctrl-C, kill -9) and started again only runs what is
 missing. Failed runs are recorded in the ``error`` column, never stop the sweep,
 and are not cached (a rerun retries them).
@@ -20,6 +21,7 @@ and are not cached (a rerun retries them).
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import itertools
 import json
 import math
@@ -33,13 +35,16 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from .config import to_plain
+from .cost import check_cost, check_sweep_events, check_sweep_size
 from .errors import ScenarioError
 from .executors import check_executor, each_result, progress_bar
 from .rng import derive_seed
-from .runner import capsim_version, run
+from .runner import run
 from .scenario import Scenario, parse_path
+from .version import capsim_version, code_fingerprint, file_fingerprint
 
-__all__ = ["sweep", "summarize", "expand_factors", "replication_seed", "SCENARIO_COLUMN"]
+__all__ = ["sweep", "summarize", "metric_names", "expand_factors", "replication_seed", "SCENARIO_COLUMN"]
 
 #: the column naming the base scenario when a sweep is given several, by label
 SCENARIO_COLUMN = "scenario"
@@ -64,8 +69,28 @@ def replication_seed(root: int, replication: int) -> int:
 
 
 def _cache_key(scenario_dict: dict[str, Any]) -> str:
-    blob = json.dumps({"scenario": scenario_dict, "capsim": capsim_version()}, sort_keys=True, default=str)
+    """Names the cached row of one run: the resolved scenario with its seed, and the code that ran it.
+
+    The code is capsim's version and a hash of its source (a checkout changes
+    without a new version), and the source of a protocol loaded from outside
+    the package (``protocol.module``).
+    """
+    code = {"capsim": capsim_version(), "source": code_fingerprint()}
+    module = scenario_dict.get("protocol", {}).get("module")
+    if isinstance(module, str):
+        code["module"] = _module_fingerprint(module)
+    blob = json.dumps({"scenario": scenario_dict, "code": code}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:32]
+
+
+def _module_fingerprint(module: str) -> str:
+    if module.endswith(".py"):
+        return file_fingerprint(module)
+    try:
+        spec = importlib.util.find_spec(module)
+    except (ImportError, ValueError):
+        spec = None
+    return file_fingerprint(spec.origin) if spec is not None and spec.origin else "missing"
 
 
 def _numbers(summary: Mapping[str, Any]) -> dict[str, Any]:
@@ -80,7 +105,7 @@ def _numbers(summary: Mapping[str, Any]) -> dict[str, Any]:
 
 def _strip(task: dict[str, Any]) -> dict[str, Any]:
     """What a worker needs of a task (not its cache key)."""
-    return {k: task[k] for k in ("point", "replication", "seed", "factors", "scenario")}
+    return {k: task[k] for k in ("point", "replication", "seed", "factors", "scenario", "allow_large")}
 
 
 def _task(task: dict[str, Any]) -> dict[str, Any]:
@@ -89,7 +114,7 @@ def _task(task: dict[str, Any]) -> dict[str, Any]:
                            "seed": task["seed"]}
     try:
         scenario = Scenario.from_dict(task["scenario"])
-        result = run(scenario, seed=task["seed"])
+        result = run(scenario, seed=task["seed"], allow_large=task["allow_large"])
         row.update(_numbers(result.summary))
         row["runtime"] = result.runtime
         row["error"] = None
@@ -130,6 +155,7 @@ def sweep(
     dask_address: str | None = None,
     cache: str | Path | None = None,
     progress: bool = True,
+    allow_large: bool = False,
 ) -> pd.DataFrame:
     """Run every point of ``factors`` ``replications`` times; one row per run.
 
@@ -138,13 +164,16 @@ def sweep(
     ``seeds[i]`` when ``seeds`` is given, else with a seed derived from ``seed``
     (default: the base's ``run.seed``). Rows carry the label, every factor,
     ``point``, ``replication``, ``seed``, the run's numeric summary metrics,
-    ``runtime`` and ``error`` (None when it ran).
+    ``runtime`` and ``error`` (None when it ran). A sweep beyond :mod:`sim.cost`'s
+    limits (too many runs, a run too large, too many events in all) is refused
+    before anything runs, unless ``allow_large``.
     """
     bases = _bases(base)
     factors = dict(factors or {})
     run_seeds = _seeds(bases, replications, seeds, seed)
     check_executor(executor, workers)
-    tasks = _plan(bases, factors, run_seeds)
+    _check_size(bases, factors, len(run_seeds), allow_large)
+    tasks = _plan(bases, factors, run_seeds, allow_large)
     cache_dir = Path(cache) if cache is not None else None
     rows, todo = _from_cache(tasks, cache_dir)
     bar = progress_bar(len(tasks), len(tasks) - len(todo), progress)
@@ -195,21 +224,41 @@ def _seeds(bases: Mapping[str | None, Scenario], replications: int, seeds: Seque
     return [replication_seed(root, rep) for rep in range(replications)]
 
 
+def _check_size(bases: Mapping[str | None, Scenario], factors: Mapping[str, Sequence[Any]], replications: int,
+                allow_large: bool) -> None:
+    """Refuse a sweep of too many runs before its points are expanded (that alone can exhaust memory)."""
+    counts = {}
+    for name, values in factors.items():
+        try:
+            counts[name] = len(values)
+        except TypeError:  # an iterator: expand_factors says what is wrong or takes it as it is
+            counts[name] = 1
+    runs = len(bases) * math.prod(counts.values()) * replications
+    how = " x ".join([*(f"{n} values of {name}" for name, n in counts.items()), f"{replications} replications"])
+    if len(bases) > 1:
+        how = f"{len(bases)} bases x {how}"
+    check_sweep_size(runs, "factors", how, allow_large=allow_large)
+
+
 def _plan(bases: Mapping[str | None, Scenario], factors: Mapping[str, Sequence[Any]],
-          seeds: Sequence[int]) -> list[dict[str, Any]]:
-    """One task per (base, point, replication); every point is validated before anything runs."""
+          seeds: Sequence[int], allow_large: bool = False) -> list[dict[str, Any]]:
+    """One task per (base, point, replication); every point is validated, and its cost checked, before any runs."""
     points = expand_factors(factors)
     tasks: list[dict[str, Any]] = []
     p = 0
+    events = 0.0
+    points = [{name: to_plain(v) for name, v in values.items()} for values in points]  # numpy scalars -> Python
     for label, base in bases.items():
         for values in points:
             scenario = base.variant(values)
+            events += check_cost(scenario, allow_large=allow_large).events * len(seeds)
             shown = values if label is None else {SCENARIO_COLUMN: label, **values}
             for rep, s in enumerate(seeds):
                 resolved = scenario.variant({"run.seed": s}).to_dict()
                 tasks.append({"point": p, "replication": rep, "seed": s, "factors": shown,
-                              "scenario": resolved, "key": _cache_key(resolved)})
+                              "scenario": resolved, "key": _cache_key(resolved), "allow_large": allow_large})
             p += 1
+    check_sweep_events(events, len(tasks), allow_large=allow_large)
     return tasks
 
 
@@ -237,18 +286,32 @@ def _frame(rows: list[dict[str, Any]], factor_columns: list[str]) -> pd.DataFram
     return df
 
 
-def summarize(df: pd.DataFrame, metrics: Sequence[str] | None = None, *, confidence: float = 0.95) -> pd.DataFrame:
+def summarize(df: pd.DataFrame, metrics: str | Sequence[str] | None = None, *,
+              confidence: float = 0.95) -> pd.DataFrame:
     """Mean and confidence interval (Student t) of each metric at each point.
 
-    One row per (point, metric): the factor values, ``metric``, ``n`` (runs
-    without error and with a finite value), ``mean``, ``std``, ``ci_low``,
-    ``ci_high``, and ``errors`` (failed runs at that point).
+    ``metrics`` is one metric name or a list of them (default: every numeric
+    column the runs report). One row per (point, metric): the factor values,
+    ``metric``, ``n`` (runs without error and with a finite value), ``mean``,
+    ``std``, ``ci_low``, ``ci_high``, and ``errors`` (failed runs at that point).
+    A metric no run reports raises :class:`~sim.errors.ScenarioError` listing
+    the ones they do; so does a table in which every run failed.
     """
-    fixed = {"point", "replication", "seed", "runtime", "error", "traceback"}
-    factor_cols = list(df.columns[: list(df.columns).index("point")]) if "point" in df else []
+    if "point" not in df or "error" not in df:
+        raise TypeError("summarize() needs the table sim.sweep returns (with 'point' and 'error' columns)")
+    valid = metric_names(df)
     if metrics is None:
-        metrics = [c for c in df.columns if c not in fixed and c not in factor_cols
-                   and pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c])]
+        metrics = valid
+    elif isinstance(metrics, str):
+        metrics = [metrics]
+    metrics = list(metrics)
+    if len(df) and df["error"].notna().all():
+        raise ScenarioError("metrics", f"every run failed, so there is nothing to summarize; the first error: "
+                                       f"{df['error'].dropna().iloc[0]}")
+    for i, m in enumerate(metrics):
+        if not isinstance(m, str) or m not in valid:
+            raise ScenarioError(f"metrics[{i}]", f"unknown metric {m!r}; the runs report: {', '.join(valid)}")
+    factor_cols = list(df.columns[: list(df.columns).index("point")])
     rows = []
     for point, group in df.groupby("point", sort=True):
         ok = group[group["error"].isna()]
@@ -268,3 +331,11 @@ def summarize(df: pd.DataFrame, metrics: Sequence[str] | None = None, *, confide
             rows.append({**base, "point": point, "metric": m, "n": n, "mean": mean, "std": std,
                          "ci_low": mean - half, "ci_high": mean + half, "errors": int(group["error"].notna().sum())})
     return pd.DataFrame(rows)
+
+
+def metric_names(df: pd.DataFrame) -> list[str]:
+    """The metric columns of a sweep table: numeric, not booleans, not factors or bookkeeping."""
+    fixed = {"point", "replication", "seed", "runtime", "error", "traceback"}
+    factor_cols = set(df.columns[: list(df.columns).index("point")]) if "point" in df else set()
+    return [c for c in df.columns if c not in fixed and c not in factor_cols
+            and pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c])]

@@ -135,6 +135,10 @@ def test_summarize_matches_student_t():
     ({"base": {**SC, "network": {"los": 1}}, "factors": {"workload.rate": [5]}}, "base.network.los: unknown key"),
     ({"base": SC, "factors": {"workload.rate": [5]}, "plots": [{"x": "nope", "y": "availability"}]},
         "plots[0].x: must be one of the factors"),
+    ({"base": SC, "factors": {"workload.rate": [5]}, "name": "../../x"}, "name: must be a plain name"),
+    ({"base": SC, "factors": {"workload.rate": [5]}, "name": "/tmp/x"}, "name: must be a plain name"),
+    ({"base": SC, "factors": {"workload.rate": [5]}, "name": ".hidden"}, "name: must be a plain name"),
+    ({"base": SC, "factors": {"workload.rate": [5]}, "name": ""}, "name: must be a non-empty string"),
 ])
 def test_sweep_file_errors_name_the_field(data, message):
     """Sweep files are validated with field paths, like scenarios."""
@@ -225,3 +229,138 @@ def test_example_sweep_file_is_valid():
     spec = load_sweep(ROOT / "experiments" / "sweeps" / "loss.toml")
     assert spec.factors["network.loss"][0] == 0.0 and spec.replications >= 2
     json.dumps(spec.factors)
+
+
+def _small_sweep_file(folder: Path, **extra: str) -> Path:
+    path = folder / "s.toml"
+    lines = [f"{k} = {v}" for k, v in extra.items()]
+    path.write_text("\n".join(lines) + "\n" + SWEEP_TOML.format(duration="500ms").replace("replications = 6",
+                                                                                          "replications = 1"))
+    return path
+
+
+def _one_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("capsim: error: "), err
+    return err[0]
+
+
+def test_unknown_metric_is_an_error_listing_the_valid_ones(tmp_path, capsys):
+    """A metric no run reports, in a sweep file or in summarize(), is an error naming the field and listing the
+    metrics the runs do report; summarize() takes one name as a string (not its characters)."""
+    from sim.cli import main
+
+    spec = _small_sweep_file(tmp_path)
+    spec.write_text(spec.read_text().replace('metrics = ["availability"]', 'metrics = ["availability", "availabilty"]'))
+    assert main(["sweep", str(spec), "--executor", "serial", "--out", str(tmp_path / "o"), "--quiet"]) == 2
+    line = _one_line(capsys)
+    assert line.startswith("capsim: error: metrics[1]: unknown metric 'availabilty'; the runs report: ops, ")
+    assert "availability" in line and "latency.read.p99" in line
+    df = sweep(BASE, {"network.loss": [0.0]}, 2, executor="serial", progress=False)
+    one = summarize(df, "availability")
+    assert list(one["metric"]) == ["availability"] and one.loc[0, "n"] == 2
+    with pytest.raises(ScenarioError, match=r"metrics\[0\]: unknown metric 'latency'; the runs report: ops,"):
+        summarize(df, "latency")
+
+
+def test_a_sweep_where_every_run_fails_shows_the_errors(tmp_path, capsys):
+    """Every run failing is exit 1 with the first errors on stderr, not an empty table; summarize() of such a
+    table says every run failed."""
+    from sim.cli import main
+
+    spec = tmp_path / "s.toml"
+    spec.write_text('name = "boom"\n[base]\ncluster = { count = 3 }\nrun = { duration = "500ms" }\n'
+                    'protocol = { name = "test_exploding", explode = true }\n[factors]\n"network.loss" = [0.0, 0.1]\n')
+    assert main(["sweep", str(spec), "--executor", "serial", "--out", str(tmp_path / "o"), "--quiet"]) == 1
+    captured = capsys.readouterr()
+    assert "all 2 runs failed" in captured.err and "RuntimeError: boom" in captured.err
+    df = sweep(BASE.variant({"protocol": {"name": "test_exploding", "explode": True}}), {"network.loss": [0.0]},
+               1, executor="serial", progress=False)
+    with pytest.raises(ScenarioError, match="every run failed.*RuntimeError: boom"):
+        summarize(df, "availability")
+
+
+def test_cache_key_changes_with_the_code(tmp_path, monkeypatch):
+    """A cached run is reused only by the same code: another source fingerprint, or another external protocol
+    module, runs again."""
+    first = sweep(BASE, {"network.loss": [0.0]}, 1, executor="serial", progress=False, cache=tmp_path)
+    calls = []
+    real = sweep_mod._task
+    monkeypatch.setattr(sweep_mod, "_task", lambda t: calls.append(t) or real(t))
+    sweep(BASE, {"network.loss": [0.0]}, 1, executor="serial", progress=False, cache=tmp_path)
+    assert calls == []
+    monkeypatch.setattr(sweep_mod, "code_fingerprint", lambda: "0123456789abcdef")
+    again = sweep(BASE, {"network.loss": [0.0]}, 1, executor="serial", progress=False, cache=tmp_path)
+    assert len(calls) == 1 and len(list(tmp_path.glob("*.json"))) == 2
+    pdt.assert_frame_equal(_without_runtime(first), _without_runtime(again))
+    module = tmp_path / "myproto.py"
+    module.write_text("x = 1\n")
+    key = sweep_mod._cache_key({"protocol": {"name": "p", "module": str(module)}})
+    module.write_text("x = 2\n")
+    assert sweep_mod._cache_key({"protocol": {"name": "p", "module": str(module)}}) != key
+
+
+def test_numpy_scalars_are_accepted_everywhere(tmp_path):
+    """np.arange, np.int64 and np.float32 work as factor values, variant() values and seeds, and the rows and
+    cache hold plain numbers."""
+    s = BASE.variant({"workload.clients": np.int64(2), "network.loss": np.float32(0.25)})
+    assert s.workload.clients == 2 and type(s.workload.clients) is int
+    assert s.network.loss == pytest.approx(0.25) and type(s.network.loss) is float
+    df = sweep(BASE, {"workload.clients": np.arange(1, 3)}, 1, executor="serial", progress=False, cache=tmp_path)
+    assert list(df["workload.clients"]) == [1, 2] and df["error"].isna().all()
+    assert len(list(tmp_path.glob("*.json"))) == 2
+    plain = sweep(BASE, {"workload.clients": [1, 2]}, 1, executor="serial", progress=False)
+    pdt.assert_frame_equal(_without_runtime(df), _without_runtime(plain))
+    assert len(sweep(BASE, {"network.loss": [0.0]}, seeds=[np.int64(4)], executor="serial", progress=False)) == 1
+
+
+def test_sweep_file_that_cannot_be_read_is_one_line(tmp_path, capsys):
+    """A sweep file that is a folder, is not UTF-8, or does not exist: one line naming it, exit 2."""
+    from sim.cli import main
+
+    binary = tmp_path / "b.toml"
+    binary.write_bytes(b'name = "x"\n\xff\xfe\n')
+    for path, needle in [(tmp_path, "is a folder, not a file"), (binary, "is not UTF-8 text"),
+                         (tmp_path / "missing.toml", "file not found")]:
+        assert main(["sweep", str(path)]) == 2
+        assert needle in _one_line(capsys)
+
+
+def test_unreachable_dask_scheduler_is_one_line(tmp_path, capsys, monkeypatch):
+    """--dask with an address nothing listens on, or that is not an address: one line naming --dask, exit 2."""
+    from sim import executors
+    from sim.cli import main
+
+    monkeypatch.setattr(executors, "CONNECT_TIMEOUT", "2s")
+    spec = _small_sweep_file(tmp_path)
+    for address in ("tcp://127.0.0.1:9", "not-an-address"):
+        out = tmp_path / f"o{len(address)}"
+        assert main(["sweep", str(spec), "--dask", address, "--out", str(out), "--quiet"]) == 2
+        line = _one_line(capsys)
+        assert line.startswith(f"capsim: error: --dask: cannot connect to the Dask scheduler {address!r}: "), line
+
+
+def test_sweep_folder_is_replaced_whole_and_kept_for_resume(tmp_path, capsys):
+    """A second sweep into the same folder with fewer plots removes the first one's extra figures; results are
+    listed in the manifest; the cache stays; a result folder is not taken as a sweep folder."""
+    from sim.cli import main
+
+    spec = _small_sweep_file(tmp_path)
+    two = spec.read_text() + ('[[plots]]\nx = "network.loss"\ny = "availability"\n'
+                              '[[plots]]\nx = "network.loss"\ny = "throughput"\n')
+    spec.write_text(two.replace('metrics = ["availability"]', 'metrics = ["availability", "throughput"]'))
+    out = tmp_path / "o"
+    assert main(["sweep", str(spec), "--executor", "serial", "--out", str(out), "--quiet", "--csv"]) == 0
+    assert (out / "01-throughput.png").exists() and (out / "results.csv").exists()
+    spec.write_text(two.split("[[plots]]")[0] + '[[plots]]\nx = "network.loss"\ny = "availability"\n')
+    assert main(["sweep", str(spec), "--executor", "serial", "--out", str(out), "--quiet"]) == 0
+    wrote = capsys.readouterr().out.strip().splitlines()[-1]
+    files = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file() and "cache" not in p.parts}
+    assert files == {"manifest.json", "results.parquet", "summary.csv", "00-availability.png", "00-availability.svg"}
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["kind"] == "sweep" and manifest["files"]["results.parquet"]["rows"] == 3
+    assert "wrote " in wrote and "results.parquet" in wrote and "01-throughput" not in wrote
+    assert len(list((out / "cache").glob("*.json"))) == 3
+    sim.run(BASE).save(tmp_path / "r")
+    assert main(["sweep", str(spec), "--executor", "serial", "--out", str(tmp_path / "r"), "--quiet"]) == 2
+    assert "holds a capsim result, not a sweep" in _one_line(capsys)

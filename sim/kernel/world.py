@@ -8,7 +8,7 @@ as the divergence sampler. The world then runs them all.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol
 
 import simpy
@@ -127,21 +127,39 @@ class World:
         for probe in self.probes:
             probe.start(self)
 
-    def run(self) -> None:
-        """Run to the end: the load, the drain of operations in flight, then ``run.settle``."""
+    def run(self, progress: Callable[[float], None] | None = None) -> None:
+        """Run to the end: the load, the drain of operations in flight, then ``run.settle``.
+
+        ``progress(now)`` is called about a hundred times along the way with the
+        simulated time reached; stopping the kernel at those times changes nothing
+        in the run (no model event is added or reordered).
+        """
         env = self.env
         cfg = self.scenario.run
         self.start()
-        env.run(until=cfg.duration)
+        self._run_until(cfg.duration, progress)
         if self.history.pending:
             drained = self._drained = env.event()
             end = env.timeout(self.scenario.end_time - cfg.settle - cfg.duration)
             end.callbacks.append(lambda _e: self._end_drain(drained))
             env.run(until=drained)
         if cfg.settle:
-            env.run(until=env.now + cfg.settle)
+            self._run_until(env.now + cfg.settle, progress)
+        if progress is not None:
+            progress(env.now)
         for probe in self.probes:
             probe.finish(self)
+
+    def _run_until(self, until: float, progress: Callable[[float], None] | None) -> None:
+        env = self.env
+        if progress is not None:
+            step = self.scenario.end_time / 100
+            at = env.now + step
+            while at < until:
+                env.run(until=at)
+                progress(env.now)
+                at += step
+        env.run(until=until)
 
     @staticmethod
     def _end_drain(drained: simpy.Event) -> None:

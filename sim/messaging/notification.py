@@ -135,7 +135,7 @@ class MerchantSpec:
     request_timeout: Duration = fld(500.0, check=positive)
     reconcile: bool = fld(True)
     reconcile_delay: Duration = fld(30_000.0, check=nonneg)
-    reconcile_interval: Duration = fld(10_000.0, check=positive)
+    reconcile_interval: Duration = fld(10_000.0, check=positive, every="node")
 
 
 @register_protocol

@@ -232,10 +232,10 @@ class MessagingConfig(ProtocolConfig[MessagingState]):
     consumers: tuple[ConsumerSpec, ...] = fld(())
     downstreams: tuple[DownstreamSpec, ...] = fld(())
     dead_letter_queues: tuple[str, ...] | None = fld(None)
-    heartbeat: Duration = fld(1000.0, check=positive)
+    heartbeat: Duration = fld(1000.0, check=positive, every="node")
     reconnect_delay: Duration = fld(200.0, check=positive)
     consumer_timeout: MaybeInfDuration = fld(1_800_000.0, check=positive)
-    depth_interval: Duration | None = fld(None, check=positive)
+    depth_interval: Duration | None = fld(None, check=positive, every="run")
     shared_store_capacity: int | None = fld(None, check=at_least(1))
 
     def node_refs(self) -> list[tuple[str, str]]:

@@ -80,7 +80,7 @@ class EventualConfig(ProtocolConfig[None]):
     tag: ClassVar[str] = "eventual"
     conflict: Literal["lww", "vv"] = fld("lww")
     push: bool = fld(True)
-    anti_entropy_interval: MaybeInfDuration = fld(250.0, check=positive)
+    anti_entropy_interval: MaybeInfDuration = fld(250.0, check=positive, every="node")
     fanout: int = fld(1, check=at_least(1))
 
     def check_scenario(self, scenario, path):

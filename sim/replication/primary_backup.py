@@ -86,7 +86,7 @@ class PrimaryBackupConfig(ProtocolConfig[None]):
     primary: Literal["fixed", "elected"] = fld("fixed")
     primary_node: str | None = fld(None)
     on_backup_unreachable: Literal["refuse", "degrade"] = fld("refuse")  # sync only
-    heartbeat_interval: Duration = fld(50.0, check=positive)
+    heartbeat_interval: Duration = fld(50.0, check=positive, every="node")
     failover_timeout: Duration = fld(300.0, check=positive)
     backup_timeout: Duration = fld(200.0, check=positive)
 

@@ -187,7 +187,7 @@ class QuorumConfig(ProtocolConfig[None]):
     read_repair: bool = fld(False, doc="push the newest version to replicas that answered older")
     sloppy_quorum: bool = fld(False, doc="fall back to the next ring nodes with hinted handoff")
     handoff_timeout: Duration = fld(50.0, check=positive, doc="wait before asking a fallback (ms)")
-    hint_interval: Duration = fld(100.0, check=positive, doc="hint delivery retry period (ms)")
+    hint_interval: Duration = fld(100.0, check=positive, every="node", doc="hint delivery retry period (ms)")
 
     def _validate(self, path: str) -> None:
         for name in ("r", "w"):

@@ -129,7 +129,7 @@ class TransactionConfig(ProtocolConfig[TxnRecorder]):
     force_time: Dist = fld(Constant(1.0))
     vote_timeout: Duration = fld(50.0, check=positive)
     decision_timeout: Duration = fld(150.0, check=positive)
-    retry_interval: Duration = fld(50.0, check=positive)
+    retry_interval: Duration = fld(50.0, check=positive, every="node")
     block_threshold: Duration | None = fld(None, check=positive)
     settle_limit: Duration = fld(10_000.0, doc="after the run, keep going until nothing is in progress, at most this "
                                                "long")

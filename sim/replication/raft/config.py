@@ -29,7 +29,7 @@ class RaftConfig(ProtocolConfig[None]):
     tag: ClassVar[str] = "raft"
     election_timeout_min: Duration = fld(150.0, check=positive, doc="lower bound of the random election timeout")
     election_timeout_max: Duration = fld(300.0, check=positive, doc="upper bound of the random election timeout")
-    heartbeat: Duration = fld(50.0, check=positive, doc="leader's AppendEntries period")
+    heartbeat: Duration = fld(50.0, check=positive, every="node", doc="leader's AppendEntries period")
     read_mode: Literal["read_index", "lease", "log", "local"] = fld("read_index", doc="how the leader serves reads")
     check_quorum: bool = fld(True, doc="leader steps down without a majority; voters stick to a live leader")
     pre_vote: bool = fld(True, doc="ask for pre-votes before starting an election")
