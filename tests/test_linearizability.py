@@ -217,7 +217,7 @@ def test_stale_read_rejected_with_explanation():
     """A read returning a value overwritten by a write that completed before it is rejected."""
     res = assert_bad(hist(w(1, 0, 1), w(2, 2, 3), r(1, 4, 5)))
     assert res.failed_key == 0
-    assert len(res.counterexample) == 3
+    assert len(res.counterexample) == 3 and res.shrunk is True
     assert "returned 1" in res.explanation and "write 2 completed" in res.explanation
 
 
@@ -341,6 +341,33 @@ def test_time_limit_gives_unknown_verdict():
     assert res.counterexample is None and res.failed_key is None
     assert "time limit" in res.explanation
     assert time.perf_counter() - t0 < 2.0
+
+
+def test_time_limit_bounds_shrinking_and_explaining():
+    """A limit the search fits in but shrinking does not: the call returns in time, with the smallest
+    counterexample found so far, and says that it was not fully shrunk."""
+    df = misread_register_history(seed=2, ops=1000, at=0.827, value=2)
+    kops = _prepare(df)[0]
+    search = best_seconds(lambda: _search(kops, range(len(kops)), math.inf), runs=2)
+    # Shrinking this history takes about as long again as the search, so a limit of 1.4 searches runs out while
+    # shrinking. A busy machine can stretch either; then the limit is moved towards the other and tried again.
+    limit, tolerance, seen = 1.4 * search, 0.25, []
+    for _ in range(5):
+        t0 = time.perf_counter()
+        res = check_linearizable(df, time_limit=limit)
+        took = time.perf_counter() - t0
+        assert took <= limit + tolerance and res.elapsed <= limit + tolerance, (took, limit, res.explanation)
+        if res.linearizable is False and res.shrunk is False:
+            break
+        seen.append((limit, res.linearizable, res.shrunk))
+        limit *= 1.25 if res.linearizable is None else 0.8
+    else:
+        pytest.fail(f"no limit stopped the shrink (limit, verdict, shrunk): {seen}")
+    assert res.failed_key == 0
+    assert "counterexample not fully shrunk" in res.explanation and "time limit" in res.explanation
+    cex = res.counterexample
+    assert cex is not None and cex.equals(df.loc[cex.index])
+    assert _search(_prepare(cex)[0], range(len(cex)), math.inf)[0] is False
 
 
 @pytest.mark.parametrize("shape", ["repeated values", "distinct values"])

@@ -1,15 +1,17 @@
 """Counterexamples: a few operations of a failed key that on their own are not linearizable, and why.
 
 Shrinking re-checks ever smaller subsets, so its effort is bounded
-(``SHRINK_SECONDS`` of wall time and ``SHRINK_CHECKS`` re-checks): past that
-the counterexample is simply less small.
+(``SHRINK_SECONDS`` of wall time and ``SHRINK_CHECKS`` re-checks) and it
+never runs past the caller's time limit: past either, the counterexample is
+the smallest found so far, and :class:`_Shrunk` says that shrinking did not
+finish and whether the time limit was the reason.
 
 The explanation names the simplest story the operations support: a value
 nobody wrote, a read before its write, a stale read, a new-old inversion,
 two values that would each have to come first, or (failing those) that no
 order respects both real time and the register. It only sorts and searches
 sorted lists (O(n log n)), so it adds milliseconds even to a counterexample
-of thousands of operations.
+of thousands of operations, which is what an unfinished shrink can leave.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import itertools
 import math
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from .keyops import _KeyOps
 from .search import _check
@@ -31,24 +33,43 @@ SHRINK_CHECKS = 2000
 _INF = math.inf
 
 
-def _shrink(kops: _KeyOps, hint: float | list[int], deadline: float) -> list[int]:
+class _Shrunk(NamedTuple):
+    """What shrinking found: the operations, whether it finished, and whether the deadline stopped it.
+
+    ``finished`` means no single operation could be dropped any more (the
+    counterexample is as small as greedy removal gets it); otherwise the
+    budget or the deadline ran out first and ``ops`` is the smallest failing
+    subset found by then.
+    """
+
+    ops: list[int]
+    finished: bool
+    out_of_time: bool  # the caller's deadline (not the shrink's own budget) had passed when it stopped
+
+
+def _shrink(kops: _KeyOps, hint: float | list[int], deadline: float) -> _Shrunk:
     """A small non-linearizable subset of one key's operations.
 
     Starts from the zone test's witness, or else from the operations invoked
     before the time the search got to, then greedily drops chunks of halving
     size while what is left stays non-linearizable. A read keeps a write of its
     value whenever the key has one, so the counterexample tells the real story
-    (a stale read rather than "a value that was never written").
+    (a stale read rather than "a value that was never written"). Stops at the
+    shrink's own budget or at ``deadline``, whichever comes first.
     """
     until = min(deadline, time.perf_counter() + SHRINK_SECONDS)
-    checks = [0]
+    checks = 0
+    unsure = False  # a re-check ran out of time, so its candidate might have been droppable
 
     def failing(subset: list[int]) -> bool:
-        checks[0] += 1
-        return _check(kops, subset, until)[0] is False
+        nonlocal checks, unsure
+        checks += 1
+        verdict = _check(kops, subset, until)[0]
+        unsure = unsure or verdict is None
+        return verdict is False
 
     def spent() -> bool:
-        return checks[0] >= SHRINK_CHECKS or time.perf_counter() > until
+        return checks >= SHRINK_CHECKS or time.perf_counter() > until
 
     cur = list(range(len(kops)))
     written = {kops.value[j] for j in cur if kops.is_write[j]}
@@ -58,7 +79,7 @@ def _shrink(kops: _KeyOps, hint: float | list[int], deadline: float) -> list[int
         early = {j for j in cur if kops.invoke[j] <= hint}
         read_values = {kops.value[j] for j in early if not kops.is_write[j]}
         start = [j for j in cur if j in early or (kops.is_write[j] and kops.value[j] in read_values)]
-    if len(start) < len(cur) and failing(start):
+    if len(start) < len(cur) and not spent() and failing(start):
         cur = start
 
     def closed(subset: list[int]) -> bool:
@@ -78,9 +99,10 @@ def _shrink(kops: _KeyOps, hint: float | list[int], deadline: float) -> list[int
                 i += chunk
         if chunk > 1:
             chunk //= 2
-        elif not removed:
-            break
-    return cur
+        elif not removed:  # a whole pass of single operations: finished, unless it was cut short
+            finished = i >= len(cur) and not unsure
+            return _Shrunk(cur, finished, not finished and time.perf_counter() > deadline)
+    return _Shrunk(cur, False, time.perf_counter() > deadline)
 
 
 def _explain(kops: _KeyOps, subset: list[int]) -> str:
