@@ -182,16 +182,18 @@ def misread_register_history(seed: int, ops: int, at: float, value: Any) -> pd.D
     return df
 
 
-def best_seconds(fn: Callable[[], object], *, runs: int = 5, budget: float = 1.0) -> float:
+def best_seconds(fn: Callable[[], object], *, runs: int = 5, budget: float = 1.0,
+                 clock: Callable[[], float] = time.perf_counter) -> float:
     """The fastest of up to ``runs`` timed calls of ``fn``, fewer once ``budget`` seconds are spent.
 
-    The fastest run is what the code costs: a busy machine only ever adds to it.
+    The fastest run is what the code costs: a busy machine only ever adds to it. With
+    ``clock=time.process_time`` the time is this process's CPU time, which other processes do not add to.
     """
     best, spent = math.inf, 0.0
     for _ in range(runs):
-        t0 = time.perf_counter()
+        t0 = clock()
         fn()
-        took = time.perf_counter() - t0
+        took = clock() - t0
         best, spent = min(best, took), spent + took
         if spent > budget:
             break
@@ -391,9 +393,10 @@ def test_explaining_a_whole_key_is_near_linear(shape):
         everything = list(range(len(kops)))
         story = _explain(kops, everything)
         assert ("no order of these" if shape == "repeated values" else "would each have to come before") in story
-        seconds[n] = best_seconds(lambda kops=kops, everything=everything: _explain(kops, everything))
+        seconds[n] = best_seconds(lambda kops=kops, everything=everything: _explain(kops, everything),
+                                  runs=9, clock=time.process_time)
     # 4x the operations: about 4-5x the time for n log n, 16x for quadratic (the old explanation was cubic)
-    assert seconds[1000] < 8 * seconds[250], seconds
+    assert seconds[1000] < 10 * seconds[250], seconds
 
 
 def test_accepts_history_table_from_sim_history():
