@@ -339,12 +339,14 @@ def _crossing_pair(spans: dict[int, tuple[float, float]]) -> tuple[int, int] | N
         k = bisect.bisect_left(dones, invoked)  # the values whose earliest completion precedes v's latest invocation
         latest = -_INF
         while k > 0:
-            latest, k = max(latest, tree[k]), k & (k - 1)
+            latest = max(latest, tree[k])
+            k &= k - 1  # on to the node covering the ranks before this one's
         if latest > done:
             crossed.add(v)
         k = rank[v] + 1
         while k < len(tree):
-            tree[k], k = max(tree[k], invoked), k + (k & -k)
+            tree[k] = max(tree[k], invoked)
+            k += k & -k  # on to the next node whose ranks include this one
     for a in spans:
         if a in crossed:
             a_done, a_invoked = spans[a]
