@@ -110,6 +110,9 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     try:
+        seed = getattr(args, "seed", None)
+        if seed is not None and not 0 <= seed < 2**63:
+            raise ScenarioError("--seed", f"must be an integer in [0, 2**63), got {seed}")
         if args.command == "run":
             return _cmd_run(args)
         if args.command == "sweep":
@@ -184,8 +187,6 @@ def _cmd_run(args: argparse.Namespace) -> int:
     scenario = Scenario.from_toml(args.scenario)
     if args.trace:
         scenario = dataclasses.replace(scenario, run=dataclasses.replace(scenario.run, trace=True))
-    if args.seed is not None and args.seed < 0:
-        raise ScenarioError("--seed", f"must be a non-negative integer, got {args.seed}")
     with _progress(scenario, enabled=not args.quiet) as progress:
         result = run(scenario, seed=args.seed, allow_large=args.allow_large, progress=progress)
     if args.json:
@@ -218,12 +219,13 @@ def _progress(scenario: Any, *, enabled: bool) -> Iterator[Callable[[float], Non
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
+    from .executors import MAX_WORKERS
     from .sweepfile import load_sweep
     from .sweeps import sweep
 
     spec = load_sweep(args.sweep, allow_large=args.allow_large)
-    if args.workers is not None and args.workers < 1:
-        raise ScenarioError("--workers", f"must be >= 1, got {args.workers}")
+    if args.workers is not None and not 1 <= args.workers <= MAX_WORKERS:
+        raise ScenarioError("--workers", f"must be an integer in [1, {MAX_WORKERS}], got {args.workers}")
     executor = args.executor or ("dask" if args.dask else "processes")
     out = check_out(args.out if args.out is not None else Path("out") / spec.name, kind="sweep", inputs=spec.inputs)
     claim(out, "sweep")  # a sweep killed now leaves a folder the next run resumes from

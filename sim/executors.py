@@ -19,9 +19,11 @@ from typing import Any, TypeVar
 
 from .errors import ScenarioError
 
-__all__ = ["EXECUTORS", "check_executor", "map_tasks", "each_result", "progress_bar"]
+__all__ = ["EXECUTORS", "MAX_WORKERS", "check_executor", "map_tasks", "each_result", "progress_bar"]
 
 EXECUTORS = ("serial", "processes", "dask")
+#: more worker processes than this is a typo, not a machine
+MAX_WORKERS = 1024
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -31,8 +33,9 @@ def check_executor(executor: str, workers: int | None) -> None:
     """Raise ScenarioError naming the argument when ``executor`` or ``workers`` is not accepted."""
     if executor not in EXECUTORS:
         raise ScenarioError("executor", f"must be one of {', '.join(EXECUTORS)}, got {executor!r}")
-    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
-        raise ScenarioError("workers", f"must be an integer >= 1, got {workers!r}")
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int)
+                                or not 1 <= workers <= MAX_WORKERS):
+        raise ScenarioError("workers", f"must be an integer in [1, {MAX_WORKERS}], got {workers!r}")
 
 
 def _context() -> Any:

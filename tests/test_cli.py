@@ -83,13 +83,19 @@ def test_bad_scenario_exits_2_with_one_line(tmp_path):
 
 @pytest.mark.parametrize("args, fragment", [
     (["run", "does-not-exist.toml"], "file not found"),
-    (["run", "EXAMPLE", "--seed", "-4"], "--seed: must be a non-negative integer"),
+    (["run", "EXAMPLE", "--seed", "-4"], "--seed: must be an integer in [0, 2**63), got -4"),
+    (["run", "EXAMPLE", "--seed", "99999999999999999999999"], "--seed: must be an integer in [0, 2**63)"),
+    (["demo", "--seed", "-1"], "--seed: must be an integer in [0, 2**63), got -1"),
+    (["sweep", "SWEEP", "--workers", "99999999999999999999"], "--workers: must be an integer in [1, 1024]"),
+    (["sweep", "SWEEP", "--workers", "0"], "--workers: must be an integer in [1, 1024], got 0"),
 ])
 def test_user_mistakes_exit_2(args, fragment, capsys):
-    """Missing files and bad seeds are reported without a traceback."""
-    args = [str(EXAMPLES[0]) if a == "EXAMPLE" else a for a in args]
+    """Missing files, bad seeds and absurd worker counts are one line, exit 2, before any work."""
+    sweep = ROOT / "experiments" / "sweeps" / "loss.toml"
+    args = [{"EXAMPLE": str(EXAMPLES[0]), "SWEEP": str(sweep)}.get(a, a) for a in args]
     assert main(args) == 2
-    assert fragment in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert fragment in err and len(err.strip().splitlines()) == 1, err
 
 
 def test_help_has_examples():
