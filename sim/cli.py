@@ -31,6 +31,10 @@ A scenario is a TOML file with the sections [cluster], [network], [faults],
 """
 
 
+#: seconds a run goes before capsim run shows its progress bar
+PROGRESS_DELAY = 2.0
+
+
 class _Parser(argparse.ArgumentParser):
     """An argument parser whose usage errors are one line, like every other capsim error."""
 
@@ -202,14 +206,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 @contextlib.contextmanager
 def _progress(scenario: Any, *, enabled: bool) -> Iterator[Callable[[float], None] | None]:
-    """A tqdm bar on simulated time, shown once a run has taken 2 s, when both stdout and stderr are terminals."""
+    """A tqdm bar on simulated time, shown once a run has taken PROGRESS_DELAY, when stdout and stderr are terminals."""
     if not (enabled and sys.stdout.isatty() and sys.stderr.isatty()):
         yield None
         return
     from tqdm import tqdm
 
     total = scenario.end_time / 1000
-    with tqdm(total=round(total, 3), unit="s", desc=f"{scenario.name} (simulated s)", delay=2,
+    with tqdm(total=round(total, 3), unit="s", desc=f"{scenario.name} (simulated s)", delay=PROGRESS_DELAY,
               dynamic_ncols=True, leave=False,
               bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.1f}/{total:.1f} [{elapsed}<{remaining}]") as bar:
         def update(now: float) -> None:

@@ -187,12 +187,12 @@ def test_progress_changes_nothing_in_the_run():
     assert len(seen) >= 50 and seen == sorted(seen) and seen[-1] == b.meta["sim_end"]
 
 
-def _in_terminal(args: list[str]) -> str:
-    """Run ``capsim ARGS`` with stdout and stderr on a 120-column pseudo-terminal; what it showed."""
+def _in_terminal(args: list[str], delay: float) -> str:
+    """Run ``capsim ARGS`` (its bar shown after ``delay`` s) on a 120-column pseudo-terminal; what it showed."""
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
-    proc = subprocess.Popen([sys.executable, "-m", "sim.cli", *args], stdin=slave, stdout=slave, stderr=slave,
-                            close_fds=True)
+    code = f"import sys, sim.cli as c; c.PROGRESS_DELAY = {delay}; sys.exit(c.main({args!r}))"
+    proc = subprocess.Popen([sys.executable, "-c", code], stdin=slave, stdout=slave, stderr=slave, close_fds=True)
     os.close(slave)
     out = b""
     deadline = time.time() + 120
@@ -214,14 +214,14 @@ def _in_terminal(args: list[str]) -> str:
     return out.decode(errors="replace")
 
 
-@pytest.mark.slow
 def test_run_shows_a_progress_bar_in_a_terminal(tmp_path):
-    """capsim run in a terminal shows a bar on simulated time once the run has taken 2 s; --quiet, or output that
-    is not a terminal, shows none."""
+    """capsim run in a terminal shows a bar on simulated time once the run has taken PROGRESS_DELAY (2 s; here
+    0.1 s, the run takes longer); --quiet, or output that is not a terminal, shows none."""
     path = tmp_path / "busy.toml"
-    path.write_text(_scenario(**{"workload.rate": 300, "run.duration": "15s", "name": "busy"}).to_toml())
-    shown = _in_terminal(["run", str(path)])
+    path.write_text(_scenario(**{"workload.rate": 100, "run.duration": "8s", "name": "busy"}).to_toml())
+    shown = _in_terminal(["run", str(path)], delay=0.1)
     assert "busy (simulated s):" in shown and "%|" in shown
-    assert "busy (simulated s)" not in _in_terminal(["run", str(path), "--quiet"])
-    piped = subprocess.run([sys.executable, "-m", "sim.cli", "run", str(path)], capture_output=True, text=True)
-    assert piped.returncode == 0 and "simulated s" not in piped.stderr + piped.stdout
+    assert "busy (simulated s)" not in _in_terminal(["run", str(path), "--quiet"], delay=0.1)
+    code = f"import sys, sim.cli as c; c.PROGRESS_DELAY = 0.1; sys.exit(c.main({['run', str(path)]!r}))"
+    piped = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert piped.returncode == 0 and "simulated s)" not in piped.stderr + piped.stdout

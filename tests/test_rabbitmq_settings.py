@@ -150,8 +150,8 @@ def test_cli_unreachable_broker_exit_3_one_line():
 
 @pytest.mark.parametrize("args, fragment", [
     (["--url", "http://u:hunter2@x"], "--url: must start with amqp://"),
-    (["--seed", "-1"], "--seed: must be a non-negative integer"),
-    (["--url", "amqp://u:hunter2@127.0.0.1:1/%2F", "--seed", "-1"], "--seed: must be a non-negative integer"),
+    (["--seed", "-1"], "--seed: must be an integer in [0, 2**63), got -1"),
+    (["--url", "amqp://u:hunter2@127.0.0.1:1/%2F", "--seed", "-1"], "--seed: must be an integer in [0, 2**63), got -1"),
 ])
 def test_cli_user_mistakes_exit_2(args, fragment, capsys):
     """A bad URL or seed is a user mistake: exit status 2 and a one-line error, before any broker work."""
