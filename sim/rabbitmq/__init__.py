@@ -10,6 +10,7 @@
 * :func:`requeue_orders`: the requeue-order probes on both brokers;
 * :class:`AmqpSettings`: ``amqp://`` URL or ``CAPSIM_AMQP_URL``, password always redacted;
 * :func:`declared_topology`: the scenario's topology under run-unique names, always deleted;
+* :class:`Lease`: how long a killed run's names stay on the broker before it removes them;
 * :class:`LocalBrokerNode`: a RabbitMQ node of one's own, for broker restarts.
 
 pika is imported only when a broker is contacted, so this package imports
@@ -19,6 +20,7 @@ without it (install it with ``pip install 'pika>=1.3,<2'``).
 from .calibrate import Calibration, calibrate
 from .compare import Comparison, Tolerances, compare
 from .errors import AdapterError, BrokerUnreachable, PikaMissing, UnsupportedScenario
+from .lease import Lease
 from .names import RunNames
 from .node import LocalBrokerNode
 from .probes import requeue_orders
@@ -33,6 +35,7 @@ __all__ = [
     "DEFAULT_URL",
     "RunNames",
     "declared_topology",
+    "Lease",
     "run_rabbitmq",
     "compare",
     "Comparison",

@@ -74,11 +74,14 @@ def unreachable(exc: BaseException, settings: AmqpSettings) -> BrokerUnreachable
                              f"{connect_error_reason(exc, settings)}")
 
 
-def connect_blocking(settings: AmqpSettings) -> Any:
-    """A ``pika.BlockingConnection`` (one attempt, bounded waits), or :class:`BrokerUnreachable`."""
+def connect_blocking(settings: AmqpSettings, *, heartbeat: int | None = None) -> Any:
+    """A ``pika.BlockingConnection`` (one attempt, bounded waits), or :class:`BrokerUnreachable`.
+
+    ``heartbeat`` overrides the settings' (0 turns heartbeats off, for a connection idle between uses).
+    """
     pika = pika_module()
     try:
-        return pika.BlockingConnection(settings.parameters())
+        return pika.BlockingConnection(settings.parameters(heartbeat=heartbeat))
     except (pika.exceptions.AMQPError, OSError) as exc:
         raise unreachable(exc, settings) from None
 
