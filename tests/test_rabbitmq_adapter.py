@@ -274,6 +274,16 @@ def test_wrong_password_is_refused_without_showing_it(rabbitmq, capsys):
     assert "wrong-Pa55word" not in err and ":***@" in err
 
 
+def test_missing_vhost_is_named_as_such(rabbitmq, capsys):
+    """A vhost the broker does not have: the error says so (not 'login refused'), exit status 3, no password."""
+    url = f"amqp://{rabbitmq.username}:{rabbitmq.password}@{rabbitmq.host}:{rabbitmq.port}/capsim-no-such-vhost"
+    code = main(["validate", "rabbitmq", str(SCENARIOS / "rabbitmq-retry-dlx.toml"), "--url", url])
+    err = capsys.readouterr().err
+    assert code == 3 and err.count("\n") == 1
+    assert "vhost 'capsim-no-such-vhost' does not exist" in err and "refused" not in err, err
+    assert f":{rabbitmq.password}@" not in err and ":***@" in err
+
+
 def test_benchmark_runs_and_pipelining_beats_one_round_trip_per_message(rabbitmq, monkeypatch, capsys):
     """benchmarks/bench_rabbitmq.py in miniature: pipelined publishing is several times faster than
     BlockingConnection.confirm_delivery(), and the consumer keeps up with its prefetch window."""

@@ -134,6 +134,19 @@ def test_unreachable_broker_fails_fast_with_a_clear_error():
     assert SECRET not in str(err.value)
 
 
+def test_a_refused_vhost_is_told_apart_from_a_missing_one():
+    """Both end the handshake with 530 NOT_ALLOWED: the broker's text says which (as RabbitMQ 3.10.8 words them)."""
+    from sim.rabbitmq.amqp import connect_error_reason, pika_module
+
+    denied = pika_module().exceptions.ProbableAccessDeniedError
+    settings = AmqpSettings.from_url("amqp://bob:hunter2@127.0.0.1/orders")
+    missing = denied("ConnectionClosedByBroker: (530) 'NOT_ALLOWED - vhost orders not found'")
+    refused = denied("ConnectionClosedByBroker: (530) "
+                     "\"NOT_ALLOWED - access to vhost 'orders' refused for user 'bob'\"")
+    assert connect_error_reason(missing, settings).startswith("vhost 'orders' does not exist")
+    assert connect_error_reason(refused, settings) == "access to vhost 'orders' refused for user 'bob'"
+
+
 def run_cli(*args, env=None):
     return subprocess.run([sys.executable, "-m", "sim.cli", *args], capture_output=True, text=True, env=env,
                           timeout=120)
