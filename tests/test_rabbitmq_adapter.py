@@ -249,13 +249,18 @@ def test_connection_drop_reconnects_and_loses_nothing(rabbitmq):
 
 
 def test_cli_validate_writes_the_report_and_files(rabbitmq, tmp_path, capsys, monkeypatch):
-    """capsim validate rabbitmq: the side-by-side table, a verdict matching the exit status, CSVs and the figure."""
+    """capsim validate rabbitmq: the side-by-side tables from three broker runs, the timing allowances, the
+    semantic verdict (agree: the same seeded decisions), an exit status matching the verdict, CSVs and the figure."""
     monkeypatch.setenv("CAPSIM_AMQP_URL", rabbitmq.url())
     code = main(["validate", "rabbitmq", str(SCENARIOS / "rabbitmq-retry-dlx.toml"), "--out", str(tmp_path)])
     out = capsys.readouterr().out
-    verdict = json.loads((tmp_path / "verdict.json").read_text())["verdict"]
-    assert code == (0 if verdict == "agree" else 1) and f"verdict: {verdict}" in out
-    assert "Calibration: 100 pings" in out and f"{rabbitmq.username}:***@" in out
+    verdict = json.loads((tmp_path / "verdict.json").read_text())
+    assert code == {"agree": 0, "timing differs": 4}.get(verdict["verdict"], 1) and verdict["semantics"] == "agree"
+    assert f"verdict: {verdict['verdict']}" in out and "semantics: agree" in out and "Timing allowance:" in out
+    assert "Calibration: 300 pings in 3 ping runs" in out and f"{rabbitmq.username}:***@" in out
+    latency = pd.read_csv(tmp_path / "latency.csv").set_index("quantity")
+    assert (latency.loc[["p50 (ms)", "p95 (ms)"], "allowance"] > 0).all()
+    assert len(latency.loc["p50 (ms)", "broker runs"].split()) == verdict["broker_runs"] == 3
     counts = pd.read_csv(tmp_path / "counts.csv")
     exact = counts[counts["rule"] != "shown"]
     assert exact["agree"].all(), exact[~exact["agree"]]

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import dataclasses
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import sim
-from sim.checkers.delivery import check_delivery
 from sim.cli import main
 from sim.errors import ScenarioError
 from sim.rabbitmq import AmqpSettings, BrokerUnreachable, UnsupportedScenario, run_rabbitmq
@@ -21,6 +20,7 @@ from sim.rabbitmq.names import RunNames, death_count, x_death_text
 from sim.rabbitmq.node import free_port
 from sim.rabbitmq.probes import MEASURED_3_10_8, sim_requeue_order
 from sim.rabbitmq.runner import check_supported
+from sim.rabbitmq.testing import with_events
 from sim.scenario import Scenario
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -210,11 +210,60 @@ def test_compare_a_run_with_itself_agrees_and_a_changed_one_differs():
     assert len(retry_delays(r.tables["message_events"])) == int((r.tables["message_events"]["reason"] == "retry").sum())
     ev = r.tables["message_events"]
     first_effect = ev.index[ev["event"] == "side_effect"][0]
-    events = ev.drop(index=first_effect)
-    report = check_delivery(events, r.scenario.protocol.dlq_names())
-    changed = dataclasses.replace(r, tables={**r.tables, "message_events": events, "messages": report.messages},
-                                  verdicts={"delivery": report})
+    changed = with_events(r, ev.drop(index=first_effect))
     other = compare(r, changed)
-    assert other.verdict == "differ"
+    assert other.verdict == "differ" and other.semantics == "differ"
     assert any(d.startswith("counts: processed") for d in other.differences)
-    assert "verdict: differ" in other.report()
+    assert "semantics: differ" in other.report() and "verdict: differ" in other.report()
+    several = compare(r, [r, changed, r])
+    assert several.semantics == "differ" and several.counts["agree"].dropna().all()
+    assert any(d.startswith("broker run 2: counts: processed") for d in several.semantic_differences)
+
+
+def at_latency(name, mean_ms):
+    """The scenario simulated with another network latency: same seeded decisions, other timing."""
+    return sim.run(scenario(name).variant({"network.latency": {"dist": "exponential", "mean": mean_ms}}))
+
+
+def test_timing_is_judged_against_the_spread_of_the_broker_runs():
+    """Three 'broker runs' whose p50 latency spreads over 20%: a simulation inside that noise agrees even though
+    it is off by more than any fixed 0 ms allowance would take; one six times slower differs, on timing only."""
+    runs = [at_latency("delivery-limit", m) for m in (0.8, 1.0, 1.3)]
+    p50s = [float(np.percentile(r.tables["messages"]["latency"].dropna(), 50)) for r in runs]
+    assert max(p50s) > 1.2 * min(p50s)
+    close = compare(at_latency("delivery-limit", 1.1), runs)
+    assert close.verdict == "agree" and close.semantics == "agree" and close.timing == "agree"
+    row = close.latency.set_index("quantity").loc["p50 (ms)"]
+    assert row["simulation"] != row["broker"] and row["broker runs"] == " ".join(f"{v:.3f}" for v in p50s)
+    slow = compare(at_latency("delivery-limit", 6.0), runs)
+    assert slow.verdict == "timing differs" and slow.semantics == "agree" and slow.semantic_differences == []
+    assert any(d.startswith("latency: p50 (ms)") and "allowance" in d for d in slow.timing_differences)
+    assert "timing: differ" in slow.report() and "verdict: timing differs" in slow.report()
+
+
+def test_timing_allowance_is_the_prediction_interval_of_one_more_run():
+    """With little sampling noise, the allowance is t(R-1, 99.5%) x the runs' standard deviation x sqrt(1 + 1/R)."""
+    from scipy import stats
+
+    from sim.rabbitmq.timing import TimingRule, judge
+
+    rng = np.random.default_rng(1)
+    runs = [np.full(500, v) + rng.normal(0, 0.01, 500) for v in (10.0, 11.0, 12.5)]
+    j = judge(np.full(500, 11.0), runs, 50.0, TimingRule(), np.random.default_rng(2))
+    spread = float(np.std([np.percentile(r, 50) for r in runs], ddof=1))
+    assert j.allowance == pytest.approx(stats.t.ppf(0.995, 2) * spread * np.sqrt(1 + 1 / 3))
+    assert j.agree and j.within < 0.01 < spread
+    far = judge(np.full(500, 11.0 + 1.01 * j.allowance + 0.2), runs, 50.0, TimingRule(), np.random.default_rng(2))
+    assert not far.agree
+
+
+def test_timing_allowance_of_a_single_run_is_its_sampling_noise():
+    """One broker run has no spread to measure: the allowance is z(99.5%) x the bootstrap standard errors."""
+    from sim.rabbitmq.timing import TimingRule, judge
+
+    rng = np.random.default_rng(3)
+    real, simulated = rng.exponential(5.0, 400), rng.exponential(5.0, 400)
+    j = judge(simulated, [real], 50.0, TimingRule(), np.random.default_rng(4))
+    assert np.isnan(j.between) and 0.1 < j.within < 1.0 and 0.1 < j.sim_se < 1.0
+    assert j.allowance == pytest.approx(2.5758 * np.sqrt(j.sim_se**2 + j.within**2), rel=1e-3)
+

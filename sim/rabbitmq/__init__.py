@@ -3,7 +3,9 @@
 * :func:`run_rabbitmq`: a scenario on a broker -> a :class:`sim.Result` with the same
   tables and delivery verdict as :func:`sim.run` gives for the simulation (:mod:`~sim.rabbitmq.runner`);
 * :func:`compare` -> :class:`Comparison`: counts, attempts, latency and retry-delay
-  percentiles side by side, with a verdict and a CDF figure (:mod:`~sim.rabbitmq.compare`);
+  percentiles side by side, an exact verdict on semantics (with known differences
+  named as such), a statistical verdict on timing (:class:`TimingRule`) and a CDF
+  figure (:mod:`~sim.rabbitmq.compare`);
 * :func:`validate`: calibration + simulation + broker run + requeue probes + comparison,
   what ``capsim validate rabbitmq`` runs (:mod:`~sim.rabbitmq.validate`);
 * :func:`calibrate`: the ping run that sets the simulated network latency;
@@ -18,7 +20,7 @@ without it (install it with ``pip install 'pika>=1.3,<2'``).
 """
 
 from .calibrate import Calibration, calibrate
-from .compare import Comparison, Tolerances, compare
+from .compare import Comparison, compare
 from .errors import AdapterError, BrokerUnreachable, PikaMissing, UnsupportedScenario
 from .lease import Lease
 from .names import RunNames
@@ -26,6 +28,7 @@ from .node import LocalBrokerNode
 from .probes import requeue_orders
 from .runner import run_rabbitmq
 from .settings import DEFAULT_URL, ENV_VAR, AmqpSettings
+from .timing import TimingRule
 from .topology import declared_topology
 from .validate import Validation, validate
 
@@ -39,7 +42,7 @@ __all__ = [
     "run_rabbitmq",
     "compare",
     "Comparison",
-    "Tolerances",
+    "TimingRule",
     "validate",
     "Validation",
     "calibrate",
