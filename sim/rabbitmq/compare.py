@@ -341,11 +341,12 @@ class Comparison:
 
 
 def compare(sim: Result, real: Result | Sequence[Result], *, requeue_order: pd.DataFrame | None = None,
-            calibration: str = "", timing: TimingRule | None = None) -> Comparison:
+            calibration: str = "", timing: TimingRule | None = None, timing_sim: Result | None = None) -> Comparison:
     """Compare a simulated run with one or more real runs of the same scenario and seed (module docstring).
 
     The semantic tables shown are those of the first real run; the other runs must agree as exactly, and any
-    row where one does not is reported (``broker run 2: counts: ...``). Timing uses every run.
+    row where one does not is reported (``broker run 2: counts: ...``). Timing uses every run, against
+    ``timing_sim`` when given (a simulation of the same scenario with another network latency), else ``sim``.
     """
     reals = [real] if isinstance(real, Result) else list(real)
     if not reals:
@@ -362,8 +363,9 @@ def compare(sim: Result, real: Result | Sequence[Result], *, requeue_order: pd.D
     def retries(r: Result) -> np.ndarray:
         return retry_delays(r.tables["message_events"])["delay"].to_numpy(dtype=float)
 
-    ls, lr = latencies(sim), tuple(latencies(r) for r in reals)
-    rs, rr = retries(sim), tuple(retries(r) for r in reals)
+    timed = timing_sim if timing_sim is not None else sim
+    ls, lr = latencies(timed), tuple(latencies(r) for r in reals)
+    rs, rr = retries(timed), tuple(retries(r) for r in reals)
     latency = pd.DataFrame(timing_rows(ls, lr, rule, streams["compare/latency"]), columns=TIMING_COLUMNS)
     retry = pd.DataFrame(timing_rows(rs, rr, rule, streams["compare/retry_delays"])
                          if len(rs) or any(len(r) for r in rr) else [], columns=TIMING_COLUMNS)
