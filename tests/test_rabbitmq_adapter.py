@@ -256,7 +256,8 @@ def test_cli_validate_writes_the_report_and_files(rabbitmq, tmp_path, capsys, mo
     out = capsys.readouterr().out
     verdict = json.loads((tmp_path / "verdict.json").read_text())
     assert code == {"agree": 0, "timing differs": 4}.get(verdict["verdict"], 1) and verdict["semantics"] == "agree"
-    assert f"verdict: {verdict['verdict']}" in out and "semantics: agree" in out and "Timing allowance:" in out
+    assert f"verdict: {verdict['verdict']}" in out and "semantics: agree" in out
+    assert "Timing allowance = noise + model accuracy" in out
     assert "Calibration: 300 pings in 3 ping runs" in out and f"{rabbitmq.username}:***@" in out
     assert "A new consuming connection (TCP, handshake, channel, qos, consume) took p50" in out
     latency = pd.read_csv(tmp_path / "latency.csv").set_index("quantity")

@@ -6,9 +6,10 @@
   percentiles side by side, an exact verdict on semantics (with known differences
   named as such), a statistical verdict on timing (:class:`TimingRule`) and a CDF
   figure (:mod:`~sim.rabbitmq.compare`);
-* :func:`validate`: calibration + simulation + broker run + requeue probes + comparison,
-  what ``capsim validate rabbitmq`` runs (:mod:`~sim.rabbitmq.validate`);
-* :func:`calibrate`: the ping run that sets the simulated network latency;
+* :func:`validate`: repeated calibration and broker runs + simulation + requeue probes +
+  comparison, what ``capsim validate rabbitmq`` runs (:mod:`~sim.rabbitmq.validate`);
+* :func:`calibrate`: the ping run (and connection set-ups) that set the simulated network
+  latency and reconnection time;
 * :func:`requeue_orders`: the requeue-order probes on both brokers;
 * :class:`AmqpSettings`: ``amqp://`` URL or ``CAPSIM_AMQP_URL``, password always redacted;
 * :func:`declared_topology`: the scenario's topology under run-unique names, always deleted;

@@ -9,7 +9,9 @@ scenario calibrated with every ping run's samples together (one with the
 measured spread of latencies and the broker down as long as the real restarts
 took, whose timing is compared; one with their median as a constant, whose
 semantics are compared, because a real connection never reorders messages:
-:meth:`~sim.rabbitmq.calibrate.Calibration.apply`); the
+:meth:`~sim.rabbitmq.calibrate.Calibration.apply`); one more simulation per
+ping run, calibrated with that run alone, whose spread tells how much the
+prediction depends on when the network was measured; the
 requeue-order probes for the kinds of queue the scenario consumes
 (:mod:`sim.rabbitmq.probes`); and :func:`~sim.rabbitmq.compare.compare`.
 
@@ -136,9 +138,11 @@ def validate(scenario: Scenario, seed: int | None = None, *, url: str | None = N
     sim = run(cal.apply(scenario, spread=False) if cal is not None else scenario)
     as_run = restarts_as_run(scenario, mean_overrun(reals))
     timed = run(cal.apply(as_run) if cal is not None else as_run)
+    each = [run(c.apply(as_run)) for c in pings] if len(pings) > 1 else []
     order = requeue_orders(settings, kinds_in(cfg)) if probes else None
     text = cal.describe() if cal is not None else "Not calibrated: the scenario's own network latency was simulated."
-    comparison = compare(sim, reals, requeue_order=order, calibration=text, timing=timing, timing_sim=timed)
+    comparison = compare(sim, reals, requeue_order=order, calibration=text, timing=timing, timing_sim=timed,
+                         calibrated=each)
     return Validation(scenario, scenario.run.seed, cal, sim, reals, comparison, timed)
 
 
