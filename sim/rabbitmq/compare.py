@@ -236,12 +236,12 @@ class Comparison:
 
     @property
     def loose_timing_rows(self) -> list[str]:
-        """Judged timing rows whose allowance is as large as the broker's value: too noisy to judge finely."""
+        """Judged timing rows whose measured noise is as large as the broker's value: too noisy to judge finely."""
         out = []
         for name in _TIMING_TABLES:
             df = getattr(self, name)
             judged = df[df["agree"].isin((True, False))]
-            out += [f"{name} {r['quantity']}" for _, r in judged.iterrows() if r["allowance"] >= abs(r["broker"])]
+            out += [f"{name} {r['quantity']}" for _, r in judged.iterrows() if r["noise"] >= abs(r["broker"])]
         return out
 
     @property
@@ -280,8 +280,8 @@ class Comparison:
                      "and retry_delays tables)")
         lines += [f"  differs: {d}" for d in self.timing_differences]
         if self.loose_timing_rows:
-            lines.append(f"  note: the allowance of {', '.join(self.loose_timing_rows)} is as large as the value: the "
-                         "broker's own noise here is too large to judge those finely (more --repeats narrow it)")
+            lines.append(f"  note: the measured noise of {', '.join(self.loose_timing_rows)} is as large as the value: "
+                         "timing on this machine now is too noisy to judge those finely (more --repeats narrow it)")
         lines.append(f"verdict: {self.verdict}")
         return lines
 

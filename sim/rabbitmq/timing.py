@@ -56,7 +56,8 @@ import numpy as np
 
 __all__ = ["TimingRule", "Judgement", "judge", "timing_rows", "TIMING_COLUMNS"]
 
-TIMING_COLUMNS = ["quantity", "simulation", "broker", "difference", "allowance", "broker runs", "rule", "agree"]
+TIMING_COLUMNS = ["quantity", "simulation", "broker", "difference", "noise", "allowance", "broker runs", "rule",
+                  "agree"]
 _PERCENTILES = (("p50", 50.0), ("p95", 95.0), ("p99", 99.0))
 
 
@@ -163,9 +164,9 @@ def judge(sim: np.ndarray, runs: Sequence[np.ndarray], q: float, rule: TimingRul
 
 
 def _row(quantity: str, sim: Any, broker: Any, runs: Sequence[float], rule: str, agree: bool | None,
-         allowance: float = math.nan) -> dict[str, Any]:
+         noise: float = math.nan, allowance: float = math.nan) -> dict[str, Any]:
     shown = " ".join(f"{v:.3f}" if math.isfinite(v) else "-" for v in runs)
-    return {"quantity": quantity, "simulation": sim, "broker": broker, "difference": broker - sim,
+    return {"quantity": quantity, "simulation": sim, "broker": broker, "difference": broker - sim, "noise": noise,
             "allowance": allowance, "broker runs": shown, "rule": rule, "agree": agree}
 
 
@@ -177,7 +178,8 @@ def timing_rows(sim: np.ndarray, runs: Sequence[np.ndarray], rule: TimingRule, r
     for name, q in _PERCENTILES:
         if name in rule.judged:
             j = judge(sim, runs, q, rule, rng, calibrated)
-            rows.append(_row(f"{name} (ms)", j.sim, j.broker, j.runs, "noise + accuracy", j.agree, j.allowance))
+            rows.append(_row(f"{name} (ms)", j.sim, j.broker, j.runs, "noise + accuracy", j.agree, j.noise,
+                             j.allowance))
         else:
             values = [_percentile(r, q) for r in runs]
             rows.append(_row(f"{name} (ms)", _percentile(sim, q), _nanmean(values), values, "shown", None))
