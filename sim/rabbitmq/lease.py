@@ -13,7 +13,8 @@ then removes the run's names, through mechanisms measured on RabbitMQ 3.10.8
 * a **quorum queue** honours ``x-expires`` too, but a ``queue.declare``
   (passive or not) does not renew it: only a consumer or a ``basic.get``
   does, and both would take messages the run must not touch. Its expiry is
-  checked on the queue's tick, every 5 s, so it goes 0-5 s after the expiry;
+  checked on the queue's tick, every 5 s, so it goes up to about 6 s after
+  the expiry;
 * **exchanges** have no expiry. An auto-delete exchange is deleted when its
   last binding goes, including when the bound queue expires, and the
   deletion cascades along exchange-to-exchange bindings; an auto-delete
@@ -33,7 +34,7 @@ broker restart dropped its non-durable queues), and lets it go once the
 anchor queue has expired. Nothing of this changes what a live run sees.
 
 After a kill, classic queues and the anchor are gone about ``idle_ms``
-later, quorum queues ``lifetime_ms + idle_ms`` (+ 5 s) after the run was
+later, quorum queues ``lifetime_ms + idle_ms`` (+ up to 6 s) after the run was
 declared, and each exchange with the last of its queues. One gap remains: a
 kill between declaring an exchange and binding it to the anchor (one round
 trip) leaves that exchange behind.
