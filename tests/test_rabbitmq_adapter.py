@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -10,7 +15,8 @@ import pytest
 
 import sim
 from sim.cli import main
-from sim.rabbitmq import RunNames, declared_topology, run_rabbitmq
+from sim.outdir import read_manifest
+from sim.rabbitmq import Lease, RunNames, declared_topology, run_rabbitmq
 from sim.rabbitmq.amqp import close_quietly, connect_blocking, pika_module
 from sim.rabbitmq.consumer import ConsumerActor
 from sim.rabbitmq.publisher import PublisherActor
@@ -123,6 +129,74 @@ def test_topology_is_deleted_on_keyboard_interrupt(rabbitmq, recorded_names, mon
     assert not exists(rabbitmq, "queue", names.real("q")) and not exists(rabbitmq, "exchange", names.real("ex"))
 
 
+KILLED_RUN = """
+import sys
+from sim.rabbitmq import AmqpSettings, Lease, RunNames, run_rabbitmq
+from sim.scenario import Scenario
+
+new = RunNames.new
+def announce(label="run"):
+    names = new(label)
+    print(names.prefix, flush=True)
+    return names
+RunNames.new = staticmethod(announce)
+scenario = Scenario.from_dict({
+    "name": "killed", "cluster": {"nodes": ["broker", "pub", "c1"]}, "workload": {"clients": 0},
+    "protocol": {"name": "messaging",
+                 "topology": {"exchanges": [{"name": "ex"}, {"name": "dlx", "type": "fanout"},
+                                            {"name": "lonely", "type": "topic"}],
+                              "queues": [{"name": "q", "dead_letter_exchange": "dlx"},
+                                         {"name": "qq", "type": "quorum"}, {"name": "dlq"}],
+                              "bindings": [{"exchange": "ex", "queue": "q", "routing_key": "k"},
+                                           {"exchange": "ex", "queue": "qq", "routing_key": "k"},
+                                           {"exchange": "dlx", "queue": "dlq"}]},
+                 "publishers": [{"node": "pub", "exchange": "ex", "routing_keys": ["k"], "rate": 100, "count": 400}],
+                 "consumers": [{"node": "c1", "queue": "q", "prefetch": 5, "processing_time": 20}]},
+    "run": {"duration": "4s", "drain": "0s"}})
+run_rabbitmq(scenario, seed=1, settings=AmqpSettings.from_url(sys.argv[1]), lease=Lease(idle_ms=1000, lifetime_ms=6000))
+"""
+LEASE_BOUND_S = 6 + 1 + 5 + 3  # lifetime + idle + a quorum queue's 5 s tick + slack for a loaded machine
+
+
+def test_a_killed_run_leaves_nothing_behind(rabbitmq):
+    """A run killed with SIGKILL mid-run deletes nothing itself; the broker removes its classic and quorum queues
+    (with their messages), its exchanges (bound or not) and its anchor once the run's lease runs out."""
+    child = subprocess.Popen([sys.executable, "-c", KILLED_RUN, rabbitmq.url()], stdout=subprocess.PIPE, text=True,
+                             cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        names = RunNames(child.stdout.readline().strip())
+        declared = time.monotonic()
+        time.sleep(1.5)
+        assert child.poll() is None, "the run ended before it could be killed"
+        exchanges = [names.real(x) for x in ("ex", "dlx", "lonely")] + [names.anchor]
+        queues = [names.real(q) for q in ("q", "qq", "dlq")] + [names.anchor]
+        assert all(exists(rabbitmq, "exchange", x) for x in exchanges)
+        assert all(exists(rabbitmq, "queue", q) for q in queues)
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+    # a passive queue.declare renews a classic queue's expiry; one on an exchange renews nothing: wait on those
+    while any(exists(rabbitmq, "exchange", x) for x in exchanges) and time.monotonic() - declared < LEASE_BOUND_S:
+        time.sleep(0.5)
+    left = [x for x in exchanges if exists(rabbitmq, "exchange", x)]
+    left += [q for q in queues if exists(rabbitmq, "queue", q)]
+    assert left == [], f"still on the broker {time.monotonic() - declared:.1f} s after the run was declared"
+
+
+def test_a_live_run_keeps_its_queues_beyond_the_idle_expiry(rabbitmq):
+    """While the block runs, queues nobody consumes outlive the lease's 1 s idle expiry many times over (the
+    keeper renews the classic ones; a quorum queue's expiry covers the lifetime); afterwards all are deleted."""
+    topo = simple(topology={"exchanges": [{"name": "ex"}],
+                            "queues": [{"name": "wait", "message_ttl": 100}, {"name": "qq", "type": "quorum"}],
+                            "bindings": [{"exchange": "ex", "queue": "wait"}]}, consumers=[]).protocol.topology
+    with declared_topology(rabbitmq, topo, label="lease", lease=Lease(idle_ms=1000, lifetime_ms=60_000)) as names:
+        time.sleep(3.5)
+        assert all(exists(rabbitmq, "queue", names.real(q)) for q in ("wait", "qq"))
+        assert exists(rabbitmq, "exchange", names.real("ex")) and exists(rabbitmq, "queue", names.anchor)
+    assert not any(exists(rabbitmq, "queue", q) for q in (names.real("wait"), names.real("qq"), names.anchor))
+    assert not any(exists(rabbitmq, "exchange", x) for x in (names.real("ex"), names.anchor))
+
+
 def test_confirms_are_pipelined(rabbitmq):
     """A burst of 2000 publishes: hundreds are unconfirmed at once (no round trip per message); all confirmed."""
     s = simple(publishers=[{"node": "pub", "exchange": "ex", "routing_keys": ["k"], "rate": 1e6,
@@ -176,13 +250,20 @@ def test_connection_drop_reconnects_and_loses_nothing(rabbitmq):
 
 
 def test_cli_validate_writes_the_report_and_files(rabbitmq, tmp_path, capsys, monkeypatch):
-    """capsim validate rabbitmq: the side-by-side table, a verdict matching the exit status, CSVs and the figure."""
+    """capsim validate rabbitmq: the side-by-side tables from three broker runs, the timing allowances, the
+    semantic verdict (agree: the same seeded decisions), an exit status matching the verdict, CSVs and the figure."""
     monkeypatch.setenv("CAPSIM_AMQP_URL", rabbitmq.url())
     code = main(["validate", "rabbitmq", str(SCENARIOS / "rabbitmq-retry-dlx.toml"), "--out", str(tmp_path)])
     out = capsys.readouterr().out
-    verdict = json.loads((tmp_path / "verdict.json").read_text())["verdict"]
-    assert code == (0 if verdict == "agree" else 1) and f"verdict: {verdict}" in out
-    assert "Calibration: 100 pings" in out and f"{rabbitmq.username}:***@" in out
+    verdict = json.loads((tmp_path / "verdict.json").read_text())
+    assert code == {"agree": 0, "timing differs": 4}.get(verdict["verdict"], 1) and verdict["semantics"] == "agree"
+    assert f"verdict: {verdict['verdict']}" in out and "semantics: agree" in out
+    assert "Timing allowance = noise + model accuracy" in out
+    assert "Calibration: 300 pings in 3 ping runs" in out and f"{rabbitmq.username}:***@" in out
+    assert "A new consuming connection (TCP, handshake, channel, qos, consume) took p50" in out
+    latency = pd.read_csv(tmp_path / "latency.csv").set_index("quantity")
+    assert (latency.loc[["p50 (ms)", "p95 (ms)"], "allowance"] > 0).all()
+    assert len(latency.loc["p50 (ms)", "broker runs"].split()) == verdict["broker_runs"] == 3
     counts = pd.read_csv(tmp_path / "counts.csv")
     exact = counts[counts["rule"] != "shown"]
     assert exact["agree"].all(), exact[~exact["agree"]]
@@ -190,6 +271,10 @@ def test_cli_validate_writes_the_report_and_files(rabbitmq, tmp_path, capsys, mo
     for name in ("attempts.csv", "latency.csv", "retry_delays.csv", "requeue_order.csv", "messages.csv",
                  "broker_events.csv", "simulation_events.csv", "broker_connections.csv", "report.txt"):
         assert (tmp_path / name).stat().st_size > 0, name
+    manifest = read_manifest(tmp_path, "validation")  # every file listed, sizes and checksums checked
+    on_disk = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file())
+    assert sorted([*manifest["files"], "manifest.json"]) == on_disk
+    assert out.strip().splitlines()[-1] == f"wrote {tmp_path}/: {', '.join([*manifest['files'], 'manifest.json'])}"
 
 
 def test_wrong_password_is_refused_without_showing_it(rabbitmq, capsys):
@@ -199,6 +284,16 @@ def test_wrong_password_is_refused_without_showing_it(rabbitmq, capsys):
     err = capsys.readouterr().err
     assert code == 3 and "login refused for user" in err and err.count("\n") == 1
     assert "wrong-Pa55word" not in err and ":***@" in err
+
+
+def test_missing_vhost_is_named_as_such(rabbitmq, capsys):
+    """A vhost the broker does not have: the error says so (not 'login refused'), exit status 3, no password."""
+    url = f"amqp://{rabbitmq.username}:{rabbitmq.password}@{rabbitmq.host}:{rabbitmq.port}/capsim-no-such-vhost"
+    code = main(["validate", "rabbitmq", str(SCENARIOS / "rabbitmq-retry-dlx.toml"), "--url", url])
+    err = capsys.readouterr().err
+    assert code == 3 and err.count("\n") == 1
+    assert "vhost 'capsim-no-such-vhost' does not exist" in err and "refused" not in err, err
+    assert f":{rabbitmq.password}@" not in err and ":***@" in err
 
 
 def test_benchmark_runs_and_pipelining_beats_one_round_trip_per_message(rabbitmq, monkeypatch, capsys):

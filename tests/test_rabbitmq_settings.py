@@ -8,10 +8,10 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import sim
-from sim.checkers.delivery import check_delivery
 from sim.cli import main
 from sim.errors import ScenarioError
 from sim.rabbitmq import AmqpSettings, BrokerUnreachable, UnsupportedScenario, run_rabbitmq
@@ -21,6 +21,7 @@ from sim.rabbitmq.names import RunNames, death_count, x_death_text
 from sim.rabbitmq.node import free_port
 from sim.rabbitmq.probes import MEASURED_3_10_8, sim_requeue_order
 from sim.rabbitmq.runner import check_supported
+from sim.rabbitmq.testing import with_events
 from sim.scenario import Scenario
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -134,6 +135,19 @@ def test_unreachable_broker_fails_fast_with_a_clear_error():
     assert SECRET not in str(err.value)
 
 
+def test_a_refused_vhost_is_told_apart_from_a_missing_one():
+    """Both end the handshake with 530 NOT_ALLOWED: the broker's text says which (as RabbitMQ 3.10.8 words them)."""
+    from sim.rabbitmq.amqp import connect_error_reason, pika_module
+
+    denied = pika_module().exceptions.ProbableAccessDeniedError
+    settings = AmqpSettings.from_url("amqp://bob:hunter2@127.0.0.1/orders")
+    missing = denied("ConnectionClosedByBroker: (530) 'NOT_ALLOWED - vhost orders not found'")
+    refused = denied("ConnectionClosedByBroker: (530) "
+                     "\"NOT_ALLOWED - access to vhost 'orders' refused for user 'bob'\"")
+    assert connect_error_reason(missing, settings).startswith("vhost 'orders' does not exist")
+    assert connect_error_reason(refused, settings) == "access to vhost 'orders' refused for user 'bob'"
+
+
 def run_cli(*args, env=None):
     return subprocess.run([sys.executable, "-m", "sim.cli", *args], capture_output=True, text=True, env=env,
                           timeout=120)
@@ -152,12 +166,21 @@ def test_cli_unreachable_broker_exit_3_one_line():
     (["--url", "http://u:hunter2@x"], "--url: must start with amqp://"),
     (["--seed", "-1"], "--seed: must be an integer in [0, 2**63), got -1"),
     (["--url", "amqp://u:hunter2@127.0.0.1:1/%2F", "--seed", "-1"], "--seed: must be an integer in [0, 2**63), got -1"),
+    (["--repeats", "0"], "--repeats: must be an integer in [1, 20], got 0"),
+    (["--repeats", "1000000000"], "--repeats: must be an integer in [1, 20]"),
+    (["--out", ""], "--out: must name a folder, got an empty path"),
+    (["--out", "SCENARIOS"], "holds the input"),
+    (["--out", "/proc/capsim-validate"], "--out: cannot write"),
 ])
 def test_cli_user_mistakes_exit_2(args, fragment, capsys):
-    """A bad URL or seed is a user mistake: exit status 2 and a one-line error, before any broker work."""
+    """A bad URL, seed, repeat count or output folder is a user mistake: exit status 2 and a one-line error, before
+    any broker work."""
+    args = [str(SCENARIOS) if a == "SCENARIOS" else a for a in args]
     assert main(["validate", "rabbitmq", str(SCENARIOS / "rabbitmq-retry-dlx.toml"), *args]) == 2
-    err = capsys.readouterr().err
+    captured = capsys.readouterr()
+    err = captured.err
     assert fragment in err and err.count("\n") == 1 and "hunter2" not in err
+    assert captured.out == ""  # nothing ran
 
 
 def test_cli_unsupported_scenario_exit_2(tmp_path, capsys):
@@ -197,11 +220,141 @@ def test_compare_a_run_with_itself_agrees_and_a_changed_one_differs():
     assert len(retry_delays(r.tables["message_events"])) == int((r.tables["message_events"]["reason"] == "retry").sum())
     ev = r.tables["message_events"]
     first_effect = ev.index[ev["event"] == "side_effect"][0]
-    events = ev.drop(index=first_effect)
-    report = check_delivery(events, r.scenario.protocol.dlq_names())
-    changed = dataclasses.replace(r, tables={**r.tables, "message_events": events, "messages": report.messages},
-                                  verdicts={"delivery": report})
+    changed = with_events(r, ev.drop(index=first_effect))
     other = compare(r, changed)
-    assert other.verdict == "differ"
+    assert other.verdict == "differ" and other.semantics == "differ"
     assert any(d.startswith("counts: processed") for d in other.differences)
-    assert "verdict: differ" in other.report()
+    assert "semantics: differ" in other.report() and "verdict: differ" in other.report()
+    several = compare(r, [r, changed, r])
+    assert several.semantics == "differ" and several.counts["agree"].dropna().all()
+    assert any(d.startswith("broker run 2: counts: processed") for d in several.semantic_differences)
+
+
+def at_latency(name, mean_ms):
+    """The scenario simulated with another network latency: same seeded decisions, other timing."""
+    return sim.run(scenario(name).variant({"network.latency": {"dist": "exponential", "mean": mean_ms}}))
+
+
+def test_timing_is_judged_against_the_spread_of_the_broker_runs():
+    """Three 'broker runs' whose p50 latency spreads over 20%: a simulation inside that noise agrees even though
+    it is off by more than any fixed 0 ms allowance would take; one six times slower differs, on timing only."""
+    runs = [at_latency("delivery-limit", m) for m in (0.8, 1.0, 1.3)]
+    p50s = [float(np.percentile(r.tables["messages"]["latency"].dropna(), 50)) for r in runs]
+    assert max(p50s) > 1.2 * min(p50s)
+    close = compare(at_latency("delivery-limit", 1.1), runs)
+    assert close.verdict == "agree" and close.semantics == "agree" and close.timing == "agree"
+    row = close.latency.set_index("quantity").loc["p50 (ms)"]
+    assert row["simulation"] != row["broker"] and row["broker runs"] == " ".join(f"{v:.3f}" for v in p50s)
+    slow = compare(at_latency("delivery-limit", 6.0), runs)
+    assert slow.verdict == "timing differs" and slow.semantics == "agree" and slow.semantic_differences == []
+    assert any(d.startswith("latency: p50 (ms)") and "allowance" in d for d in slow.timing_differences)
+    assert "timing: differ" in slow.report() and "verdict: timing differs" in slow.report()
+
+
+def test_timing_noise_is_the_prediction_interval_of_one_more_run():
+    """With little sampling noise, the noise is t(R-1, 99.5%) x the runs' standard deviation x sqrt(1 + 1/R), and the
+    allowance adds the model's accuracy: 5% of the broker's value, at least 2 ms."""
+    from scipy import stats
+
+    from sim.rabbitmq.timing import TimingRule, judge
+
+    rng = np.random.default_rng(1)
+    runs = [np.full(500, v) + rng.normal(0, 0.01, 500) for v in (100.0, 101.0, 102.5)]
+    j = judge(np.full(500, 101.0), runs, 50.0, TimingRule(), np.random.default_rng(2))
+    spread = float(np.std([np.percentile(r, 50) for r in runs], ddof=1))
+    assert j.noise == pytest.approx(stats.t.ppf(0.995, 2) * spread * np.sqrt(1 + 1 / 3))
+    assert j.allowance == pytest.approx(j.noise + 0.05 * j.broker) and j.within < 0.01 < spread
+    assert j.agree
+    far = judge(np.full(500, j.broker + 1.01 * j.allowance), runs, 50.0, TimingRule(), np.random.default_rng(2))
+    assert not far.agree
+
+
+def test_timing_noise_of_a_single_run_is_its_sampling_noise():
+    """One broker run has no spread to measure: the noise is z(99.5%) x the bootstrap standard errors."""
+    from sim.rabbitmq.timing import TimingRule, judge
+
+    rng = np.random.default_rng(3)
+    real, simulated = rng.exponential(5.0, 400), rng.exponential(5.0, 400)
+    j = judge(simulated, [real], 50.0, TimingRule(), np.random.default_rng(4))
+    assert np.isnan(j.between) and 0.1 < j.within < 1.0 and 0.1 < j.sim_se < 1.0
+    assert j.noise == pytest.approx(2.5758 * np.sqrt(j.sim_se**2 + j.within**2), rel=1e-3)
+    assert j.allowance == pytest.approx(j.noise + 2.0)
+
+
+def test_a_calibration_that_moves_the_prediction_widens_the_noise():
+    """Simulations calibrated with each ping run alone: when one of them (a ping run caught a burst of load) puts
+    the median at 64 ms instead of 5, the prediction cannot be trusted to a few ms and the noise says so."""
+    from sim.rabbitmq.timing import TimingRule, judge
+
+    rng = np.random.default_rng(5)
+    runs = [rng.exponential(6.0, 300) for _ in range(3)]
+    steady = [rng.exponential(5.0, 300) for _ in range(3)]
+    burst = steady[:2] + [rng.exponential(90.0, 300)]
+    quiet = judge(steady[0], runs, 50.0, TimingRule(), np.random.default_rng(6), steady)
+    loud = judge(steady[0], runs, 50.0, TimingRule(), np.random.default_rng(6), burst)
+    assert quiet.cal < 1.0 < 20.0 < loud.cal and loud.noise > 10 * quiet.noise
+
+
+def test_the_models_accuracy_excuses_its_known_optimism_and_nothing_more():
+    """Three broker runs within 0.3 ms of 102.4 ms: a simulated retry delay 1.6 ms shorter (the broker's
+    dead-lettering work, which the model does not simulate) agrees; one 10 ms longer (a wrong TTL) differs."""
+    from sim.rabbitmq.timing import TimingRule, judge
+
+    rng = np.random.default_rng(7)
+    runs = [v + rng.normal(0, 0.3, 90) for v in (102.38, 102.22, 102.21)]
+    sim_at = lambda v: v + rng.normal(0, 0.3, 90)  # noqa: E731
+    assert judge(sim_at(100.66), runs, 50.0, TimingRule(), np.random.default_rng(8)).agree
+    assert not judge(sim_at(100.66), runs, 50.0, TimingRule(accuracy_ms=0, accuracy_rel=0),
+                     np.random.default_rng(8)).agree
+    assert not judge(sim_at(112.4), runs, 50.0, TimingRule(), np.random.default_rng(8)).agree
+
+def test_the_semantic_simulation_keeps_each_publisher_in_order():
+    """Calibrated hops spread over 0.2-3 ms, wider than the 1 ms between a publisher's messages: drawn per message
+    they reorder its messages (a TCP connection never does), so the broker restart catches other messages in
+    flight; at their median as a constant, what the semantic comparison simulates, every queue gets them in order."""
+    from sim.rabbitmq.calibrate import Calibration
+
+    hops = tuple(float(x) for x in np.round(np.linspace(0.2, 3.0, 57), 4))
+    cal = Calibration(hops, publish_to_receive={}, publish_to_confirm={}, consumer_overhead={}, messages=57, rate=200)
+
+    def arrivals(spread):
+        ev = sim.run(cal.apply(scenario("broker-restart"), spread=spread)).tables["message_events"]
+        enq = ev[(ev["event"] == "enqueue") & ev["msg_id"].str.match(r"p[cq]-")]
+        return {q: list(g["msg_id"]) for q, g in enq.groupby("queue")}
+
+    assert arrivals(False) == {q: [f"p{q[0]}-{i}" for i in range(10)] for q in ("classic", "quorum")}
+    assert arrivals(True) != arrivals(False)
+
+
+def test_the_timing_simulation_keeps_the_broker_down_as_long_as_the_real_one_was():
+    """A real restart overran the scenario's 500 ms crash window by 900 ms: the simulation whose timing is compared
+    keeps its broker down 1400 ms, so the messages waiting through it wait longer; what happens to them does not
+    change."""
+    from sim.rabbitmq.validate import restarts_as_run
+
+    s = scenario("broker-restart")
+    longer = restarts_as_run(s, 900.0)
+    assert (longer.faults.schedule[0].start, longer.faults.schedule[0].end) == (250.0, 1650.0)
+    assert restarts_as_run(s, 0.0) is s and restarts_as_run(scenario("retry-dlx"), 900.0) == scenario("retry-dlx")
+    before, after = sim.run(s).tables["messages"], sim.run(longer).tables["messages"]
+    assert list(before["status"]) == list(after["status"])
+    assert after["latency"].median() > before["latency"].median() + 300
+
+
+def test_consumers_restart_as_late_as_a_real_connection_set_up_takes():
+    """Connections measured at 9 ms to consume again, four simulated hops at 0.5 ms: each consumer restarts and
+    every client reconnects 7 ms later in the simulation, which moves the consumer-crash example's latencies up."""
+    from sim.rabbitmq.calibrate import Calibration
+
+    stats = {"p50": 1.0, "p95": 1.0}
+    cal = Calibration((0.5,) * 20, publish_to_receive=stats, publish_to_confirm=stats, consumer_overhead=stats,
+                      messages=20, rate=200, setup_samples=(8.0, 9.0, 10.0))
+    s = scenario("consumer-crash")
+    applied = cal.apply(s)
+    assert cal.setup_extra_ms == pytest.approx(7.0)
+    assert [c.restart_after for c in applied.protocol.consumers] == [57.0, 57.0]
+    assert applied.protocol.reconnect_delay == s.protocol.reconnect_delay + 7.0
+    assert dataclasses.replace(cal, setup_samples=()).apply(s).protocol.consumers[0].restart_after == 50.0
+    slower = sim.run(applied).tables["messages"]["latency"].median()
+    assert slower > sim.run(dataclasses.replace(cal, setup_samples=()).apply(s)).tables["messages"]["latency"].median()
+    assert "consumers restart and clients reconnect 7.000 ms later" in cal.describe()

@@ -8,6 +8,7 @@ redacted URL.
 
 from __future__ import annotations
 
+import re
 import socket
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +21,8 @@ __all__ = ["pika_module", "connect_blocking", "connect_error_reason", "broker_in
            "PIKA_REQUIREMENT"]
 
 PIKA_REQUIREMENT = "pika>=1.3,<2"
+# RabbitMQ's reply to connection.open for a vhost it does not have: 530 "NOT_ALLOWED - vhost <name> not found"
+_NO_VHOST = re.compile(r"NOT_ALLOWED - vhost .* not found")
 
 
 def pika_module() -> Any:
@@ -49,13 +52,20 @@ def _causes(exc: BaseException) -> list[BaseException]:
 
 
 def connect_error_reason(exc: BaseException, settings: AmqpSettings) -> str:
-    """A short, password-free reason for a failed connection attempt."""
+    """A short, password-free reason for a failed connection attempt.
+
+    A vhost the broker does not have and one the user may not use both end the
+    handshake with reply 530 NOT_ALLOWED (pika: ``ProbableAccessDeniedError``);
+    the broker's reply text tells them apart.
+    """
     pika = pika_module()
     causes = _causes(exc)
     for e in causes:
         if isinstance(e, (pika.exceptions.ProbableAuthenticationError, pika.exceptions.AuthenticationError)):
             return f"login refused for user {settings.username!r}"
         if isinstance(e, pika.exceptions.ProbableAccessDeniedError):
+            if any(_NO_VHOST.search(str(a)) for a in (e, *e.args)):
+                return f"vhost {settings.vhost!r} does not exist (create it, or name another in the URL's path)"
             return f"access to vhost {settings.vhost!r} refused for user {settings.username!r}"
     for e in causes:
         if isinstance(e, ConnectionRefusedError):
@@ -74,11 +84,14 @@ def unreachable(exc: BaseException, settings: AmqpSettings) -> BrokerUnreachable
                              f"{connect_error_reason(exc, settings)}")
 
 
-def connect_blocking(settings: AmqpSettings) -> Any:
-    """A ``pika.BlockingConnection`` (one attempt, bounded waits), or :class:`BrokerUnreachable`."""
+def connect_blocking(settings: AmqpSettings, *, heartbeat: int | None = None) -> Any:
+    """A ``pika.BlockingConnection`` (one attempt, bounded waits), or :class:`BrokerUnreachable`.
+
+    ``heartbeat`` overrides the settings' (0 turns heartbeats off, for a connection idle between uses).
+    """
     pika = pika_module()
     try:
-        return pika.BlockingConnection(settings.parameters())
+        return pika.BlockingConnection(settings.parameters(heartbeat=heartbeat))
     except (pika.exceptions.AMQPError, OSError) as exc:
         raise unreachable(exc, settings) from None
 

@@ -1,33 +1,44 @@
-"""Side-by-side comparison of a simulated and a real run of the same scenario and seed.
+"""Side-by-side comparison of a simulated run and one or more real runs of the same scenario and seed.
 
-:func:`compare` returns a :class:`Comparison` with these tables (one row per
-quantity, columns ``simulation``, ``broker``, ``difference``, ``rule`` and
-``agree``):
+:func:`compare` returns a :class:`Comparison` with two verdicts.
 
-``counts``        the delivery checker's counts. Both runs face the same seeded
-                  decisions, so the rule is exact equality.
+**Semantics** (exact). Both runs face the same seeded decisions, so these
+must be equal, in every broker run:
+
+``counts``        the delivery checker's counts, one row per count, and one row
+                  per column of ``messages``;
 ``attempts``      how many settled messages (processed or dead-lettered) needed
-                  1, 2, ... attempts: exact.
+                  1, 2, ... attempts;
 ``messages``      per message id: final status, attempts, the (delivery count,
                   redelivered) of each delivery, and why it reached a
-                  dead-letter queue; ``agree`` when all of them are equal. The
-                  ``counts`` table carries one row per column of this check.
-``latency``       end-to-end latency percentiles (publish to first side effect):
-                  within ``tolerances.latency_rel`` or ``latency_abs_ms``; p99 and
-                  the mean are shown, not judged (a few hundred messages).
-``retry_delays``  time from a failed attempt to the start of the next one:
-                  p50 and p95 within ``tolerances.retry_rel`` (10%).
+                  dead-letter queue; ``agree`` when all of them are equal;
 ``requeue_order`` optional: the order of requeued messages from
-                  :func:`sim.rabbitmq.probes.requeue_orders`; exact.
+                  :func:`sim.rabbitmq.probes.requeue_orders`.
 
-``verdict`` is ``"agree"`` when every judged row agrees, else ``"differ"``,
-with :attr:`Comparison.differences` naming the rows that differ.
+A documented difference of the model (:mod:`sim.rabbitmq.known`: the
+redelivered flag after a clean broker restart) is reported as a *known
+difference* with its reason, for exactly the rows and messages it explains;
+those rows still show ``agree = False`` (``note``: known difference), and
+nothing else is excused.
+
+**Timing** (statistical). ``latency`` (end-to-end, publish to first side
+effect) and ``retry_delays`` (a failed attempt to the start of the next):
+p50 and p95 are judged against an allowance: the noise measured in this
+validation (the broker's own run-to-run spread, the calibration's, the
+sampling noise) plus the model's stated accuracy (:mod:`sim.rabbitmq.timing`);
+count, p99 and the mean are shown. The ``broker`` column is the mean over the broker runs, ``broker
+runs`` lists each.
+
+``verdict`` is ``"differ"`` when a semantic row differs, else ``"timing
+differs"`` when a timing row does, else ``"agree"``; :attr:`Comparison.differences`
+names the rows that differ.
 """
 
 from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,38 +48,26 @@ import pandas as pd
 
 from ..checkers.delivery import DeliveryReport
 from ..messaging.protocol import messaging_config
+from ..outdir import check_out, staged
 from ..result import Result
+from ..rng import Streams
+from .known import KnownDifference, known_differences
+from .timing import TIMING_COLUMNS, TimingRule, timing_rows
 
-__all__ = ["Comparison", "Tolerances", "compare", "retry_delays", "COUNT_ROWS"]
+__all__ = ["Comparison", "TimingRule", "compare", "retry_delays", "COUNT_ROWS"]
 
 COUNT_ROWS = ("published", "confirmed", "returned", "delivered", "deliveries", "redeliveries", "processed",
               "dead_lettered", "lost", "duplicate_side_effects", "remaining", "dropped", "unconfirmed")
 _LABELS = {"redeliveries": "redelivered", "duplicate_side_effects": "duplicated"}
 _INFO_ROWS = ("duplicate_deliveries", "out_of_order", "publish_nacked")
 _COLUMNS = ["quantity", "simulation", "broker", "difference", "rule", "agree"]
-
-
-@dataclass(frozen=True)
-class Tolerances:
-    """How close latencies must be to count as agreeing (counts are always exact)."""
-
-    latency_rel: float = 0.25
-    latency_abs_ms: float = 2.0
-    retry_rel: float = 0.10
-    retry_abs_ms: float = 0.0
+_SEMANTIC_TABLES = ("counts", "attempts", "requeue_order")
+_TIMING_TABLES = ("latency", "retry_delays")
 
 
 def _row(quantity: str, sim: Any, real: Any, rule: str, agree: bool | None) -> dict[str, Any]:
     diff = real - sim if isinstance(sim, (int, float)) and isinstance(real, (int, float)) else None
     return {"quantity": quantity, "simulation": sim, "broker": real, "difference": diff, "rule": rule, "agree": agree}
-
-
-def _close(sim: float, real: float, rel: float, abs_ms: float) -> bool:
-    if math.isnan(sim) and math.isnan(real):
-        return True
-    if math.isnan(sim) or math.isnan(real):
-        return False
-    return abs(real - sim) <= max(rel * abs(sim), abs_ms)
 
 
 def retry_delays(events: pd.DataFrame) -> pd.DataFrame:
@@ -120,119 +119,36 @@ def _per_message(result: Result) -> pd.DataFrame:
 
 
 @dataclass
-class Comparison:
-    """The side-by-side tables, the verdict and the evidence (see the module docstring)."""
+class _Semantics:
+    """The exact comparison of the simulation with one broker run."""
 
     counts: pd.DataFrame
     attempts: pd.DataFrame
     messages: pd.DataFrame
-    latency: pd.DataFrame
-    retry_delays: pd.DataFrame
-    requeue_order: pd.DataFrame | None
-    sim_latencies: np.ndarray = field(repr=False)
-    real_latencies: np.ndarray = field(repr=False)
-    sim_retry: np.ndarray = field(repr=False)
-    real_retry: np.ndarray = field(repr=False)
-    calibration: str = ""
-    tolerances: Tolerances = field(default_factory=Tolerances)
+    known: list[KnownDifference]
 
-    @property
-    def differences(self) -> list[str]:
-        """Human-readable lines, one per judged row that differs."""
+    def differences(self, requeue_order: pd.DataFrame | None = None, prefix: str = "") -> list[str]:
+        """One line per judged row that differs and no known difference accounts for."""
+        excused = {row for k in self.known for row in k.rows}
         out = []
-        for name, df in self.tables().items():
-            if df is None or "agree" not in df:
-                continue
-            for _, r in df[df["agree"] == False].iterrows():  # noqa: E712 - None rows are info only
-                sim, real = (f"{v:.3f}" if isinstance(v, float) else str(v) for v in (r["simulation"], r["broker"]))
-                out.append(f"{name}: {r['quantity']}: simulation {sim} vs broker {real}")
-        return out
-
-    @property
-    def verdict(self) -> str:
-        return "differ" if self.differences else "agree"
-
-    def tables(self) -> dict[str, pd.DataFrame | None]:
-        return {"counts": self.counts, "attempts": self.attempts, "latency": self.latency,
-                "retry_delays": self.retry_delays, "requeue_order": self.requeue_order}
-
-    # -- output ---------------------------------------------------------------------------------
-    def report(self) -> str:
-        """The side-by-side tables and the verdict as text."""
-
-        def fmt(v: Any) -> str:
-            if v is None or (isinstance(v, float) and math.isnan(v)):
-                return "-"
-            if isinstance(v, (bool, np.bool_)):
-                return "yes" if v else "NO"
-            if isinstance(v, float):
-                return f"{v:.3f}" if abs(v) < 1000 else f"{v:.0f}"
-            return str(v)
-
-        parts = []
-        if self.calibration:
-            parts.append(self.calibration)
-        for name, df in self.tables().items():
+        tables = {"counts": self.counts, "attempts": self.attempts, "requeue_order": requeue_order}
+        for name, df in tables.items():
             if df is None or df.empty:
                 continue
-            shown = df.copy()
-            for col in shown.columns:
-                shown[col] = shown[col].map(fmt)
-            parts.append(f"{name}:\n{shown.to_string(index=False)}")
-        verdict = [f"verdict: {self.verdict}"] + [f"  differs: {d}" for d in self.differences]
-        return "\n\n".join(parts + ["\n".join(verdict)])
-
-    def figure(self) -> Any:
-        """Latency CDFs of both runs (and retry-delay CDFs when there were retries)."""
-        import matplotlib.pyplot as plt
-
-        panels = [("end-to-end latency (ms)", self.sim_latencies, self.real_latencies)]
-        if len(self.sim_retry) or len(self.real_retry):
-            panels.append(("retry delay (ms)", self.sim_retry, self.real_retry))
-        fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4), squeeze=False)
-        for ax, (title, sim, real) in zip(axes[0], panels):
-            for values, label, style in ((sim, "simulation", "-"), (real, "RabbitMQ", "--")):
-                if len(values):
-                    xs = np.sort(values)
-                    ax.step(xs, np.arange(1, len(xs) + 1) / len(xs), style, where="post",
-                            label=f"{label} (n={len(xs)})")
-            ax.set_xlabel(title)
-            ax.set_ylabel("fraction of messages" if "latency" in title else "fraction of retries")
-            ax.set_ylim(0, 1.02)
-            ax.grid(alpha=0.3)
-            ax.legend(loc="lower right")
-        fig.suptitle(f"simulation vs real broker: {self.verdict}")
-        fig.tight_layout()
-        return fig
-
-    def save(self, out: str | Path) -> Path:
-        """Write every table as CSV, ``verdict.json`` and ``latency_cdf.png`` into ``out``."""
-        import matplotlib.pyplot as plt
-
-        folder = Path(out)
-        folder.mkdir(parents=True, exist_ok=True)
-        for name, df in self.tables().items():
-            if df is not None:
-                df.to_csv(folder / f"{name}.csv", index=False)
-        self.messages.to_csv(folder / "messages.csv")
-        (folder / "verdict.json").write_text(json.dumps(
-            {"verdict": self.verdict, "differences": self.differences, "calibration": self.calibration,
-             "tolerances": self.tolerances.__dict__}, indent=2))
-        fig = self.figure()
-        fig.savefig(folder / "latency_cdf.png", dpi=120)
-        plt.close(fig)
-        return folder
+            for _, r in df[df["agree"] == False].iterrows():  # noqa: E712 - None rows are info only
+                if name == "counts" and r["quantity"] in excused:
+                    continue
+                out.append(f"{prefix}{name}: {r['quantity']}: simulation {_fmt(r['simulation'])} "
+                           f"vs broker {_fmt(r['broker'])}")
+        return out
 
 
-def compare(sim: Result, real: Result, *, requeue_order: pd.DataFrame | None = None,
-            calibration: str = "", tolerances: Tolerances | None = None) -> Comparison:
-    """Compare a simulated and a real run of one messaging scenario (see the module docstring)."""
-    tol = tolerances or Tolerances()
+def _semantics(sim: Result, real: Result) -> _Semantics:
+    """Counts, attempts and per-message rows of ``sim`` against one broker run, and the known differences."""
     sim_report, real_report = _delivery(sim), _delivery(real)
     sc, rc = sim_report.counts, real_report.counts
     rows = [_row(_LABELS.get(k, k), int(sc[k]), int(rc[k]), "exact", sc[k] == rc[k]) for k in COUNT_ROWS]
     rows += [_row(k, int(sc[k]), int(rc[k]), "shown", None) for k in _INFO_ROWS]
-
     ms, mr = _per_message(sim), _per_message(real)
     both = pd.merge(ms, mr, how="outer", left_index=True, right_index=True, suffixes=("_sim", "_real"))
     for col in ("status", "attempts", "deliveries", "dead_letter"):
@@ -243,37 +159,229 @@ def compare(sim: Result, real: Result, *, requeue_order: pd.DataFrame | None = N
                          "all messages", bool(same.all())))
     both["agree"] = both[[c for c in both.columns if c.endswith("_agree")]].all(axis=1)
     counts = pd.DataFrame(rows, columns=_COLUMNS)
+    known = known_differences(sim, real, both)
+    counts["note"] = ["known difference" if any(q in k.rows for k in known) else "" for q in counts["quantity"]]
+    both["known"] = [next((k.name for k in known if m in k.messages), "") for m in both.index]
 
-    settled = lambda m: m[m["status"].isin(("processed", "dead_lettered"))]["attempts"]  # noqa: E731
+    def settled(m: pd.DataFrame) -> pd.Series:
+        return m[m["status"].isin(("processed", "dead_lettered"))]["attempts"]
+
     da, db = settled(sim_report.messages).value_counts(), settled(real_report.messages).value_counts()
     ks = sorted(set(da.index) | set(db.index))
     attempts = pd.DataFrame([_row(f"{k} attempt{'s' if k != 1 else ''}", int(da.get(k, 0)), int(db.get(k, 0)),
                                   "exact", int(da.get(k, 0)) == int(db.get(k, 0))) for k in ks], columns=_COLUMNS)
-
-    ls = sim_report.messages["latency"].dropna().to_numpy(dtype=float)
-    lr = real_report.messages["latency"].dropna().to_numpy(dtype=float)
-    latency = pd.DataFrame(_percentile_rows(ls, lr, tol.latency_rel, tol.latency_abs_ms, judged=("p50", "p95")),
-                           columns=_COLUMNS)
-    rs = retry_delays(sim.tables["message_events"])["delay"].to_numpy(dtype=float)
-    rr = retry_delays(real.tables["message_events"])["delay"].to_numpy(dtype=float)
-    retry = pd.DataFrame(_percentile_rows(rs, rr, tol.retry_rel, tol.retry_abs_ms, judged=("p50", "p95"))
-                         if len(rs) or len(rr) else [], columns=_COLUMNS)
-    return Comparison(counts=counts, attempts=attempts, messages=both, latency=latency, retry_delays=retry,
-                      requeue_order=requeue_order, sim_latencies=ls, real_latencies=lr, sim_retry=rs,
-                      real_retry=rr, calibration=calibration, tolerances=tol)
+    return _Semantics(counts, attempts, both, known)
 
 
-def _percentile_rows(sim: np.ndarray, real: np.ndarray, rel: float, abs_ms: float,
-                     judged: tuple[str, ...]) -> list[dict[str, Any]]:
-    rule = f"within {rel:.0%}" + (f" or {abs_ms:g} ms" if abs_ms else "")
-    rows = [_row("count", len(sim), len(real), "shown", None)]
-    for name, q in (("p50", 50.0), ("p95", 95.0), ("p99", 99.0)):
-        a = float(np.percentile(sim, q)) if len(sim) else math.nan
-        b = float(np.percentile(real, q)) if len(real) else math.nan
-        judge = name in judged
-        rows.append(_row(f"{name} (ms)", a, b, rule if judge else "shown",
-                         _close(a, b, rel, abs_ms) if judge else None))
-    a = float(sim.mean()) if len(sim) else math.nan
-    b = float(real.mean()) if len(real) else math.nan
-    rows.append(_row("mean (ms)", a, b, "shown", None))
-    return rows
+def _fmt(v: Any) -> str:
+    """A value as the report shows it: 3 decimals, '-' for nothing, yes/NO for booleans."""
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "-"
+    if isinstance(v, (bool, np.bool_)):
+        return "yes" if v else "NO"
+    if isinstance(v, (float, np.floating)):
+        return f"{v:.3f}" if abs(float(v)) < 1000 else f"{v:.0f}"
+    return str(v)
+
+
+@dataclass
+class Comparison:
+    """The side-by-side tables, the two verdicts and the evidence (see the module docstring)."""
+
+    counts: pd.DataFrame
+    attempts: pd.DataFrame
+    messages: pd.DataFrame
+    latency: pd.DataFrame
+    retry_delays: pd.DataFrame
+    requeue_order: pd.DataFrame | None
+    sim_latencies: np.ndarray = field(repr=False)
+    real_latency_runs: tuple[np.ndarray, ...] = field(repr=False)
+    sim_retry: np.ndarray = field(repr=False)
+    real_retry_runs: tuple[np.ndarray, ...] = field(repr=False)
+    calibration: str = ""
+    timing_rule: TimingRule = field(default_factory=TimingRule)
+    known: list[KnownDifference] = field(default_factory=list)
+    other_runs: list[str] = field(default_factory=list)
+
+    @property
+    def runs(self) -> int:
+        """How many broker runs were compared."""
+        return len(self.real_latency_runs)
+
+    @property
+    def real_latencies(self) -> np.ndarray:
+        """End-to-end latencies of every broker run, pooled."""
+        return np.concatenate(self.real_latency_runs) if self.real_latency_runs else np.array([])
+
+    @property
+    def real_retry(self) -> np.ndarray:
+        """Retry delays of every broker run, pooled."""
+        return np.concatenate(self.real_retry_runs) if self.real_retry_runs else np.array([])
+
+    @property
+    def semantic_differences(self) -> list[str]:
+        """Exact rows that differ (in any broker run), except what a known difference accounts for."""
+        first = _Semantics(self.counts, self.attempts, self.messages, self.known)
+        return first.differences(self.requeue_order) + self.other_runs
+
+    @property
+    def timing_differences(self) -> list[str]:
+        """Judged timing rows outside their allowance."""
+        out = []
+        for name in _TIMING_TABLES:
+            df = getattr(self, name)
+            for _, r in df[df["agree"] == False].iterrows():  # noqa: E712 - None rows are info only
+                out.append(f"{name}: {r['quantity']}: simulation {_fmt(r['simulation'])} vs broker "
+                           f"{_fmt(r['broker'])}, allowance {_fmt(r['allowance'])}")
+        return out
+
+    @property
+    def loose_timing_rows(self) -> list[str]:
+        """Judged timing rows whose measured noise is as large as the broker's value: too noisy to judge finely."""
+        out = []
+        for name in _TIMING_TABLES:
+            df = getattr(self, name)
+            judged = df[df["agree"].isin((True, False))]
+            out += [f"{name} {r['quantity']}" for _, r in judged.iterrows() if r["noise"] >= abs(r["broker"])]
+        return out
+
+    @property
+    def differences(self) -> list[str]:
+        """Human-readable lines, one per judged row that differs: semantics first, then timing."""
+        return self.semantic_differences + self.timing_differences
+
+    @property
+    def semantics(self) -> str:
+        return "differ" if self.semantic_differences else "agree"
+
+    @property
+    def timing(self) -> str:
+        return "differ" if self.timing_differences else "agree"
+
+    @property
+    def verdict(self) -> str:
+        """``"differ"`` (semantics), ``"timing differs"`` (semantics agree) or ``"agree"``."""
+        if self.semantics == "differ":
+            return "differ"
+        return "timing differs" if self.timing == "differ" else "agree"
+
+    def tables(self) -> dict[str, pd.DataFrame | None]:
+        return {"counts": self.counts, "attempts": self.attempts, "latency": self.latency,
+                "retry_delays": self.retry_delays, "requeue_order": self.requeue_order}
+
+    # -- output ---------------------------------------------------------------------------------
+    def verdict_lines(self) -> list[str]:
+        """The semantic verdict with its known differences, the timing verdict, the overall verdict."""
+        runs = f"{self.runs} broker run{'s' if self.runs != 1 else ''}"
+        lines = [f"semantics: {self.semantics} (exact: counts, attempts, every message, requeue orders; {runs})"]
+        lines += [f"  {k.describe()}" for k in self.known]
+        lines += [f"  differs: {d}" for d in self.semantic_differences]
+        lines.append(f"timing: {self.timing} (p50 and p95 against the noise measured over {runs} at "
+                     f"{self.timing_rule.level:.0%} confidence plus the model's accuracy; allowances in the latency "
+                     "and retry_delays tables)")
+        lines += [f"  differs: {d}" for d in self.timing_differences]
+        if self.loose_timing_rows:
+            lines.append(f"  note: the measured noise of {', '.join(self.loose_timing_rows)} is as large as the value: "
+                         "timing on this machine now is too noisy to judge those finely (more --repeats narrow it)")
+        lines.append(f"verdict: {self.verdict}")
+        return lines
+
+    def report(self) -> str:
+        """The calibration, the side-by-side tables, how the timing allowance is derived, and the verdicts."""
+        parts = [self.calibration] if self.calibration else []
+        for name, df in self.tables().items():
+            if df is None or df.empty:
+                continue
+            shown = df.copy()
+            for col in shown.columns:
+                shown[col] = shown[col].map(_fmt)
+            parts.append(f"{name}:\n{shown.to_string(index=False)}")
+        parts.append(self.timing_rule.describe())
+        return "\n\n".join(parts + ["\n".join(self.verdict_lines())])
+
+    def figure(self) -> Any:
+        """Latency CDFs of the simulation and of each broker run (and retry-delay CDFs when there were retries)."""
+        import matplotlib.pyplot as plt
+
+        panels = [("end-to-end latency (ms)", self.sim_latencies, self.real_latency_runs)]
+        if len(self.sim_retry) or len(self.real_retry):
+            panels.append(("retry delay (ms)", self.sim_retry, self.real_retry_runs))
+        fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4), squeeze=False)
+        for ax, (title, sim, runs) in zip(axes[0], panels):
+            curves = [(sim, f"simulation (n={len(sim)})", "-", 1.0)]
+            curves += [(r, f"RabbitMQ run {i + 1} (n={len(r)})", "--", 0.8) for i, r in enumerate(runs)]
+            for values, label, style, alpha in curves:
+                if len(values):
+                    xs = np.sort(values)
+                    ax.step(xs, np.arange(1, len(xs) + 1) / len(xs), style, where="post", label=label, alpha=alpha)
+            ax.set_xlabel(title)
+            ax.set_ylabel("fraction of messages" if "latency" in title else "fraction of retries")
+            ax.set_ylim(0, 1.02)
+            ax.grid(alpha=0.3)
+            ax.legend(loc="lower right")
+        fig.suptitle(f"simulation vs real broker: semantics {self.semantics}, timing {self.timing}")
+        fig.tight_layout()
+        return fig
+
+    def save(self, out: str | Path) -> Path:
+        """Write every table as CSV, ``verdict.json`` and ``latency_cdf.png`` as the folder ``out``, whole (with its
+        manifest.json; see :mod:`sim.outdir`)."""
+        target = check_out(out, kind="validation", field="out")
+        with staged(target, "validation") as stage:
+            self.write_into(stage.path)
+        return target
+
+    def write_into(self, folder: Path) -> None:
+        """Write the tables, ``verdict.json`` and ``latency_cdf.png`` into the existing ``folder``."""
+        import matplotlib.pyplot as plt
+
+        for name, df in self.tables().items():
+            if df is not None:
+                df.to_csv(folder / f"{name}.csv", index=False)
+        self.messages.to_csv(folder / "messages.csv")
+        (folder / "verdict.json").write_text(json.dumps(
+            {"verdict": self.verdict, "semantics": self.semantics, "timing": self.timing,
+             "differences": self.differences, "known_differences": [k.describe() for k in self.known],
+             "broker_runs": self.runs, "calibration": self.calibration,
+             "timing_rule": {**self.timing_rule.__dict__, "derivation": self.timing_rule.describe()}}, indent=2))
+        fig = self.figure()
+        fig.savefig(folder / "latency_cdf.png", dpi=120)
+        plt.close(fig)
+
+
+def compare(sim: Result, real: Result | Sequence[Result], *, requeue_order: pd.DataFrame | None = None,
+            calibration: str = "", timing: TimingRule | None = None, timing_sim: Result | None = None,
+            calibrated: Sequence[Result] = ()) -> Comparison:
+    """Compare a simulated run with one or more real runs of the same scenario and seed (module docstring).
+
+    The semantic tables shown are those of the first real run; the other runs must agree as exactly, and any
+    row where one does not is reported (``broker run 2: counts: ...``). Timing uses every run, against
+    ``timing_sim`` when given (a simulation of the same scenario with another network latency), else ``sim``;
+    ``calibrated`` are the simulations calibrated with each ping run alone, whose spread the timing allows for.
+    """
+    reals = [real] if isinstance(real, Result) else list(real)
+    if not reals:
+        raise ValueError("compare needs at least one real run")
+    rule = timing or TimingRule()
+    first = _semantics(sim, reals[0])
+    other = [line for i, r in enumerate(reals[1:], start=2)
+             for line in _semantics(sim, r).differences(prefix=f"broker run {i}: ")]
+    streams = Streams(sim.seed)
+
+    def latencies(r: Result) -> np.ndarray:
+        return _delivery(r).messages["latency"].dropna().to_numpy(dtype=float)
+
+    def retries(r: Result) -> np.ndarray:
+        return retry_delays(r.tables["message_events"])["delay"].to_numpy(dtype=float)
+
+    timed = timing_sim if timing_sim is not None else sim
+    ls, lr = latencies(timed), tuple(latencies(r) for r in reals)
+    rs, rr = retries(timed), tuple(retries(r) for r in reals)
+    lc, rc = [latencies(c) for c in calibrated], [retries(c) for c in calibrated]
+    latency = pd.DataFrame(timing_rows(ls, lr, rule, streams["compare/latency"], lc), columns=TIMING_COLUMNS)
+    retry = pd.DataFrame(timing_rows(rs, rr, rule, streams["compare/retry_delays"], rc)
+                         if len(rs) or any(len(r) for r in rr) else [], columns=TIMING_COLUMNS)
+    return Comparison(counts=first.counts, attempts=first.attempts, messages=first.messages, latency=latency,
+                      retry_delays=retry, requeue_order=requeue_order, sim_latencies=ls, real_latency_runs=lr,
+                      sim_retry=rs, real_retry_runs=rr, calibration=calibration, timing_rule=rule,
+                      known=first.known, other_runs=other)

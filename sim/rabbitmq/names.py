@@ -40,6 +40,12 @@ class RunNames:
     def __repr__(self) -> str:
         return f"RunNames({self.prefix!r})"
 
+    @property
+    def anchor(self) -> str:
+        """The name of the run's own anchor queue and exchange (:mod:`sim.rabbitmq.lease`): the prefix itself,
+        which no scenario name maps to (scenario names are never empty)."""
+        return self.prefix
+
     def real(self, name: str) -> str:
         """The broker's name for scenario exchange or queue ``name`` (the default exchange stays ``""``)."""
         return name if name == DEFAULT_EXCHANGE else self.prefix + name

@@ -27,6 +27,7 @@ from ..messaging.protocol import MessagingConfig
 from ..messaging.topology import Topology
 from .amqp import abort_connection, close_quietly, connect_blocking, pika_module
 from .errors import AdapterError
+from .lease import Lease
 from .settings import AmqpSettings
 from .topology import declared_topology
 
@@ -36,6 +37,7 @@ __all__ = ["QUEUE_KINDS", "HOWS", "MEASURED_3_10_8", "queue_kind", "sim_requeue_
 QUEUE_KINDS = ("classic", "quorum", "quorum+limit")
 HOWS = ("nack", "connection")
 _IDS = [f"m{i}" for i in range(5)]
+_LEASE = Lease(lifetime_ms=60_000.0)  # a probe takes a second; its waits are bounded by timeout_s (10 s each)
 
 MEASURED_3_10_8 = {
     ("classic", "nack"): "m0* m2* m3 m4",
@@ -123,7 +125,8 @@ def real_requeue_order(settings: AmqpSettings, kind: str, how: str = "nack", *, 
     if how not in HOWS:
         raise ValueError(f"how must be one of {', '.join(HOWS)}, got {how!r}")
     topo = build(Topology, {"queues": [_queue(kind)]}, "probe")
-    with declared_topology(settings, topo, label=f"probe-{kind.replace('+', '-')}-{how}") as names:
+    with declared_topology(settings, topo, label=f"probe-{kind.replace('+', '-')}-{how}",
+                           lease=_LEASE) as names:
         queue = names.real("probe")
         pub = connect_blocking(settings)
         cons = connect_blocking(settings)

@@ -5,7 +5,11 @@ ids, publish schedule, processing times and seeded failure/crash decisions),
 with one actor and one connection per publisher and consumer plus an observer
 (:mod:`sim.rabbitmq.observer`), all on one event loop (:mod:`sim.rabbitmq.loop`).
 The topology is declared under run-unique names and deleted afterwards, even
-when the run fails (:mod:`sim.rabbitmq.topology`).
+when the run fails (:mod:`sim.rabbitmq.topology`); a run killed outright
+leaves them to the broker, which removes them once the run's lease runs out
+(:mod:`sim.rabbitmq.lease`). A run never lasts longer than its lease's
+lifetime (by default its scenario's end plus three minutes): it is stopped
+with an error first.
 
 A run ends at the scenario's end time (``run.duration`` plus the drain
 period, moved later by however much longer a real broker restart took than
@@ -43,6 +47,7 @@ from .amqp import broker_info, close_quietly, connect_blocking
 from .consumer import ConsumerActor, Shared
 from .errors import AdapterError, UnsupportedScenario
 from .faults import BrokerControl, BrokerRestarter, FaultPlan
+from .lease import Lease
 from .log import ObservedLog
 from .loop import Session, raise_unreachable
 from .names import RunNames
@@ -92,13 +97,15 @@ def heartbeat_seconds(ms: float) -> int:
 
 def run_rabbitmq(scenario: Scenario, seed: int | None = None, *, url: str | None = None,
                  settings: AmqpSettings | None = None, broker: BrokerControl | None = None,
-                 stop_when_idle: bool = True, label: str | None = None) -> Result:
+                 stop_when_idle: bool = True, label: str | None = None, lease: Lease | None = None) -> Result:
     """Run a ``messaging`` scenario against a real broker; ``seed`` overrides ``scenario.run.seed``.
 
     Connection settings: ``settings``, else ``broker.settings`` (a
     :class:`~sim.rabbitmq.node.LocalBrokerNode`), else ``url`` or
     ``CAPSIM_AMQP_URL`` or the local default. ``broker`` also enables broker
-    restarts (``crash`` faults on the broker node).
+    restarts (``crash`` faults on the broker node). ``lease`` bounds how long
+    the run's names outlive a killed run and how long the run may last
+    (default :meth:`Lease.for_run <sim.rabbitmq.lease.Lease.for_run>`).
     """
     scenario = with_seed(scenario, seed)
     cfg = messaging_config(scenario)
@@ -109,8 +116,10 @@ def run_rabbitmq(scenario: Scenario, seed: int | None = None, *, url: str | None
     info = broker_info(settings)  # an unreachable broker fails here, at once
     t_wall = time.perf_counter()
     log = ObservedLog()
-    with declared_topology(settings, cfg.topology, label=label or scenario.name) as names:
-        runner = _Runner(scenario, settings, names, log, plan, broker, stop_when_idle)
+    lease = lease or Lease.for_run(scenario.end_time)
+    deadline = time.monotonic() + lease.lifetime_ms / 1000.0
+    with declared_topology(settings, cfg.topology, label=label or scenario.name, lease=lease) as names:
+        runner = _Runner(scenario, settings, names, log, plan, broker, stop_when_idle, lease, deadline)
         try:
             runner.run()
         finally:
@@ -147,9 +156,12 @@ class _Runner:
     """The actors of one run on one :class:`Session`, and the run's end condition."""
 
     def __init__(self, scenario: Scenario, settings: AmqpSettings, names: RunNames, log: ObservedLog,
-                 plan: FaultPlan, broker: BrokerControl | None, stop_when_idle: bool) -> None:
+                 plan: FaultPlan, broker: BrokerControl | None, stop_when_idle: bool, lease: Lease,
+                 deadline: float) -> None:
         cfg = messaging_config(scenario)
         self.scenario = scenario
+        self.lease = lease
+        self.deadline = deadline  # time.monotonic() the run must end by: its quorum queues expire after it
         self.cfg = cfg
         self.settings = settings
         self.names = names
@@ -190,9 +202,10 @@ class _Runner:
         self._schedule_faults()
         for actor in self.publishers + self.consumers + [self.observer]:
             actor.begin()
-        cap_s = self.scenario.end_time / 1000.0 + 180.0  # a guard only: _finished ends the run long before
+        cap_s = self.deadline - time.monotonic()  # a guard only: _finished ends the run long before
         if not s.run_until(self._finished, cap_s, poll_ms=20.0):
-            raise AdapterError(f"the run did not reach its end within {cap_s:g} s")
+            raise AdapterError(f"the run did not reach its end within its lease's lifetime "
+                               f"({self.lease.lifetime_ms / 1000.0:g} s)")
         if self.restarter is not None and self.restarter.error is not None:
             raise AdapterError(f"broker restart failed: {self.restarter.error}")
 
@@ -229,7 +242,7 @@ class _Runner:
             try:
                 conn = connect_blocking(self.settings)
                 try:
-                    declare_topology(conn.channel(), self.cfg.topology, self.names)
+                    declare_topology(conn.channel(), self.cfg.topology, self.names, self.lease)
                     return
                 finally:
                     close_quietly(conn)

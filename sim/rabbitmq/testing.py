@@ -5,6 +5,9 @@
 ``local_broker_node``  a :class:`~sim.rabbitmq.node.LocalBrokerNode` of the test module's own,
                        for broker restarts; stopped (and its directory deleted) afterwards.
 
+:func:`with_events` rebuilds a run's result around changed message events, for tests that
+check that a comparison notices a change.
+
 When the broker cannot be reached (or pika is missing, or no node can be
 started) the test is skipped with the reason, except under ``CI=true``, where
 it fails: in CI the broker tests must run, never be skipped silently.
@@ -12,17 +15,22 @@ it fails: in CI the broker tests must run, never be skipped silently.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Iterator
 
+import pandas as pd
 import pytest
 
+from ..checkers.delivery import check_delivery
+from ..messaging.protocol import messaging_config
+from ..result import Result
 from .amqp import broker_info
 from .errors import AdapterError
 from .node import LocalBrokerNode
 from .settings import AmqpSettings
 
-__all__ = ["rabbitmq", "local_broker_node", "unavailable"]
+__all__ = ["rabbitmq", "local_broker_node", "unavailable", "with_events"]
 
 
 def unavailable(reason: str) -> None:
@@ -53,3 +61,10 @@ def local_broker_node() -> Iterator[LocalBrokerNode]:
         yield node
     finally:
         node.stop()
+
+
+def with_events(result: Result, events: pd.DataFrame) -> Result:
+    """``result`` with its message events replaced and its delivery verdict and messages table recomputed."""
+    report = check_delivery(events, messaging_config(result.scenario).dlq_names())
+    return dataclasses.replace(result, tables={**result.tables, "message_events": events, "messages": report.messages},
+                               verdicts={**result.verdicts, "delivery": report})
