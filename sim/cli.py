@@ -100,6 +100,8 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument("--repeats", type=int, default=3,
                    help="broker runs (each after a calibration ping run) whose spread sets the timing allowance "
                         "(default 3)")
+    v.add_argument("--allow-large", action="store_true",
+                   help="run even when the estimated work is beyond the limits (hours of events, GBs of memory)")
     v.add_argument("--local-node", action="store_true",
                    help="start a RabbitMQ node of its own (free ports, temporary data; needs root or the rabbitmq "
                         "user) instead of --url; required for scenarios that restart the broker")
@@ -341,9 +343,11 @@ def _cmd_validate(args: argparse.Namespace) -> int:
             from .rabbitmq.node import LocalBrokerNode
 
             with LocalBrokerNode() as node:
-                result = validate(scenario, seed=args.seed, broker=node, repeats=args.repeats)
+                result = validate(scenario, seed=args.seed, broker=node, repeats=args.repeats,
+                                  allow_large=args.allow_large)
         else:
-            result = validate(scenario, seed=args.seed, settings=settings, repeats=args.repeats)
+            result = validate(scenario, seed=args.seed, settings=settings, repeats=args.repeats,
+                              allow_large=args.allow_large)
     except AdapterError as exc:
         print(f"capsim: error: {settings.redact(str(exc))}", file=sys.stderr)
         return 3

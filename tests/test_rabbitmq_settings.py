@@ -183,6 +183,18 @@ def test_cli_user_mistakes_exit_2(args, fragment, capsys):
     assert captured.out == ""  # nothing ran
 
 
+def test_cli_a_flood_is_refused_before_the_broker(tmp_path, capsys):
+    """A publisher at 1e9 messages/s is refused by the cost guard, naming the field, before any broker work (the
+    URL points at a closed port: reaching it would be exit 3)."""
+    flood = tmp_path / "flood.toml"
+    text = (SCENARIOS / "rabbitmq-retry-dlx.toml").read_text().replace("rate = 200\ncount = 200\n", "rate = 1e9\n")
+    flood.write_text(text)
+    url = f"amqp://u:p@127.0.0.1:{free_port()}/%2F"
+    assert main(["validate", "rabbitmq", str(flood), "--url", url]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("capsim: error: protocol.publishers[0].rate: ") and "--allow-large" in err
+
+
 def test_cli_unsupported_scenario_exit_2(tmp_path, capsys):
     """A scenario the adapter cannot run exits 2, naming the field, before any broker work."""
     bad = tmp_path / "bad.toml"

@@ -31,6 +31,7 @@ from typing import Any
 
 import pandas as pd
 
+from ..cost import check_cost
 from ..errors import ScenarioError
 from ..faultspec import Crash
 from ..messaging.protocol import messaging_config
@@ -124,8 +125,11 @@ class Validation:
 def validate(scenario: Scenario, seed: int | None = None, *, url: str | None = None,
              settings: AmqpSettings | None = None, broker: BrokerControl | None = None, calibrated: bool = True,
              ping_messages: int = 100, probes: bool = True, repeats: int = 3,
-             timing: TimingRule | None = None) -> Validation:
-    """Run ``scenario`` on the broker ``repeats`` times and simulated, same seed, and compare (module docstring)."""
+             timing: TimingRule | None = None, allow_large: bool = False) -> Validation:
+    """Run ``scenario`` on the broker ``repeats`` times and simulated, same seed, and compare (module docstring).
+
+    A scenario beyond :mod:`sim.cost`'s limits is refused before any broker work, unless ``allow_large``.
+    """
     if isinstance(repeats, bool) or not isinstance(repeats, int) or not 1 <= repeats <= MAX_REPEATS:
         raise ScenarioError("--repeats", f"must be an integer in [1, {MAX_REPEATS}], got {repeats!r}")
     cfg = messaging_config(scenario)
@@ -133,6 +137,7 @@ def validate(scenario: Scenario, seed: int | None = None, *, url: str | None = N
         scenario = with_seed(scenario, seed)
     except ScenarioError as exc:
         raise ScenarioError("--seed", exc.reason) from None
+    check_cost(scenario, allow_large=allow_large)
     check_supported(scenario)  # fail on an unsupported scenario before any broker work
     FaultPlan.from_scenario(scenario, broker_control=broker is not None)
     if settings is None:
@@ -145,10 +150,10 @@ def validate(scenario: Scenario, seed: int | None = None, *, url: str | None = N
             pings.append(calibrate(settings, messages=ping_messages, queue_type=queue_type))
         reals.append(run_rabbitmq(scenario, settings=settings, broker=broker))
     cal = Calibration.pooled(pings) if pings else None
-    sim = run(cal.apply(scenario, spread=False) if cal is not None else scenario)
+    sim = run(cal.apply(scenario, spread=False) if cal is not None else scenario, allow_large=allow_large)
     as_run = restarts_as_run(scenario, mean_overrun(reals))
-    timed = run(cal.apply(as_run) if cal is not None else as_run)
-    each = [run(c.apply(as_run)) for c in pings] if len(pings) > 1 else []
+    timed = run(cal.apply(as_run) if cal is not None else as_run, allow_large=allow_large)
+    each = [run(c.apply(as_run), allow_large=allow_large) for c in pings] if len(pings) > 1 else []
     order = requeue_orders(settings, kinds_in(cfg)) if probes else None
     text = cal.describe() if cal is not None else "Not calibrated: the scenario's own network latency was simulated."
     comparison = compare(sim, reals, requeue_order=order, calibration=text, timing=timing, timing_sim=timed,
