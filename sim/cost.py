@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .errors import ScenarioError
+from .units import format_duration
 
 if TYPE_CHECKING:
     from .scenario import Scenario
@@ -175,7 +176,7 @@ def _periodic(obj: Any, path: str, nodes: int, end: float) -> list[Cost]:
             fired = times * holders
             on = f"each of {nodes} nodes" if every == "node" else "the run"
             out.append(Cost(where, fired * 2 * nodes, fired * _BYTES_PER_TABLE_ROW if every == "run" else 0.0,
-                            f"every {_ms(value)} on {on} over {_num(end / 1000)} s is {_num(fired)} times"))
+                            f"every {format_duration(value)} on {on} over {_num(end / 1000)} s is {_num(fired)} times"))
         elif isinstance(value, (tuple, list)):
             for i, item in enumerate(value):
                 out += _periodic(item, f"{where}[{i}]", nodes, end)
@@ -197,14 +198,6 @@ def _num(x: float) -> str:
         return f"{x:,.4g}" if abs(x) < 1e4 else f"{x:,.0f}"
     mantissa, exponent = f"{x:.2g}".split("e")
     return f"{mantissa}e{int(exponent)}"
-
-
-def _ms(ms: float) -> str:
-    if ms >= 1:
-        return f"{_num(ms)} ms"
-    if ms >= 1e-3:
-        return f"{_num(ms * 1e3)} us"
-    return f"{_num(ms * 1e6)} ns"
 
 
 def _bytes(n: float) -> str:

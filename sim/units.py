@@ -73,4 +73,6 @@ def format_duration(ms: float) -> str:
         return f"{ms / 1000:g}s"
     if ms >= 1 or ms == 0:
         return f"{ms:g}ms"
-    return f"{ms * 1000:g}us"
+    if ms >= 1e-3:
+        return f"{ms * 1000:g}us"
+    return f"{ms * 1e6:g}ns"
