@@ -25,6 +25,7 @@ examples:
   capsim run experiments/scenarios/lossy-network.toml --trace --out out/lossy
   capsim sweep experiments/sweeps/loss.toml --workers 2 --out out/loss
   capsim demo --out out/demo
+  capsim lab grade lab1 my_register.py
 
 A scenario is a TOML file with the sections [cluster], [network], [faults],
 [workload], [protocol] and [run]; see the README and experiments/scenarios/.
@@ -114,6 +115,9 @@ def _parser() -> argparse.ArgumentParser:
                                     "the fields of its [protocol] table (type, default, accepted values), read from "
                                     "its config class.")
     pr.add_argument("name", nargs="?", default=None, help="a protocol name, e.g. raft")
+    from .labs.cli import add_parser as add_lab_parser
+
+    add_lab_parser(sub, _Parser)
     return p
 
 
@@ -121,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     if args.command is None:
-        print("capsim: error: name a command: run, sweep, validate, demo or protocols (see capsim --help)",
+        print("capsim: error: name a command: run, sweep, validate, demo, protocols or lab (see capsim --help)",
               file=sys.stderr)
         return 2
     try:
@@ -140,6 +144,10 @@ def main(argv: list[str] | None = None) -> int:
             return run_demo(out=args.out, seed=args.seed)
         if args.command == "protocols":
             return _cmd_protocols(args)
+        if args.command == "lab":
+            from .labs.cli import run as run_lab
+
+            return run_lab(args)
     except ScenarioError as exc:
         print(f"capsim: error: {exc}", file=sys.stderr)
         return 2

@@ -6,6 +6,8 @@ machine without a display gets matplotlib's non-interactive default.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterable
 from typing import Any
 
 import matplotlib.pyplot as plt
@@ -101,13 +103,18 @@ def latency_cdf(results: dict[str, Any], op: str = "read", ax: Any | None = None
 
 
 def lamport_diagram(result: Any, start: float, end: float, *, endpoints: list[str] | None = None,
-                    ax: Any | None = None, max_messages: int = 300, title: str | None = None):
+                    ax: Any | None = None, max_messages: int = 300, title: str | None = None,
+                    highlight_ops: Iterable[int] = ()):
     """Space-time diagram of the messages sent in ``[start, end)`` ms (needs ``run.trace``).
 
     One vertical line per endpoint (each node followed by its clients), time
-    flowing downwards; an arrow per delivered message coloured by type, a red
-    line ending in a cross (drawn half way) per dropped one.
+    flowing downwards, thick grey where a node is crashed; an arrow per delivered
+    message coloured by type, a red line ending in a cross (drawn half way) per
+    dropped one. Client requests and replies of the operations in ``highlight_ops``
+    are drawn in bold black, labelled with their op id. With more than
+    ``max_messages`` messages in the window only the first ones are drawn.
     """
+    marked = {f"op_id={int(op)}," for op in highlight_ops}
     trace = result.trace
     if trace is None:
         raise ValueError("this result has no trace; run the scenario with run.trace = true")
@@ -122,9 +129,22 @@ def lamport_diagram(result: Any, start: float, end: float, *, endpoints: list[st
             order += [f"c{i}" for i in range(sc.workload.clients) if homes[i % len(homes)] == node]
         endpoints = [n for n in order if n in used]
     x = {name: i for i, name in enumerate(endpoints)}
+    labels: set[str] = set()
     ax = _axes(ax, (max(6, 0.9 * len(endpoints)), 7))
     for i in x.values():
         ax.axvline(i, color="0.7", lw=1, zorder=0)
+    down: dict[str, float] = {}
+    events = getattr(result, "node_events", None)
+    rows = [] if events is None else list(events[["time", "node", "event"]].itertuples(index=False))
+    for t, node, event in [*rows, *((math.inf, n, "recover") for n in list(x))]:
+        if event == "crash":
+            down.setdefault(node, t)
+        elif event == "recover" and node in down:
+            t0 = down.pop(node)
+            if node in x and t0 < end and t > start:
+                ax.plot([x[node]] * 2, [max(t0, start), min(t, end)], color="black", lw=4, alpha=0.35,
+                        solid_capstyle="butt", zorder=1, label="crashed" if "crashed" not in labels else None)
+                labels.add("crashed")
     colors: dict[str, Any] = {}
     palette = [c for i, c in enumerate(plt.get_cmap("tab10")(range(10))) if i != 3]  # red marks drops
     for row in window.itertuples():
@@ -139,7 +159,13 @@ def lamport_diagram(result: Any, start: float, end: float, *, endpoints: list[st
             ax.annotate("", (xm, y1), (x0, row.send), arrowprops=dict(arrowstyle="-", color="red", lw=0.8))
             ax.plot([xm], [y1], marker="x", color="red", ms=5)
         else:
-            ax.annotate("", (x1, y1), (x0, row.send), arrowprops=dict(arrowstyle="->", color=color, lw=0.8))
+            op = next((m for m in marked if m in str(row.message)), None) if marked else None
+            if op is None:
+                ax.annotate("", (x1, y1), (x0, row.send), arrowprops=dict(arrowstyle="->", color=color, lw=0.8))
+            else:
+                ax.annotate("", (x1, y1), (x0, row.send), arrowprops=dict(arrowstyle="->", color="black", lw=2.2))
+                ax.text((x0 + x1) / 2, (row.send + y1) / 2, f"{row.type} op {op[6:-1]}", fontsize=7,
+                        ha="center", va="bottom", bbox=dict(boxstyle="round,pad=0.1", fc="white", ec="none", alpha=0.8))
     for name, color in colors.items():
         ax.plot([], [], color=color, label=name)
     ax.plot([], [], color="red", marker="x", label="dropped")

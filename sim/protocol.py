@@ -87,6 +87,7 @@ BUILTIN_PROTOCOLS: dict[str, str] = {
     "transactional_messages": "sim.messaging.txmsg",
     "two_phase_commit": "sim.transactions.two_phase",
     "three_phase_commit": "sim.transactions.three_phase",
+    "lab_register": "sim.labs.register",
 }
 
 
