@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
@@ -13,6 +15,11 @@ from sim.kernel.world import World
 from sim.protocol import ProtocolConfig, register_protocol
 from sim.runner import build_world
 from sim.scenario import Scenario
+
+# the labs' reference and known-wrong solutions import each other by module name
+LAB_SOLUTIONS = Path(__file__).resolve().parent / "labs"
+if str(LAB_SOLUTIONS) not in sys.path:
+    sys.path.insert(0, str(LAB_SOLUTIONS))
 
 # the RabbitMQ fixtures (rabbitmq: the local broker's settings; local_broker_node: a node of the test's own)
 pytest_plugins = ["sim.rabbitmq.testing"]
