@@ -1,0 +1,3 @@
+"""Chapter 5's exercises."""
+
+from __future__ import annotations
