@@ -1,5 +1,5 @@
 # Two entry points for a fresh machine: `make demo` and `make test`.
-# Both create .venv and install capsim with its test dependencies first.
+# Both create .venv and install capsim with its test and notebook (JupyterLab) dependencies first.
 # `make test` runs the linter (ruff), the type checker (mypy) and the tests.
 PYTHON ?= python3
 VENV   := .venv
@@ -11,7 +11,7 @@ STAMP  := $(VENV)/.installed-stamp
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e '.[test,notebooks]'
 	touch $(STAMP)
 
 install: $(STAMP)
