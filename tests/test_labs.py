@@ -136,6 +136,7 @@ def test_an_exception_in_a_handler_names_the_handler(tmp_path):
     t = report.tests[0]
     assert not t.passed and "KeyError: 'oops'" in t.error and "handle_StoreAck" in t.error
     assert "KeyError" in t.message
+    assert Path(t.files["diagram (png)"]).stat().st_size > 0      # the messages up to the exception, drawn
 
 
 def test_solutions_that_cannot_be_graded_say_why(tmp_path):

@@ -32,7 +32,7 @@ import traceback
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import ModuleType
+from types import ModuleType, SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -80,6 +80,8 @@ class Check:
     evidence: Any = None
     window: tuple[float, float] | None = None
     ops: tuple[int, ...] = ()
+    mark: tuple[str, float, str] | None = None
+    """(node, time, label): a point the diagram marks, e.g. where a handler raised."""
 
 
 @dataclass(frozen=True)
@@ -390,27 +392,60 @@ class _Runner:
         self.lab, self.test, self.run_seconds = lab, test, run_seconds
 
     def run(self, scenario: dict[str, Any], *, trace: bool = False) -> tuple[Check | None, str | None, Any]:
-        """(check, error, result): ``error`` is the student's traceback when the run itself failed."""
-        from ..runner import run
+        """(check, error, result): ``error`` is the student's traceback when the run itself failed.
+
+        When the run failed and ``trace`` is on, ``result`` is what happened up to the
+        failure (its message trace and node events) and the check's window ends there.
+        """
+        import pandas as pd
+
+        from ..cost import check_cost
+        from ..runner import _collect, build_world
         from ..scenario import Scenario
 
         if trace:
             scenario = {**scenario, "run": {**scenario.get("run", {}), "trace": True}}
         sc = Scenario.from_dict(scenario)
+        check_cost(sc)
+        world = None
         try:
             with wall_clock_limit(self.run_seconds):
-                result = run(sc, allow_large=False)
-        except (KeyboardInterrupt, SystemExit):
-            raise
-        except ScenarioError:
+                world = build_world(sc)
+                world.run()
+                sc.protocol.finish(world, world.state)
+                result = _collect(world, 0.0, False)
+        except (KeyboardInterrupt, SystemExit, ScenarioError):
             raise
         except BaseException as exc:  # the student's handler raised or looped
+            partial = None
+            if trace and world is not None:
+                rows = world.network.trace_rows()
+                partial = SimpleNamespace(
+                    scenario=sc, node_events=pd.DataFrame(world.node_events, columns=["time", "node", "event"]),
+                    trace=pd.DataFrame(rows, columns=["id", "src", "dst", "type", "send", "deliver", "dropped",
+                                                      "message"]))
+                label = f"{type(exc).__name__} here"
+                failure = Check(False, "", window=(max(0.0, world.now - 60.0), world.now + 1.0),
+                                mark=(_raising_node(exc, world.nodes), world.now, label))
+                return failure, student_traceback(exc), partial
             return None, student_traceback(exc), None
         return self.test.check(result), None, result
 
     def fails(self, scenario: dict[str, Any], error_kind: bool) -> bool:
         check, error, _ = self.run(scenario)
         return (error is not None) if error_kind else (error is None and check is not None and not check.ok)
+
+
+def _raising_node(exc: BaseException, nodes: Mapping[str, Any]) -> str:
+    """The node whose handler was running when ``exc`` was raised ('' if none was)."""
+    found = ""
+    tb = exc.__traceback__
+    while tb is not None:
+        owner = tb.tb_frame.f_locals.get("self")
+        if any(owner is node for node in nodes.values()):
+            found = owner.name
+        tb = tb.tb_next
+    return found
 
 
 def _shrink(runner: _Runner, scenario: dict[str, Any], error_kind: bool, budget: float) -> tuple[dict[str, Any], bool]:
@@ -448,6 +483,14 @@ def _draw(result: Any, check: Check | None, scenario: dict[str, Any], stem: Path
     fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(result.scenario.nodes) + 3), 7))
     lamport_diagram(result, start, end, ax=ax, title=title, max_messages=250,
                     highlight_ops=() if check is None else check.ops)
+    if check is not None and check.mark is not None:
+        node, at, label = check.mark
+        names = [tick.get_text() for tick in ax.get_xticklabels()]
+        if node in names:
+            ax.plot([names.index(node)], [at], marker="*", color="red", ms=16, zorder=5)
+            ax.annotate(label, (names.index(node), at), xytext=(8, 0), textcoords="offset points", color="red",
+                        fontsize=9, fontweight="bold", va="center")
+        ax.axhline(at, color="red", lw=0.8, ls="--", zorder=0)
     files = {}
     for ext in ("png", "svg"):
         path = stem.with_suffix("." + ext)
@@ -548,13 +591,14 @@ def _failure(runner: _Runner, lab: Lab, test: LabTest, seed: int, scenario: dict
     if error_kind:
         message = "the solution raised an exception or did not return" if error2 is None else \
             error2.strip().splitlines()[-1]
-        check_shown, error_shown = None, error2 or error
+        check_shown, error_shown = check2 if error2 is not None else None, error2 or error
     else:
         check_shown = check2 if (check2 is not None and not check2.ok) else check
         assert check_shown is not None
         message, error_shown = check_shown.message, None
     outcome = TestOutcome(test.name, test.goal, runs=runs, passed=False, seed=seed, message=message,
-                          error=error_shown, evidence=None if check_shown is None else check_shown.evidence,
+                          error=error_shown,
+                          evidence=None if check_shown is None or error_kind else check_shown.evidence,
                           scenario=small, faults_before=before, shrunk=finished)
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = out_dir / f"{test.name}-seed{seed}"
