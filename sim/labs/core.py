@@ -442,8 +442,9 @@ def _raising_node(exc: BaseException, nodes: Mapping[str, Any]) -> str:
     tb = exc.__traceback__
     while tb is not None:
         owner = tb.tb_frame.f_locals.get("self")
-        if any(owner is node for node in nodes.values()):
-            found = owner.name
+        for name, node in nodes.items():
+            if owner is node:
+                found = name
         tb = tb.tb_next
     return found
 
