@@ -66,6 +66,7 @@ __all__ = [
     "protocol_names",
     "load_module",
     "BUILTIN_PROTOCOLS",
+    "LAB_PROTOCOLS",
     "ENTRY_POINT_GROUP",
 ]
 
@@ -87,6 +88,10 @@ BUILTIN_PROTOCOLS: dict[str, str] = {
     "transactional_messages": "sim.messaging.txmsg",
     "two_phase_commit": "sim.transactions.two_phase",
     "three_phase_commit": "sim.transactions.three_phase",
+}
+
+#: the labs' protocols (they run a student's solution, named by ``protocol.solution``) -> module
+LAB_PROTOCOLS: dict[str, str] = {
     "lab_register": "sim.labs.register",
 }
 
@@ -158,7 +163,7 @@ class ProtocolConfig(Tagged, Generic[S]):
     @classmethod
     def members(cls) -> dict[str, type]:
         """Every protocol registered so far, with the built-in ones and the entry points loaded."""
-        for name in BUILTIN_PROTOCOLS:
+        for name in (*BUILTIN_PROTOCOLS, *LAB_PROTOCOLS):
             _load_builtin(name)
         _load_entry_points()
         return dict(cls._members)
@@ -167,7 +172,7 @@ class ProtocolConfig(Tagged, Generic[S]):
     def lookup(cls, name: str) -> type | None:
         """The config class registered as ``name``, loading only what is needed to find it."""
         if name not in cls._members:
-            if name in BUILTIN_PROTOCOLS:
+            if name in BUILTIN_PROTOCOLS or name in LAB_PROTOCOLS:
                 _load_builtin(name)
             else:
                 _load_entry_points()
@@ -217,7 +222,7 @@ def _import(module: str) -> None:
 
 
 def _load_builtin(name: str) -> None:
-    _import(BUILTIN_PROTOCOLS[name])
+    _import(BUILTIN_PROTOCOLS[name] if name in BUILTIN_PROTOCOLS else LAB_PROTOCOLS[name])
 
 
 def _load_entry_points() -> None:

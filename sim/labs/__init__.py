@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import importlib
 from pathlib import Path
+from typing import Any
 
-from .core import Check, GradeReport, Lab, LabTest, SolutionError, TestOutcome, grade
+from . import core
+from .core import Check, GradeReport, Lab, LabTest, SolutionError, TestOutcome
 
 __all__ = ["grade", "get_lab", "lab_ids", "skeleton_path", "Lab", "LabTest", "Check", "GradeReport",
            "TestOutcome", "SolutionError", "LAB_MODULES", "labs_folder"]
@@ -49,3 +51,15 @@ def labs_folder() -> Path:
 
 def skeleton_path(name: str) -> Path:
     return labs_folder() / get_lab(name).skeleton
+
+
+def grade(lab: Lab | str, solution: Any, **options: Any) -> GradeReport:
+    """Grade ``solution`` for ``lab`` (``"lab1"``, ``"register"`` or a :class:`Lab`).
+
+    ``solution`` is the path of a ``.py`` file, a module, the class itself (labs with
+    one class) or a dict of classes. Options (see :func:`sim.labs.core.grade`):
+    ``seeds`` (50: seeds 1..50, or a list), ``out`` (folder for the diagrams and
+    replay files of failing tests, default ``lab-reports/<lab>``), ``tests`` (names),
+    ``show`` (draw failing diagrams inline; default: in Jupyter).
+    """
+    return core.grade(get_lab(lab) if isinstance(lab, str) else lab, solution, **options)

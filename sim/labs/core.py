@@ -521,7 +521,7 @@ def _show(fig: Any) -> None:
         display(fig)
 
 
-def grade(lab: Lab | str, solution: Any, *, seeds: int | Sequence[int] = 50, out: str | Path | None = None,
+def grade(lab: Lab, solution: Any, *, seeds: int | Sequence[int] = 50, out: str | Path | None = None,
           tests: Sequence[str] | None = None, show: bool | None = None, shrink_seconds: float = 20.0,
           run_seconds: float | None = None, quiet: bool = True) -> GradeReport:
     """Grade ``solution`` for ``lab`` (see the module docstring); returns a :class:`GradeReport`.
@@ -532,9 +532,6 @@ def grade(lab: Lab | str, solution: Any, *, seeds: int | Sequence[int] = 50, out
     tests (default ``lab-reports/<lab>``). ``show``: display failing diagrams
     inline (default: when running in Jupyter).
     """
-    from . import get_lab
-
-    lab = get_lab(lab) if isinstance(lab, str) else lab
     seed_list = list(range(1, int(seeds) + 1)) if isinstance(seeds, (int, np.integer)) else [int(s) for s in seeds]
     if not seed_list:
         raise ValueError("seeds must name at least one seed")
