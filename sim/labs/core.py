@@ -475,7 +475,8 @@ def _window(check: Check | None, scenario: dict[str, Any]) -> tuple[float, float
     return 0.0, min(500.0, float(scenario.get("run", {}).get("duration", 500.0)))
 
 
-def _draw(result: Any, check: Check | None, scenario: dict[str, Any], stem: Path, title: str) -> dict[str, str]:
+def _draw(result: Any, check: Check | None, scenario: dict[str, Any], stem: Path, title: str,
+          show: bool) -> dict[str, str]:
     import matplotlib.pyplot as plt
 
     from ..plots import lamport_diagram
@@ -497,7 +498,10 @@ def _draw(result: Any, check: Check | None, scenario: dict[str, Any], stem: Path
         path = stem.with_suffix("." + ext)
         fig.savefig(path, dpi=110 if ext == "png" else None, bbox_inches="tight")
         files[f"diagram ({ext})"] = str(path)
-    _show(fig)
+    if show:
+        from IPython.display import display
+
+        display(fig)
     plt.close(fig)
     return files
 
@@ -509,16 +513,6 @@ def _in_notebook() -> bool:
     except Exception:
         return False
     return ip is not None and type(ip).__name__ == "ZMQInteractiveShell"
-
-
-_SHOW = {"on": False}
-
-
-def _show(fig: Any) -> None:
-    if _SHOW["on"]:
-        from IPython.display import display
-
-        display(fig)
 
 
 def grade(lab: Lab, solution: Any, *, seeds: int | Sequence[int] = 50, out: str | Path | None = None,
@@ -542,7 +536,7 @@ def grade(lab: Lab, solution: Any, *, seeds: int | Sequence[int] = 50, out: str 
     key = solution_key(lab, solution)
     label = key if not key.startswith("session:") else _describe(solution)
     out_dir = Path(out) if out is not None else Path("lab-reports") / lab.id
-    _SHOW["on"] = _in_notebook() if show is None else show
+    show = _in_notebook() if show is None else show
     started = time.perf_counter()
     outcomes = []
     for test in chosen:
@@ -554,7 +548,8 @@ def grade(lab: Lab, solution: Any, *, seeds: int | Sequence[int] = 50, out: str 
             outcome.runs += 1
             if error is None and check is not None and check.ok:
                 continue
-            outcome = _failure(runner, lab, test, seed, scenario, check, error, out_dir, shrink_seconds, outcome.runs)
+            outcome = _failure(runner, lab, test, seed, scenario, check, error, out_dir, shrink_seconds,
+                               outcome.runs, show)
             break
         outcomes.append(outcome)
         if not quiet:
@@ -581,7 +576,7 @@ def _pick(lab: Lab, names: Sequence[str]) -> Iterator[LabTest]:
 
 
 def _failure(runner: _Runner, lab: Lab, test: LabTest, seed: int, scenario: dict[str, Any], check: Check | None,
-             error: str | None, out_dir: Path, shrink_seconds: float, runs: int) -> TestOutcome:
+             error: str | None, out_dir: Path, shrink_seconds: float, runs: int, show: bool) -> TestOutcome:
     error_kind = error is not None
     before = len(scenario.get("faults", {}).get("schedule", []))
     small, finished = _shrink(runner, scenario, error_kind, shrink_seconds)
@@ -602,7 +597,8 @@ def _failure(runner: _Runner, lab: Lab, test: LabTest, seed: int, scenario: dict
     stem = out_dir / f"{test.name}-seed{seed}"
     outcome.files["replay"] = _write_replay(small, stem.with_suffix(".toml"))
     if result is not None and result.trace is not None:
-        outcome.files.update(_draw(result, check_shown, small, stem, f"{lab.id} · {test.name} · seed {seed}"))
+        title = f"{lab.id} · {test.name} · seed {seed}"
+        outcome.files.update(_draw(result, check_shown, small, stem, title, show))
     return outcome
 
 
