@@ -253,8 +253,10 @@ def _divergence_kinds(results: dict[str, Any], axes: Any | None):
         ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     if axes:
         axes[-1].set_xlabel("time (s)")
-        handles, labels = axes[0].get_legend_handles_labels()
-        axes[0].figure.legend(handles, labels, loc="outside upper center", ncol=2, fontsize="small")
+        fig = axes[0].figure
+        if not fig.legends:  # one legend per figure, however many calls drew on it
+            handles, labels = axes[0].get_legend_handles_labels()
+            fig.legend(handles, labels, loc="outside upper center", ncol=2, fontsize="small")
     return axes
 
 
