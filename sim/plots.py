@@ -13,6 +13,7 @@ from typing import Any
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib.ticker import MaxNLocator
 
 __all__ = [
     "availability_timeline",
@@ -195,8 +196,16 @@ def t_visibility_curves(curves: dict[str, pd.DataFrame], ax: Any | None = None, 
     return ax
 
 
-def divergence_timeline(results: dict[str, Any], ax: Any | None = None):
-    """Number of keys whose live replicas disagree, over time, faults of the first result shaded."""
+def divergence_timeline(results: dict[str, Any], ax: Any | None = None, *, kinds: bool = False):
+    """Number of keys whose live replicas disagree, over time, faults of the first result shaded.
+
+    ``kinds=True`` draws one panel per result (``ax``: None or one Axes per result)
+    with the divergent keys split into *conflicting* (red, at the bottom) and
+    *lagging* (blue, stacked on top); see :mod:`sim.checkers.convergence`. Returns
+    the Axes, or the list of them.
+    """
+    if kinds:
+        return _divergence_kinds(results, ax)
     ax = _axes(ax)
     first = None
     for label, result in results.items():
@@ -212,6 +221,43 @@ def divergence_timeline(results: dict[str, Any], ax: Any | None = None):
     ax.set_ylabel("divergent keys")
     ax.legend(fontsize="small")
     return ax
+
+
+def _divergence_kinds(results: dict[str, Any], axes: Any | None):
+    shown = {label: r for label, r in results.items() if r.divergence is not None and len(r.divergence)}
+    if axes is None:
+        _, made = plt.subplots(len(shown), 1, figsize=(8, 1.6 * len(shown) + 0.6), sharex=True, sharey=True,
+                               constrained_layout=True, squeeze=False)
+        axes = list(made[:, 0])
+    axes = list(axes)
+    if len(axes) != len(shown):
+        raise ValueError(f"kinds=True needs one Axes per result with divergence samples ({len(shown)}), "
+                         f"got {len(axes)}")
+    top = max(int(r.divergence["divergent"].max()) for r in shown.values()) if shown else 1
+    for ax, (label, r) in zip(axes, shown.items()):
+        d = r.divergence
+        t = d["time"].to_numpy(dtype=float) / 1000.0
+        if "conflicting" in d:
+            conflicting = d["conflicting"].to_numpy(dtype=float)
+            behind = conflicting + d["lagging"].to_numpy(dtype=float)
+            ax.fill_between(t, 0, conflicting, step="post", color="tab:red", alpha=0.75, lw=0,
+                            label="conflicting (diverged histories)")
+            ax.fill_between(t, conflicting, behind, step="post", color="tab:blue", alpha=0.45, lw=0,
+                            label="lagging (older point of one history)")
+        ax.plot(t, d["divergent"], drawstyle="steps-post", color="black", lw=0.8, label="divergent keys")
+        ax.set_xlim(0, r.scenario.end_time / 1000.0)
+        ax.set_ylim(0, max(top, 1) * 1.1)
+        shade_faults(ax, r.faults)
+        ax.set_title(label, fontsize="medium", loc="left")
+        ax.set_ylabel("keys")
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    if axes:
+        axes[-1].set_xlabel("time (s)")
+        fig = axes[0].figure
+        if not fig.legends:  # one legend per figure, however many calls drew on it
+            handles, labels = axes[0].get_legend_handles_labels()
+            fig.legend(handles, labels, loc="outside upper center", ncol=2, fontsize="small")
+    return axes
 
 
 def metric_vs_factor(summary: pd.DataFrame, x: str, metric: str, *, hue: str | None = None, ax: Any | None = None):

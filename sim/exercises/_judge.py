@@ -7,7 +7,7 @@ from typing import Any
 
 from . import Feedback
 
-__all__ = ["is_number", "number", "word"]
+__all__ = ["is_number", "number", "word", "plain", "whole"]
 
 
 def is_number(x: Any) -> bool:
@@ -37,3 +37,26 @@ def word(got: Any, want: str, choices: tuple[str, ...], *, why: str = "") -> Fee
     if got.strip().lower() == want:
         return Feedback(True, why)
     return Feedback(False, "look at which side keeps answering in the runs above and why.")
+
+
+# -- helpers for answers that are structures (configurations, schedules, pairs) ----------------------
+
+
+def plain(value: Any) -> Any:
+    """``value`` with every numpy scalar or array inside lists, tuples and dicts turned into Python values."""
+    from ..config import python_value
+
+    value = python_value(value)
+    if isinstance(value, dict):
+        return {plain(k): plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(plain(v) for v in value)
+    return value
+
+
+def whole(got: Any) -> int | None:
+    """``got`` as an int when it is a whole number (``3``, ``3.0``, ``np.int64(3)``), else None."""
+    got = plain(got)
+    if not is_number(got) or not math.isfinite(float(got)) or float(got) != int(float(got)):
+        return None
+    return int(got)

@@ -15,7 +15,7 @@ them, so one handler can be tested alone.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from simpy.core import URGENT
@@ -185,6 +185,16 @@ class Node(Endpoint):
         Replicated protocols override this so convergence can be measured (values
         must be comparable with ``==``; use a frozenset for siblings). ``None``:
         this node holds no replica state.
+        """
+        return None
+
+    def replica_versions(self, keys: Sequence[Any]) -> dict[Any, tuple[Mapping[Any, Any], ...]] | None:
+        """The version of the value this replica holds for each of ``keys`` it holds: a tuple
+        of version vectors ``{origin: counter}``, one per sibling (usually one).
+
+        Lets the convergence sampler tell a replica that lags (an older point of the same
+        history) from one that conflicts (see :mod:`sim.checkers.convergence`); called
+        only for keys that diverge. ``None``: this node gives no versions.
         """
         return None
 

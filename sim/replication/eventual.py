@@ -48,11 +48,22 @@ spread every version to every live node.
   read from that node just before writing. A write at a node that has seen both
   sides' siblings therefore resolves them; one made where only one side's
   sibling is known keeps the other as a sibling.
+
+**Versions for the convergence measure** (:meth:`EventualNode.replica_versions`):
+the causal context of the value a replica holds, as a version vector over the
+nodes' write counters. Under ``vv`` that is the sibling's own vector. Under
+``lww`` the protocol keeps no vectors, so the run's stats do it on the side
+(instrumentation, never read by the protocol): a write's context is everything
+its coordinator had merged for the key (winners and discarded losers alike)
+plus the write itself. Two sides that both wrote a key during a partition then
+hold *conflicting* versions, which LWW resolves by discarding one; a replica that
+only missed a write *lags*.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
@@ -132,6 +143,10 @@ class EventualStats:
         self.resolved = 0  # client writes that replaced two or more siblings
         self.rounds = 0  # anti-entropy exchanges started
         self.repaired = 0  # entries an anti-entropy exchange changed
+        # LWW only, for the convergence measure: stamp -> the version vector of the write's
+        # causal context, and (node, key) -> the join of the contexts that node merged
+        self.context: dict[tuple[float, str, int], dict[str, int]] = {}
+        self.seen: dict[tuple[str, Any], dict[str, int]] = {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,6 +225,7 @@ class EventualNode(Node):
         if self.lww:
             record: Any = ((self.clock(), self.name, seq), msg.value)
             self.stats.order[msg.value] = record[0]
+            self.stats.context[record[0]] = {**self.stats.seen.get((self.name, msg.key), {}), self.name: seq}
         else:
             seen = self.data.get(msg.key, ())
             if len(seen) > 1:
@@ -241,6 +257,7 @@ class EventualNode(Node):
         """Fold a version (LWW) or sibling set (VV) into the replica; True if it changed."""
         current = self.data.get(key)
         if self.lww:
+            self._note_seen(key, record[0])
             if current is None or record[0] > current[0]:
                 self.data[key] = record
                 return True
@@ -254,6 +271,15 @@ class EventualNode(Node):
         if len(merged) > self.stats.max_siblings:
             self.stats.max_siblings = len(merged)
         return True
+
+    def _note_seen(self, key: Any, stamp: tuple[float, str, int]) -> None:
+        """Join the context of the write ``stamp`` into what this node has seen of ``key``."""
+        context = self.stats.context.get(stamp)
+        if context is not None:
+            seen = self.stats.seen.setdefault((self.name, key), {})
+            for node, count in context.items():
+                if count > seen.get(node, 0):
+                    seen[node] = count
 
     def version(self, record: Any) -> Any:
         """What a digest says about an entry: the LWW stamp, or the siblings' vectors."""
@@ -307,4 +333,17 @@ class EventualNode(Node):
                 out[key] = self.read(key)
             else:
                 out[key] = frozenset(value for _vv, value in record)
+        return out
+
+    def replica_versions(self, keys: Sequence[Any]) -> dict[Any, tuple[Mapping[Any, Any], ...]]:
+        """The causal context of each held value (one vector per sibling); see the module docstring."""
+        out: dict[Any, tuple[Mapping[Any, Any], ...]] = {}
+        for key in keys:
+            record = self.data.get(key)
+            if record is None:
+                continue
+            if not self.lww:
+                out[key] = tuple(dict(vv) for vv, _value in record)
+            elif record[0] in self.stats.context:
+                out[key] = (self.stats.context[record[0]],)
         return out

@@ -65,9 +65,11 @@ suffix (``SyncRequest``/``Sync``).
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
+from ..checkers.convergence import log_versions
 from ..config import Duration, fld, positive
 from ..kernel.messages import ClientReply, ClientRequest
 from ..protocol import ProtocolConfig, register_protocol
@@ -485,3 +487,9 @@ class PrimaryBackupNode(ProxyNode):
 
     def replica_state(self) -> dict[Any, Any]:
         return dict(self.data)
+
+    def replica_versions(self, keys: Sequence[Any]) -> dict[Any, tuple[Mapping[Any, Any], ...]]:
+        """The log prefix behind each value, counted per view (one primary per view): replicas
+        on the two sides of a split brain hold conflicting versions, a backup behind lags."""
+        versions = log_versions((view, key) for key, _value, view in self.log)
+        return {key: (versions[key],) for key in keys if key in versions}

@@ -85,6 +85,7 @@ was not covered by a hint catches up only through later writes or read repair.
 from __future__ import annotations
 
 import zlib
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
@@ -309,6 +310,14 @@ class QuorumNode(Node):
 
     def replica_state(self) -> dict[Any, Any]:
         return {key: value for key, (_version, value) in self.data.items()}
+
+    def replica_versions(self, keys: Sequence[Any]) -> dict[Any, tuple[Mapping[Any, Any], ...]] | None:
+        """abd: the ``(stamp, coordinator, seq)`` version, one total order that every write is
+        placed in after asking a quorum, so replicas can only lag. dynamo: none (a clock
+        order says nothing of which writes saw which)."""
+        if self.cfg.mode != "abd":
+            return None
+        return {key: ({"abd": self.data[key][0]},) for key in keys if key in self.data}
 
     def pending_hints(self) -> int:
         return sum(len(per_key) for per_key in self.hints.values())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ...dists import uniform_sampler
@@ -91,6 +92,10 @@ class RaftNode(Node):
         self.commit_index = 0
         self.last_applied = 0
         self.data: dict[Any, Any] = {}
+        # for the convergence measure: entries per term in the applied prefix, and for each
+        # key the prefix (as those counts) up to the entry that set its value
+        self._applied_terms: dict[int, int] = {}
+        self._key_versions: dict[Any, dict[int, int]] = {}
         self.results: dict[int, Any] = {}  # op_id -> result, for every applied operation
         self.waiters: dict[int, list[ReplyTo]] = {}  # op_id -> reply targets
         self.waiting: dict[int, str] = {}  # op_id -> client, for requests this node forwarded
@@ -108,6 +113,10 @@ class RaftNode(Node):
 
     def replica_state(self) -> dict[Any, Any]:
         return dict(self.data)
+
+    def replica_versions(self, keys: Sequence[Any]) -> dict[Any, tuple[Mapping[Any, Any], ...]]:
+        """The applied log prefix behind each value (:func:`sim.checkers.convergence.log_versions`)."""
+        return {key: (self._key_versions[key],) for key in keys if key in self._key_versions}
 
     def _clear_leader_state(self) -> None:
         self.next_index: dict[str, int] = {}
@@ -411,12 +420,14 @@ class RaftNode(Node):
         log, data, results, waiters = self.log, self.data, self.results, self.waiters
         while self.last_applied < self.commit_index:
             self.last_applied += 1
-            _term, op_id, op, key, value = log[self.last_applied]
+            term, op_id, op, key, value = log[self.last_applied]
+            self._applied_terms[term] = self._applied_terms.get(term, 0) + 1
             if op == NOOP:
                 continue
             if op_id not in results:
                 if op == "write":
                     data[key] = value
+                    self._key_versions[key] = dict(self._applied_terms)
                     results[op_id] = None
                 else:
                     results[op_id] = data.get(key)
