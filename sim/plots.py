@@ -105,17 +105,20 @@ def latency_cdf(results: dict[str, Any], op: str = "read", ax: Any | None = None
 
 def lamport_diagram(result: Any, start: float, end: float, *, endpoints: list[str] | None = None,
                     ax: Any | None = None, max_messages: int = 300, title: str | None = None,
-                    highlight_ops: Iterable[int] = ()):
+                    highlight_ops: Iterable[int] = (), highlight: Iterable[str] = ()):
     """Space-time diagram of the messages sent in ``[start, end)`` ms (needs ``run.trace``).
 
     One vertical line per endpoint (each node followed by its clients), time
     flowing downwards, thick grey where a node is crashed; an arrow per delivered
     message coloured by type, a red line ending in a cross (drawn half way) per
     dropped one. Client requests and replies of the operations in ``highlight_ops``
-    are drawn in bold black, labelled with their op id. With more than
-    ``max_messages`` messages in the window only the first ones are drawn.
+    are drawn in bold black, labelled with their op id, and so are the messages
+    whose repr contains one of the ``highlight`` texts (labelled with their type).
+    With more than ``max_messages`` messages in the window only the first ones are
+    drawn.
     """
-    marked = {f"op_id={int(op)}," for op in highlight_ops}
+    marked = {f"op_id={int(op)},": f"op {int(op)}" for op in highlight_ops}
+    marked.update({str(text): "" for text in highlight if str(text)})
     trace = result.trace
     if trace is None:
         raise ValueError("this result has no trace; run the scenario with run.trace = true")
@@ -165,7 +168,7 @@ def lamport_diagram(result: Any, start: float, end: float, *, endpoints: list[st
                 ax.annotate("", (x1, y1), (x0, row.send), arrowprops=dict(arrowstyle="->", color=color, lw=0.8))
             else:
                 ax.annotate("", (x1, y1), (x0, row.send), arrowprops=dict(arrowstyle="->", color="black", lw=2.2))
-                ax.text((x0 + x1) / 2, (row.send + y1) / 2, f"{row.type} op {op[6:-1]}", fontsize=7,
+                ax.text((x0 + x1) / 2, (row.send + y1) / 2, f"{row.type} {marked[op]}".strip(), fontsize=7,
                         ha="center", va="bottom", bbox=dict(boxstyle="round,pad=0.1", fc="white", ec="none", alpha=0.8))
     for name, color in colors.items():
         ax.plot([], [], color=color, label=name)

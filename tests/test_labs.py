@@ -248,3 +248,21 @@ def test_cli_list_and_show_name_every_test():
         assert test.name in listed.stdout
     shown = _capsim("lab", "show", "register")
     assert "RegisterNode (a subclass of sim.labs.register.RegisterBase)" in shown.stdout
+
+
+class _StoreInInit(register_reference.RegisterNode):
+    """Keeps the register in an attribute set in __init__: it would survive a crash on a plain Node."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.memory = {}
+
+    def boot(self):
+        super().boot()
+        self.store = self.memory
+
+
+def test_a_crash_loses_what_the_solution_kept_outside_its_disk(tmp_path):
+    report = grade("lab1", _StoreInInit, out=tmp_path, tests=["linearizable"])
+    assert not report.passed
+    assert "has no attribute 'memory'" in report.tests[0].error

@@ -7,6 +7,7 @@ from .linearizability import LinearizabilityResult, check_linearizable
 from .lost_writes import LostWritesResult, lost_writes
 from .notification import check_notifications
 from .saga import check_sagas
+from .saga_order import SagaOrderReport, check_saga_order
 from .staleness import read_staleness, staleness_summary, t_visibility
 from .txmsg import check_transactional
 
@@ -25,6 +26,8 @@ __all__ = [
     "check_delivery",
     "DeliveryReport",
     "check_sagas",
+    "check_saga_order",
+    "SagaOrderReport",
     "check_notifications",
     "check_transactional",
 ]

@@ -38,9 +38,11 @@ from typing import Any
 import numpy as np
 
 from ..errors import CapsimError, ScenarioError
+from ..kernel.node import Node
 
 __all__ = [
     "Lab",
+    "LabNode",
     "LabTest",
     "Check",
     "TestOutcome",
@@ -82,6 +84,8 @@ class Check:
     ops: tuple[int, ...] = ()
     mark: tuple[str, float, str] | None = None
     """(node, time, label): a point the diagram marks, e.g. where a handler raised."""
+    highlight: tuple[str, ...] = ()
+    """Text that the messages to draw in bold contain (in their repr), e.g. ``"saga-17"``."""
 
 
 @dataclass(frozen=True)
@@ -114,6 +118,29 @@ class Lab:
     @property
     def aliases(self) -> tuple[str, str]:
         return (self.id, f"lab{self.number}")
+
+
+class LabNode(Node):
+    """Base of the classes students write: a crash loses everything but ``self.disk``.
+
+    As a real process loses its memory: every attribute the solution set (in
+    ``__init__``, ``boot`` or a handler) is gone after a crash, and ``boot()`` runs
+    again at recovery. A lab's base class calls :meth:`seal` at the end of its
+    ``__init__``: the attributes set until then are the framework's and survive.
+    """
+
+    _kept: frozenset[str] = frozenset()
+
+    def seal(self) -> None:
+        """Mark the attributes set so far as the framework's own (kept across crashes)."""
+        self._kept = frozenset(vars(self)) | {"_kept"}
+
+    def crash(self) -> None:
+        if not self.alive:
+            return
+        super().crash()
+        for attr in [a for a in vars(self) if a not in self._kept]:
+            delattr(self, attr)
 
 
 # -- where a solution's classes come from ---------------------------------------------------
@@ -484,7 +511,8 @@ def _draw(result: Any, check: Check | None, scenario: dict[str, Any], stem: Path
     start, end = _window(check, scenario)
     fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(result.scenario.nodes) + 3), 7))
     lamport_diagram(result, start, end, ax=ax, title=title, max_messages=250,
-                    highlight_ops=() if check is None else check.ops)
+                    highlight_ops=() if check is None else check.ops,
+                    highlight=() if check is None else check.highlight)
     if check is not None and check.mark is not None:
         node, at, label = check.mark
         names = [tick.get_text() for tick in ax.get_xticklabels()]

@@ -27,7 +27,7 @@ from ..config import fld
 from ..kernel.messages import ClientReply, ClientRequest
 from ..kernel.node import Host, Node
 from ..protocol import ProtocolConfig, register_protocol
-from .core import Check, Lab, LabTest, lab_rng, random_faults, solution_classes
+from .core import Check, Lab, LabNode, LabTest, lab_rng, random_faults, solution_classes
 
 __all__ = ["RegisterBase", "RegisterLabConfig", "LAB", "ClientRequest", "ClientReply"]
 
@@ -37,14 +37,15 @@ TIMEOUT = 400.0
 MIN_AVAILABILITY = 0.95
 
 
-class RegisterBase(Node):
+class RegisterBase(LabNode):
     """What a lab-1 node starts with.
 
     ``self.nodes``: every replica's name, this one included, in a fixed order;
     ``self.peers``: the others; ``self.majority``: how many replicas make a
     majority. ``self.reply(client, op_id, ok, value)`` answers a client.
     Keep what must survive a crash in ``self.disk`` (a dict); set up everything
-    else in ``boot()``, which runs at start and after each recovery.
+    else in ``boot()``, which runs at start and after each recovery. A crash loses
+    every other attribute the solution set, also those set in ``__init__``.
     """
 
     def __init__(self, world: Host, name: str, config: RegisterLabConfig) -> None:
@@ -53,6 +54,7 @@ class RegisterBase(Node):
         self.nodes: tuple[str, ...] = tuple(world.scenario.nodes)
         self.peers: tuple[str, ...] = tuple(n for n in self.nodes if n != name)
         self.majority: int = len(self.nodes) // 2 + 1
+        self.seal()
 
     def reply(self, client: str, op_id: int, ok: bool = True, value: Any = None) -> None:
         """Answer the client's operation ``op_id`` (``value``: what a read returns)."""

@@ -54,7 +54,7 @@ from ..messaging.saga import SagaStep, StepCommand, StepReply, StepState
 from ..protocol import ProtocolConfig, register_protocol
 from ..report import line, pairs, verdict_line
 from ..workload.arrivals import Arrivals, ArrivalSpec
-from .core import Check, Lab, LabTest, lab_rng, random_faults, solution_classes
+from .core import Check, Lab, LabNode, LabTest, lab_rng, random_faults, solution_classes
 
 if TYPE_CHECKING:
     from ..result import Result
@@ -107,7 +107,7 @@ class SagaLabState:
         self.starts.record(t, saga_id)
 
 
-class OrchestratorBase(Node):
+class OrchestratorBase(LabNode):
     """What the lab-4 orchestrator starts with (the student writes ``start_saga`` and ``handle_StepReply``).
 
     ``self.steps``: the saga's steps in order (each has ``.name`` and ``.service``).
@@ -130,7 +130,7 @@ class OrchestratorBase(Node):
         self._lab = lab
         self._arrivals = Arrivals(ArrivalSpec(rate=ARRIVAL_RATE, stop=ARRIVALS_STOP),
                                   world.streams["lab_saga/arrivals"], world.scenario.run.duration)
-        self._kept = frozenset(vars(self)) | {"_kept"}
+        self.seal()
 
     # -- what the student writes -------------------------------------------------------------
     def start_saga(self, saga_id: str) -> None:
@@ -184,13 +184,6 @@ class OrchestratorBase(Node):
         super().recover()
         if self.alive:
             self._arrivals.resume(self, self._arrive)
-
-    def crash(self) -> None:
-        if not self.alive:
-            return
-        super().crash()
-        for attr in [a for a in vars(self) if a not in self._kept]:
-            delattr(self, attr)
 
     def _arrive(self, i: int) -> None:
         saga_id = f"saga-{i}"
@@ -419,7 +412,7 @@ def check_all_or_nothing(result: Any) -> Check:
     if others:
         message += f" (and {others} more)"
     timeline = saga_timeline(result, sid)
-    return Check(False, message, evidence=timeline, window=_window(timeline))
+    return Check(False, message, evidence=timeline, window=_window(timeline), highlight=(f"'{sid}'",))
 
 
 def _in_effect(effects: pd.DataFrame, saga_id: str) -> list[str]:
@@ -442,7 +435,7 @@ def check_compensation_order(result: Any) -> Check:
     others = order.counts["violating_sagas"] - 1
     message = f"{sid}: {first['detail']}" + (f" (and {others} more sagas)" if others else "")
     timeline = saga_timeline(result, sid)
-    return Check(False, message, evidence=timeline, window=_window(timeline))
+    return Check(False, message, evidence=timeline, window=_window(timeline), highlight=(f"'{sid}'",))
 
 
 def check_prompt(result: Any) -> Check:
@@ -460,7 +453,8 @@ def check_prompt(result: Any) -> Check:
     timeline = saga_timeline(result, sid)
     return Check(False, f"only {fast:.0%} of the {len(sagas)} sagas ended within {PROMPT_MS:g} ms of their start "
                         f"(needs at least {PROMPT_FRACTION:.0%}); the slowest: {sid}",
-                 evidence=slow[cols].head(10).reset_index(drop=True), window=_window(timeline))
+                 evidence=slow[cols].head(10).reset_index(drop=True), window=_window(timeline),
+                 highlight=(f"'{sid}'",))
 
 
 # -- the nemeses ------------------------------------------------------------------------------------
