@@ -80,10 +80,13 @@ class AppendReply:
 
 @dataclass(frozen=True)
 class Forward:
-    """A client's request on its way to the leader; the leader answers `client` directly."""
+    """A client's request on its way to the leader; the leader answers `client` directly.
+    `hops` counts the nodes it went through: two nodes that each think the other leads
+    would pass it back and forth, so give up after a few."""
 
     client: str
     request: ClientRequest
+    hops: int
 
 
 class LeaderNode(LeaderBase):

@@ -95,17 +95,6 @@ class LocalReads(Reference):
         super().route(client, request, hops)
 
 
-class CommitsOldTermByCount(Reference):
-    """Commits any entry a majority stores, also one of an earlier term (the mistake of Raft's Figure 8)."""
-
-    def advance_commit(self):
-        for n in range(len(self.log), self.commit, -1):
-            if 1 + sum(self.match_index[p] >= n for p in self.peers) >= self.majority:
-                self.commit = n
-                self.apply_committed()
-                return
-
-
 class FixedElectionTimeout(Reference):
     """Every node waits the same 200 ms before standing: after a leader is lost, votes split again and again."""
 
