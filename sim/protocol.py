@@ -93,6 +93,7 @@ BUILTIN_PROTOCOLS: dict[str, str] = {
 #: the labs' protocols (they run a student's solution, named by ``protocol.solution``) -> module
 LAB_PROTOCOLS: dict[str, str] = {
     "lab_register": "sim.labs.register",
+    "lab_leader": "sim.labs.leader",
     "lab_consumer": "sim.labs.consumer",
     "lab_saga": "sim.labs.saga",
 }
