@@ -127,7 +127,7 @@ def lamport_diagram(result: Any, start: float, end: float, *, endpoints: list[st
         for node in sc.nodes:
             order.append(node)
             order += [f"c{i}" for i in range(sc.workload.clients) if homes[i % len(homes)] == node]
-        endpoints = [n for n in order if n in used]
+        endpoints = [n for n in order if n in used] + sorted(used.difference(order))  # e.g. a lab's own clients
     x = {name: i for i, name in enumerate(endpoints)}
     labels: set[str] = set()
     ax = _axes(ax, (max(6, 0.9 * len(endpoints)), 7))
