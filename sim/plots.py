@@ -7,6 +7,7 @@ machine without a display gets matplotlib's non-interactive default.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable
 from typing import Any
 
@@ -117,8 +118,8 @@ def lamport_diagram(result: Any, start: float, end: float, *, endpoints: list[st
     With more than ``max_messages`` messages in the window only the first ones are
     drawn.
     """
-    marked = {f"op_id={int(op)},": f"op {int(op)}" for op in highlight_ops}
-    marked.update({str(text): "" for text in highlight if str(text)})
+    marks = [(re.compile(rf"\bop_id={int(op)}[,)]"), f"op {int(op)}") for op in highlight_ops]
+    marks += [(re.compile(re.escape(str(text))), "") for text in highlight if str(text)]
     trace = result.trace
     if trace is None:
         raise ValueError("this result has no trace; run the scenario with run.trace = true")
@@ -131,7 +132,7 @@ def lamport_diagram(result: Any, start: float, end: float, *, endpoints: list[st
         for node in sc.nodes:
             order.append(node)
             order += [f"c{i}" for i in range(sc.workload.clients) if homes[i % len(homes)] == node]
-        endpoints = [n for n in order if n in used]
+        endpoints = [n for n in order if n in used] + sorted(used.difference(order))  # e.g. a lab's own clients
     x = {name: i for i, name in enumerate(endpoints)}
     labels: set[str] = set()
     ax = _axes(ax, (max(6, 0.9 * len(endpoints)), 7))
@@ -163,12 +164,12 @@ def lamport_diagram(result: Any, start: float, end: float, *, endpoints: list[st
             ax.annotate("", (xm, y1), (x0, row.send), arrowprops=dict(arrowstyle="-", color="red", lw=0.8))
             ax.plot([xm], [y1], marker="x", color="red", ms=5)
         else:
-            op = next((m for m in marked if m in str(row.message)), None) if marked else None
-            if op is None:
+            label = next((lab for pat, lab in marks if pat.search(str(row.message))), None) if marks else None
+            if label is None:
                 ax.annotate("", (x1, y1), (x0, row.send), arrowprops=dict(arrowstyle="->", color=color, lw=0.8))
             else:
                 ax.annotate("", (x1, y1), (x0, row.send), arrowprops=dict(arrowstyle="->", color="black", lw=2.2))
-                ax.text((x0 + x1) / 2, (row.send + y1) / 2, f"{row.type} {marked[op]}".strip(), fontsize=7,
+                ax.text((x0 + x1) / 2, (row.send + y1) / 2, f"{row.type} {label}".strip(), fontsize=7,
                         ha="center", va="bottom", bbox=dict(boxstyle="round,pad=0.1", fc="white", ec="none", alpha=0.8))
     for name, color in colors.items():
         ax.plot([], [], color=color, label=name)
