@@ -88,6 +88,7 @@ BUILTIN_PROTOCOLS: dict[str, str] = {
     "two_phase_commit": "sim.transactions.two_phase",
     "three_phase_commit": "sim.transactions.three_phase",
     "lab_register": "sim.labs.register",
+    "lab_commit": "sim.labs.commit",
 }
 
 

@@ -24,6 +24,7 @@ __all__ = ["grade", "get_lab", "lab_ids", "skeleton_path", "Lab", "LabTest", "Ch
 #: lab id -> the module that defines it (and registers its protocol)
 LAB_MODULES: dict[str, str] = {
     "register": "sim.labs.register",
+    "commit": "sim.labs.commit",
 }
 
 
