@@ -212,7 +212,9 @@ class Participant(ParticipantBase):
             self.outcome[gtid] = "abort"             # the coordinator gave up before this vote
             self.write_log(gtid, "abort")
             self.decide(gtid, "abort", f"abort from {src} before voting")
-        # otherwise: already decided, or a stale presumed-abort answer after the commit: ignore
+        elif gtid not in self.outcome:
+            self.outcome[gtid] = "abort"             # it overtook its Prepare: that Prepare gets a no
+        # otherwise already decided (a presumed-abort answer can come late, after the commit): ignore
 
     def handle_DecisionRequest(self, msg, src):
         gtid = msg.gtid
