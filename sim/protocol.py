@@ -96,6 +96,7 @@ LAB_PROTOCOLS: dict[str, str] = {
     "lab_leader": "sim.labs.leader",
     "lab_consumer": "sim.labs.consumer",
     "lab_saga": "sim.labs.saga",
+    "lab_commit": "sim.labs.commit",
     "lab_gossip": "sim.labs.gossip",
 }
 

@@ -29,6 +29,7 @@ LAB_MODULES: dict[str, str] = {
     "leader": "sim.labs.leader",
     "consumer": "sim.labs.consumer",
     "saga": "sim.labs.saga",
+    "commit": "sim.labs.commit",
     "gossip": "sim.labs.gossip",
 }
 
