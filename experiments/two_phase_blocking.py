@@ -17,8 +17,11 @@ yes voters uncertain with nobody who knows the outcome (Bernstein, Hadzilacos &
 Goodman, "Concurrency Control and Recovery in Database Systems", 1987, ch. 7; Skeen,
 "Nonblocking commit protocols", SIGMOD 1981). Averaging over W and replacing E[.] by
 its value at tau = E[W] is the approximation (it overestimates by at most
-lambda^2 Var(W) / 2); tau is measured on fault-free runs of the same scenario. See
-sim/transactions/blocking.py for the scenario.
+lambda^2 Var(W) / 2, negligible here); tau is measured on fault-free runs of the same
+scenario. The measured fraction of a point pools its runs (blocked transactions over
+transactions, 95% CI over runs by the delta method): the mean of the runs' own
+fractions would overestimate it, since runs with more crashes have fewer transactions.
+See sim/transactions/blocking.py for the scenario and the estimate.
 
     python experiments/two_phase_blocking.py --quick --out out/blocking
 

@@ -32,14 +32,18 @@ its state that has not voted aborts unilaterally first (forced) and answers abor
 Every participant that times out runs this rule itself (a decentralized termination
 protocol); no one ever waits for the coordinator to come back.
 
-Why it does not block or disagree under crashes: the coordinator sends all its
-PreCommits in one instant, so when it crashes either every live participant will have
-pre-committed or none will; with bounded message delays and
+Why the rule is safe under crashes. A PreCommit exists only once everyone voted yes,
+so when some participant is pre-committed nobody can have aborted: commit is safe, even
+if others are still uncertain (a PreCommit lost, or a coordinator that crashed while
+sending them leaves such mixed states). And with bounded message delays,
 ``decision_timeout > 2 * vote_timeout`` plus delays and forced writes (so a live
-coordinator always moves before anyone times out), every terminator sees the same
-states and decides alike. Why partitions break it: each side of a partition terminates
-on its own, and a side holding a pre-committed participant (or the coordinator, which
-commits after its ack timeout) commits while a side of uncertain participants aborts.
+coordinator always moves before anyone times out), the coordinator commits only once
+every live participant has acknowledged its PreCommit or is silent because it crashed,
+so when every live participant is uncertain nobody can have committed: abort is safe.
+Why partitions break it: a timeout no longer means a crash, each side of a partition
+terminates on its own, and a side holding a pre-committed participant (or the
+coordinator, which commits after its ack timeout) commits while a side of uncertain
+participants aborts.
 
 Recovery. A participant in doubt waits ``decision_timeout`` and then terminates (a live
 coordinator may still be finishing). A recovering coordinator does nothing and never
