@@ -210,8 +210,19 @@ def _cmd_run(args: argparse.Namespace) -> int:
     scenario = Scenario.from_toml(args.scenario)
     if args.trace:
         scenario = dataclasses.replace(scenario, run=dataclasses.replace(scenario.run, trace=True))
-    with _progress(scenario, enabled=not args.quiet) as progress:
-        result = run(scenario, seed=args.seed, allow_large=args.allow_large, progress=progress)
+    try:
+        with _progress(scenario, enabled=not args.quiet) as progress:
+            result = run(scenario, seed=args.seed, allow_large=args.allow_large, progress=progress)
+    except (CapsimError, KeyboardInterrupt):
+        raise
+    except Exception as exc:
+        if not _user_protocol(scenario):
+            raise  # capsim's own protocols: a bug in capsim, whose whole traceback is wanted
+        from .labs.core import student_traceback
+
+        print(f"capsim run: protocol {scenario.protocol.tag!r} raised during the run (its code, not capsim, "
+              f"failed):\n{student_traceback(exc)}", file=sys.stderr, end="")
+        return 1
     if args.json:
         from .result import _jsonable
 
@@ -221,6 +232,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.out is not None:
         print(f"\n{wrote(result.save(args.out), 'result')}")
     return 0
+
+
+def _user_protocol(scenario: Any) -> bool:
+    """Whether the scenario runs code from outside capsim: a lab's solution or a protocol module."""
+    from .protocol import BUILTIN_PROTOCOLS, LAB_PROTOCOLS
+
+    protocol = scenario.protocol
+    return protocol.tag in LAB_PROTOCOLS or protocol.tag not in BUILTIN_PROTOCOLS or protocol.module is not None
 
 
 @contextlib.contextmanager

@@ -266,3 +266,12 @@ def test_a_crash_loses_what_the_solution_kept_outside_its_disk(tmp_path):
     report = grade("lab1", _StoreInInit, out=tmp_path, tests=["linearizable"])
     assert not report.passed
     assert "has no attribute 'memory'" in report.tests[0].error
+
+
+def test_capsim_run_of_a_failing_solution_shows_the_solutions_traceback_only(tmp_path):
+    report = grade("lab1", skeleton_path("lab1"), seeds=1, out=tmp_path, tests=["linearizable"])
+    proc = _capsim("run", report.tests[0].files["replay"], "--quiet")
+    assert proc.returncode == 1
+    assert "protocol 'lab_register' raised during the run" in proc.stderr
+    assert "lab1_register.py" in proc.stderr and "NotImplementedError: TODO" in proc.stderr
+    assert "sim/kernel" not in proc.stderr and "sim/runner.py" not in proc.stderr
