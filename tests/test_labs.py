@@ -274,3 +274,21 @@ def test_capsim_run_of_a_failing_solution_shows_the_solutions_traceback_only(tmp
     assert "protocol 'lab_register' raised during the run" in proc.stderr
     assert "lab1_register.py" in proc.stderr and "NotImplementedError: TODO" in proc.stderr
     assert "sim/kernel" not in proc.stderr and "sim/runner.py" not in proc.stderr
+
+
+def test_a_checker_that_cannot_judge_a_run_fails_the_test_instead_of_crashing_the_grader(tmp_path):
+    """E.g. a solution records something the lab's checker cannot read: the test fails, saying so."""
+    from dataclasses import replace
+
+    from sim.labs import core
+
+    lab = get_lab("lab1")
+
+    def unreadable(result):
+        return {}["no such column"]
+
+    broken = replace(lab, tests=(replace(lab.tests[1], check=unreadable),))
+    report = core.grade(broken, register_reference.RegisterNode, seeds=2, out=tmp_path, shrink_seconds=1)
+    t = report.tests[0]
+    assert not t.passed and t.error is None
+    assert "the checker could not judge this run (KeyError: 'no such column')" in t.message

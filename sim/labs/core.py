@@ -456,7 +456,12 @@ class _Runner:
                                 mark=(_raising_node(exc, world.nodes), world.now, label))
                 return failure, student_traceback(exc), partial
             return None, student_traceback(exc), None
-        return self.test.check(result), None, result
+        try:
+            return self.test.check(result), None, result
+        except Exception as exc:  # e.g. a reply value the checker cannot compare: the run is not judgeable
+            detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+            return Check(False, f"the checker could not judge this run ({detail}): look at what the "
+                                f"solution replied or recorded", evidence=traceback.format_exc(limit=-3)), None, result
 
     def fails(self, scenario: dict[str, Any], error_kind: bool) -> bool:
         check, error, _ = self.run(scenario)
