@@ -167,6 +167,7 @@ def main(argv: list[str] | None = None) -> int:
 def _cmd_protocols(args: argparse.Namespace) -> int:
     """``capsim protocols [NAME]``: what can run, and what a protocol's table accepts."""
     from .fielddocs import field_docs, format_field_docs
+    from .netconfig import message_kind
     from .protocol import ProtocolConfig, protocol_names
 
     if args.name is None:
@@ -183,6 +184,10 @@ def _cmd_protocols(args: argparse.Namespace) -> int:
     print(format_field_docs([d for d in field_docs(config) if d.path != "module"]))
     print(f"\nmodule (text, unset): where {args.name} is defined when it is not built in "
           "(a module name or a .py file)")
+    types = config.message_types() if issubclass(config, ProtocolConfig) else ()
+    if types:
+        listed = ", ".join(t.__name__ + (f" ({k})" if (k := message_kind(t)) else "") for t in types)
+        print(f"\nmessages (network.message_latency sets latency by class name or (kind)): {listed}")
     return 0
 
 

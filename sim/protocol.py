@@ -123,6 +123,17 @@ class ProtocolConfig(Tagged, Generic[S]):
     def check_scenario(self, scenario: Scenario, path: str) -> None:
         """Raise :class:`~sim.errors.ScenarioError` if this protocol cannot run ``scenario``."""
 
+    @classmethod
+    def message_types(cls) -> tuple[type, ...]:
+        """The message classes this protocol's nodes send (client messages included).
+
+        ``network.message_latency`` tables accept their class names and the
+        ``kind`` each declares (a class variable, e.g. ``kind: ClassVar[str] =
+        "write"``), so latency can differ by message (see :mod:`sim.netconfig`).
+        Default: none declared.
+        """
+        return ()
+
     # -- running -----------------------------------------------------------------------------
     def new_state(self, world: Host) -> S:
         """The per-run state shared by this run's nodes and result hooks (default: none)."""

@@ -19,9 +19,10 @@ from typing import Any, ClassVar, Literal
 import tomli_w
 
 from .config import Duration, MaybeInfDuration, at_least, build, fld, nonneg, positive, prob, to_plain
-from .dists import Constant, Dist, Exponential
+from .dists import Constant, Dist
 from .errors import ScenarioError
 from .faultspec import LEADER, FaultsConfig
+from .netconfig import LinkConfig, MessageLatency, NetworkConfig, ZoneLinkConfig, Zones, check_network
 from .protocol import ProtocolConfig
 
 __all__ = [
@@ -29,6 +30,9 @@ __all__ = [
     "ClusterConfig",
     "NetworkConfig",
     "LinkConfig",
+    "ZoneLinkConfig",
+    "MessageLatency",
+    "Zones",
     "WorkloadConfig",
     "RunConfig",
     "ScenarioError",
@@ -38,9 +42,15 @@ __all__ = [
 
 @dataclass(frozen=True, kw_only=True)
 class ClusterConfig:
-    """The server nodes. Give ``nodes = [...]`` names or ``count = N`` (named n1..nN)."""
+    """The server nodes. Give ``nodes = [...]`` names or ``count = N`` (named n1..nN).
+
+    ``zones`` puts every node in one zone (a datacenter), e.g.
+    ``zones = { dc1 = ["n1", "n2"], dc2 = ["n3"] }``; a client is in its home
+    node's zone. ``network.zone_links`` sets the latency between zones.
+    """
 
     nodes: tuple[str, ...] = fld(("n1", "n2", "n3"))
+    zones: Zones | None = fld(None)
     #: accepted besides the fields (turned into ``nodes`` by ``_preprocess``)
     _extra_keys: ClassVar[tuple[str, ...]] = ("count",)
 
@@ -68,56 +78,8 @@ class ClusterConfig:
             if name in seen:
                 raise ScenarioError(f"{path}.nodes[{i}]", f"duplicate node name {name!r}")
             seen.add(name)
-
-
-@dataclass(frozen=True, kw_only=True)
-class LinkConfig:
-    """Overrides for the link ``src -> dst`` (and ``dst -> src`` when ``symmetric``)."""
-
-    src: str = fld()
-    dst: str = fld()
-    symmetric: bool = fld(True)
-    latency: Dist | None = fld(None)
-    loss: float | None = fld(None, check=prob)
-    duplicate: float | None = fld(None, check=prob)
-    reorder: float | None = fld(None, check=prob)
-
-    def _validate(self, path: str) -> None:
-        if self.src == self.dst:
-            raise ScenarioError(f"{path}.dst", f"must differ from src ({self.src!r})")
-
-
-@dataclass(frozen=True, kw_only=True)
-class NetworkConfig:
-    """Default link behaviour and per-link overrides.
-
-    ``reorder`` is the probability that a message gets an extra delay drawn
-    from ``reorder_delay``, which lets later messages overtake it.
-    ``client_latency`` is the latency between a client and its home node (it
-    sits next to it); unset, the default ``latency`` applies. A client's
-    traffic to other nodes uses the link from its home node.
-    """
-
-    latency: Dist = fld(Constant(1.0))
-    client_latency: Dist | None = fld(None)
-    loss: float = fld(0.0, check=prob)
-    duplicate: float = fld(0.0, check=prob)
-    reorder: float = fld(0.0, check=prob)
-    reorder_delay: Dist = fld(Exponential(10.0))
-    links: tuple[LinkConfig, ...] = fld(())
-
-    def _validate(self, path: str) -> None:
-        seen: dict[tuple[str, str], int] = {}
-        for i, link in enumerate(self.links):
-            pairs = [(link.src, link.dst)] + ([(link.dst, link.src)] if link.symmetric else [])
-            for pair in pairs:
-                if pair in seen:
-                    raise ScenarioError(f"{path}.links[{i}]",
-                                        f"link {pair[0]} -> {pair[1]} is already set by links[{seen[pair]}]")
-                seen[pair] = i
-
-    def node_refs(self) -> list[tuple[str, str]]:
-        return [(f"links[{i}].{k}", getattr(link, k)) for i, link in enumerate(self.links) for k in ("src", "dst")]
+        if self.zones is not None:
+            self.zones.check(self.nodes, f"{path}.zones")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -228,6 +190,7 @@ class Scenario:
                         f"unknown node {name!r}; cluster nodes are {', '.join(self.cluster.nodes)}",
                     )
         self.protocol.check_scenario(self, "protocol")  # first: a protocol that takes no clients says so
+        check_network(self)
         clients = {f"c{i}" for i in range(self.workload.clients)}
         for i, name in enumerate(self.cluster.nodes):
             if name in clients:

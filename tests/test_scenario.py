@@ -16,16 +16,23 @@ from sim.scenario import Scenario
 
 FULL = {
     "name": "full",
-    "cluster": {"nodes": ["a", "b", "c", "d", "e"]},
+    "cluster": {"nodes": ["a", "b", "c", "d", "e"], "zones": {"east": ["a", "b", "c"], "west": ["d", "e"]}},
     "network": {
         "latency": {"dist": "exponential", "mean": "2ms"},
         "loss": 0.01,
         "duplicate": 0.001,
         "reorder": 0.05,
+        "self_latency": "100us",
+        "message_latency": {"Forwarded": "3ms", "ClientReply": {"dist": "exponential", "mean": 1}},
         "links": [
             {"src": "a", "dst": "b", "latency": "10ms"},
             {"src": "c", "dst": "d", "symmetric": False, "loss": 0.5},
             {"src": "d", "dst": "e", "loss": 0.2},
+            {"src": "e", "dst": "e", "message_latency": {"ForwardedReply": "1ms"}},
+        ],
+        "zone_links": [
+            {"src": "east", "dst": "west", "latency": "30ms", "message_latency": {"Forwarded": "31ms"}},
+            {"src": "west", "dst": "west", "latency": "1ms", "loss": 0.1},
         ],
     },
     "faults": {
@@ -255,5 +262,5 @@ def test_node_names_cannot_be_client_names():
 
 def test_unknown_cluster_key_lists_count_too():
     """The accepted keys of [cluster] include count, which is not a field but is accepted."""
-    with pytest.raises(ScenarioError, match=r"^cluster.cnt: unknown key; accepted keys: nodes, count$"):
+    with pytest.raises(ScenarioError, match=r"^cluster.cnt: unknown key; accepted keys: nodes, zones, count$"):
         Scenario.from_dict({"cluster": {"cnt": 3}, "protocol": {"name": "single_copy"}})

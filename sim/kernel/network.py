@@ -1,11 +1,13 @@
 """The unreliable network: latency, loss, duplication, reordering and partitions.
 
-All behaviour is data: a base config, per-link overrides, and the faults the
+All behaviour is data: a base config, per-link, per-zone-pair and per-message
+overrides (:mod:`sim.netconfig` gives their precedence), and the faults the
 kernel switches on and off (partitions and loss/duplication/latency windows).
 Sending a message costs one SimPy heap entry (two when it is duplicated): a
 lightweight event whose single callback hands the message to the receiver.
-Effective per-link parameters are computed once and cached until the faults
-change, so the per-message path is a few dict lookups and comparisons.
+Effective parameters are computed once per (src, dst) pair, or per (src, dst,
+message class) when some latency is set by message, and cached until the
+faults change, so the per-message path is a few dict lookups and comparisons.
 
 Crashes: a crashed endpoint sends nothing, and a message in flight to an
 endpoint that crashes (or crashed and recovered) before it arrives is lost. A
@@ -22,8 +24,8 @@ from typing import Any
 from simpy.events import NORMAL
 
 from ..dists import Dist, buffered_sampler, uniform_sampler
+from ..netconfig import LinkConfig, MessageLatency, NetworkConfig, Zones, message_kind
 from ..rng import Streams
-from ..scenario import NetworkConfig
 
 __all__ = ["Network", "DROP_REASONS"]
 
@@ -59,7 +61,8 @@ class _Delivery:
 class Network:
     """Delivers messages between endpoints registered with :meth:`attach`."""
 
-    def __init__(self, env: Any, config: NetworkConfig, streams: Streams, *, trace: bool = False) -> None:
+    def __init__(self, env: Any, config: NetworkConfig, streams: Streams, *, zones: Zones | None = None,
+                 trace: bool = False) -> None:
         self.env = env
         self.config = config
         self.endpoints: dict[str, Any] = {}
@@ -72,12 +75,11 @@ class Network:
         self._u_reorder = uniform_sampler(streams["reorder"])
         self._samplers: dict[tuple[str, Dist], Callable[[], float]] = {}
         self._reorder_delay = self._sampler(config.reorder_delay)
-        self._links: dict[tuple[str, str], Any] = {}
-        for link in config.links:
-            self._links[(link.src, link.dst)] = link
-            if link.symmetric:
-                self._links[(link.dst, link.src)] = link
-        self._states: dict[tuple[str, str], _LinkState] = {}
+        self._links = {pair: link for link in config.links for pair in link.pairs()}
+        self._zone_links = {pair: link for link in config.zone_links for pair in link.pairs()}
+        self._zone_of = zones.of_nodes() if zones is not None else None  # node -> zone
+        self._by_message = config.by_message()
+        self._states: dict[tuple[Any, ...], _LinkState] = {}
         self._blocked: dict[str, frozenset[str]] = {}
         self._partitions: dict[object, tuple[tuple[frozenset[str], ...], bool]] = {}
         self._overlays: dict[object, Any] = {}
@@ -108,9 +110,9 @@ class Network:
         if blocked and src in blocked.get(dst, ()):
             self._drop_at_send(src, dst, msg, "partition")
             return
-        state = self._states.get((src, dst))
+        state = self._states.get((src, dst, cls) if self._by_message else (src, dst))
         if state is None:
-            state = self._link_state(src, dst)
+            state = self._link_state(src, dst, cls)
         if state.loss and self._u_loss() < state.loss:
             self._drop_at_send(src, dst, msg, "loss")
             return
@@ -207,16 +209,15 @@ class Network:
             sampler = self._samplers[key] = buffered_sampler(dist, rng)
         return sampler
 
-    def _link_state(self, src: str, dst: str) -> _LinkState:
+    def _link_state(self, src: str, dst: str, cls: type) -> _LinkState:
         cfg = self.config
         hs, hd = self.home[src], self.home[dst]
-        link = self._links.get((hs, hd))
-        latency = cfg.latency if link is None or link.latency is None else link.latency
-        if hs == hd and src != dst and cfg.client_latency is not None:
-            latency = cfg.client_latency  # a client and its home node
-        loss = cfg.loss if link is None or link.loss is None else link.loss
-        dup = cfg.duplicate if link is None or link.duplicate is None else link.duplicate
-        reorder = cfg.reorder if link is None or link.reorder is None else link.reorder
+        link = self._link(src, dst, hs, hd)
+        zone_link = None
+        if self._zone_of is not None:
+            zone_link = self._zone_links.get((self._zone_of[hs], self._zone_of[hd]))
+        latency = self._latency(src, dst, hs, hd, cls, link, zone_link)
+        loss, dup, reorder = (_setting(name, link, zone_link, cfg) for name in ("loss", "duplicate", "reorder"))
         keep_loss, keep_dup = 1.0 - loss, 1.0 - dup
         extra: list[Callable[[], float]] = []
         for fault in self._overlays.values():
@@ -229,8 +230,40 @@ class Network:
             elif fault.tag == "latency_spike":
                 extra.append(self._sampler(fault.extra, "latency_spike"))
         state = _LinkState(self._sampler(latency), 1.0 - keep_loss, 1.0 - keep_dup, reorder, tuple(extra))
-        self._states[(src, dst)] = state
+        self._states[(src, dst, cls) if self._by_message else (src, dst)] = state
         return state
+
+    def _link(self, src: str, dst: str, hs: str, hd: str) -> LinkConfig | None:
+        """The ``network.links`` entry this message travels on, if any.
+
+        A node's message to itself takes its self link; a client and its home node
+        share no link; without zones a client uses its home node's links, with zones
+        a client reaches nodes over its zone's zone pairs only.
+        """
+        if src == dst:
+            return self._links.get((src, dst))
+        if hs == hd or (self._zone_of is not None and (hs != src or hd != dst)):
+            return None
+        return self._links.get((hs, hd))
+
+    def _latency(self, src: str, dst: str, hs: str, hd: str, cls: type, link: LinkConfig | None,
+                 zone_link: LinkConfig | None) -> Dist:
+        """The latency distribution of a ``cls`` message, by the precedence in :mod:`sim.netconfig`."""
+        cfg = self.config
+        if link is not None:
+            dist = _by_message(link.message_latency, cls, link.latency)
+            if dist is not None:
+                return dist
+        if src == dst and cfg.self_latency is not None:
+            return cfg.self_latency
+        if hs == hd and src != dst and cfg.client_latency is not None:
+            return cfg.client_latency  # a client and its home node
+        if zone_link is not None:
+            dist = _by_message(zone_link.message_latency, cls, zone_link.latency)
+            if dist is not None:
+                return dist
+        dist = _by_message(cfg.message_latency, cls, None)
+        return cfg.latency if dist is None else dist
 
     # -- faults (called by the kernel's fault injector) --------------------------
     def add_overlay(self, key: object, fault: Any) -> None:
@@ -307,3 +340,24 @@ class Network:
         majority = {root for root, size in sizes.items() if size * 2 > len(nodes)}
         label = {n: ("majority" if find(n) in majority else "minority") for n in nodes}
         self.side = {n: label[self.home[n]] for n in self.endpoints}
+
+
+def _by_message(table: MessageLatency | None, cls: type, default: Dist | None) -> Dist | None:
+    """The table's latency for the message class ``cls``: by class name, else by its declared kind, else ``default``."""
+    if table is not None:
+        dist = table.get(cls.__name__)
+        kind = message_kind(cls)
+        if dist is None and kind is not None:
+            dist = table.get(kind)
+        if dist is not None:
+            return dist
+    return default
+
+
+def _setting(name: str, link: LinkConfig | None, zone_link: LinkConfig | None, cfg: NetworkConfig) -> float:
+    """Loss, duplicate or reorder probability: the link's, else the zone pair's, else the network's."""
+    for scope in (link, zone_link):
+        value = getattr(scope, name, None)
+        if value is not None:
+            return float(value)
+    return float(getattr(cfg, name))

@@ -46,7 +46,8 @@ class World:
         self.seed = scenario.run.seed if seed is None else seed
         self.env = simpy.Environment()
         self.streams = Streams(self.seed)
-        self.network = Network(self.env, scenario.network, self.streams, trace=scenario.run.trace)
+        self.network = Network(self.env, scenario.network, self.streams, zones=scenario.cluster.zones,
+                               trace=scenario.run.trace)
         self.history = History()
         self.events = EventLog()
         self.node_events: list[tuple[float, str, str]] = []

@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 from ..config import fld
 from ..kernel.messages import ClientReply, ClientRequest
 from ..protocol import ProtocolConfig, register_protocol
-from .proxy import ProxyNode
+from .proxy import Forwarded, ForwardedReply, ProxyNode
 
 __all__ = ["SingleCopyConfig", "SingleCopyNode"]
 
@@ -30,6 +30,10 @@ class SingleCopyConfig(ProtocolConfig[None]):
 
     def node_refs(self):
         return [("owner", self.owner)] if self.owner is not None else []
+
+    @classmethod
+    def message_types(cls) -> tuple[type, ...]:
+        return (ClientRequest, ClientReply, Forwarded, ForwardedReply)
 
     def build_nodes(self, world, state: None):
         owner = self.owner or world.scenario.nodes[0]

@@ -78,6 +78,12 @@ Sloppy quorum with hinted handoff (``sloppy_quorum``)
     with it, sends it to the intended replica every ``hint_interval`` and
     deletes it once acknowledged, so after a heal the replicas converge.
 
+Message kinds (for ``network.message_latency``, see :mod:`sim.netconfig`)
+    ``Put`` is ``write``, ``PutAck`` ``write_ack``, ``Get`` ``read`` and
+    ``GetReply`` ``read_reply``: the W, A, R and S delays of the PBS WARS model
+    can each have their own distribution. The coordinator's messages to its own
+    replica take ``network.self_latency`` when it is set.
+
 Known limitation: there is no anti-entropy; a replica that missed a write and
 was not covered by a hint catches up only through later writes or read repair.
 """
@@ -136,14 +142,18 @@ def preference_ring(key: Any, nodes: tuple[str, ...]) -> tuple[str, ...]:
 
 @dataclass(frozen=True, slots=True)
 class Get:
-    """Coordinator -> replica: send me your version of ``key``."""
+    """Coordinator -> replica: send me your version of ``key`` (PBS's R: also an abd write's first phase)."""
 
+    kind: ClassVar[str] = "read"
     rid: int
     key: Any
 
 
 @dataclass(frozen=True, slots=True)
 class GetReply:
+    """Replica -> coordinator: my version of ``key`` and its value (PBS's S)."""
+
+    kind: ClassVar[str] = "read_reply"
     rid: int
     key: Any
     version: Version | None
@@ -152,8 +162,9 @@ class GetReply:
 
 @dataclass(frozen=True, slots=True)
 class Put:
-    """Store ``(version, value)`` if newer; ``hint`` names the intended replica of a hinted write."""
+    """Store ``(version, value)`` if newer; ``hint`` names the intended replica of a hinted write (PBS's W)."""
 
+    kind: ClassVar[str] = "write"
     rid: int
     key: Any
     version: Version
@@ -163,8 +174,9 @@ class Put:
 
 @dataclass(frozen=True, slots=True)
 class PutAck:
-    """The sender now holds ``version`` of ``key`` or a newer one (as a hint for ``hint``)."""
+    """The sender now holds ``version`` of ``key`` or a newer one (as a hint for ``hint``; PBS's A)."""
 
+    kind: ClassVar[str] = "write_ack"
     rid: int
     key: Any
     version: Version
@@ -210,6 +222,11 @@ class QuorumConfig(ProtocolConfig[None]):
         if self.sloppy_quorum and self.replicas == n:
             raise ScenarioError(f"{path}.sloppy_quorum", f"needs fallback nodes: replicas ({self.replicas}) "
                                 f"must be fewer than the cluster's {n} nodes")
+
+    @classmethod
+    def message_types(cls) -> tuple[type, ...]:
+        """Client messages, then the PBS WARS messages: Put (W), PutAck (A), Get (R), GetReply (S)."""
+        return (ClientRequest, ClientReply, Put, PutAck, Get, GetReply)
 
     def build_nodes(self, world, state: None):
         return {name: QuorumNode(world, name, self) for name in world.scenario.nodes}
