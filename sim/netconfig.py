@@ -183,7 +183,7 @@ class LinkConfig:
     loss: float | None = fld(None, check=prob)
     duplicate: float | None = fld(None, check=prob)
     reorder: float | None = fld(None, check=prob)
-    message_latency: MessageLatency | None = fld(None)
+    message_latency: MessageLatency | None = fld(None, doc="latency by message kind or class name on this link")
 
     def pairs(self) -> list[tuple[str, str]]:
         """The directed pairs this link sets."""
@@ -226,9 +226,9 @@ class NetworkConfig:
     reorder: float = fld(0.0, check=prob)
     reorder_delay: Dist = fld(Exponential(10.0))
     links: tuple[LinkConfig, ...] = fld(())
-    self_latency: Dist | None = fld(None)
-    message_latency: MessageLatency | None = fld(None)
-    zone_links: tuple[ZoneLinkConfig, ...] = fld(())
+    self_latency: Dist | None = fld(None, doc="a node's message to itself (its own replica)")
+    message_latency: MessageLatency | None = fld(None, doc="latency by message kind or class name")
+    zone_links: tuple[ZoneLinkConfig, ...] = fld((), doc="overrides between zones; src = dst inside one")
 
     def _validate(self, path: str) -> None:
         prefix = f"{path}." if path else ""

@@ -11,6 +11,9 @@ A protocol is three things:
   observer's record of one run (event channels, counters, the final report), shared
   by the protocol's nodes and its result hooks and never by two runs.
 
+Optionally it lists its message classes (:meth:`ProtocolConfig.message_types`), each
+of which may declare a ``kind``, so that a scenario can set latency by message.
+
 :func:`sim.run` drives every protocol the same way::
 
     state = config.new_state(world)                # per-run state (or None)

@@ -50,7 +50,7 @@ class ClusterConfig:
     """
 
     nodes: tuple[str, ...] = fld(("n1", "n2", "n3"))
-    zones: Zones | None = fld(None)
+    zones: Zones | None = fld(None, doc="zone name -> its nodes; every node in one zone")
     #: accepted besides the fields (turned into ``nodes`` by ``_preprocess``)
     _extra_keys: ClassVar[tuple[str, ...]] = ("count",)
 

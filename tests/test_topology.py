@@ -344,3 +344,16 @@ def test_capsim_protocols_lists_message_classes_and_kinds(capsys):
     assert main(["protocols", "quorum"]) == 0
     out = capsys.readouterr().out
     assert "Put (write), PutAck (write_ack), Get (read), GetReply (read_reply)" in out
+
+
+def test_readme_toml_examples_build():
+    """Every TOML block in the README that names a protocol is a valid scenario (the docs cannot drift)."""
+    import re
+    import tomllib
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    blocks = [tomllib.loads(b) for b in re.findall(r"```toml\n(.*?)```", text, flags=re.S)]
+    scenarios = [Scenario.from_dict(b) for b in blocks if "protocol" in b]
+    assert any(s.cluster.zones is not None for s in scenarios)
+    assert any(s.network.message_latency and s.network.self_latency for s in scenarios)
