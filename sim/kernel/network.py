@@ -76,8 +76,9 @@ class Network:
         self._samplers: dict[tuple[str, Dist], Callable[[], float]] = {}
         self._reorder_delay = self._sampler(config.reorder_delay)
         self._links = {pair: link for link in config.links for pair in link.pairs()}
-        self._zone_links = {pair: link for link in config.zone_links for pair in link.pairs()}
-        self._zone_of = zones.of_nodes() if zones is not None else None  # node -> zone
+        self._zone_links: dict[tuple[str | None, str | None], LinkConfig] = {
+            pair: link for link in config.zone_links for pair in link.pairs()}
+        self._zone_of = zones.of_nodes() if zones is not None else None  # node -> zone (endpoints use their home's)
         self._by_message = config.by_message()
         self._states: dict[tuple[Any, ...], _LinkState] = {}
         self._blocked: dict[str, frozenset[str]] = {}
@@ -215,7 +216,7 @@ class Network:
         link = self._link(src, dst, hs, hd)
         zone_link = None
         if self._zone_of is not None:
-            zone_link = self._zone_links.get((self._zone_of[hs], self._zone_of[hd]))
+            zone_link = self._zone_links.get((self._zone_of.get(hs), self._zone_of.get(hd)))
         latency = self._latency(src, dst, hs, hd, cls, link, zone_link)
         loss, dup, reorder = (_setting(name, link, zone_link, cfg) for name in ("loss", "duplicate", "reorder"))
         keep_loss, keep_dup = 1.0 - loss, 1.0 - dup

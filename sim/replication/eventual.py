@@ -101,6 +101,10 @@ class EventualConfig(ProtocolConfig[None]):
         if peers >= 1 and self.fanout > peers:
             raise ScenarioError(f"{path}.fanout", f"must be <= the number of other nodes ({peers}), got {self.fanout}")
 
+    @classmethod
+    def message_types(cls) -> tuple[type, ...]:
+        return (ClientRequest, ClientReply, Push, Digest, DigestReply, Entries)
+
     def build_nodes(self, world, state: None):
         stats = EventualStats()
         return {name: EventualNode(world, name, self, stats) for name in world.scenario.nodes}

@@ -103,6 +103,10 @@ class PrimaryBackupConfig(ProtocolConfig[None]):
                 raise ScenarioError(f"{path}.{name}", f"must be longer than heartbeat_interval "
                                     f"({self.heartbeat_interval} ms), got {getattr(self, name)} ms")
 
+    @classmethod
+    def message_types(cls) -> tuple[type, ...]:
+        return (ClientRequest, ClientReply, Forwarded, ForwardedReply, Heartbeat, Replicate, Ack, SyncRequest, Sync)
+
     def build_nodes(self, world, state: None):
         stats = PrimaryBackupStats(world.scenario.nodes)
         return {name: PrimaryBackupNode(world, name, self, stats) for name in world.scenario.nodes}

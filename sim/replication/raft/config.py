@@ -7,11 +7,12 @@ from typing import Any, ClassVar, Literal
 
 from ...config import Duration, at_least, fld, positive
 from ...errors import ScenarioError
+from ...kernel.messages import ClientReply, ClientRequest
 from ...kernel.node import Host
 from ...kernel.world import World
 from ...protocol import ProtocolConfig, register_protocol
 from ...scenario import Scenario
-from .messages import SENTINEL, Role
+from .messages import SENTINEL, AppendEntries, AppendReply, FromLeader, RequestVote, Role, ToLeader, VoteReply
 from .node import RaftNode
 
 __all__ = ["RaftConfig"]
@@ -61,6 +62,10 @@ class RaftConfig(ProtocolConfig[None]):
                 raise ScenarioError(f"{path}.lease_margin",
                                     f"leaves no lease: election_timeout_min*(1-rho)/(1+rho) - margin = "
                                     f"{self.lease_duration:g} ms")
+
+    @classmethod
+    def message_types(cls) -> tuple[type, ...]:
+        return (ClientRequest, ClientReply, RequestVote, VoteReply, AppendEntries, AppendReply, ToLeader, FromLeader)
 
     def build_nodes(self, world: Host, state: None) -> dict[str, RaftNode]:
         return {name: RaftNode(world, name, self) for name in world.scenario.nodes}
