@@ -276,6 +276,7 @@ def figure(table: pd.DataFrame, curve: pd.DataFrame, path: Path) -> None:
         ax.axhline(P_TARGET, color="0.6", lw=0.8, ls=":")
         ax.set_xscale("symlog", linthresh=0.1)
         ax.set_ylim(0.3, 1.002)
+        ax.set_xlim(left=0.0)
         ax.set_title(f"{profile}: t-visibility, N = 3")
         ax.set_xlabel("t after commit (ms)")
         ax.grid(alpha=0.3)
