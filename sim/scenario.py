@@ -19,7 +19,7 @@ from typing import Any, ClassVar, Literal
 import tomli_w
 
 from .config import Duration, MaybeInfDuration, at_least, build, fld, nonneg, positive, prob, to_plain
-from .dists import Constant, Dist
+from .dists import Constant, Dist, resolve_dist_files
 from .errors import ScenarioError
 from .faultspec import LEADER, FaultsConfig
 from .netconfig import LinkConfig, MessageLatency, NetworkConfig, ZoneLinkConfig, Zones, check_network
@@ -212,7 +212,7 @@ class Scenario:
 
     @classmethod
     def from_toml_string(cls, text: str, source: str = "<string>", base: str | Path | None = None) -> Scenario:
-        """Parse TOML text; a relative ``protocol.module`` file path is taken from ``base`` (default: cwd)."""
+        """Parse TOML text; relative ``protocol.module`` and empirical ``csv`` paths start at ``base`` (or cwd)."""
         try:
             data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
@@ -222,6 +222,8 @@ class Scenario:
             module = protocol["module"]
             if module.endswith(".py") and not Path(module).expanduser().is_absolute():
                 protocol["module"] = str((Path(base) / module).resolve())
+        if base is not None:
+            resolve_dist_files(data, base)  # relative csv files of empirical distributions
         return cls.from_dict(data)
 
     def to_dict(self) -> dict[str, Any]:

@@ -8,10 +8,20 @@ a notebook reaches for before running a full scenario:
 * :mod:`~sim.analysis.queueing`: M/M/1 and M/M/c (Erlang C) steady state,
   rates per millisecond, times in milliseconds;
 * :mod:`~sim.analysis.pbs`: the PBS WARS model's t-visibility and latencies by
-  vectorised Monte-Carlo.
+  vectorised Monte-Carlo, with replicas placed in datacenters if wanted.
 """
 
-from .pbs import WarsTrials, wars_from_delays, wars_latencies, wars_t_visibility, wars_trials
+from .pbs import (
+    RANDOM,
+    WarsDelays,
+    WarsTrials,
+    quantile_interval,
+    wars_from_delays,
+    wars_latencies,
+    wars_placement_trials,
+    wars_t_visibility,
+    wars_trials,
+)
 from .queueing import QueueMetrics, UnstableQueueError, erlang_c, mm1, mmc
 from .quorum import (
     k_staleness_probability,
@@ -35,4 +45,8 @@ __all__ = [
     "wars_from_delays",
     "wars_t_visibility",
     "wars_latencies",
+    "WarsDelays",
+    "RANDOM",
+    "wars_placement_trials",
+    "quantile_interval",
 ]

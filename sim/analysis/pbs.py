@@ -18,6 +18,15 @@ arrives, so it has the new version iff ``commit + t + R_i >= W_i``. The read
 returns after the first ``r`` responses (the ``r`` smallest ``R_i + S_i``) and
 is **consistent** iff at least one of those ``r`` replicas had the new version.
 
+Placement (:func:`wars_placement_trials`). In a multi-datacenter deployment
+a replica's four delays depend on where it is: a replica in the coordinator's
+zone (datacenter) draws ``local`` delays, any other replica ``remote`` ones
+(e.g. the local ones ``shifted`` by a WAN link's propagation delay). The
+write's coordinator decides W and A, the read's coordinator R and S; each is
+next to a given replica or, as in the paper's WAN setting, next to a
+uniformly random replica, drawn independently per trial for the write and
+the read.
+
 How it is computed. Replica ``i`` is fresh at ``t`` iff ``t >= W_i - R_i -
 commit``, so a trial's read is consistent iff ``t >= D`` where ``D`` is the
 minimum of ``W_i - R_i - commit`` over the ``r`` first responders. One pass
@@ -47,7 +56,7 @@ distribution as choosing uniformly among the tied replicas.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -62,7 +71,11 @@ from ._checks import check_int, check_probability
 
 __all__ = [
     "WarsTrials",
+    "WarsDelays",
+    "RANDOM",
     "wars_trials",
+    "wars_placement_trials",
+    "quantile_interval",
     "wars_from_delays",
     "wars_t_visibility",
     "wars_latencies",
@@ -72,6 +85,46 @@ DistSpec = Dist | float | str | Mapping[str, Any]
 """A distribution object, or its scenario form as :func:`sim.dists.parse_dist` accepts it."""
 
 _DELAY_NAMES = ("w_delays", "a_delays", "r_delays", "s_delays")
+_KINDS = ("w", "a", "r", "s")
+
+RANDOM = "random"
+"""A coordinator position: next to a uniformly random replica, drawn per trial."""
+
+
+@dataclass(frozen=True, slots=True)
+class WarsDelays:
+    """The four one-way delay distributions (ms) of a coordinator-replica path.
+
+    ``w``: write request to the replica; ``a``: its ack back; ``r``: read
+    request; ``s``: read response. :meth:`of` builds one from another
+    ``WarsDelays``, from a table ``{"w": ..., "a": ..., "r": ..., "s": ...}``
+    of distribution specs, or from one distribution spec used for all four.
+    """
+
+    w: Dist
+    a: Dist
+    r: Dist
+    s: Dist
+
+    @classmethod
+    def of(cls, value: WarsDelays | Mapping[str, Any] | DistSpec, path: str = "delays") -> WarsDelays:
+        if isinstance(value, WarsDelays):
+            return value
+        if isinstance(value, Mapping) and "dist" not in value:
+            unknown = sorted(str(k) for k in value if k not in _KINDS)
+            if unknown:
+                raise ScenarioError(f"{path}.{unknown[0]}", "unknown delay kind; the kinds are w, a, r, s (or give "
+                                                            "one distribution for all four)")
+            missing = [k for k in _KINDS if k not in value]
+            if missing:
+                raise ScenarioError(f"{path}.{missing[0]}", "missing: a table of delays names all of w, a, r, s")
+            return cls(*(parse_dist(value[k], f"{path}.{k}") for k in _KINDS))
+        dist = parse_dist(value, path)
+        return cls(dist, dist, dist, dist)
+
+    def as_tuple(self) -> tuple[Dist, Dist, Dist, Dist]:
+        """``(w, a, r, s)``."""
+        return (self.w, self.a, self.r, self.s)
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -148,14 +201,7 @@ class WarsTrials:
         p = check_probability(p, "p")
         if p == 0.0:
             return 0.0
-        # The fewest consistent trials k with k / trials >= p (computed as p_consistent does),
-        # then the k-th smallest D: the inverted-CDF quantile.
-        k = max(1, int(np.ceil(p * self.trials)))
-        while k > 1 and (k - 1) / self.trials >= p:
-            k -= 1
-        while k / self.trials < p:
-            k += 1
-        return max(0.0, float(self._sorted_visible[k - 1]))
+        return max(0.0, float(self._sorted_visible[_inverted_cdf_rank(p, self.trials) - 1]))
 
     def latency_percentiles(self) -> pd.DataFrame:
         """Write and read latency (ms): one row per op with mean, p50, p95, p99, p999."""
@@ -167,6 +213,19 @@ class WarsTrials:
             row.update({name: float(v) for (name, _), v in zip(PERCENTILES, qs)})
             rows.append(row)
         return pd.DataFrame(rows)
+
+
+def _inverted_cdf_rank(p: float, m: int) -> int:
+    """The fewest of ``m`` sorted values, ``k >= 1``, with ``k / m >= p`` (computed as ``p_consistent`` does).
+
+    The ``k``-th smallest value is the inverted-CDF ``p``-quantile.
+    """
+    k = max(1, int(np.ceil(p * m)))
+    while k > 1 and (k - 1) / m >= p:
+        k -= 1
+    while k < m and k / m < p:
+        k += 1
+    return k
 
 
 def _check_t_values(t_values: Any) -> np.ndarray:
@@ -256,17 +315,10 @@ def wars_trials(
     r = check_int(r, "r", 1, n, high_name="n")
     w = check_int(w, "w", 1, n, high_name="n")
     trials = check_int(trials, "trials", 1)
-    if not isinstance(rng, np.random.Generator):
-        raise TypeError(
-            f"rng must be a numpy.random.Generator (e.g. np.random.default_rng(seed)), got {type(rng).__name__}"
-        )
+    _check_rng(rng)
     delays = []
     for name, value in zip(("w_dist", "a_dist", "r_dist", "s_dist"), (w_dist, a_dist, r_dist, s_dist)):
-        dist = parse_dist(value, name)
-        sample = np.asarray(dist.sample(rng, trials * n), dtype=float).reshape(trials, n)
-        if (sample < 0).any():
-            raise ScenarioError(name, f"delays must be >= 0 ms, but {dist!r} produced a negative sample")
-        delays.append(sample)
+        delays.append(_sample_delays(parse_dist(value, name), name, trials, n, rng))
     return wars_from_delays(*delays, r=r, w=w)
 
 
@@ -308,3 +360,103 @@ def wars_latencies(
     samples are ``WarsTrials.write_latency`` and ``WarsTrials.read_latency``.
     """
     return wars_trials(n, r, w, w_dist, a_dist, r_dist, s_dist, trials, rng).latency_percentiles()
+
+
+def wars_placement_trials(
+    n: int,
+    r: int,
+    w: int,
+    local: WarsDelays | Mapping[str, Any] | DistSpec,
+    remote: WarsDelays | Mapping[str, Any] | DistSpec,
+    trials: int,
+    rng: np.random.Generator,
+    *,
+    zones: Sequence[str] | None = None,
+    write_coordinator: int | str = RANDOM,
+    read_coordinator: int | str = RANDOM,
+) -> WarsTrials:
+    """WARS trials on replicas placed in zones (datacenters); see "Placement" above.
+
+    ``zones`` names the zone of each of the ``n`` replicas (default: each
+    replica in a zone of its own, one datacenter per replica as in the PBS
+    paper's WAN setting). ``write_coordinator`` and ``read_coordinator`` are
+    the index (0 to n-1) of the replica each coordinator sits next to, or
+    :data:`RANDOM` for a uniformly random replica per trial. A replica in the
+    same zone as the coordinator's replica draws its delays from ``local``
+    (W and A by the write's coordinator, R and S by the read's), any other
+    from ``remote``. ``local`` and ``remote`` are :class:`WarsDelays` or what
+    :meth:`WarsDelays.of` accepts.
+
+    Draws, in order, ``trials * n`` values for each of W, A, R, S from
+    ``local`` then from ``remote``, then the random write coordinators, then
+    the random read coordinators; the result depends only on ``rng``'s state.
+    """
+    n = check_int(n, "n", 1)
+    r = check_int(r, "r", 1, n, high_name="n")
+    w = check_int(w, "w", 1, n, high_name="n")
+    trials = check_int(trials, "trials", 1)
+    _check_rng(rng)
+    near = WarsDelays.of(local, "local")
+    far = WarsDelays.of(remote, "remote")
+    if zones is None:
+        zone_ids = np.arange(n)
+    else:
+        if isinstance(zones, str) or len(zones) != n:
+            raise ScenarioError("zones", f"must list the zone of each of the n={n} replicas, got {zones!r}")
+        names = list(dict.fromkeys(zones))  # first-seen order: labels need not be sortable
+        zone_ids = np.array([names.index(z) for z in zones])
+    for name, where in (("write_coordinator", write_coordinator), ("read_coordinator", read_coordinator)):
+        if where != RANDOM:
+            check_int(where, name, 0, n - 1, high_name="n-1")
+
+    samples = {}
+    for kind, d_near, d_far in zip(_KINDS, near.as_tuple(), far.as_tuple()):
+        samples[kind] = (_sample_delays(d_near, f"local.{kind}", trials, n, rng),
+                         _sample_delays(d_far, f"remote.{kind}", trials, n, rng))
+    write_local = _local_mask(write_coordinator, zone_ids, trials, rng)
+    read_local = _local_mask(read_coordinator, zone_ids, trials, rng)
+    delays = [np.where(write_local if kind in ("w", "a") else read_local, *samples[kind]) for kind in _KINDS]
+    return wars_from_delays(*delays, r=r, w=w)
+
+
+def _local_mask(where: int | str, zone_ids: np.ndarray, trials: int, rng: np.random.Generator) -> np.ndarray:
+    """``(trials, n)`` booleans: is replica i in the zone of trial j's coordinator?"""
+    n = zone_ids.size
+    at = rng.integers(n, size=trials) if where == RANDOM else np.full(trials, int(where))
+    return zone_ids[None, :] == zone_ids[at][:, None]
+
+
+def _sample_delays(dist: Dist, name: str, trials: int, n: int, rng: np.random.Generator) -> np.ndarray:
+    sample = np.asarray(dist.sample(rng, trials * n), dtype=float).reshape(trials, n)
+    if (sample < 0).any():
+        raise ScenarioError(name, f"delays must be >= 0 ms, but {dist!r} produced a negative sample")
+    return sample
+
+
+def _check_rng(rng: object) -> None:
+    if not isinstance(rng, np.random.Generator):
+        raise TypeError(
+            f"rng must be a numpy.random.Generator (e.g. np.random.default_rng(seed)), got {type(rng).__name__}"
+        )
+
+
+def quantile_interval(values: Any, q: float, confidence: float = 0.95) -> tuple[float, float, float]:
+    """The ``q``-quantile of ``values`` and a distribution-free confidence interval for it.
+
+    Returns ``(estimate, low, high)``: the inverted-CDF sample quantile (the
+    one :meth:`WarsTrials.visibility_time` uses) and the order statistics
+    ``x_(l) <= x_(u)`` with ``l``, ``u`` the binomial(m, q) quantiles
+    ``confidence`` apart, so ``P(x_(l) <= true quantile <= x_(u)) >=
+    confidence`` for any continuous distribution.
+    """
+    q = check_probability(q, "q")
+    confidence = check_probability(confidence, "confidence")
+    x = np.sort(np.asarray(values, dtype=float).ravel())
+    m = x.size
+    if m == 0:
+        raise ScenarioError("values", "must not be empty")
+    alpha = 1.0 - confidence
+    k = _inverted_cdf_rank(q, m)
+    lo = int(stats.binom.ppf(alpha / 2, m, q))
+    hi = int(stats.binom.ppf(1 - alpha / 2, m, q)) + 1
+    return float(x[k - 1]), float(x[max(lo, 1) - 1]), float(x[min(hi, m) - 1])
