@@ -14,7 +14,7 @@ from pandas.testing import assert_frame_equal
 
 from sim.checkers.convergence import convergence_summary
 from sim.checkers.lost_writes import lost_writes
-from sim.checkers.staleness import count_greater, read_staleness, t_visibility
+from sim.checkers.staleness import count_greater, read_staleness, staleness_summary, t_visibility
 from sim.history import History
 
 # -- references: the straightforward (quadratic) implementations the fast ones replaced -----------------
@@ -182,6 +182,20 @@ def test_staleness_of_a_large_history_grows_like_n_log_n():
         assert len(st_) > n // 3
     assert seconds[1_000_000] < 20.0, seconds
     assert seconds[1_000_000] < 8 * max(seconds[250_000], 0.05), seconds
+
+
+def test_staleness_summary_equals_the_oracle_table():
+    """The summary, computed without building the table, equals the numbers read off the oracle's table."""
+    h = random_history(6_000, 3, seed=11)
+    ref = old_read_staleness(h)
+    ref = ref[(ref["invoke"] >= 500.0) & (ref["invoke"] < 5_000.0)]
+    s = staleness_summary(h, warmup=500.0, duration=5_000.0)
+    assert s == {"staleness.reads": len(ref), "staleness.stale_reads": int(ref["stale"].sum()),
+                 "staleness.stale_fraction": float(ref["stale"].mean()), "staleness.k_mean": float(ref["k"].mean()),
+                 "staleness.k_max": int(ref["k"].max())}
+    assert s["staleness.stale_reads"] > 0
+    empty = staleness_summary(h[h["op"] == "write"])
+    assert empty["staleness.reads"] == 0 and empty["staleness.k_max"] == 0 and math.isnan(empty["staleness.k_mean"])
 
 
 @settings(max_examples=150, deadline=None)

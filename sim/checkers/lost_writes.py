@@ -48,13 +48,14 @@ class LostWritesResult:
 
 def lost_writes(history: pd.DataFrame, order: Mapping[Any, Any] | None = None) -> LostWritesResult:
     """Count acknowledged writes overwritten by a write that completed before they were invoked."""
-    ok = history[history["outcome"] == "ok"]
-    writes = ok[ok["op"] == "write"]
+    ok = (history["outcome"] == "ok").to_numpy()
+    op = history["op"].to_numpy()
+    writes = history[ok & (op == "write")]  # one selection: the history can be millions of rows
     if order is not None:
         beaten = _by_order(writes, order)
         method = "order"
     else:
-        beaten = _by_reads(writes, ok[ok["op"] == "read"])
+        beaten = _by_reads(writes, history[ok & (op == "read")])
         method = "reads"
     rows = list(beaten)
     lost = writes.loc[rows].copy() if rows else writes.iloc[0:0].copy()

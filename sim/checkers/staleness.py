@@ -47,14 +47,35 @@ def read_staleness(history: pd.DataFrame) -> pd.DataFrame:
     ``invoke`` order (ties: by key, then history order). Reads and writes without
     a key (None or NaN) are left out.
     """
-    h = history
+    found = _staleness(history)
+    if found is None:
+        return pd.DataFrame([], columns=_COLUMNS)
+    reads, r_key, uniques, k, since = found
+    s = history["invoke"].to_numpy(dtype=float)[reads]
+    values = history["value"].to_numpy(dtype=object)[reads]
+    order = np.lexsort((reads, r_key, s))
+    out = pd.DataFrame({
+        "op_id": history["op_id"].to_numpy()[reads][order],
+        "key": pd.Series(uniques[r_key[order]], dtype=object),
+        "invoke": s[order],
+        "value": pd.Series(values[order], dtype=object),
+        "k": k[order],
+        "stale": k[order] > 0,
+        "since_commit": since[order],
+    })
+    return out.infer_objects()
+
+
+def _staleness(h: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+    """The ok reads with a key (history rows, in history order), their key codes, the keys, and
+    each read's ``k`` and ``since_commit``; None when there are no such reads."""
     codes, uniques = pd.factorize(h["key"], sort=True)  # key order; -1: no key
     op = h["op"].to_numpy()
     ok = (h["outcome"] == "ok").to_numpy()
     keyed = codes >= 0
     reads = np.flatnonzero((op == "read") & ok & keyed)
     if len(reads) == 0:
-        return pd.DataFrame([], columns=_COLUMNS)
+        return None
     invoke = h["invoke"].to_numpy(dtype=float)
     complete = h["complete"].to_numpy(dtype=float)
     is_write = (op == "write") & keyed
@@ -63,44 +84,33 @@ def read_staleness(history: pd.DataFrame) -> pd.DataFrame:
     # the ok writes, sorted by (key, commit time)
     oks = np.flatnonzero(is_write & ok)
     oks = oks[np.lexsort((complete[oks], codes[oks]))]
-    w_key, w_done, w_inv = codes[oks], complete[oks], invoke[oks]
+    w_key, w_done, w_inv = codes[oks].astype(np.int64), complete[oks], invoke[oks]
 
     # reads: the first ok write of their key, and how many of the key's writes committed before them
-    r_key, s = codes[reads], invoke[reads]
+    r_key, s = codes[reads].astype(np.int64), invoke[reads]
     first = np.searchsorted(w_key, r_key, side="left")
     times = np.unique(np.concatenate([w_done, s]))
     span = len(times) + 1
-    w_pos = w_key.astype(np.int64) * span + np.searchsorted(times, w_done)
-    committed = np.searchsorted(w_pos, r_key.astype(np.int64) * span + np.searchsorted(times, s), side="left") - first
-    newest = first + committed - 1
-    since = s - np.append(w_done, math.nan)[np.where(committed > 0, newest, -1)]  # NaN: nothing committed yet
+    w_pos = w_key * span + np.searchsorted(times, w_done)  # (key, commit) as one sortable integer
+    committed = np.searchsorted(w_pos, r_key * span + np.searchsorted(times, s), side="left") - first
+    since = s - np.append(w_done, math.nan)[np.where(committed > 0, first + committed - 1, -1)]  # NaN: none yet
 
     # when each read's value had certainly taken effect (None: the initial value or unknown)
     settled = _settled_by_key(codes[is_write], values[is_write], ok[is_write], complete[is_write], len(uniques))
     done = [settled[c].get(v) if type(v) in _PLAIN else _settled_time(v, settled[c])
             for c, v in zip(r_key.tolist(), values[reads].tolist())]
+    del settled
     unknown = np.fromiter((d is None for d in done), dtype=bool, count=len(done))
     bound = np.fromiter((math.inf if d is None else d for d in done), dtype=float, count=len(done))
+    del done
     # writes committed before the read and invoked after its value's write completed; only writes
     # that completed after it can qualify (invoke <= complete), so start the search past those
-    known = np.isfinite(bound)
     at_or_before = np.searchsorted(times, bound, side="right") - 1  # the last time <= bound
-    past = np.searchsorted(w_pos, r_key.astype(np.int64) * span + at_or_before, side="right")
+    past = np.searchsorted(w_pos, r_key * span + at_or_before, side="right")
     end = first + committed
-    later = count_greater(w_inv, np.where(known, np.minimum(past, end), end), end, bound)
-    k = np.where(unknown, committed, later)
-
-    order = np.lexsort((reads, r_key, s))
-    out = pd.DataFrame({
-        "op_id": h["op_id"].to_numpy()[reads][order],
-        "key": pd.Series(uniques.to_numpy(dtype=object)[r_key[order]], dtype=object),
-        "invoke": s[order],
-        "value": pd.Series(values[reads][order], dtype=object),
-        "k": k[order].astype(np.int64),
-        "stale": k[order] > 0,
-        "since_commit": since[order],
-    })
-    return out.infer_objects()
+    later = count_greater(w_inv, np.where(np.isfinite(bound), np.minimum(past, end), end), end, bound)
+    k = np.where(unknown, committed, later).astype(np.int64)
+    return reads, r_key, uniques.to_numpy(dtype=object), k, since
 
 
 def count_greater(ys: np.ndarray, lo: np.ndarray, hi: np.ndarray, bounds: np.ndarray, *,
@@ -198,15 +208,20 @@ def _hashable(value: Any) -> bool:
 
 def staleness_summary(history: pd.DataFrame, warmup: float = 0.0, duration: float = math.inf) -> dict[str, Any]:
     """Flat staleness numbers for reads invoked in ``[warmup, duration)``."""
-    st = read_staleness(history)
-    st = st[(st["invoke"] >= warmup) & (st["invoke"] < duration)]
-    n = len(st)
+    found = _staleness(history)
+    k = np.zeros(0, dtype=np.int64)
+    if found is not None:
+        reads, _, _, k, _ = found
+        invoke = history["invoke"].to_numpy(dtype=float)[reads]
+        k = k[(invoke >= warmup) & (invoke < duration)]
+    n = len(k)
+    stale = k > 0
     return {
         "staleness.reads": n,
-        "staleness.stale_reads": int(st["stale"].sum()),
-        "staleness.stale_fraction": float(st["stale"].mean()) if n else math.nan,
-        "staleness.k_mean": float(st["k"].mean()) if n else math.nan,
-        "staleness.k_max": int(st["k"].max()) if n else 0,
+        "staleness.stale_reads": int(stale.sum()),
+        "staleness.stale_fraction": float(stale.mean()) if n else math.nan,
+        "staleness.k_mean": float(k.mean()) if n else math.nan,
+        "staleness.k_max": int(k.max()) if n else 0,
     }
 
 
@@ -218,12 +233,15 @@ def t_visibility(history: pd.DataFrame, edges: np.ndarray | list[float], confide
     """
     from scipy import stats  # only here: every run imports this module, few ask for intervals
 
-    st = read_staleness(history)
-    st = st[st["since_commit"].notna()]
+    found = _staleness(history)
+    since, fresh = np.zeros(0), np.zeros(0, dtype=bool)
+    if found is not None:
+        _, _, _, k, since = found
+        fresh = (k == 0)[~np.isnan(since)]
+        since = since[~np.isnan(since)]
     edges = np.asarray(edges, dtype=float)
-    idx = np.searchsorted(edges, st["since_commit"].to_numpy(), side="right") - 1
+    idx = np.searchsorted(edges, since, side="right") - 1
     rows = []
-    fresh = (~st["stale"]).to_numpy()
     for i in range(len(edges) - 1):
         mask = idx == i
         n, c = int(mask.sum()), int(fresh[mask].sum())
