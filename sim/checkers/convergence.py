@@ -36,6 +36,7 @@ import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pandas as pd
 
 if TYPE_CHECKING:
@@ -218,9 +219,9 @@ def convergence_summary(samples: pd.DataFrame, faults: pd.DataFrame, last_write:
         div = later["divergent"].to_numpy()
         times = later["time"].to_numpy()
         # first sample from which every later sample shows agreement
-        nonzero = [i for i, d in enumerate(div) if d]
-        first_ok = (nonzero[-1] + 1) if nonzero else 0
-        if len(div) and first_ok < len(div):
+        nonzero = np.flatnonzero(div)
+        first_ok = int(nonzero[-1]) + 1 if len(nonzero) else 0
+        if first_ok < len(div):
             after_quiet, converged = float(times[first_ok] - ref), True
     out["convergence.after_quiesce"] = after_quiet
     out["convergence.converged"] = converged
