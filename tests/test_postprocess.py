@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import time
 from typing import Any
 
 import numpy as np
@@ -170,18 +169,14 @@ def test_staleness_equals_the_oracle_on_generated_histories(rows):
     assert_frame_equal(read_staleness(h), old_read_staleness(h))
 
 
-def test_staleness_of_a_large_history_grows_like_n_log_n():
-    """A million operations on 4 keys take seconds at most (the old way: 125,000 x 125,000 per key),
-    and 4x the operations cost far less than the 16x of a quadratic scan."""
-    seconds = {}
-    for n in (250_000, 1_000_000):
-        h = random_history(n, 4, seed=n)
-        start = time.process_time()
-        st_ = read_staleness(h)
-        seconds[n] = time.process_time() - start
-        assert len(st_) > n // 3
-    assert seconds[1_000_000] < 20.0, seconds
-    assert seconds[1_000_000] < 8 * max(seconds[250_000], 0.05), seconds
+def test_staleness_of_a_million_operations_is_computed():
+    """A million operations on 4 keys (the old way: 125,000 x 125,000 comparisons per key, hours).
+    Timing targets live in benchmarks/bench_postprocess.py, not here; a quadratic regression would
+    make this test run for hours instead of seconds."""
+    h = random_history(1_000_000, 4, seed=1_000_000)
+    st_ = read_staleness(h)
+    assert len(st_) > 1_000_000 // 3
+    assert st_["stale"].dtype == bool and 0 < st_["stale"].sum() < len(st_)
 
 
 def test_staleness_summary_equals_the_oracle_table():
