@@ -155,6 +155,12 @@ def test_pbs_paper(tmp_path):
     t = table[table["quantity"] == "t"]
     strict = t[t["r"] + t["w"] > 3]
     assert (strict["monte_carlo_value"] == 0).all() and (strict["paper"] == 0).all()
+    # the event simulation of the same profiles as plain scenarios: strict quorums never stale there either, and
+    # P(consistent) at every grid t agrees with the Monte-Carlo's (Fisher's exact test, Bonferroni at 1%)
+    assert (strict["event_sim_value"] == 0).all() and table["event_sim_value"][table["quantity"] != "t"].notna().all()
+    points = pd.read_csv(tmp_path / "pbs_paper_points.csv")
+    judged = points[points["reads"] > 0]
+    assert len(judged) >= 100 and (judged["p_value"] >= 0.01 / len(judged)).all(), judged
     # same model and fits: the published latency percentiles lie in the Monte-Carlo's 95% interval (YMMR with the
     # simulator's alpha; allow one row in twenty outside, as a 95% interval does)
     lat = table[(table["quantity"] != "t") & (table["profile"] != "YMMR")]

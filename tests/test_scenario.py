@@ -216,6 +216,10 @@ dists = st.one_of(
     st.builds(lambda w: {"dist": "mixture", "components": [{"weight": w, "dist": "constant", "value": 1},
                                                           {"weight": 1.0, "dist": "pareto", "shape": 2, "scale": 1}]},
               st.floats(0.01, 10)),
+    st.builds(lambda r: {"dist": "exponential", "rate": r}, st.floats(0.001, 100)),
+    st.builds(lambda xs: {"dist": "empirical", "samples": xs}, st.lists(st.floats(0, 1e4), min_size=1, max_size=5)),
+    st.builds(lambda o, m: {"dist": "shifted", "offset": o, "base": {"dist": "exponential", "mean": m}},
+              durations, durations),
 )
 
 
