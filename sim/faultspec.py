@@ -140,12 +140,25 @@ class Crash(Fault):
     """Crash ``node`` at ``start`` (volatile state lost) and recover it at ``end``.
 
     ``node = "@leader"`` crashes whichever node leads when the fault starts.
+    ``clean = true`` makes it a clean restart (an orderly stop, e.g. RabbitMQ's
+    ``stop_app`` / ``start_app``) instead of a hard kill. Only the messaging
+    broker tells the two apart (a classic queue then marks redelivered only the
+    messages it had delivered before, :meth:`sim.messaging.broker.Broker.crash`);
+    every other node loses its volatile state either way, so for it a clean
+    restart is the same as a crash. A clean restart must end.
     """
 
     tag: ClassVar[str] = "crash"
     start: Duration = fld(0.0)
     end: MaybeInfDuration = fld(INF)
     node: str = fld()
+    clean: bool = fld(False)
+
+    def _validate(self, path: str) -> None:
+        super()._validate(path)
+        if self.clean and not math.isfinite(self.end):
+            raise ScenarioError(f"{path}.end", "a clean restart must end (the node is restarted): give an end, "
+                                "or leave clean = false for a node that stays down")
 
     def node_refs(self):
         return [("node", self.node)]

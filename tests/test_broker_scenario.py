@@ -143,28 +143,38 @@ def test_derived_dead_letter_queues_skip_wait_queues_and_consumed_queues():
     assert cfg.dlq_names() == ["dlq"]
 
 
-def test_broker_restart_in_a_world_marks_recovered_classic_messages_redelivered():
-    """A broker crash with messages queued: classic consumers then see them with redelivered = true,
-    quorum consumers only the ones that were unacked."""
-    seen = {}
+def restart_in_a_world(qtype, clean):
+    """A broker restart at 100 ms with messages queued; the receives after it and the messages received before."""
+    data = base()
+    data["cluster"]["nodes"] = ["broker", "pub", "c1"]
+    data["protocol"]["topology"]["queues"][0]["type"] = qtype
+    data["protocol"]["publishers"] = [{"node": "pub", "exchange": "ex", "routing_keys": ["a.b"], "count": 20,
+                                       "rate": 1000}]
+    data["protocol"]["consumers"] = [{"node": "c1", "queue": "q", "prefetch": 2, "processing_time": 200}]
+    data["faults"] = {"schedule": [{"kind": "crash", "node": "broker", "start": 100, "end": 300, "clean": clean}]}
+    data["run"] = {"duration": "10s"}
+    r = sim.run(Scenario.from_dict(data), seed=1)
+    ev = r.tables["message_events"]
+    assert r.verdicts["delivery"]["lost"] == 0 and r.verdicts["delivery"]["processed"] == 20
+    after = ev[(ev["event"] == "receive") & (ev["time"] > 300)]
+    return after, ev[(ev["event"] == "receive") & (ev["time"] < 100)]["msg_id"].tolist()
+
+
+def test_a_clean_broker_restart_in_a_world_marks_only_the_delivered_messages_redelivered():
+    """A clean broker restart (clean = true) with messages queued: classic and quorum consumers alike then see
+    redelivered = true only on the two messages that were unacked; the others come fresh."""
     for qtype in ("classic", "quorum"):
-        data = base()
-        data["cluster"]["nodes"] = ["broker", "pub", "c1"]
-        data["protocol"]["topology"]["queues"][0]["type"] = qtype
-        data["protocol"]["publishers"] = [{"node": "pub", "exchange": "ex", "routing_keys": ["a.b"], "count": 20,
-                                           "rate": 1000}]
-        data["protocol"]["consumers"] = [{"node": "c1", "queue": "q", "prefetch": 2, "processing_time": 200}]
-        data["faults"] = {"schedule": [{"kind": "crash", "node": "broker", "start": 100, "end": 300}]}
-        data["run"] = {"duration": "10s"}
-        r = sim.run(Scenario.from_dict(data), seed=1)
-        ev = r.tables["message_events"]
-        after = ev[(ev["event"] == "receive") & (ev["time"] > 300)]
-        held = ev[(ev["event"] == "receive") & (ev["time"] < 100)]["msg_id"].tolist()
-        seen[qtype] = (after, held)
-        assert r.verdicts["delivery"]["lost"] == 0 and r.verdicts["delivery"]["processed"] == 20
-    classic_after, _ = seen["classic"]
+        after, held = restart_in_a_world(qtype, clean=True)
+        assert len(after) > 10 and len(held) == 2
+        assert set(after.loc[after["redelivered"], "msg_id"]) == set(held)
+
+
+def test_broker_restart_in_a_world_marks_recovered_classic_messages_redelivered():
+    """A broker crash (a hard kill) with messages queued: classic consumers then see them with
+    redelivered = true, quorum consumers only the ones that were unacked."""
+    classic_after, _ = restart_in_a_world("classic", clean=False)
     assert len(classic_after) > 10 and classic_after["redelivered"].all()
-    quorum_after, held = seen["quorum"]
+    quorum_after, held = restart_in_a_world("quorum", clean=False)
     redelivered = set(quorum_after.loc[quorum_after["redelivered"], "msg_id"])
     assert redelivered == set(held) and len(held) == 2
     assert (quorum_after.loc[quorum_after["redelivered"], "delivery_count"] == 1).all()

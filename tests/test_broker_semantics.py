@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+import pytest
+
 from sim.config import build
 from sim.messaging.broker import Broker, Delivery, Message
 from sim.messaging.history import MessageLog
@@ -226,14 +228,52 @@ def test_classic_restart_marks_every_recovered_message_redelivered():
     assert [(d.message.msg_id, d.redelivered) for d in got] == [("delivered", True), ("never", True)]
 
 
-def test_quorum_restart_keeps_redelivered_for_returned_messages_only():
-    """Quorum queue after a restart: the unacked message returns ahead, as after a lost connection
-    (count 1, redelivered); the other is fresh."""
+def classic_restart(clean):
+    """A classic queue holding an unacked message, a message delivered and requeued, and one never delivered,
+    through a broker restart: each message's redelivered flag on its next delivery."""
+    b, _ = broker_with([{"name": "q"}])
+    publish(b, 0, ["unacked", "requeued", "never"])
+    b.open_channel("c")
+    tags = {d.message.msg_id: d.delivery_tag for d in deliveries(b.consume(1, "c", "q", consumer_tag="t",
+                                                                              prefetch=2))}
+    assert list(tags) == ["unacked", "requeued"]
+    b.cancel(2, "c", "t")
+    b.nack(2, "c", tags["requeued"], requeue=True)
+    b.crash(3, clean=clean)
+    b.recover(4)
+    b.open_channel("c2")
+    return {d.message.msg_id: d.redelivered for d in deliveries(b.consume(5, "c2", "q", consumer_tag="t"))}
+
+
+def test_classic_clean_restart_marks_only_delivered_messages_redelivered():
+    """Classic durable queue after a clean restart (stop_app/start_app on RabbitMQ 3.10.8): the messages
+    delivered before (unacked at the restart, or delivered and requeued) come back redelivered, the one never
+    delivered does not; after a hard kill all three do."""
+    assert classic_restart(clean=True) == {"unacked": True, "requeued": True, "never": False}
+    assert classic_restart(clean=False) == {"unacked": True, "requeued": True, "never": True}
+
+
+def test_a_hard_kill_after_a_clean_restart_still_marks_what_it_recovered():
+    """A message recovered by a hard kill stays marked redelivered through a later clean restart."""
+    b, _ = broker_with([{"name": "q"}])
+    publish(b, 0, ["m"])
+    b.crash(1)
+    b.recover(2)
+    b.crash(3, clean=True)
+    b.recover(4)
+    b.open_channel("c")
+    assert [d.redelivered for d in deliveries(b.consume(5, "c", "q", consumer_tag="t"))] == [True]
+
+
+@pytest.mark.parametrize("clean", [False, True])
+def test_quorum_restart_keeps_redelivered_for_returned_messages_only(clean):
+    """Quorum queue after a restart, hard kill or clean: the unacked message returns ahead, as after a lost
+    connection (count 1, redelivered); the other is fresh."""
     b, _ = broker_with([{"name": "q", "type": "quorum"}])
     publish(b, 0, ["delivered", "never"])
     b.open_channel("c")
     b.consume(1, "c", "q", consumer_tag="t", prefetch=1)
-    b.crash(2)
+    b.crash(2, clean=clean)
     b.recover(3)
     b.open_channel("c2")
     got = deliveries(b.consume(4, "c2", "q", consumer_tag="t"))
@@ -241,15 +281,16 @@ def test_quorum_restart_keeps_redelivered_for_returned_messages_only():
         ("delivered", True, 1), ("never", False, 0)]
 
 
-def test_transient_messages_lost_on_classic_restart_kept_on_quorum():
-    """A restart loses transient messages of a durable classic queue, keeps them on a quorum queue,
-    and empties a non-durable queue."""
+@pytest.mark.parametrize("clean", [False, True])
+def test_transient_messages_lost_on_classic_restart_kept_on_quorum(clean):
+    """A restart, hard kill or clean, loses transient messages of a durable classic queue, keeps them on a
+    quorum queue, and empties a non-durable queue."""
     b, log = broker_with([{"name": "classic"}, {"name": "quorum", "type": "quorum"},
                           {"name": "temp", "durable": False}])
     for q in ("classic", "quorum", "temp"):
         publish(b, 0, [f"{q}-persistent"], routing_key=q)
         publish(b, 0, [f"{q}-transient"], routing_key=q, persistent=False)
-    b.crash(1)
+    b.crash(1, clean=clean)
     b.recover(2)
     assert b.ready_ids("classic") == ["classic-persistent"]
     assert b.ready_ids("quorum") == ["quorum-persistent", "quorum-transient"]

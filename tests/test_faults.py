@@ -109,3 +109,36 @@ def test_leader_faults_resolve_when_they_start():
     with pytest.raises(ScenarioError, match=r"^faults.schedule\[0\].node: '@leader' needs a protocol with a leader"):
         Scenario.from_dict({**base, "protocol": {"name": "fifo_queue"},
                             "faults": {"schedule": [{"kind": "crash", "node": "@leader", "start": 0}]}})
+
+
+def test_a_clean_restart_of_an_ordinary_node_is_the_same_as_a_crash():
+    """crash with clean = true: an ordinary node loses its volatile state either way, so the run is the same as
+    with a hard kill; the faults table says which it was."""
+    import sim
+
+    def run(clean):
+        fault = {"kind": "crash", "node": "n2", "start": "1s", "end": "2s", "clean": clean}
+        return sim.run(Scenario.from_dict({"cluster": {"count": 3}, "workload": {"clients": 3, "rate": 50},
+                                           "protocol": {"name": "single_copy", "owner": "n2"},
+                                           "faults": {"schedule": [fault]}, "run": {"duration": "3s"}}))
+
+    clean, killed = run(True), run(False)
+    assert clean.history.equals(killed.history)
+    assert list(clean.node_events["event"]) == ["crash", "recover"]
+    assert list(clean.faults["detail"]) == ["node=n2, clean=True"] and list(killed.faults["kind"]) == ["crash"]
+    assert (clean.history["outcome"] == "fail").any() or (clean.history["outcome"] == "info").any()
+
+
+@pytest.mark.parametrize("fault, message", [
+    ({"kind": "crash", "node": "n1", "start": "1s", "clean": True}, "faults.schedule[0].end: a clean restart must end"),
+    ({"kind": "crash", "node": "n1", "start": "1s", "end": "2s", "clean": 1},
+     "faults.schedule[0].clean: must be true or false, got 1"),
+])
+def test_a_clean_restart_is_validated(fault, message):
+    """A clean restart needs an end (it is a restart); clean is a boolean. The errors name the field."""
+    from sim.errors import ScenarioError
+
+    with pytest.raises(ScenarioError) as err:
+        Scenario.from_dict({"cluster": {"count": 3}, "protocol": {"name": "single_copy"},
+                            "faults": {"schedule": [fault]}})
+    assert str(err.value).startswith(message), str(err.value)

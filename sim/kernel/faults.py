@@ -113,7 +113,7 @@ class FaultInjector:
                 return
             self._down[node] = self._down.get(node, 0) + 1
             if self._down[node] == 1:
-                self.world.nodes[node].crash()
+                self.world.nodes[node].crash(clean=fault.clean)
         elif isinstance(fault, (LossWindow, DuplicateWindow, LatencySpike)):
             net.add_overlay(key, fault)
         elif isinstance(fault, ClockSkew):

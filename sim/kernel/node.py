@@ -179,6 +179,15 @@ class Node(Endpoint):
     def on_crash(self) -> None:
         """Hook called as the node crashes (its volatile state is about to be discarded)."""
 
+    def on_clean_stop(self) -> None:
+        """Hook called as the node is stopped cleanly (a ``crash`` fault with ``clean = true``).
+
+        By default the same as :meth:`on_crash`: a node loses its volatile state
+        either way; a node whose durable state records differently what an orderly
+        stop and a kill leave behind (the messaging broker) overrides it.
+        """
+        self.on_crash()
+
     def replica_state(self) -> dict[Any, Any] | None:
         """What a read served by this replica alone would return, per key it holds.
 
@@ -198,10 +207,14 @@ class Node(Endpoint):
         """
         return None
 
-    def crash(self) -> None:
+    def crash(self, clean: bool = False) -> None:
+        """The node goes down: killed, or stopped cleanly with ``clean`` (:meth:`on_clean_stop`)."""
         if not self.alive:
             return
-        self.on_crash()
+        if clean:
+            self.on_clean_stop()
+        else:
+            self.on_crash()
         self.alive = False
         self.epoch += 1
         self.crashes += 1

@@ -135,10 +135,10 @@ class LabNode(Node):
         """Mark the attributes set so far as the framework's own (kept across crashes)."""
         self._kept = frozenset(vars(self)) | {"_kept"}
 
-    def crash(self) -> None:
+    def crash(self, clean: bool = False) -> None:
         if not self.alive:
             return
-        super().crash()
+        super().crash(clean)
         for attr in [a for a in vars(self) if a not in self._kept]:
             delattr(self, attr)
 

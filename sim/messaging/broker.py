@@ -27,8 +27,10 @@ Semantics reproduced (DESIGN.md section 7):
   (reason ``maxlen``), ``reject-publish`` refuses the new one (confirm nack),
   ``reject-publish-dlx`` refuses and dead-letters it;
 * a broker crash keeps persistent messages of durable classic queues and every
-  message of quorum queues; classic queues mark every recovered message
-  redelivered; unacked quorum messages are returned (delivery count +1);
+  message of quorum queues; after a hard kill classic queues mark every
+  recovered message redelivered (the broker cannot know which were delivered),
+  after a clean restart (``stop_app`` / ``start_app``) only those that had been
+  delivered before; unacked quorum messages are returned (delivery count +1);
   non-durable queues come back empty (re-declared).
 
 Prefetch applies per consumer (``basic.qos`` with ``global = false``) and not
@@ -279,8 +281,14 @@ class Broker:
         return out
 
     # -- crash and recovery -------------------------------------------------------------------
-    def crash(self, now: float) -> None:
-        """The broker stops: connections vanish; what is not durable is lost (``lost`` events)."""
+    def crash(self, now: float, clean: bool = False) -> None:
+        """The broker stops: connections vanish; what is not durable is lost (``lost`` events).
+
+        A hard kill (``clean`` false) marks every message a classic queue recovers
+        as redelivered, as RabbitMQ 3.10 does after a killed node; a clean restart
+        keeps the flag only on messages delivered before (RabbitMQ 3.10.8 after
+        ``stop_app`` / ``start_app``). Quorum queues are the same either way.
+        """
         self.up = False
         held: dict[str, list[QueuedMessage]] = {}
         for ch in self.channels.values():
@@ -302,7 +310,7 @@ class Broker:
                 keep = []
                 for e in entries + unacked:
                     if e.msg.persistent:
-                        e.recovered = True
+                        e.recovered = e.recovered or not clean
                         keep.append((e.prio, e.pos, e.uid, e))
                     else:
                         self._rec(now, "lost", e.msg, queue=name, reason="transient_message")

@@ -85,6 +85,9 @@ class BrokerNode(Node):
     def on_crash(self) -> None:
         self.broker.crash(self.now)
 
+    def on_clean_stop(self) -> None:
+        self.broker.crash(self.now, clean=True)
+
     # -- connections ------------------------------------------------------------------
     def _conn(self, conn: str, src: str) -> _Conn | None:
         st = self.conns.get(conn)

@@ -72,13 +72,14 @@ A complete scenario in TOML (``tests/test_broker_scenario.py`` runs it)::
     idempotency = { store = "shared" }
 
     [[faults.schedule]]
-    kind = "crash"                           # a broker restart
+    kind = "crash"                           # the broker is killed (clean = true: a clean restart)
     node = "broker"
     start = "2s"
     end = "2.5s"
 
 Faults come from ``[faults]`` as for any protocol: ``crash`` the broker node
-(persistence rules of :mod:`sim.messaging.broker`), a consumer node (its
+(persistence rules of :mod:`sim.messaging.broker`; ``clean = true`` for a clean
+restart, which changes which recovered messages are marked redelivered), a consumer node (its
 connection then times out) or a downstream; partition any of them.
 """
 
