@@ -1,7 +1,8 @@
-"""Validation case 5: a broker restart, on a RabbitMQ node the test starts itself (other ports, own data).
+"""Validation case 5: a clean broker restart, on a RabbitMQ node the test starts itself (other ports, own data).
 
 Persistent messages in durable queues are kept, transient messages on a classic queue are lost, a quorum
-queue keeps everything; the simulation predicts the same, message by message.
+queue keeps everything, and only messages delivered before the restart come back redelivered; the simulation
+predicts the same, message by message.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import pytest
 import sim
 from sim.rabbitmq import run_rabbitmq
 from sim.rabbitmq.compare import compare
-from sim.rabbitmq.known import RESTART_REDELIVERED
 from sim.rabbitmq.testing import with_events
 from sim.scenario import Scenario
 
@@ -76,33 +76,31 @@ def test_in_flight_message_is_redelivered_after_the_restart(restart):
     assert real.verdicts["delivery"]["duplicate_side_effects"] == 2
 
 
-@pytest.mark.xfail(strict=True, reason="sim.messaging.broker.Broker.crash marks every message a classic queue "
-                   "recovers as redelivered (what RabbitMQ does after a killed node); after a clean restart "
-                   "(stop_app/start_app) RabbitMQ 3.10.8 marks only the messages that had been delivered")
 def test_redelivered_flags_agree(restart):
-    """Every delivery after the restart carries the same redelivered flag in the simulation as on the broker."""
+    """Both runs restart the broker cleanly (clean = true; stop_app/start_app on the broker): every delivery
+    carries the same redelivered flag in the simulation as on the broker, so the semantic verdict agrees."""
     _, _, _, c = restart
-    assert c.counts.set_index("quantity").loc["redelivered", "agree"]
-
-
-def test_the_redelivered_flags_are_the_known_difference(restart):
-    """The flags the simulation sets and the broker does not are exactly the documented difference: the classic
-    queue's messages that were not delivered before the restart (pc-3 to pc-9). It is reported with its reason;
-    its rows still show agree = False, and the semantic verdict agrees."""
-    _, _, _, c = restart
-    (known,) = c.known
-    assert known.name == RESTART_REDELIVERED and "stop_app/start_app" in known.reason
-    assert set(known.rows) == {"redelivered", "messages with the same deliveries"}
-    assert known.messages == tuple(f"pc-{i}" for i in range(3, 10))
     table = c.counts.set_index("quantity")
-    assert not table.loc["redelivered", "agree"] and table.loc["redelivered", "note"] == "known difference"
+    assert table.loc["redelivered", "agree"] and table.loc["messages with the same deliveries", "agree"]
     assert c.semantics == "agree" and c.semantic_differences == []
-    assert f"known difference: {RESTART_REDELIVERED}" in c.report() and "differs: counts" not in c.report()
 
 
-def test_the_known_difference_excuses_nothing_else(restart):
-    """One more redelivered flag on the broker, on a quorum-queue message delivered before the restart, is not
-    what the known difference explains: the semantic verdict differs and names both rows."""
+def test_a_hard_kill_in_the_simulation_is_told_from_the_clean_restart(restart):
+    """The same scenario with the broker killed instead (clean = false) marks the classic queue's messages that
+    were never delivered before the restart (pc-3 to pc-9) redelivered, which the broker did not: the comparison
+    reports exactly those messages and the redelivered rows."""
+    s, _, real, _ = restart
+    killed = sim.run(s.variant({"faults.schedule[0].clean": False}))
+    c = compare(killed, real)
+    assert c.semantics == "differ" and c.verdict == "differ"
+    assert [d.split(":")[1].strip() for d in c.semantic_differences] == ["redelivered",
+                                                                         "messages with the same deliveries"]
+    assert list(c.messages.index[~c.messages["deliveries_agree"]]) == [f"pc-{i}" for i in range(3, 10)]
+
+
+def test_one_more_redelivered_flag_is_caught(restart):
+    """One more redelivered flag on the broker, on a quorum-queue message delivered before the restart: the
+    semantic verdict differs and names both rows."""
     _, simulated, real, _ = restart
     ev = real.tables["message_events"].copy()
     first = ev.index[(ev["event"] == "receive") & (ev["msg_id"] == "pq-0")][0]
@@ -111,21 +109,20 @@ def test_the_known_difference_excuses_nothing_else(restart):
     assert c.semantics == "differ" and c.verdict == "differ"
     assert any(d.startswith("counts: redelivered") for d in c.semantic_differences)
     assert any(d.startswith("counts: messages with the same deliveries") for d in c.semantic_differences)
-    assert c.known and c.known[0].rows == ()
 
 
 def test_cli_validates_a_restart_on_a_node_of_its_own(tmp_path, capsys):
     """capsim validate --local-node starts its own node for a scenario that restarts the broker (once per broker
-    run): kept and lost messages agree in every run, the redelivered flags are reported as the known difference
-    with its reason instead of as a disagreement, and the exit status follows the verdict."""
+    run): kept and lost messages and every redelivered flag agree in every run, and the exit status follows the
+    verdict."""
     from sim.cli import main
 
     code = main(["validate", "rabbitmq", str(SCENARIO), "--local-node", "--out", str(tmp_path)])
     out = capsys.readouterr().out
     verdict = json.loads((tmp_path / "verdict.json").read_text())
     assert verdict["semantics"] == "agree" and "semantics: agree" in out and "differs: counts" not in out
-    assert f"known difference: {RESTART_REDELIVERED}" in out and verdict["broker_runs"] == 3
+    assert verdict["broker_runs"] == 3
     assert code == {"agree": 0, "timing differs": 4}[verdict["verdict"]]
     counts = pd.read_csv(tmp_path / "counts.csv").set_index("quantity")
     assert counts.loc["lost", "agree"] and counts.loc["lost", "broker"] == 10
-    assert counts.loc["messages with the same status", "agree"]
+    assert counts.loc["messages with the same status", "agree"] and counts.loc["redelivered", "agree"]

@@ -112,6 +112,17 @@ def test_unsupported_scenarios_are_rejected_with_the_field(update, path):
     assert err.value.path == path
 
 
+def test_a_hard_kill_of_the_broker_is_refused_and_a_clean_restart_planned():
+    """The adapter restarts a real broker cleanly and cannot kill it: a broker crash without clean = true is an
+    UnsupportedScenario naming the field, even with a broker it controls; with clean = true it is a restart."""
+    crash = {"kind": "crash", "node": "broker", "start": 100, "end": 200}
+    with pytest.raises(UnsupportedScenario) as err:
+        FaultPlan.from_scenario(scenario("retry-dlx").variant({"faults.schedule": [crash]}), broker_control=True)
+    assert err.value.path == "faults.schedule[0].clean" and "clean = true" in str(err.value)
+    clean = scenario("retry-dlx").variant({"faults.schedule": [{**crash, "clean": True}]})
+    assert FaultPlan.from_scenario(clean, broker_control=True).broker_restarts == [(100.0, 200.0)]
+
+
 def test_fault_plan_maps_crashes_and_partitions():
     """A client crash is a process crash; a partition or isolation cuts clients off the broker."""
     s = scenario("retry-dlx").variant({"faults.schedule": [

@@ -3,9 +3,8 @@
 * :func:`run_rabbitmq`: a scenario on a broker -> a :class:`sim.Result` with the same
   tables and delivery verdict as :func:`sim.run` gives for the simulation (:mod:`~sim.rabbitmq.runner`);
 * :func:`compare` -> :class:`Comparison`: counts, attempts, latency and retry-delay
-  percentiles side by side, an exact verdict on semantics (with known differences
-  named as such), a statistical verdict on timing (:class:`TimingRule`) and a CDF
-  figure (:mod:`~sim.rabbitmq.compare`);
+  percentiles side by side, an exact verdict on semantics, a statistical verdict on
+  timing (:class:`TimingRule`) and a CDF figure (:mod:`~sim.rabbitmq.compare`);
 * :func:`validate`: repeated calibration and broker runs + simulation + requeue probes +
   comparison, what ``capsim validate rabbitmq`` runs (:mod:`~sim.rabbitmq.validate`);
 * :func:`calibrate`: the ping run (and connection set-ups) that set the simulated network

@@ -15,12 +15,6 @@ must be equal, in every broker run:
 ``requeue_order`` optional: the order of requeued messages from
                   :func:`sim.rabbitmq.probes.requeue_orders`.
 
-A documented difference of the model (:mod:`sim.rabbitmq.known`: the
-redelivered flag after a clean broker restart) is reported as a *known
-difference* with its reason, for exactly the rows and messages it explains;
-those rows still show ``agree = False`` (``note``: known difference), and
-nothing else is excused.
-
 **Timing** (statistical). ``latency`` (end-to-end, publish to first side
 effect) and ``retry_delays`` (a failed attempt to the start of the next):
 p50 and p95 are judged against an allowance: the noise measured in this
@@ -51,7 +45,6 @@ from ..messaging.protocol import messaging_config
 from ..outdir import check_out, staged
 from ..result import Result
 from ..rng import Streams
-from .known import KnownDifference, known_differences
 from .timing import TIMING_COLUMNS, TimingRule, timing_rows
 
 __all__ = ["Comparison", "TimingRule", "compare", "retry_delays", "COUNT_ROWS"]
@@ -125,26 +118,22 @@ class _Semantics:
     counts: pd.DataFrame
     attempts: pd.DataFrame
     messages: pd.DataFrame
-    known: list[KnownDifference]
 
     def differences(self, requeue_order: pd.DataFrame | None = None, prefix: str = "") -> list[str]:
-        """One line per judged row that differs and no known difference accounts for."""
-        excused = {row for k in self.known for row in k.rows}
+        """One line per judged row that differs."""
         out = []
         tables = {"counts": self.counts, "attempts": self.attempts, "requeue_order": requeue_order}
         for name, df in tables.items():
             if df is None or df.empty:
                 continue
             for _, r in df[df["agree"] == False].iterrows():  # noqa: E712 - None rows are info only
-                if name == "counts" and r["quantity"] in excused:
-                    continue
                 out.append(f"{prefix}{name}: {r['quantity']}: simulation {_fmt(r['simulation'])} "
                            f"vs broker {_fmt(r['broker'])}")
         return out
 
 
 def _semantics(sim: Result, real: Result) -> _Semantics:
-    """Counts, attempts and per-message rows of ``sim`` against one broker run, and the known differences."""
+    """Counts, attempts and per-message rows of ``sim`` against one broker run."""
     sim_report, real_report = _delivery(sim), _delivery(real)
     sc, rc = sim_report.counts, real_report.counts
     rows = [_row(_LABELS.get(k, k), int(sc[k]), int(rc[k]), "exact", sc[k] == rc[k]) for k in COUNT_ROWS]
@@ -159,9 +148,6 @@ def _semantics(sim: Result, real: Result) -> _Semantics:
                          "all messages", bool(same.all())))
     both["agree"] = both[[c for c in both.columns if c.endswith("_agree")]].all(axis=1)
     counts = pd.DataFrame(rows, columns=_COLUMNS)
-    known = known_differences(sim, real, both)
-    counts["note"] = ["known difference" if any(q in k.rows for k in known) else "" for q in counts["quantity"]]
-    both["known"] = [next((k.name for k in known if m in k.messages), "") for m in both.index]
 
     def settled(m: pd.DataFrame) -> pd.Series:
         return m[m["status"].isin(("processed", "dead_lettered"))]["attempts"]
@@ -170,7 +156,7 @@ def _semantics(sim: Result, real: Result) -> _Semantics:
     ks = sorted(set(da.index) | set(db.index))
     attempts = pd.DataFrame([_row(f"{k} attempt{'s' if k != 1 else ''}", int(da.get(k, 0)), int(db.get(k, 0)),
                                   "exact", int(da.get(k, 0)) == int(db.get(k, 0))) for k in ks], columns=_COLUMNS)
-    return _Semantics(counts, attempts, both, known)
+    return _Semantics(counts, attempts, both)
 
 
 def _fmt(v: Any) -> str:
@@ -200,7 +186,6 @@ class Comparison:
     real_retry_runs: tuple[np.ndarray, ...] = field(repr=False)
     calibration: str = ""
     timing_rule: TimingRule = field(default_factory=TimingRule)
-    known: list[KnownDifference] = field(default_factory=list)
     other_runs: list[str] = field(default_factory=list)
 
     @property
@@ -220,8 +205,8 @@ class Comparison:
 
     @property
     def semantic_differences(self) -> list[str]:
-        """Exact rows that differ (in any broker run), except what a known difference accounts for."""
-        first = _Semantics(self.counts, self.attempts, self.messages, self.known)
+        """Exact rows that differ (in any broker run)."""
+        first = _Semantics(self.counts, self.attempts, self.messages)
         return first.differences(self.requeue_order) + self.other_runs
 
     @property
@@ -271,10 +256,9 @@ class Comparison:
 
     # -- output ---------------------------------------------------------------------------------
     def verdict_lines(self) -> list[str]:
-        """The semantic verdict with its known differences, the timing verdict, the overall verdict."""
+        """The semantic verdict with the rows that differ, the timing verdict, the overall verdict."""
         runs = f"{self.runs} broker run{'s' if self.runs != 1 else ''}"
         lines = [f"semantics: {self.semantics} (exact: counts, attempts, every message, requeue orders; {runs})"]
-        lines += [f"  {k.describe()}" for k in self.known]
         lines += [f"  differs: {d}" for d in self.semantic_differences]
         lines.append(f"timing: {self.timing} (p50 and p95 against the noise measured over {runs} at "
                      f"{self.timing_rule.level:.0%} confidence plus the model's accuracy; allowances in the latency "
@@ -341,7 +325,7 @@ class Comparison:
         self.messages.to_csv(folder / "messages.csv")
         (folder / "verdict.json").write_text(json.dumps(
             {"verdict": self.verdict, "semantics": self.semantics, "timing": self.timing,
-             "differences": self.differences, "known_differences": [k.describe() for k in self.known],
+             "differences": self.differences,
              "broker_runs": self.runs, "calibration": self.calibration,
              "timing_rule": {**self.timing_rule.__dict__, "derivation": self.timing_rule.describe()}}, indent=2))
         fig = self.figure()
@@ -384,4 +368,4 @@ def compare(sim: Result, real: Result | Sequence[Result], *, requeue_order: pd.D
     return Comparison(counts=first.counts, attempts=first.attempts, messages=first.messages, latency=latency,
                       retry_delays=retry, requeue_order=requeue_order, sim_latencies=ls, real_latency_runs=lr,
                       sim_retry=rs, real_retry_runs=rr, calibration=calibration, timing_rule=rule,
-                      known=first.known, other_runs=other)
+                      other_runs=other)

@@ -2,9 +2,9 @@
 
 What the adapter can do to a real broker and its clients:
 
-``crash`` of the broker node   a broker restart through a :class:`BrokerControl` such as
-                               :class:`~sim.rabbitmq.node.LocalBrokerNode` (killed at the
-                               fault's start by default, started again once it ends); the
+``crash`` of the broker node,  a clean broker restart through a :class:`BrokerControl` such
+with ``clean = true``          as :class:`~sim.rabbitmq.node.LocalBrokerNode` (``stop_app`` at
+                               the fault's start, ``start_app`` once it ends); the
                                real broker is down at least as long as in the scenario, and
                                longer when starting takes longer (the run's end moves by
                                the difference). Non-durable queues are re-declared once it
@@ -16,7 +16,11 @@ What the adapter can do to a real broker and its clients:
                                drop) and cannot reconnect until the end.
 
 Anything else (message loss, duplication, latency spikes, clock skew, random
-faults) needs control over the network and raises :class:`UnsupportedScenario`.
+faults) needs control over the network and raises :class:`UnsupportedScenario`;
+so does a hard kill of the broker (``crash`` without ``clean = true``): the
+adapter cannot kill a broker the way the model does (:mod:`sim.rabbitmq.node`
+says why), and performing a clean restart instead would compare a different
+fault.
 """
 
 from __future__ import annotations
@@ -69,6 +73,10 @@ class FaultPlan:
                         raise UnsupportedScenario(f"{path}.node", "a broker restart needs a broker the adapter "
                                                   "controls: capsim validate --local-node, or "
                                                   "run_rabbitmq(..., broker=LocalBrokerNode())")
+                    if not f.clean:
+                        raise UnsupportedScenario(f"{path}.clean", "the adapter restarts a real broker cleanly "
+                                                  "(stop_app/start_app) and cannot kill it as the model's hard "
+                                                  "kill does; set clean = true for a clean broker restart")
                     if not math.isfinite(f.end):
                         raise UnsupportedScenario(f"{path}.end", "a broker crash must end (the run needs it back)")
                     plan.broker_restarts.append((f.start, f.end))
