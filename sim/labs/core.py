@@ -52,6 +52,12 @@ __all__ = [
     "grade",
     "register_solution",
     "solution_classes",
+    "solution_key",
+    "lab_rng",
+    "random_faults",
+    "describe_fault",
+    "student_traceback",
+    "wall_clock_limit",
 ]
 
 _PACKAGE_DIR = str(Path(__file__).resolve().parent.parent)
@@ -644,5 +650,3 @@ def _write_replay(scenario: dict[str, Any], path: Path) -> str:
     path.write_text(head + text, encoding="utf-8")
     return str(path)
 
-
-__all__ += ["lab_rng", "random_faults", "describe_fault", "student_traceback", "wall_clock_limit", "solution_key"]
