@@ -649,4 +649,3 @@ def _write_replay(scenario: dict[str, Any], path: Path) -> str:
             "# (protocol.solution names the solution file; a notebook's classes cannot be named here)\n")
     path.write_text(head + text, encoding="utf-8")
     return str(path)
-
