@@ -51,13 +51,17 @@ pids``: the nodes, their epmd and helpers), deletes the namespaces and the root
 veth and removes the directory. A run killed before that leaves them behind;
 :func:`cleanup_leftovers`, called before every start, removes the namespaces,
 root veths and directories of runs whose owning process has died (each run's
-directory holds the owner's pid), and never touches a live run's.
+directory holds the owner's pid), and never touches a live run's. A lock file
+(``capsim-cluster.lock`` in the temporary directory) serialises building a
+run's network and removing leftovers, so concurrent runs pick different
+subnets and a cleanup never mistakes a run being set up for a dead one.
 """
 
 from __future__ import annotations
 
 import atexit
 import contextlib
+import fcntl
 import json
 import os
 import re
@@ -68,7 +72,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -168,16 +172,29 @@ def leftovers() -> dict[str, list[str]]:
     return found
 
 
+@contextlib.contextmanager
+def _setup_lock() -> Iterator[None]:
+    """Held while a run picks its id and subnet and builds its network, and while leftovers are removed: a
+    concurrent run never takes the same subnet, and a cleanup never sees a run that has no owner file yet."""
+    with open(_state_root() / f"{PREFIX}-cluster.lock", "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def cleanup_leftovers() -> dict[str, list[str]]:
     """Remove what :func:`leftovers` finds (processes in those namespaces first); returns what was removed."""
-    found = leftovers()
-    for ns in found["namespaces"]:
-        _kill_namespace_processes(ns)
-        _sh("ip", "netns", "del", ns, check=False)
-    for link in found["links"]:
-        _sh("ip", "link", "del", link, check=False)
-    for path in found["dirs"]:
-        shutil.rmtree(path, ignore_errors=True)
+    with _setup_lock():
+        found = leftovers()
+        for ns in found["namespaces"]:
+            _kill_namespace_processes(ns)
+            _sh("ip", "netns", "del", ns, check=False)
+        for link in found["links"]:
+            _sh("ip", "link", "del", link, check=False)
+        for path in found["dirs"]:
+            shutil.rmtree(path, ignore_errors=True)
     return found
 
 
@@ -278,8 +295,9 @@ class RabbitCluster:
         atexit.register(self.close)
         try:
             t0 = time.monotonic()
-            self._make_dirs()
-            self._make_network()
+            with _setup_lock():
+                self._make_dirs()
+                self._make_network()
             self.startup_seconds["network"] = time.monotonic() - t0
             t1 = time.monotonic()
             self._boot_nodes()
