@@ -155,6 +155,21 @@ def test_a_schedule_is_played_in_time_order_with_heals_before_same_time_starts()
     assert frame["time"].is_monotonic_increasing and frame["time"].iloc[-1] >= 90.0
 
 
+class _NodesOnly:
+    def node(self, name):
+        if name not in NODES:
+            raise ValueError(f"no node {name!r}")
+        return name
+
+
+def test_a_workload_refuses_faults_it_would_never_play():
+    """A fault starting after the workload ends is an error, not silently skipped."""
+    late = Partition(start=5000.0, end=6000.0, groups=(("n3",),))
+    with pytest.raises(ValueError, match="must start before the workload's end"):
+        run_cluster_workload(_NodesOnly(), queue="q", publishers={"p": "n1"}, consumers={},  # type: ignore[arg-type]
+                             duration=5000.0, faults=[late])
+
+
 def _history(rows):
     return pd.DataFrame([(t, c, "n1", m, e, EVENTS[e], None, "") for t, c, m, e in rows], columns=HISTORY_COLUMNS)
 

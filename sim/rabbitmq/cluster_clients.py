@@ -14,11 +14,13 @@ queue (default exchange) with publisher confirms, pipelined. Each message
 ends ``confirmed`` (``basic.ack``), ``nacked`` (``basic.nack``) or ``unknown``
 (no confirm within ``confirm_timeout``, or the connection closed first): a
 Jepsen operation that completes ``ok``, ``fail`` or ``info``. A message is
-published once, never republished, so the history reads as Jepsen's does.
+published once, never republished, so the history reads as Jepsen's does; a
+publisher without a connection publishes nothing until it has one again.
 A confirm that arrives after the message was recorded unknown is still
 recorded (``detail = "late"``). A consumer consumes with manual acks and
 records ``delivered`` (with the ``redelivered`` flag) and ``acked`` (the
-``basic.ack`` it sent) for every delivery.
+``basic.ack`` it sent) for every delivery; a consumer the broker cancels (its
+queue's node went away) reconnects and consumes again.
 
 The history is a DataFrame with one row per event: ``time`` (ms), ``client``,
 ``node`` (the node the client is connected to), ``msg_id``, ``event``
@@ -161,7 +163,15 @@ class _Consumer(Actor):
             channel.basic_consume(self.queue, g(self._on_message, gen), auto_ack=False,
                                   callback=g(lambda _f: self.set_ready(gen)))
 
+        channel.add_on_cancel_callback(g(self._cancelled, gen))
         channel.basic_qos(prefetch_count=self.prefetch, callback=g(consume))
+
+    def _cancelled(self, gen: int, _frame: Any) -> None:
+        """The broker cancelled the consumer (its queue's node went away): consume again on a new connection."""
+        if gen == self.gen and self.conn is not None:
+            self.s.node_event(self.node, "consumer_cancelled")
+            if self.conn.is_open:
+                self.conn.close()
 
     def _on_message(self, gen: int, channel: Any, method: Any, props: Any, body: bytes) -> None:
         if gen != self.gen:
@@ -288,6 +298,9 @@ def run_cluster_workload(cluster: RabbitCluster, *, queue: str, queue_type: str 
         raise ValueError(f"rate must be > 0 messages per second, got {rate}")
     for name in [declare_on, *publishers.values(), *consumers.values()]:
         cluster.node(name)
+    late = [f for f in faults if f.start >= duration]
+    if late:
+        raise ValueError(f"faults must start before the workload's end ({duration:g} ms); {late[0]!r} does not")
     _declare(cluster, declare_on, queue, queue_type)
     first = cluster.node(declare_on).settings
     session = Session(first, RunNames.new("cluster"), heartbeat=heartbeat, reconnect_delay=reconnect_delay)
@@ -305,7 +318,7 @@ def run_cluster_workload(cluster: RabbitCluster, *, queue: str, queue_type: str 
         session.start_clock()
         history.rows.clear()
         for at, index, what, fault in _actions(faults):
-            if at <= duration:
+            if at < duration:  # what is still cut at the end is healed then
                 session.call_at(at, player.act, index, what, fault)
         for p in pubs:
             p.begin()
