@@ -384,6 +384,38 @@ def _alive(pid: int) -> bool:
         return False
 
 
+KILLED_RUN = """
+import subprocess, sys, time
+from sim.rabbitmq.cluster import RabbitCluster
+c = RabbitCluster().build_network()
+subprocess.Popen(["ip", "netns", "exec", c.node("n1").namespace, "sleep", "300"])
+print(c.run, flush=True)
+time.sleep(300)
+"""
+
+
+def test_cleanup_removes_what_a_run_killed_with_sigkill_left():
+    """A run killed with SIGKILL leaves namespaces (one with a process in it), a root veth and a directory;
+    cleanup_leftovers removes all of them."""
+    _needs_root_and_tools()
+    proc = subprocess.Popen([sys.executable, "-c", KILLED_RUN], stdout=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": os.getcwd()})
+    assert proc.stdout is not None
+    run = proc.stdout.readline().strip()
+    proc.kill()
+    proc.wait(10)
+    left = leftovers()
+    expected = {f"capsim-{run}-{n}" for n in ("hub", "n1", "n2", "n3")}
+    assert expected <= set(left["namespaces"]) and f"capsim{run}r" in left["links"]
+    sleeper = [int(p) for p in subprocess.run(["ip", "netns", "pids", f"capsim-{run}-n1"], capture_output=True,
+                                              text=True).stdout.split()]
+    assert sleeper
+    cleanup_leftovers()
+    assert not expected & set(cluster_mod._namespaces())
+    assert f"capsim{run}r" not in cluster_mod._root_links() and not cluster_mod._run_dir(run).exists()
+    assert not [pid for pid in sleeper if _alive(pid)]
+
+
 def test_cleanup_removes_what_a_killed_run_left_and_spares_a_live_run():
     """A dead owner's namespace (with a process in it), root veth and directory are removed; a namespace of
     a run whose owner is alive stays."""

@@ -291,11 +291,29 @@ class RabbitCluster:
     # -- life cycle -------------------------------------------------------------------------------
     def start(self) -> RabbitCluster:
         """Build the network, boot the nodes and cluster them; on any failure everything is removed again."""
+        for tool in ("rabbitmq-server", "rabbitmqctl"):
+            if shutil.which(tool) is None:
+                raise AdapterError(f"{tool} not found: the real cluster needs RabbitMQ's server scripts")
+        self.build_network()
+        try:
+            t1 = time.monotonic()
+            self._boot_nodes()
+            self.startup_seconds["boot"] = time.monotonic() - t1
+            t2 = time.monotonic()
+            self._join()
+            self.startup_seconds["join"] = time.monotonic() - t2
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def build_network(self) -> RabbitCluster:
+        """Remove dead runs' leftovers, then make this run's directory, namespaces, bridge and veths
+        (no node runs yet; :meth:`start` does this first)."""
         if os.geteuid() != 0:
             raise AdapterError("the real cluster needs root (network namespaces)")
-        for tool in ("ip", "rabbitmq-server", "rabbitmqctl"):
-            if shutil.which(tool) is None:
-                raise AdapterError(f"{tool} not found: the real cluster needs iproute2 and RabbitMQ's server scripts")
+        if shutil.which("ip") is None:
+            raise AdapterError("ip not found: the real cluster needs iproute2")
         cleanup_leftovers()
         self._closed = False
         atexit.register(self.close)
@@ -305,12 +323,6 @@ class RabbitCluster:
                 self._make_dirs()
                 self._make_network()
             self.startup_seconds["network"] = time.monotonic() - t0
-            t1 = time.monotonic()
-            self._boot_nodes()
-            self.startup_seconds["boot"] = time.monotonic() - t1
-            t2 = time.monotonic()
-            self._join()
-            self.startup_seconds["join"] = time.monotonic() - t2
         except BaseException:
             self.close()
             raise
