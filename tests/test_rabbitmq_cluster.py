@@ -320,15 +320,16 @@ def test_a_quorum_queue_keeps_every_confirmed_message_when_the_minority_is_cut_o
                                rate=20, duration=9000, faults=faults)
     delete_queue(c, "n1", queue)
     verdict = check_confirmed_delivered(run.history)
-    assert verdict.ok, verdict
+    facts = f"{verdict.counts}, {run.meta}, forced closes: {sorted(_forced_closes(run))}"
+    assert verdict.ok, f"lost: {verdict.lost[:10]}; {facts}"
     m = message_outcomes(run.history).set_index("msg_id")
     start, end = _window(run)
     during = m[_published_at(run).reindex(m.index).between(start, end)]
     minority = during[during["publisher"] == "p3"]
-    assert len(minority) > 0 and (minority["publish"] != "confirmed").all()
-    assert (m.loc[m["publisher"] == "p1", "publish"] == "confirmed").all()
-    assert {"p3", "c3"} <= _forced_closes(run) and not {"p1", "c1"} & _forced_closes(run)
-    assert run.meta["messages_left"] == 0
+    assert len(minority) > 0 and (minority["publish"] != "confirmed").all(), facts
+    assert (m.loc[m["publisher"] == "p1", "publish"] == "confirmed").all(), facts
+    assert {"p3", "c3"} <= _forced_closes(run) and not {"p1", "c1"} & _forced_closes(run), facts
+    assert run.meta["messages_left"] == 0, facts
     print(verdict.counts)
 
 
@@ -346,16 +347,17 @@ def test_a_classic_queue_on_a_paused_node_loses_messages_confirmed_to_the_majori
                                rate=20, duration=9000, faults=faults)
     delete_queue(c, "n1", queue)
     verdict = check_confirmed_delivered(run.history)
-    assert not verdict.ok and verdict.lost, verdict.counts
+    facts = f"{verdict.counts}, {run.meta}, forced closes: {sorted(_forced_closes(run))}"
+    assert not verdict.ok and verdict.lost, facts
     published = _published_at(run)
     m = message_outcomes(run.history).set_index("msg_id")
     lost = m.loc[verdict.lost]
-    assert (lost["publisher"] == "p3").all()
-    assert (published[verdict.lost] >= _window(run)[0]).all()
+    assert (lost["publisher"] == "p3").all(), f"lost: {lost.to_dict('index')}; {facts}"
+    assert (published[verdict.lost] >= _window(run)[0]).all(), facts
     p1 = m[m["publisher"] == "p1"]
-    assert (p1.loc[p1["publish"] == "confirmed", "deliveries"] > 0).all()
-    assert {"p1", "c1"} <= _forced_closes(run) and not {"p3", "c3"} & _forced_closes(run)
-    assert run.meta["messages_left"] == 0
+    assert (p1.loc[p1["publish"] == "confirmed", "deliveries"] > 0).all(), facts
+    assert {"p1", "c1"} <= _forced_closes(run) and not {"p3", "c3"} & _forced_closes(run), facts
+    assert run.meta["messages_left"] == 0, facts
     print(verdict.counts)
 
 

@@ -326,17 +326,20 @@ def run_cluster_workload(cluster: RabbitCluster, *, queue: str, queue_type: str 
         cluster.heal()
         player.rows.append((session.now(), -1, "heal_all", ""))
 
-        last_change = [session.now(), len(history.rows)]
+        calm_since = [session.now(), len(history.rows)]
 
         def drained() -> bool:
-            if len(history.rows) != last_change[1]:
-                last_change[:] = [session.now(), len(history.rows)]
-            if any(p.unconfirmed for p in pubs) or not all(c.ready for c in cons):
+            """Done when every confirmed message arrived, or when, with no confirm pending and every
+            consumer connected, nothing was recorded for ``quiet`` ms."""
+            settled = not any(p.unconfirmed for p in pubs) and all(c.ready for c in cons)
+            if not settled or len(history.rows) != calm_since[1]:
+                calm_since[:] = [session.now(), len(history.rows)]
+            if not settled:
                 return False
             frame = history.frame()
             confirmed = set(frame.loc[frame["event"] == "confirmed", "msg_id"])
             delivered = set(frame.loc[frame["event"] == "delivered", "msg_id"])
-            return confirmed <= delivered or session.now() - last_change[0] >= quiet
+            return confirmed <= delivered or session.now() - calm_since[0] >= quiet
 
         drained_ok = session.run_until(drained, drain_timeout / 1000.0, poll_ms=200.0)
     finally:
