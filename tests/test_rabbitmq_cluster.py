@@ -307,6 +307,17 @@ def _dropped(run) -> set[str]:
     return set(closed.loc[~closed["event"].str.endswith("200 Normal shutdown"), "client"])
 
 
+def _paused_during(run, node: str) -> bool:
+    """``node``'s broker ran, stopped (paused) after the cut, and ran again; the others never stopped."""
+    st = run.node_states
+    mine = st[st["node"] == node]
+    others = st[st["node"] != node]
+    states = list(mine["state"])
+    stopped_at = mine.loc[mine["state"] == "stopped", "time"]
+    return (states[0] == "running" and states[-1] == "running" and len(stopped_at) > 0
+            and bool(stopped_at.iloc[0] >= _window(run)[0]) and set(others["state"]) == {"running"})
+
+
 ISOLATE = "[[schedule]]\nkind = 'isolate'\nnode = '{node}'\nstart = '1s'\nend = '7s'\n"
 
 
@@ -332,8 +343,10 @@ def test_a_quorum_queue_keeps_every_confirmed_message_when_the_minority_is_cut_o
     assert len(minority) > 0 and (minority["publish"] != "confirmed").all(), facts
     assert (m.loc[m["publisher"] == "p1", "publish"] == "confirmed").all(), facts
     assert {"p3", "c3"} <= _dropped(run) and not {"p1", "c1"} & _dropped(run), facts
+    assert _paused_during(run, "n3"), run.node_states
     assert run.meta["messages_left"] == 0, facts
-    print(verdict.counts)
+    print(verdict.counts, "faults:", run.faults[["time", "event"]].round().values.tolist(),
+          "node states:", run.node_states.round().values.tolist())
 
 
 @pytest.mark.rabbitmq
@@ -360,8 +373,10 @@ def test_a_classic_queue_on_a_paused_node_loses_messages_confirmed_to_the_majori
     p1 = m[m["publisher"] == "p1"]
     assert (p1.loc[p1["publish"] == "confirmed", "deliveries"] > 0).all(), facts
     assert {"p1", "c1"} <= _dropped(run) and not {"p3", "c3"} & _dropped(run), facts
+    assert _paused_during(run, "n1"), run.node_states
     assert run.meta["messages_left"] == 0, facts
-    print(verdict.counts)
+    print(verdict.counts, "faults:", run.faults[["time", "event"]].round().values.tolist(),
+          "node states:", run.node_states.round().values.tolist())
 
 
 @pytest.mark.rabbitmq

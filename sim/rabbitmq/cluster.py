@@ -31,8 +31,9 @@ nodes boot in parallel; then ``n2`` and ``n3`` join ``n1`` with ``rabbitmqctl
 stop_app``, ``join_cluster``, ``start_app``. Questions about the cluster's state (:meth:`RabbitCluster.eval`, e.g. which
 nodes a node sees running) go through one hidden, non-listening Erlang node in
 the root namespace that stays connected, because every ``rabbitmqctl`` call
-boots a VM of its own (1-2 s on a busy machine). Starting takes 30-55 s on two
-busy cores: booting the three nodes 20-27 s, the two joins 16-25 s.
+boots a VM of its own (1-2 s on a busy machine). Starting takes about 20 s on
+two quiet cores (booting the three nodes 14 s, the two joins 6 s) and up to 55 s
+on busy ones.
 
 Partitions. A blocked direction ``a -> b`` is a blackhole route for ``b``'s
 address in ``a``'s namespace: ``a``'s packets to ``b`` are discarded, as on a

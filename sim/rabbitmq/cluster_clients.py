@@ -272,6 +272,36 @@ class ClusterRun:
     client_events: pd.DataFrame
     queue: str
     meta: dict[str, Any] = field(default_factory=dict)
+    node_states: pd.DataFrame = field(default_factory=pd.DataFrame)
+    """``time``, ``node``, ``state`` (``running``, ``stopped``: broker paused, ``unknown``: no answer):
+    each node's first state and every change, polled every ``watch`` ms."""
+
+
+class _NodeWatch:
+    """Polls whether each node's broker application runs (through the cluster's control node)."""
+
+    def __init__(self, cluster: RabbitCluster, session: Session, every: float) -> None:
+        self.cluster, self.session, self.every = cluster, session, every
+        self.state: dict[str, str] = {}
+        self.rows: list[tuple[float, str, str]] = []
+        self.stopped = False
+
+    def poll(self) -> None:
+        if self.stopped:
+            return
+        for name in self.cluster.nodes:
+            try:
+                answer = self.cluster.eval(name, "rabbit:is_running().", timeout=5.0)
+                state = {"true": "running", "false": "stopped"}.get(answer, "unknown")
+            except AdapterError:
+                state = "unknown"
+            if self.state.get(name) != state:
+                self.state[name] = state
+                self.rows.append((self.session.now(), name, state))
+        self.session.call_later(self.every, self.poll)
+
+    def frame(self) -> pd.DataFrame:
+        return pd.DataFrame(self.rows, columns=["time", "node", "state"])
 
 
 def _declare(cluster: RabbitCluster, node: str, queue: str, queue_type: str) -> None:
@@ -286,12 +316,13 @@ def run_cluster_workload(cluster: RabbitCluster, *, queue: str, queue_type: str 
                          publishers: Mapping[str, str], consumers: Mapping[str, str], rate: float = 50.0,
                          duration: float = 5000.0, faults: Sequence[Fault] = (), confirm_timeout: float = 2000.0,
                          drain_timeout: float = 30000.0, reconnect_delay: float = 500.0, prefetch: int = 50,
-                         heartbeat: int = 5, quiet: float = 3000.0) -> ClusterRun:
+                         heartbeat: int = 5, quiet: float = 3000.0, watch: float = 250.0) -> ClusterRun:
     """Run publishers and consumers (client name -> node name) on ``queue`` for ``duration`` ms with the
     resolved partition ``faults`` (times in ms from the workload's start); every partition is healed at
     ``duration``; then, once no confirm is pending and every consumer is connected, consumers keep running
     until every confirmed message was delivered or nothing happened for ``quiet`` ms (at most
-    ``drain_timeout`` ms). ``meta["messages_left"]`` is the queue's message count at the end."""
+    ``drain_timeout`` ms). ``meta["messages_left"]`` is the queue's message count at the end;
+    ``node_states`` says when each node's broker stopped (e.g. paused) and ran again."""
     if queue_type not in QUEUE_TYPES:
         raise ValueError(f"queue_type must be one of {', '.join(QUEUE_TYPES)}, got {queue_type!r}")
     if rate <= 0:
@@ -309,6 +340,7 @@ def run_cluster_workload(cluster: RabbitCluster, *, queue: str, queue_type: str 
             for name, node in publishers.items()]
     cons = [_Consumer(session, name, node, cluster, queue, prefetch, history) for name, node in consumers.items()]
     player = _FaultPlayer(cluster, session.now)
+    watcher = _NodeWatch(cluster, session, watch)
     try:
         for actor in [*cons, *pubs]:
             actor.connect()
@@ -317,6 +349,7 @@ def run_cluster_workload(cluster: RabbitCluster, *, queue: str, queue_type: str 
             raise AdapterError(f"clients {missing} did not connect to the cluster within 30 s")
         session.start_clock()
         history.rows.clear()
+        watcher.poll()
         for at, index, what, fault in _actions(faults):
             if at < duration:  # what is still cut at the end is healed then
                 session.call_at(at, player.act, index, what, fault)
@@ -343,13 +376,14 @@ def run_cluster_workload(cluster: RabbitCluster, *, queue: str, queue_type: str 
 
         drained_ok = session.run_until(drained, drain_timeout / 1000.0, poll_ms=200.0)
     finally:
+        watcher.stopped = True
         cluster.heal()
         session.close()
     events = pd.DataFrame(session.node_events, columns=["time", "client", "event"])
-    return ClusterRun(history.frame(), player.frame(), events, queue,
-                      {"queue_type": queue_type, "declare_on": declare_on, "drained": drained_ok,
-                       "messages_left": _message_count(cluster, declare_on, queue),
-                       "partition_handling": cluster.partition_handling, "net_ticktime": cluster.net_ticktime})
+    meta = {"queue_type": queue_type, "declare_on": declare_on, "drained": drained_ok,
+            "messages_left": _message_count(cluster, declare_on, queue),
+            "partition_handling": cluster.partition_handling, "net_ticktime": cluster.net_ticktime}
+    return ClusterRun(history.frame(), player.frame(), events, queue, meta, watcher.frame())
 
 
 def _message_count(cluster: RabbitCluster, node: str, queue: str) -> int | None:
