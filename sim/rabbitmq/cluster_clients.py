@@ -27,7 +27,9 @@ The history is a DataFrame with one row per event: ``time`` (ms), ``client``,
 (:data:`EVENTS`), ``type`` (Jepsen's ``invoke``/``ok``/``fail``/``info``),
 ``redelivered`` and ``detail``. :func:`message_outcomes` folds it into one row
 per message and :func:`check_confirmed_delivered` is the at-least-once verdict:
-every confirmed message was delivered.
+every confirmed message was delivered. Alongside, the run records when faults
+started and ended, every client's connection events, and when each node's
+broker stopped (a ``pause_minority`` pause) and ran again.
 """
 
 from __future__ import annotations
