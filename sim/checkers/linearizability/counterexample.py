@@ -84,7 +84,11 @@ def _shrink(kops: _KeyOps, hint: float | list[int], deadline: float) -> _Shrunk:
 
     def closed(subset: list[int]) -> bool:
         have = {kops.value[j] for j in subset if kops.is_write[j]}
-        if kops.has_cas:  # what a read or a cas expects must keep an operation that wrote it
+        if kops.has_cas:  # what a read or a cas expects must keep an operation that wrote it, and a cas that
+            # missed None something that wrote another value
+            missed_none = any(kops.kind[j] == CAS_MISSED and kops.expected[j] == 0 for j in subset)
+            if missed_none and not have - {0} and written - {0}:
+                return False
             return all(v in have for v in map(_observed(kops), subset) if v in written)
         return all(kops.value[j] in have for j in subset
                    if not kops.is_write[j] and kops.value[j] in written)
@@ -359,10 +363,11 @@ def _crossing_pair(spans: dict[int, tuple[float, float]]) -> tuple[int, int] | N
 
 
 def _observed(kops: _KeyOps) -> Any:
-    """For an operation: the value id it needs the key to hold (a read's value, a cas's expected one), else -1."""
+    """For an operation: the value id it needs the key to hold (a read's value, an applied cas's expected one),
+    else -1."""
     def observed(j: int) -> int:
         k = kops.kind[j]
-        return kops.value[j] if k == READ else kops.expected[j] if k in (CAS, CAS_MISSED) else -1
+        return kops.value[j] if k == READ else kops.expected[j] if k == CAS else -1
     return observed
 
 
