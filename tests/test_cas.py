@@ -455,3 +455,26 @@ def test_example_scenario_keeps_every_increment():
     assert counter.ok and counter.increments_ok > 500, counter.explanation
     assert r.summary["faults"] == 2
     assert check_linearizable(r.history, time_limit=30).linearizable is True
+
+
+@pytest.mark.parametrize("protocol", [{"name": "single_copy"}, {"name": "primary_backup"}])
+def test_one_decider_loses_no_increment(protocol):
+    """A single owner, or a fixed synchronous primary, decides every cas alone: no increment lost, linearizable."""
+    sc = counter_scenario(protocol)
+    for seed in SEEDS[:3]:
+        r = sim.run(sc, seed)
+        assert r.verdicts["counter"].ok, (seed, r.verdicts["counter"].explanation)
+        assert check_linearizable(r.history, time_limit=30).linearizable is True, seed
+
+
+def test_elected_primaries_lose_increments_in_a_split_brain():
+    """Elected primaries (degrade) decide cas on both sides of the partition; the minority's are rolled back,
+    so acknowledged increments are lost: the 95% confidence interval of the lost fraction is above zero."""
+    sc = counter_scenario({"name": "primary_backup", "primary": "elected", "on_backup_unreachable": "degrade"})
+    lost = []
+    for seed in SEEDS:
+        counter = sim.run(sc, seed).verdicts["counter"]
+        assert counter.phantom_increments == 0
+        lost.append(counter.lost_increments / counter.increments_ok)
+    low, _high = stats.t.interval(0.95, len(lost) - 1, loc=np.mean(lost), scale=stats.sem(lost))
+    assert low > 0, lost

@@ -39,6 +39,9 @@ from .keyops import CAS, CAS_MISSED, READ, _KeyOps
 
 _INF = math.inf
 
+# Forget the visited configurations beyond this many (bounding memory; only speed suffers), as .search does.
+_MAX_SEEN = 2_000_000
+
 
 def _cas_search(kops: _KeyOps, subset: Sequence[int], deadline: float) -> tuple[bool | None, float]:
     """Whether the operations ``subset`` of a key with compare-and-sets are linearizable (``None``: out of time).
@@ -101,8 +104,11 @@ def _cas_search(kops: _KeyOps, subset: Sequence[int], deadline: float) -> tuple[
     e = -1  # -1: arrived at a new configuration; otherwise the entry being looked at
     while True:
         steps += 1
-        if not steps & 0xFFF and time.perf_counter() > deadline:
-            return None, wall
+        if not steps & 0xFFF:
+            if time.perf_counter() > deadline:
+                return None, wall
+            if len(seen) > _MAX_SEEN:
+                seen.clear()
         if e == -1:
             if not left:
                 return True, wall
