@@ -112,7 +112,8 @@ def _collect(world: World, runtime: float, keep_world: bool) -> Result:
                       "counter.phantom_increments": counter.phantom_increments})
     divergence = _sampler(world).frame()
     if divergence is not None:
-        writes = history[(history["op"] == "write") & history["complete"].notna()]
+        writes = history[history["op"].isin(("write", "cas")) & history["complete"].notna()
+                         & ((history["op"] == "write") | (history["outcome"] == "ok"))]
         last_write = float(writes["complete"].max()) if len(writes) else float("nan")
         extra.update(convergence_summary(divergence, faults, last_write))
         extra.update(staleness_summary(history, cfg.warmup, cfg.duration))

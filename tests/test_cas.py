@@ -321,6 +321,8 @@ def test_register_pattern_cas_expects_the_last_value_the_client_saw():
                 known.pop(row.key, None)
     assert checked == len(cas)
     assert check_linearizable(r.history, time_limit=30).linearizable is True
+    # an applied cas is a committed version: a linearizable store's reads of it are never stale
+    assert r.summary["staleness.reads"] > 0 and r.summary["staleness.stale_reads"] == 0
     assert r.summary["latency.cas.count"] == (cas["outcome"] == "ok").sum()
     measured = h[(h["invoke"] < 1500.0) & h["node_up"]]
     answered = (measured["outcome"] == "ok") | (measured["error"] == MISS)  # a missed cas was answered
