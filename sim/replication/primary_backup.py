@@ -18,7 +18,10 @@ read: if the key holds the expected value it becomes a write of the new value
 (``"precondition failed"``). It is exactly as consistent as the primary's
 reads: with a fixed primary one node decides every cas; with elected primaries
 both sides of a split brain decide them, and their writes are rolled back
-like any other.
+like any other. The counts of lost acknowledged writes below tell writes apart
+by value, so they need unique values: under ``workload.pattern = "counter"``
+(where many increments write the same number) read the run's ``counter``
+verdict instead.
 
 Durable (``self.disk``): the view number, the log, the data it produces and
 whether the log is known to be a prefix of the view's primary's log
