@@ -341,6 +341,18 @@ def test_counter_pattern_reads_then_increments():
     assert r.summary["counter.increments_ok"] == (cas["outcome"] == "ok").sum() > 0
 
 
+def test_cas_runs_are_deterministic():
+    """The same cas scenario and seed give the same history, summary and counter verdict."""
+    sc = Scenario.from_dict(base(cas_fraction=0.3))
+    a, b = sim.run(sc), sim.run(sc)
+    pd.testing.assert_frame_equal(a.history, b.history)
+    assert a.summary.keys() == b.summary.keys()
+    sc = Scenario.from_dict(base(pattern="counter"))
+    a, b = sim.run(sc), sim.run(sc)
+    pd.testing.assert_frame_equal(a.history, b.history)
+    pd.testing.assert_frame_equal(a.verdicts["counter"].keys, b.verdicts["counter"].keys)
+
+
 def test_cas_fraction_zero_leaves_runs_unchanged():
     """cas_fraction = 0 issues no cas and gives the same history as a scenario that never mentions it."""
     a = sim.run(Scenario.from_dict(base()))
