@@ -12,6 +12,17 @@ backup is forwarded to the node that backup believes is primary, or refused
 ``failover_timeout``; a forwarded request that arrives at a node that is not
 primary is refused too.
 
+A **compare-and-set** is decided by the primary against its own state, like a
+read: if the key holds the expected value it becomes a write of the new value
+(replicated and acknowledged as above), else the client gets ``ok=False``
+(``"precondition failed"``). It is exactly as consistent as the primary's
+reads: with a fixed primary one node decides every cas; with elected primaries
+both sides of a split brain decide them, and their writes are rolled back
+like any other. The counts of lost acknowledged writes below tell writes apart
+by value, so they need unique values: under ``workload.pattern = "counter"``
+(where many increments write the same number) read the run's ``counter``
+verdict instead.
+
 Durable (``self.disk``): the view number, the log, the data it produces and
 whether the log is known to be a prefix of the view's primary's log
 (``synced``). Volatile: waiting client replies, acknowledgements, liveness.
@@ -71,7 +82,7 @@ from typing import Any, ClassVar, Literal
 
 from ..checkers.convergence import log_versions
 from ..config import Duration, fld, positive
-from ..kernel.messages import ClientReply, ClientRequest
+from ..kernel.messages import CAS_MISMATCH, ClientReply, ClientRequest
 from ..protocol import ProtocolConfig, register_protocol
 from ..protocols.proxy import Forwarded, ForwardedReply, ProxyNode
 
@@ -102,6 +113,9 @@ class PrimaryBackupConfig(ProtocolConfig[None]):
             if getattr(self, name) <= self.heartbeat_interval:
                 raise ScenarioError(f"{path}.{name}", f"must be longer than heartbeat_interval "
                                     f"({self.heartbeat_interval} ms), got {getattr(self, name)} ms")
+
+    def cas_refusal(self) -> str | None:
+        return None  # the primary decides each cas against its own state
 
     @classmethod
     def message_types(cls) -> tuple[type, ...]:
@@ -353,13 +367,20 @@ class PrimaryBackupNode(ProxyNode):
             self.refused(msg.request, reply, f"not the primary (view {self.view}: {self.server})")
 
     def refused(self, request: ClientRequest, reply: Any, why: str) -> None:
-        if request.op == "write":
+        if request.op != "read":
             self.stats.writes_refused += 1
         else:
             self.stats.reads_refused += 1
         reply(ClientReply(request.op_id, False, error=why))
 
     def serve(self, request: ClientRequest, reply: Any) -> None:
+        if request.op == "cas":
+            expected, new = request.value
+            current = self.data.get(request.key)
+            if current != expected:
+                reply(ClientReply(request.op_id, False, current, CAS_MISMATCH))
+                return
+            request = ClientRequest(request.op_id, "write", request.key, new)
         if request.op != "write":
             reply(ClientReply(request.op_id, True, self.data.get(request.key)))
             return

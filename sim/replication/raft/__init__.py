@@ -25,6 +25,11 @@ the extensions of Ongaro's thesis, chapters 3, 6 and 9):
   keeps quiet about its uncommitted writes (they may still commit; the client
   sees a timeout, ``info``). The state machine ignores an operation id it has
   already applied, so duplicated requests never apply a write twice.
+- **Compare-and-set.** ``cas(key, expected, new)`` is a log entry like a write;
+  it is decided when it is applied, in log order, so every replica decides it
+  the same way: ``ok`` if the key held ``expected`` (now ``new``), else
+  ``ok=False`` with ``error = "precondition failed"`` (and the value found).
+  Routing and refusals treat it as a write.
 - **Reads** (``read_mode``): ``read_index`` (default) takes the commit index
   (at least the leader's first entry of its term), confirms leadership with a
   heartbeat round sent after the read arrived and acknowledged by a majority,

@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ...dists import uniform_sampler
-from ...kernel.messages import ClientReply, ClientRequest
+from ...kernel.messages import CAS_MISMATCH, ClientReply, ClientRequest
 from ...kernel.node import Host, Node, Timer
 from .messages import (
     MAX_HOPS,
@@ -27,7 +27,13 @@ from .messages import (
 if TYPE_CHECKING:
     from .config import RaftConfig
 
-__all__ = ["RaftNode", "RoleChange", "ReplyTo", "PendingRead"]
+__all__ = ["RaftNode", "RoleChange", "ReplyTo", "PendingRead", "CasMismatch"]
+
+
+class CasMismatch(NamedTuple):
+    """The result of an applied compare-and-set that found ``current`` instead of the expected value."""
+
+    current: Any
 
 
 class RoleChange(NamedTuple):
@@ -96,7 +102,7 @@ class RaftNode(Node):
         # key the prefix (as those counts) up to the entry that set its value
         self._applied_terms: dict[int, int] = {}
         self._key_versions: dict[Any, dict[int, int]] = {}
-        self.results: dict[int, Any] = {}  # op_id -> result, for every applied operation
+        self.results: dict[int, Any] = {}  # op_id -> result (a CasMismatch: cas not applied), every applied op
         self.waiters: dict[int, list[ReplyTo]] = {}  # op_id -> reply targets
         self.waiting: dict[int, str] = {}  # op_id -> client, for requests this node forwarded
         self.touched: set[int] = set()  # write op_ids this node forwarded or appended
@@ -429,12 +435,21 @@ class RaftNode(Node):
                     data[key] = value
                     self._key_versions[key] = dict(self._applied_terms)
                     results[op_id] = None
+                elif op == "cas":  # decided here, at its place in the log, so every replica agrees
+                    expected, new = value
+                    current = data.get(key)
+                    if current == expected:
+                        data[key] = new
+                        self._key_versions[key] = dict(self._applied_terms)
+                        results[op_id] = None
+                    else:
+                        results[op_id] = CasMismatch(current)
                 else:
                     results[op_id] = data.get(key)
             self.op_index.pop(op_id, None)
             targets = waiters.pop(op_id, None)
             if targets:
-                reply = ClientReply(op_id, True, results[op_id])
+                reply = _result_reply(op_id, results[op_id])
                 for target in targets:
                     self._reply(target, reply)
         if self.pending_reads:
@@ -459,7 +474,7 @@ class RaftNode(Node):
     def _route(self, req: ClientRequest, target: ReplyTo, origin: str, hops: int) -> None:
         """Serve ``req`` as the leader, pass it on to the leader, or refuse it if that is safe."""
         first_hop = hops == 0
-        write = req.op == "write"
+        write = req.op != "read"  # a write or a compare-and-set: it may enter the log
         if first_hop and write and req.op_id in self.refused_ops:
             return  # a late duplicate of a refused write must stay refused: drop it
         if self.role == Role.LEADER:
@@ -487,7 +502,7 @@ class RaftNode(Node):
 
     def _serve(self, req: ClientRequest, target: ReplyTo) -> None:
         mode = self.cfg.read_mode
-        if req.op == "write" or mode == "log":
+        if req.op != "read" or mode == "log":
             self._propose(req, target)
         elif mode == "local":
             self.reads_local += 1
@@ -498,7 +513,7 @@ class RaftNode(Node):
     def _propose(self, req: ClientRequest, target: ReplyTo) -> None:
         op_id = req.op_id
         if op_id in self.results:  # a duplicate of an applied operation
-            self._reply(target, ClientReply(op_id, True, self.results[op_id]))
+            self._reply(target, _result_reply(op_id, self.results[op_id]))
             return
         targets = self.waiters.setdefault(op_id, [])
         if target not in targets:
@@ -533,3 +548,10 @@ class RaftNode(Node):
             pending.popleft()
             self.reads_confirmed += 1
             self._reply(target, ClientReply(op_id, True, self.data.get(key)))
+
+
+def _result_reply(op_id: int, result: Any) -> ClientReply:
+    """The answer to an applied operation: its result, or a refusal for a cas that found another value."""
+    if isinstance(result, CasMismatch):
+        return ClientReply(op_id, False, result.current, CAS_MISMATCH)
+    return ClientReply(op_id, True, result)
