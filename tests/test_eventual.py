@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -225,6 +226,35 @@ def test_lww_loses_writes_in_proportion_to_the_skew():
             assert low <= expected <= high, (skew, expected, low, high)
         means.append(float(np.mean(fractions)))
     assert means == sorted(means) and len(set(means)) == len(means)
+
+
+def test_example_scenario_an_ntp_step_ends_lww_losses_after_one_offset():
+    """experiments/scenarios/eventual-lww-clock-step.toml: while n3's clock is 200 ms fast only n1's and n2's
+    writes lose (to n3's); once NTP steps it back at 3 s, writes lose to n3's future-stamped ones for at most
+    200 ms, n3's own too (its clock went backwards); after that none. Without the step losses go on."""
+    path = Path(__file__).resolve().parents[1] / "experiments" / "scenarios" / "eventual-lww-clock-step.toml"
+    s = Scenario.from_toml(path)
+    step = next(f for f in s.faults.schedule if f.tag == "clock_step")
+    ahead = next(f.offset for f in s.faults.schedule if f.tag == "clock_skew")
+    assert step.by == -ahead
+
+    def losses(scenario: Scenario) -> pd.DataFrame:
+        r = sim.run(scenario, keep_world=True)
+        assert r.world is not None
+        h = r.world.history.to_frame()
+        lost = lost_writes(h, order=r.world.nodes["n1"].stats.order).lost
+        writes = h[h["op"] == "write"]
+        node_of = dict(zip(writes["value"], writes["node"]))
+        return lost.assign(winner_node=[node_of[v] for v in lost["beaten_by"]])
+
+    lost = losses(s)
+    before, after = lost[lost["invoke"] < step.start], lost[lost["invoke"] >= step.start]
+    assert len(before) > 20 and set(before["node"]) == {"n1", "n2"} and set(before["winner_node"]) == {"n3"}
+    assert len(after) > 0 and set(after["winner_node"]) == {"n3"}
+    assert (after["node"] == "n3").any()  # n3's own write lost to its earlier, future-stamped one
+    assert after["invoke"].max() < step.start + ahead
+    unstepped = losses(s.variant({"faults.schedule": [f for f in s.faults.schedule if f.tag != "clock_step"]}))
+    assert (unstepped["invoke"] > step.start + ahead).sum() > 20
 
 
 def test_lww_concurrent_writes_on_both_sides_keep_one_and_discard_the_other():
