@@ -112,8 +112,8 @@ class Timer:
     @property
     def pending(self) -> bool:
         """Neither fired nor cancelled, and its owner has not crashed since it was set."""
-        entry = self if self.entry is None else self.entry
-        return bool(entry.callbacks) and not self.cancelled and self.owner.alive and self.owner.epoch == self.epoch
+        owner = self.owner
+        return bool(self.heap_entry().callbacks) and not self.cancelled and owner.alive and owner.epoch == self.epoch
 
     def heap_entry(self) -> Timer | _Retimed:
         """The scheduled event that will fire this timer (itself unless it was retimed)."""
