@@ -449,6 +449,20 @@ def test_read_index_reads_stay_linearizable_under_the_same_drift():
         assert r.summary["protocol.leader_changes"] >= 2  # the drifting followers did elect a new leader
 
 
+def test_a_wall_clock_step_on_the_leader_does_not_extend_its_lease():
+    """Leases run on the monotonic clock: stepping the leader's wall clock back by a second just before it is
+    cut off changes nothing (a lease on the wall clock would last a second longer and serve stale reads)."""
+    base = scenario({"read_mode": "lease", "election_timeout_max": "165ms"},
+                    workload={"clients": 10, "keys": 1, "rate": 100}, run={"duration": "800ms"})
+    for seed in range(4):
+        old = leader_at(base, seed, 500.0)
+        faults = [{"kind": "clock_step", "node": old, "start": 450.0, "by": "-1s"},
+                  {"kind": "isolate", "node": old, "start": 500.0}]
+        r = sim.run(base.variant({"faults.schedule": faults}), seed)
+        assert check_linearizable(r.history).linearizable is True, seed
+        assert r.summary["protocol.leader_changes"] >= 2 and r.summary["protocol.reads_lease"] > 100
+
+
 def test_example_scenario_lease_reads_under_clock_drift():
     """experiments/scenarios/raft-lease-clock-drift.toml: the node cut off is the leader and keeps its clock,
     its lease reads are stale (not linearizable); the same run with read-index is linearizable."""
