@@ -205,7 +205,7 @@ class Node(Endpoint):
         self._wall_shift = 0.0
         self._mono_shift = 0.0
         self._timers: list[Timer] = []  # may be pending: retimed when the clock rate changes
-        self._timers_cap = 64
+        self._timers_cap = 256
 
     def start(self) -> None:
         self.boot()
@@ -293,9 +293,9 @@ class Node(Endpoint):
         timer = Timer(self, delay / self._clock_rate, fn, args, False)
         timers = self._timers
         timers.append(timer)
-        if len(timers) > self._timers_cap:
-            self._timers = timers = [t for t in timers if t.pending]
-            self._timers_cap = max(64, 2 * len(timers))
+        if len(timers) > self._timers_cap:  # drop fired and cancelled ones, amortised O(1)
+            self._timers = timers = [t for t in timers if (t.entry or t).callbacks and not t.cancelled]
+            self._timers_cap = max(256, 2 * len(timers))
         return timer
 
     def clock(self) -> float:
