@@ -86,6 +86,21 @@ def test_a_cancelled_or_crashed_timer_stays_dead_when_the_rate_changes(make_worl
     assert fired == [("live", pytest.approx(25 + 5 + 95 / 2))]  # 5 local ms at rate 1, 95 at rate 2
 
 
+def test_a_retimed_timer_is_retimed_again_after_many_other_timers(make_world):
+    """The node's list of timers to retime is pruned as timers fire; a pending (already retimed) one stays."""
+    world = make_world(1, faults={"schedule": [{"kind": "clock_skew", "node": "n1", "start": 10, "end": 100,
+                                                "drift": 1.0}]})
+    node = world.nodes["n1"]
+    log = fire_log(node, 1000.0)
+    world.env.run(until=20)
+    for i in range(2000):  # fire and are pruned long before the rate changes back
+        node.set_timer(0.01 * i, lambda: None)
+    world.env.run(until=2000)
+    [(t, m, _c)] = log
+    assert t == pytest.approx(100 + (1000 - 10 - 2 * 90))  # 10 at rate 1, 180 at rate 2, the rest at rate 1
+    assert m == pytest.approx(1000.0) and len(node._timers) < 300
+
+
 def test_a_step_moves_the_wall_clock_only_and_may_move_it_backwards(make_world):
     """clock_step jumps clock() by ``by`` for good; monotonic() never jumps."""
     world = make_world(1, faults={"schedule": [{"kind": "clock_step", "node": "n1", "start": 50, "by": "-30ms"}]})
