@@ -409,13 +409,18 @@ def test_lease_reads_break_when_the_leaders_clock_runs_slower_than_assumed(mode,
     assert (False in verdicts) is stale and None not in verdicts
 
 
+_LEADERS: dict[tuple[str, int, float], str] = {}  # who leads at the cut: the same for every drift
+
+
 def fast_followers(mode: str, drift: float, seed: int, cut: float = 500.0) -> tuple[bool | None, Any]:
     """At ``cut`` the leader is isolated and every other node's clock starts running ``1 + drift`` times
     as fast. Election timeouts of 150-165 ms and ten clients on one key make a stale lease read likely
     once a new leader can be elected within the old one's lease. Returns (linearizable, result)."""
     base = scenario({"read_mode": mode, "election_timeout_max": "165ms"},
                     workload={"clients": 10, "keys": 1, "rate": 100}, run={"duration": "800ms"})
-    old = leader_at(base, seed, cut)
+    old = _LEADERS.get((mode, seed, cut))
+    if old is None:
+        old = _LEADERS[(mode, seed, cut)] = leader_at(base, seed, cut)
     faults: list[dict[str, Any]] = [{"kind": "isolate", "node": old, "start": cut}]
     faults += [{"kind": "clock_skew", "node": n, "drift": drift, "start": cut} for n in NODES if n != old]
     r = sim.run(base.variant({"faults.schedule": faults}), seed)
