@@ -34,7 +34,7 @@ spread every version to every live node.
 **Conflict resolution** (``conflict``):
 
 * ``"lww"``: a version is ``((clock, node, seq), value)``: the coordinating node's
-  *local* clock reading (``self.clock()``, skewed by ``clock_skew`` faults), its
+  *wall* clock reading (``self.clock()``, moved by ``clock_skew`` and ``clock_step`` faults), its
   name to break ties, and a per-node write counter to order two writes a node
   stamps at the same instant. The highest stamp wins everywhere. A version
   presented to a replica (a client write at its coordinator, a push, an

@@ -26,6 +26,8 @@ verdict instead.
 Durable (``self.disk``): the view number, the log, the data it produces and
 whether the log is known to be a prefix of the view's primary's log
 (``synced``). Volatile: waiting client replies, acknowledgements, liveness.
+Timeouts ("not heard from for ...") are measured on the node's monotonic clock
+and its timers run on it, so a ``clock_skew`` drift stretches or shrinks them.
 
 **Replication** (``replication``):
 
@@ -259,7 +261,7 @@ class PrimaryBackupNode(ProxyNode):
         d.setdefault("synced", True)  # every log starts as the (empty) primary's prefix
         self.data: dict[Any, Any] = d.setdefault("data", {})
         self.log: list[tuple[Any, Any, int]] = d["log"]
-        self.last_heard = dict.fromkeys(self.peers, self.now)  # a grace period after boot
+        self.last_heard = dict.fromkeys(self.peers, self.monotonic())  # a grace period after boot
         self.last_sync_request = -float("inf")
         self.start_view()
         self.set_timer(self.cfg.heartbeat_interval, self.tick)
@@ -293,7 +295,7 @@ class PrimaryBackupNode(ProxyNode):
         self.stats.set_primary(self.name, False, self.now)
 
     def reachable(self, peer: str, within: float) -> bool:
-        return self.now - self.last_heard[peer] <= within
+        return self.monotonic() - self.last_heard[peer] <= within
 
     def see_view(self, view: int) -> None:
         """Adopt a higher view: become its primary's backup and ask for its whole log."""
@@ -356,7 +358,7 @@ class PrimaryBackupNode(ProxyNode):
         super().handle_ClientRequest(msg, src)
 
     def handle_Forwarded(self, msg: Forwarded, src: str) -> None:
-        self.last_heard[src] = self.now
+        self.last_heard[src] = self.monotonic()
 
         def reply(r: ClientReply, to: str = src) -> None:
             self.send(to, ForwardedReply(r))
@@ -418,7 +420,7 @@ class PrimaryBackupNode(ProxyNode):
 
     # -- replication ---------------------------------------------------------------
     def handle_Heartbeat(self, msg: Heartbeat, src: str) -> None:
-        self.last_heard[src] = self.now
+        self.last_heard[src] = self.monotonic()
         self.see_view(msg.view)
         if msg.view != self.view:
             return
@@ -429,7 +431,7 @@ class PrimaryBackupNode(ProxyNode):
             self.request_sync()
 
     def handle_Replicate(self, msg: Replicate, src: str) -> None:
-        self.last_heard[src] = self.now
+        self.last_heard[src] = self.monotonic()
         self.see_view(msg.view)
         if msg.view != self.view or self.serves() or not self.synced:
             return
@@ -442,7 +444,7 @@ class PrimaryBackupNode(ProxyNode):
         self.send(src, Ack(self.view, len(self.log)))
 
     def handle_Ack(self, msg: Ack, src: str) -> None:
-        self.last_heard[src] = self.now
+        self.last_heard[src] = self.monotonic()
         self.see_view(msg.view)
         if msg.view == self.view and self.serves():
             self.note_ack(src, msg.length)
@@ -456,12 +458,12 @@ class PrimaryBackupNode(ProxyNode):
 
     def request_sync(self, force: bool = False) -> None:
         """Ask the primary for what this node misses (at most once per heartbeat interval)."""
-        if force or self.now - self.last_sync_request >= self.cfg.heartbeat_interval:
-            self.last_sync_request = self.now
+        if force or self.monotonic() - self.last_sync_request >= self.cfg.heartbeat_interval:
+            self.last_sync_request = self.monotonic()
             self.send(self.server, SyncRequest(self.view, len(self.log), self.synced))
 
     def handle_SyncRequest(self, msg: SyncRequest, src: str) -> None:
-        self.last_heard[src] = self.now
+        self.last_heard[src] = self.monotonic()
         self.see_view(msg.view)
         if not self.serves():
             return
@@ -471,7 +473,7 @@ class PrimaryBackupNode(ProxyNode):
             self.send(src, Sync(self.view, msg.length, tuple(self.log[msg.length:])))
 
     def handle_Sync(self, msg: Sync, src: str) -> None:
-        self.last_heard[src] = self.now
+        self.last_heard[src] = self.monotonic()
         self.see_view(msg.view)
         if msg.view != self.view or self.serves():
             return

@@ -58,18 +58,25 @@ machine and its applied-operation table (rebuilt by replaying the log as the
 commit index advances again), and all leader and client bookkeeping. There are
 no snapshots: the log is never compacted.
 
-**Leases and clocks.** Say a majority acknowledged a heartbeat round the
-leader sent at time ``t`` on its own clock. Each of those nodes ignores vote
-requests until ``election_timeout_min`` after it received the round, on *its*
-clock. If no clock's rate is off by more than ``lease_drift_bound`` (rho), that
-lasts at least ``election_timeout_min/(1+rho)`` of real time, which the
-leader's clock measures as at least ``election_timeout_min*(1-rho)/(1+rho)``;
-so the leader serves lease reads until that much, less ``lease_margin``, after
-``t`` on its clock (``RaftConfig.lease_duration``). Clocks skewed beyond that bound (``clock_skew``
-faults with a larger drift, or offsets that jump a follower's clock forward or
-the leader's backward) break the lease and can produce stale reads. Read-index
-does not depend on clocks. (Timers, including election timeouts, run on
-simulated time: the kernel's clock skew changes ``clock()`` readings only.)
+**Leases and clocks.** Raft measures every duration (election timeouts, "heard
+from the leader lately", check-quorum, leases) on the node's monotonic clock
+(``Node.monotonic()``), which only drifts, and its timers run on it too. Say a
+majority acknowledged a heartbeat round the leader sent at time ``t`` on its own
+clock. Each of those nodes ignores vote requests until ``election_timeout_min``
+after it received the round, on *its* clock. If no clock's rate is off by more
+than ``lease_drift_bound`` (rho), that lasts at least
+``election_timeout_min/(1+rho)`` of real time, which the leader's clock measures
+as at least ``election_timeout_min*(1-rho)/(1+rho)``; so the leader serves lease
+reads until that much, less ``lease_margin``, after ``t`` on its clock
+(``RaftConfig.lease_duration``). A rate off by more than the bound eats into the
+margin (``clock_skew`` faults with a larger ``drift``: a follower whose clock runs
+fast times out early, a leader whose clock runs slow overstays its lease); past it
+a new leader can commit writes while the old one still serves lease reads, which
+are then stale. With an exact leader clock that becomes possible once a follower's
+``election_timeout_min/(1+drift)`` is shorter than ``lease_duration``
+(``experiments/scenarios/raft-lease-clock-drift.toml``). Steps of the wall clock
+(``clock_skew`` offsets, ``clock_step``) change no monotonic reading and no timer,
+so they cannot break a lease. Read-index does not depend on clocks.
 """
 
 from .config import RaftConfig

@@ -94,7 +94,7 @@ class RaftNode(Node):
         self.log: list[Entry] = disk.setdefault("log", [SENTINEL])
         self.role = Role.FOLLOWER
         self.leader: str | None = None
-        self.leader_contact = -math.inf  # local clock when a leader was last heard
+        self.leader_contact = -math.inf  # monotonic clock when a leader was last heard
         self.commit_index = 0
         self.last_applied = 0
         self.data: dict[Any, Any] = {}
@@ -108,8 +108,9 @@ class RaftNode(Node):
         self.touched: set[int] = set()  # write op_ids this node forwarded or appended
         self.refused_ops: set[int] = set()  # write op_ids this node answered ok=False
         self.votes: set[str] = set()
-        self._deadline = 0.0
+        self._deadline = 0.0  # election deadline, on the monotonic clock
         self._etimer: Timer | None = None
+        self._etimer_due = 0.0  # when the pending election timer fires, on the monotonic clock
         self._clear_leader_state()
         self._set_role(Role.FOLLOWER, "boot")
         self._reset_election_timer()
@@ -150,19 +151,23 @@ class RaftNode(Node):
 
     # -- election timer: one pending timer, pushed back by moving the deadline ------
     def _reset_election_timer(self) -> None:
-        now = self.now
+        now = self.monotonic()
         self._deadline = deadline = now + self._et_min + self._et_span * self._u()
         timer = self._etimer
-        if timer is None or timer.at > deadline:
+        if timer is None or self._etimer_due > deadline:
             if timer is not None:
                 timer.cancel()
-            self._etimer = self.set_timer(deadline - now, self._on_election_timer)
+            delay = deadline - now
+            self._etimer = self.set_timer(delay, self._on_election_timer)
+            self._etimer_due = now + delay  # as the timer computes it (not always == deadline)
 
     def _on_election_timer(self) -> None:
         self._etimer = None
-        rest = self._deadline - self.now
+        now = self.monotonic()
+        rest = self._deadline - now
         if rest > 1e-9:  # the deadline moved while the timer was pending
             self._etimer = self.set_timer(rest, self._on_election_timer)
+            self._etimer_due = now + rest
             return
         self._reset_election_timer()
         if self.role == Role.LEADER:
@@ -173,10 +178,10 @@ class RaftNode(Node):
             self._start_election()
 
     def _hears_leader(self) -> bool:
-        """Whether this node leads, or heard its leader less than election_timeout_min ago (local clock)."""
+        """Whether this node leads, or heard its leader less than election_timeout_min ago (monotonic clock)."""
         if self.role == Role.LEADER:
             return True
-        return self.leader is not None and self.clock() - self.leader_contact < self._et_min
+        return self.leader is not None and self.monotonic() - self.leader_contact < self._et_min
 
     def _last(self) -> tuple[int, int]:
         last = len(self.log) - 1
@@ -262,7 +267,7 @@ class RaftNode(Node):
         self._clear_leader_state()
         log = self.log
         n = len(log)
-        now = self.now
+        now = self.monotonic()
         for peer in self.peers:
             self.next_index[peer] = n
             self.match_index[peer] = 0
@@ -292,7 +297,7 @@ class RaftNode(Node):
         if self.role != Role.LEADER or self.term != term:
             return
         if self.cfg.check_quorum and self.peers:
-            now = self.now
+            now = self.monotonic()
             window = self.cfg.election_timeout_max
             heard = 1 + sum(1 for p in self.peers if now - self.last_ack[p] < window)
             if heard < self.majority:
@@ -305,7 +310,7 @@ class RaftNode(Node):
     def _broadcast(self) -> None:
         """Start a new round: AppendEntries (new entries or a heartbeat) to every peer."""
         self.hb_seq += 1
-        self.round_clock.append(self.clock())
+        self.round_clock.append(self.monotonic())
         for peer in self.peers:
             self._send_append(peer)
         if not self.peers:
@@ -325,7 +330,7 @@ class RaftNode(Node):
             return
         if self.role != Role.LEADER or msg.term != self.term or msg.seq == 0:
             return  # stale, or a refusal of an older leader's AppendEntries that only has our term
-        self.last_ack[src] = self.now
+        self.last_ack[src] = self.monotonic()
         if msg.seq > self.acked_seq[src]:
             self.acked_seq[src] = msg.seq
             self._update_quorum()
@@ -385,7 +390,7 @@ class RaftNode(Node):
         else:
             self.leader = msg.leader
             self._reset_election_timer()
-        self.leader_contact = self.clock()
+        self.leader_contact = self.monotonic()
         log = self.log
         prev = msg.prev_index
         last = len(log) - 1
@@ -529,7 +534,7 @@ class RaftNode(Node):
         """Read-index (and lease) reads at the leader."""
         read_index = max(self.commit_index, self.term_start)
         if (self.cfg.read_mode == "lease" and self.commit_index >= self.term_start
-                and self.clock() < self.lease_until):
+                and self.monotonic() < self.lease_until):
             self.reads_lease += 1
             self._reply(target, ClientReply(req.op_id, True, self.data.get(req.key)))
             return
