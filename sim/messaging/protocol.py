@@ -95,6 +95,7 @@ from ..errors import ScenarioError
 from ..kernel.node import Host
 from ..kernel.world import World
 from ..protocol import ProtocolConfig, register_protocol
+from . import frames
 from .broker_node import BrokerNode
 from .clients import DownstreamNode, PublisherNode
 from .consumer import ConsumerNode
@@ -238,6 +239,10 @@ class MessagingConfig(ProtocolConfig[MessagingState]):
     consumer_timeout: MaybeInfDuration = fld(1_800_000.0, check=positive)
     depth_interval: Duration | None = fld(None, check=positive, every="run")
     shared_store_capacity: int | None = fld(None, check=at_least(1))
+
+    @classmethod
+    def message_types(cls) -> tuple[type, ...]:
+        return tuple(getattr(frames, name) for name in frames.__all__)
 
     def node_refs(self) -> list[tuple[str, str]]:
         refs = [("broker", self.broker)]
