@@ -73,6 +73,10 @@ def format_summary(result: Result) -> str:
     drops = ", ".join(f"{k} {v}" for k, v in dropped.items()) or "none"
     lines.append(line("network messages", f"sent {s['messages.sent']}  delivered {s['messages.delivered']}  "
                       f"duplicated {s['messages.duplicated']}  dropped: {drops}"))
+    if s.get("messages.retransmitted") or s.get("connections.broken.timeout") or s.get("connections.broken.reset"):
+        lines.append(line("connections", f"retransmitted {s['messages.retransmitted']}  broken: timeout "
+                          f"{s['connections.broken.timeout']}, reset {s['connections.broken.reset']}  "
+                          f"messages lost with them {s['messages.lost_on_broken_connections']}"))
     extra = [(k.split(".", 1)[1], v) for k, v in s.items() if k.startswith("protocol.")]
     for i, chunk in enumerate(_wrapped(extra)):
         lines.append(line("protocol" if i == 0 else "", chunk))

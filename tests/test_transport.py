@@ -180,3 +180,28 @@ def test_transport_settings_round_trip_and_name_accepted_frames():
     from sim.messaging.frames import BasicDeliver, Call, Heartbeat
     t = s.network.transport
     assert t.on_connection(BasicDeliver) and not t.on_connection(Heartbeat) and not t.on_connection(Call)
+
+
+def test_python_variants_are_validated_like_toml():
+    """From Python, ``Scenario.variant`` (or a dict) goes through the same checks, naming the same fields."""
+    s = Scenario.from_dict(_messaging({}))
+    assert s.variant({"network.transport.mode": "datagram"}).network.transport.mode == "datagram"
+    with pytest.raises(ScenarioError, match=r"^network\.transport\.connection\[0\]: unknown message kind"):
+        s.variant({"network.transport.connection": ["Put"]})
+    with pytest.raises(ScenarioError, match=r"^network\.transport\.rto_max: must be >= rto"):
+        s.variant(network__transport__rto="3min")
+
+
+def test_the_readme_transport_block_is_a_valid_network_section():
+    """README.md's [network.transport] example parses as written into a messaging scenario."""
+    import re
+    import tomllib
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = next(b for b in re.findall(r"```toml\n(.*?)```", readme, flags=re.S) if "[network.transport]" in b)
+    data = _messaging({})
+    data["network"] = tomllib.loads(block)["network"]
+    t = Scenario.from_dict(data).network.transport
+    assert (t.mode, t.datagram, t.timeout) == ("protocol", ("Heartbeat",), 900_000.0)
+    assert (t.rto, t.rto_max) == (200.0, 120_000.0)

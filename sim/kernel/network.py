@@ -94,13 +94,12 @@ class Network:
         self.delivered = 0
         self.duplicated = 0
         self.dropped: Counter[str] = Counter()
-        self._sent_by_type: dict[type, int] = {}
+        self._sent_by_type: dict[type, list] = {}  # class -> [messages sent, whether on connections]
         self._deliver_cb = [self._deliver]
         self._trace: list[tuple] | None = [] if trace else None
         self._late_drops: dict[int, tuple[float, str]] = {}
         self._next_mid = 0
         self.transport = Transport(self, config.transport)
-        self._on_conn: dict[type, bool] = {}
         self._segment_cb = [self._deliver_segment]
 
     # -- topology --------------------------------------------------------------
@@ -113,13 +112,12 @@ class Network:
 
     # -- sending -------------------------------------------------------------
     def send(self, src: str, dst: str, msg: Any) -> None:
-        counts = self._sent_by_type
         cls = msg.__class__
-        counts[cls] = counts.get(cls, 0) + 1
-        on_conn = self._on_conn.get(cls)
-        if on_conn is None:
-            on_conn = self._on_conn[cls] = self.config.transport.on_connection(cls)
-        if on_conn:
+        sent = self._sent_by_type.get(cls)
+        if sent is None:  # first of its class: count it, and look up how it travels once
+            sent = self._sent_by_type[cls] = [0, self.config.transport.on_connection(cls)]
+        sent[0] += 1
+        if sent[1]:
             self.transport.send(src, dst, msg)
             return
         blocked = self._blocked
@@ -240,12 +238,12 @@ class Network:
     @property
     def sent(self) -> int:
         """Messages handed to the network (before loss, partitions and duplication)."""
-        return sum(self._sent_by_type.values())
+        return sum(n for n, _ in self._sent_by_type.values())
 
     @property
     def sent_by_type(self) -> dict[str, int]:
         """Messages sent (including dropped ones) per message class name."""
-        return {cls.__name__: n for cls, n in self._sent_by_type.items()}
+        return {cls.__name__: n for cls, (n, _) in self._sent_by_type.items()}
 
     def _deliver(self, d: _Delivery) -> None:
         ep = d.dst

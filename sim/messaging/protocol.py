@@ -80,7 +80,10 @@ A complete scenario in TOML (``tests/test_broker_scenario.py`` runs it)::
 Faults come from ``[faults]`` as for any protocol: ``crash`` the broker node
 (persistence rules of :mod:`sim.messaging.broker`; ``clean = true`` for a clean
 restart, which changes which recovered messages are marked redelivered), a consumer node (its
-connection then times out) or a downstream; partition any of them.
+connection then times out) or a downstream; partition any of them. The AMQP frames travel
+on the network's connections (``network.transport``): a partition shorter than the
+``heartbeat`` delays them, a longer one closes the connection and the broker requeues its
+unacked messages (:mod:`sim.messaging.broker_node`).
 """
 
 from __future__ import annotations
