@@ -10,7 +10,7 @@ from sim.scenario import Scenario
 EXAMPLE = Path(__file__).resolve().parents[1] / "experiments" / "scenarios" / "broker-partition-connections.toml"
 
 
-def scenario(start, end, *, transport=None, heartbeat="1s", count=200):
+def scenario(start, end, *, transport=None, heartbeat="1s", count=200, queue_type="classic"):
     """One publisher at 100/s, one consumer (prefetch 10) cut off from the broker from ``start`` to ``end``."""
     data = {
         "cluster": {"nodes": ["broker", "pub", "c1"]},
@@ -19,7 +19,7 @@ def scenario(start, end, *, transport=None, heartbeat="1s", count=200):
         "protocol": {
             "name": "messaging",
             "heartbeat": heartbeat,
-            "topology": {"queues": [{"name": "q"}]},
+            "topology": {"queues": [{"name": "q", "type": queue_type}]},
             "publishers": [{"node": "pub", "routing_keys": ["q"], "count": count, "rate": 100}],
             "consumers": [{"node": "c1", "queue": "q", "prefetch": 10, "processing_time": "5ms"}],
         },
@@ -70,6 +70,19 @@ def test_partition_longer_than_the_heartbeat_breaks_and_the_broker_requeues_as_r
         again = deliveries[(deliveries["msg_id"] == msg_id) & (deliveries["time"] > requeued["time"].max())]
         assert len(again) == 1 and bool(again["redelivered"].iloc[0])
     assert int(deliveries["redelivered"].astype(bool).sum()) == len(requeued)
+
+
+def test_quorum_queue_counts_the_return_of_a_broken_connection():
+    """On a quorum queue the requeue after the broken connection raises each message's delivery count to 1
+    (RabbitMQ 3.10 counts every return, nack or connection loss), and the redelivery says so."""
+    r = sim.run(scenario("1s", "4s", queue_type="quorum"), seed=3)
+    requeued = events(r, "requeue")
+    assert len(requeued) > 0 and set(requeued["reason"]) == {"heartbeat_timeout"}
+    deliveries = events(r, "deliver")
+    again = deliveries[deliveries["msg_id"].isin(requeued["msg_id"]) & (deliveries["time"] > 2000)]
+    assert len(again) == len(requeued) and (again["delivery_count"] == 1).all()
+    assert again["redelivered"].astype(bool).all()
+    assert r.verdicts["delivery"].counts["lost"] == 0
 
 
 def test_transport_timeout_shorter_than_the_heartbeat_breaks_the_connection_first():
