@@ -219,7 +219,12 @@ class TransportConfig:
     the other way. A connection retransmits what is not acknowledged after
     ``rto``, doubling up to ``rto_max``, and breaks when its oldest
     unacknowledged data has seen no progress for ``timeout`` (TCP's user
-    timeout; Linux's default retries give up after about 15 minutes).
+    timeout; Linux's default retries give up after about 15 minutes). With
+    ``heartbeat`` set, each end also sends a heartbeat every ``heartbeat / 2``
+    and breaks the connection when it has heard nothing from the peer for
+    ``heartbeat`` (RabbitMQ's semantics: two missed heartbeats), idle or not.
+    The messaging broker's AMQP connections keep their own heartbeat
+    (``protocol.heartbeat``) and need none here.
     """
 
     mode: Literal["protocol", "datagram", "connection"] = fld("protocol")
@@ -228,6 +233,8 @@ class TransportConfig:
     timeout: Duration = fld(900_000.0, check=positive, doc="a connection breaks after this long without progress")
     rto: Duration = fld(200.0, check=positive, doc="first retransmission timeout")
     rto_max: Duration = fld(120_000.0, check=positive, doc="largest retransmission timeout (it doubles up to this)")
+    heartbeat: Duration | None = fld(None, check=positive,
+                                     doc="break a connection after this long without hearing the peer (none: never)")
 
     def _validate(self, path: str) -> None:
         prefix = f"{path}." if path else ""

@@ -161,6 +161,7 @@ def _messaging(transport):
     ({"rto": "2s", "rto_max": "1s"}, "network.transport.rto_max", "must be >= rto"),
     ({"timeout": 0}, "network.transport.timeout", "> 0"),
     ({"rto": "-1ms"}, "network.transport.rto", ""),
+    ({"heartbeat": 0}, "network.transport.heartbeat", "> 0"),
     ({"connection": ["Heartbeat"], "datagram": ["Heartbeat"]}, "network.transport.datagram", "also listed"),
     ({"datagram": ["Heartbeat", "Heartbeat"]}, "network.transport.datagram[1]", "listed twice"),
     ({"datagram": ["Nope"]}, "network.transport.datagram[0]", "unknown message kind or class 'Nope'"),
@@ -205,3 +206,24 @@ def test_the_readme_transport_block_is_a_valid_network_section():
     t = Scenario.from_dict(data).network.transport
     assert (t.mode, t.datagram, t.timeout) == ("protocol", ("Heartbeat",), 900_000.0)
     assert (t.rto, t.rto_max) == (200.0, 120_000.0)
+
+
+def test_heartbeats_break_an_idle_connection_across_a_partition(make_world):
+    """An idle connection never times out (no data is outstanding); with heartbeats both ends give up after
+    ``heartbeat`` of silence, checked every ``heartbeat / 2``."""
+    partition = {"kind": "partition", "groups": [["n1"], ["n2"]], "start": 100, "end": 5000}
+    quiet = make_world(2, network={"latency": "1ms", "transport": _conn(timeout="1s")},
+                       faults={"schedule": [partition]})
+    quiet_breaks = _breaks(quiet)
+    quiet.nodes["n1"].send("n2", Note(0))
+    quiet.env.run(until=6000)
+    assert quiet_breaks == []
+    beating = make_world(2, network={"latency": "1ms", "transport": _conn(timeout="1min", heartbeat="400ms")},
+                         faults={"schedule": [partition]})
+    breaks = _breaks(beating)
+    beating.nodes["n1"].send("n2", Note(0))
+    beating.env.run(until=6000)
+    assert sorted((node, reason) for _t, node, _peer, reason in breaks) == [("n1", "heartbeat"), ("n2", "heartbeat")]
+    # last heard just before the cut at 100 ms; silence longer than 400 ms is seen at the next check
+    assert all(100 + 400 < t <= 100 + 400 + 200 + 2 for t, *_ in breaks)
+    assert beating.network.transport.broken["heartbeat"] == 2

@@ -26,8 +26,13 @@ A message class travels as a datagram or on a connection, as
   closes it with :meth:`~sim.kernel.node.Endpoint.disconnect` (an AMQP client
   whose heartbeats stopped closes its socket). What the broken end had not had
   acknowledged is lost, and its protocol is told:
-  ``on_connection_broken(peer, reason)`` with ``"timeout"`` or ``"reset"``
+  ``on_connection_broken(peer, reason)`` with ``"timeout"``, ``"heartbeat"`` or ``"reset"``
   (not for its own ``disconnect``). A later message opens a new connection.
+* **Heartbeats** (``heartbeat`` set): each end sends a heartbeat every
+  ``heartbeat / 2`` and breaks the connection (``"heartbeat"``) when it has
+  heard nothing from the peer for ``heartbeat`` (RabbitMQ's two missed
+  heartbeats), so an idle connection across a partition or to a dead peer
+  breaks too; without them only unacknowledged data can time out, as on TCP.
 * **Reset.** A segment of a connection its receiver does not have (closed
   there, or the receiver's process restarted since) is answered with a reset,
   and the end that gets the reset breaks (``"reset"``). A new connection from
@@ -56,7 +61,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Transport", "BREAK_REASONS"]
 
-BREAK_REASONS = ("timeout", "reset", "closed")
+BREAK_REASONS = ("timeout", "heartbeat", "reset", "closed")
 
 _PENDING, _OPEN, _CLOSED = 0, 1, 2
 
@@ -86,12 +91,13 @@ class _Receiver:
 class _Conn:
     """A connection between endpoints ``a`` and ``b``: each end's state, epoch and halves."""
 
-    __slots__ = ("cid", "ends", "epoch", "out", "inb")
+    __slots__ = ("cid", "ends", "epoch", "out", "inb", "heard")
 
     def __init__(self, cid: int, a: str, b: str, rto: float) -> None:
         self.cid = cid
         self.ends = {a: _PENDING, b: _PENDING}
         self.epoch = {a: -1, b: -1}
+        self.heard = {a: 0.0, b: 0.0}  # when each end last heard from the other (heartbeats)
         self.out = {a: _Sender(rto), b: _Sender(rto)}
         self.inb = {a: _Receiver(), b: _Receiver()}
 
@@ -114,6 +120,13 @@ class _Ack:
         self.conn = conn
         self.expected = expected
         self.got = got
+
+
+class _Heartbeat:
+    __slots__ = ("conn",)
+
+    def __init__(self, conn: _Conn) -> None:
+        self.conn = conn
 
 
 class _Reset:
@@ -161,9 +174,33 @@ class Transport:
         return conn
 
     def _join(self, conn: _Conn, end: str, peer: str) -> None:
+        if conn.ends[end] == _OPEN:
+            return
         conn.ends[end] = _OPEN
         conn.epoch[end] = self.net.endpoints[end].epoch
+        conn.heard[end] = self.env.now
         self._ends[(end, peer)] = conn
+        if self.cfg.heartbeat is not None:
+            _Wake(self.env, self.cfg.heartbeat / 2, lambda: self._on_heartbeat(conn, end, peer))
+
+    def _on_heartbeat(self, conn: _Conn, end: str, peer: str) -> None:
+        """Every ``heartbeat / 2`` while ``end`` has ``conn`` open: give up on a silent peer, else beat."""
+        heartbeat = self.cfg.heartbeat
+        assert heartbeat is not None
+        if self._open(end, peer) is not conn:
+            return
+        if self.env.now - conn.heard[end] > heartbeat:
+            self._break(conn, end, peer, "heartbeat")
+            return
+        self.net.transmit(end, peer, _Heartbeat(conn), _Heartbeat, self._on_beat)
+        _Wake(self.env, heartbeat / 2, lambda: self._on_heartbeat(conn, end, peer))
+
+    def _on_beat(self, src: str, dst: str, beat: _Heartbeat) -> None:
+        conn = beat.conn
+        if self._open(dst, src) is conn:
+            conn.heard[dst] = self.env.now
+        elif conn.ends[dst] != _PENDING:  # a connection ``dst`` does not have (any more)
+            self.net.transmit(dst, src, _Reset(conn), _Reset, self._on_reset)
 
     def _connect(self, src: str, dst: str) -> _Conn:
         key = _key(src, dst)
@@ -249,6 +286,7 @@ class Transport:
             if mine is not None:  # the peer opened a new connection: the old one is dead
                 self._break(mine, dst, src, "reset")
             self._join(conn, dst, src)
+        conn.heard[dst] = self.env.now
         inb = conn.inb[dst]
         seq = seg.seq
         if seq < inb.expected or seq in inb.early:
@@ -280,6 +318,7 @@ class Transport:
         conn = ack.conn
         if self._open(dst, src) is not conn:
             return
+        conn.heard[dst] = self.env.now
         out = conn.out[dst]
         unacked = out.unacked
         progressed = False
