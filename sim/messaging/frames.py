@@ -27,6 +27,7 @@ from typing import ClassVar
 from .broker import Message
 
 __all__ = [
+    "FRAME_TYPES",
     "ConnectionOpen",
     "ConnectionOpenOk",
     "ConnectionClose",
@@ -188,3 +189,10 @@ class Call:
 class CallReply:
     call_id: int
     ok: bool
+
+
+FRAME_TYPES: tuple[type, ...] = (
+    ConnectionOpen, ConnectionOpenOk, ConnectionClose, ConnectionClosed, Heartbeat, BasicPublish, BasicConsume,
+    BasicConsumeOk, BasicDeliver, BasicAck, BasicNack, PublishConfirm, BasicReturn, Call, CallReply,
+)
+"""Every message class of the messaging protocol (what ``network.message_latency`` and ``network.transport`` name)."""

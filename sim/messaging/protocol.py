@@ -98,10 +98,10 @@ from ..errors import ScenarioError
 from ..kernel.node import Host
 from ..kernel.world import World
 from ..protocol import ProtocolConfig, register_protocol
-from . import frames
 from .broker_node import BrokerNode
 from .clients import DownstreamNode, PublisherNode
 from .consumer import ConsumerNode
+from .frames import FRAME_TYPES
 from .history import MessageLog
 from .idempotency import DedupStore, IdempotencySpec
 from .report import delivery_lines
@@ -245,7 +245,7 @@ class MessagingConfig(ProtocolConfig[MessagingState]):
 
     @classmethod
     def message_types(cls) -> tuple[type, ...]:
-        return tuple(getattr(frames, name) for name in frames.__all__)
+        return FRAME_TYPES
 
     def node_refs(self) -> list[tuple[str, str]]:
         refs = [("broker", self.broker)]
