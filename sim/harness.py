@@ -96,6 +96,9 @@ class _Outbox:
     def send(self, src: str, dst: str, msg: Any) -> None:
         self.sent.append(Sent(self.clock.now, src, dst, msg))
 
+    def disconnect(self, src: str, dst: str) -> None:
+        """A node closing a connection: nothing to record (connections are the network's)."""
+
 
 class Harness:
     """The nodes of ``scenario``'s protocol with sends and timers captured (see the module docstring).

@@ -152,6 +152,11 @@ def summarize(history: pd.DataFrame, *, warmup: float, duration: float, network:
     for reason in ("partition", "loss", "sender_crashed", "receiver_crashed"):
         s[f"messages.dropped.{reason}"] = int(network.dropped.get(reason, 0))
     s["messages.per_op"] = network.sent / len(history) if len(history) else math.nan
+    transport = getattr(network, "transport", None)  # connections (sim.kernel.transport)
+    s["messages.retransmitted"] = int(transport.retransmitted) if transport is not None else 0
+    for reason in ("timeout", "heartbeat", "reset"):
+        s[f"connections.broken.{reason}"] = int(transport.broken[reason]) if transport is not None else 0
+    s["messages.lost_on_broken_connections"] = int(transport.lost) if transport is not None else 0
     s["faults"] = int(len(faults))
     if extra:
         s.update(extra)

@@ -76,6 +76,11 @@ def format_summary(result: Result) -> str:
     drops = ", ".join(f"{k} {v}" for k, v in dropped.items()) or "none"
     lines.append(line("network messages", f"sent {s['messages.sent']}  delivered {s['messages.delivered']}  "
                       f"duplicated {s['messages.duplicated']}  dropped: {drops}"))
+    broken = {r: s.get(f"connections.broken.{r}", 0) for r in ("timeout", "heartbeat", "reset")}
+    if s.get("messages.retransmitted") or any(broken.values()):
+        causes = ", ".join(f"{r} {n}" for r, n in broken.items())
+        lines.append(line("connections", f"retransmitted {s['messages.retransmitted']}  broken: {causes}  "
+                          f"messages lost with them {s['messages.lost_on_broken_connections']}"))
     extra = [(k.split(".", 1)[1], v) for k, v in s.items() if k.startswith("protocol.")]
     for i, chunk in enumerate(_wrapped(extra)):
         lines.append(line("protocol" if i == 0 else "", chunk))

@@ -22,13 +22,22 @@ from .config import Duration, MaybeInfDuration, at_least, build, fld, nonneg, po
 from .dists import Constant, Dist, resolve_dist_files
 from .errors import ScenarioError
 from .faultspec import LEADER, FaultsConfig
-from .netconfig import LinkConfig, MessageLatency, NetworkConfig, ZoneLinkConfig, Zones, check_network
+from .netconfig import (
+    LinkConfig,
+    MessageLatency,
+    NetworkConfig,
+    TransportConfig,
+    ZoneLinkConfig,
+    Zones,
+    check_network,
+)
 from .protocol import ProtocolConfig
 
 __all__ = [
     "Scenario",
     "ClusterConfig",
     "NetworkConfig",
+    "TransportConfig",
     "LinkConfig",
     "ZoneLinkConfig",
     "MessageLatency",

@@ -43,6 +43,8 @@ class Outbox(Protocol):
 
     def send(self, src: str, dst: str, msg: Any) -> None: ...
 
+    def disconnect(self, src: str, dst: str) -> None: ...
+
 
 class Host(Protocol):
     """What a node may use of the world it runs in (a World, or a Harness in tests)."""
@@ -170,6 +172,23 @@ class Endpoint:
         """Hand ``msg`` to the network; a crashed endpoint sends nothing."""
         if self.alive:
             self.net.send(self.name, dst, msg)
+
+    def disconnect(self, peer: str) -> None:
+        """Close this endpoint's connection with ``peer``, if any (:mod:`sim.kernel.transport`).
+
+        Unacknowledged messages on it are dropped and the peer is told nothing: it
+        learns by its timeout, its heartbeats or a reset, as from a closed socket.
+        """
+        if self.alive:
+            self.net.disconnect(self.name, peer)
+
+    def on_connection_broken(self, peer: str, reason: str) -> None:
+        """Hook: the connection with ``peer`` broke (``reason``: ``"timeout"`` or ``"reset"``).
+
+        What this endpoint had sent on it and not had acknowledged is lost; its
+        next message to ``peer`` opens a new connection. Only messages that travel
+        on connections (``network.transport``) break connections.
+        """
 
     def set_timer(self, delay: float, fn: Callable[..., Any], *args: Any) -> Timer:
         """Call ``fn(*args)`` after ``delay`` ms unless cancelled or the owner crashes first."""
