@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from ..config import fld
+from ..config import Duration, fld, positive
 from ..kernel.messages import ClientReply, ClientRequest
 from ..protocol import ProtocolConfig, register_protocol
 from .proxy import Forwarded, ForwardedReply, ProxyNode
@@ -27,6 +27,9 @@ class SingleCopyConfig(ProtocolConfig[None]):
     owner: str | None = fld(None)
     forward: bool = fld(True)
     durable: bool = fld(True)
+    forward_ttl: Duration | None = fld(None, check=positive,
+                                       doc="a forwarding node forgets a request's client after this "
+                                           "(default: the workload's client timeout)")
 
     def node_refs(self):
         return [("owner", self.owner)] if self.owner is not None else []
@@ -53,6 +56,7 @@ class SingleCopyNode(ProxyNode):
         super().__init__(world, name)
         self.server = owner
         self.forward = cfg.forward
+        self.forward_ttl = cfg.forward_ttl
         self.durable = cfg.durable
         self.reads = 0
         self.writes = 0
