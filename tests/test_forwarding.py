@@ -85,3 +85,27 @@ def test_forward_ttl_is_checked(protocol):
     base["protocol"]["forward_ttl"] = "soon"
     with pytest.raises(sim.ScenarioError, match="protocol.forward_ttl"):
         Scenario.from_dict(base)
+
+
+def test_a_raft_follower_forgets_forwards_whose_replies_are_lost():
+    """Raft: n2's clients go through n2 to the leader, and half of everything sent to n2 is lost. Over 20 s n2
+    never remembers more clients than the requests it forwarded within forward_ttl of its latest one, and the
+    lost replies' entries expire."""
+    links = [{"src": n, "dst": "n2", "loss": 0.5, "symmetric": False} for n in ("n1", "n3", "n4", "n5")]
+    s = Scenario.from_dict({
+        "cluster": {"count": 5},
+        "network": {"latency": "1ms", "links": links},
+        "workload": {"clients": 2, "rate": 50, "keys": 5, "timeout": TIMEOUT, "target": "fixed",
+                     "target_node": "n2"},
+        "protocol": {"name": "raft"},
+        "run": {"duration": "20s"},
+    })
+    world = build_world(s)
+    n2 = world.nodes["n2"]
+    sizes: list[tuple[float, int]] = []
+    world.run(lambda now: sizes.append((now, len(n2.forwards))))
+    invokes = world.history.to_frame()["invoke"].to_numpy()
+    for now, size in sizes:
+        last = invokes[invokes <= now].max()
+        assert size <= ((invokes > last - TIMEOUT - 1.0) & (invokes <= now)).sum(), (now, size)
+    assert n2.forwards.expired > 100

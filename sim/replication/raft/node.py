@@ -154,7 +154,8 @@ class RaftNode(Node):
         self.pending_reads: deque[PendingRead] = deque()
         self.hb_seq = 0
         self.quorum_seq = 0
-        self.round_clock: list[float] = [0.0]
+        self.round_clock: deque[float] = deque([0.0])  # send time of rounds round_base, round_base + 1, ...
+        self.round_base = 0
         self.snapshot_sent: dict[str, float] = {}  # peer -> when its InstallSnapshot left
         self.lease_until = -math.inf
         self.term_start = 0
@@ -441,7 +442,11 @@ class RaftNode(Node):
         if q <= self.quorum_seq:
             return
         self.quorum_seq = q
-        self.lease_until = max(self.lease_until, self.round_clock[q] + self._lease)
+        clocks = self.round_clock
+        while self.round_base < q:  # rounds before q are never looked at again
+            clocks.popleft()
+            self.round_base += 1
+        self.lease_until = max(self.lease_until, clocks[0] + self._lease)
         self._serve_reads()
         pending = self.pending_reads
         if pending and pending[-1].need > q and q >= self.hb_seq:
