@@ -92,6 +92,26 @@ def test_the_leader_sends_install_snapshot_to_a_follower_behind_its_log_start():
     assert n1.match_index["n4"] == n1.log_start and n1.next_index["n4"] == n1.log_start + 1
 
 
+def test_a_snapshot_leaves_after_its_transfer_time():
+    """With snapshot_record_time, InstallSnapshot departs size x record time after the leader decides to send it."""
+    h = Harness(scenario(compacting(snapshot_record_time="0.5ms"), workload={"clients": 0}))
+    n1 = h.nodes["n1"]
+    n1._persist(1, "n1")
+    n1._become_leader()
+    commit_writes(h, n1, THRESHOLD + 2)
+    h.take()
+    n1.next_index["n4"] = 1
+    n1._broadcast()
+    assert not [m for m in h.take() if m.dst == "n4"]
+    size = n1.disk["snapshot"].size
+    assert size == 3 + THRESHOLD + 2  # three keys and every write's op id
+    sends = [t for t in h.timers_of("n1") if t.callback == "send"]
+    assert sorted(t.args[0] for t in sends) == ["n4", "n5"]  # n5 never answered either
+    assert all(t.at == h.now + 0.5 * size for t in sends)
+    (to_n4,) = [t for t in sends if t.args[0] == "n4"]
+    assert [(m.dst, type(m.msg)) for m in h.fire(to_n4)] == [("n4", InstallSnapshot)]
+
+
 def test_a_follower_installs_a_snapshot_and_keeps_only_the_log_that_follows_a_matching_base():
     """Raft section 7: a snapshot whose last entry the follower holds (same index and term) keeps the entries
     after it; otherwise the whole log goes. Either way the state machine is the snapshot's."""

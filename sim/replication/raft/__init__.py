@@ -63,9 +63,11 @@ it. AppendEntries whose previous index lies inside a follower's snapshot is
 checked only beyond the snapshot (those entries are committed, so they equal
 the leader's). A follower whose ``nextIndex`` is at or below the leader's log
 start gets ``InstallSnapshot`` (one message holding the whole snapshot, of kind
-``snapshot`` for ``network.message_latency``; resent after ``snapshot_timeout``
-without an answer; heartbeats from the snapshot's base keep the follower's
-timer meanwhile). The follower replaces its state machine by the snapshot and
+``snapshot`` for ``network.message_latency``, leaving ``snapshot_record_time`` per
+record of the snapshot after the leader sends it, so a bigger state takes longer;
+resent after ``snapshot_timeout`` without an answer, which should exceed that
+transfer time; heartbeats from the snapshot's base keep the follower's timer
+meanwhile). The follower replaces its state machine by the snapshot and
 keeps the log entries after it only if it holds the snapshot's last entry
 (same index and term); otherwise its whole log goes.
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
-from ...config import Duration, at_least, fld, positive
+from ...config import Duration, at_least, fld, nonneg, positive
 from ...errors import ScenarioError
 from ...kernel.messages import ClientReply, ClientRequest
 from ...kernel.node import Host
@@ -57,6 +57,9 @@ class RaftConfig(ProtocolConfig[None]):
                                       "the log, and drop them (0: never compact)")
     snapshot_timeout: Duration = fld(300.0, check=positive,
                                      doc="leader resends an unanswered InstallSnapshot after this")
+    snapshot_record_time: Duration = fld(0.0, check=nonneg,
+                                         doc="transfer time per record (key or remembered op id) of an "
+                                             "InstallSnapshot, before its network latency")
     dedup_window: int = fld(0, check=at_least(0),
                             doc="applied operation ids remembered for duplicate detection "
                                 "(0: all; else about the newest this many, older ids are dropped)")

@@ -120,7 +120,8 @@ class AppendReply:
 class InstallSnapshot:
     """The leader's snapshot, for a follower that needs entries the leader has compacted away.
 
-    Sent whole (one chunk); its latency is the ``snapshot`` kind's in
+    Sent whole (one chunk): it leaves ``snapshot_record_time`` per record after the
+    leader decides to send it, and then takes the ``snapshot`` kind's latency in
     ``network.message_latency``. ``seq`` numbers the leader's round, as in AppendEntries.
     """
 

@@ -363,7 +363,12 @@ class RaftNode(Node):
             self.snapshot_sent[peer] = now
             self.snapshots_sent += 1
             self.snapshot_records_sent += snap.size
-            self.send(peer, InstallSnapshot(self.term, self.name, snap, self.hb_seq))
+            msg = InstallSnapshot(self.term, self.name, snap, self.hb_seq)
+            transfer = snap.size * self.cfg.snapshot_record_time
+            if transfer > 0:  # the bytes leave over that long; the message arrives a latency after
+                self.set_timer(transfer, self.send, peer, msg)
+            else:
+                self.send(peer, msg)
         else:
             self.send(peer, AppendEntries(self.term, self.name, self.log_start, self.log[0].term, (),
                                           self.commit_index, self.hb_seq))
