@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -109,3 +110,17 @@ def test_a_raft_follower_forgets_forwards_whose_replies_are_lost():
         last = invokes[invokes <= now].max()
         assert size <= ((invokes > last - TIMEOUT - 1.0) & (invokes <= now)).sum(), (now, size)
     assert n2.forwards.expired > 100
+
+
+def test_the_example_scenario_expires_one_entry_per_lost_answer():
+    """experiments/scenarios/single-copy-lost-replies.toml: every operation through n2 whose answer was lost
+    timed out at its client, and n2's table forgot it (expired, or still within forward_ttl of n2's last use)."""
+    path = Path(__file__).resolve().parents[1] / "experiments" / "scenarios" / "single-copy-lost-replies.toml"
+    r = sim.run(Scenario.from_toml(path), keep_world=True)
+    via_n2 = r.history[r.history["node"] == "n2"]
+    lost = int((via_n2["outcome"] == "info").sum())
+    n2 = r.world.nodes["n2"]
+    assert lost > 100 and r.summary["protocol.forwards_expired"] + len(n2.waiting) == lost
+    # what is left came within one ttl: Poisson with mean 30/s x 2 clients x 0.3 s = 18, so 54 is 8 sd above
+    assert len(n2.waiting) <= 54
+    assert (r.history.loc[r.history["node"] != "n2", "outcome"] == "ok").all()

@@ -48,7 +48,8 @@ class SingleCopyConfig(ProtocolConfig[None]):
 
     def summary(self, world, state: None) -> dict[str, Any]:
         owner = world.nodes[self.owner or world.scenario.nodes[0]]
-        return {"protocol.reads": owner.reads, "protocol.writes": owner.writes}
+        expired = sum(world.nodes[name].waiting.expired for name in world.scenario.nodes)
+        return {"protocol.reads": owner.reads, "protocol.writes": owner.writes, "protocol.forwards_expired": expired}
 
 
 class SingleCopyNode(ProxyNode):
