@@ -42,15 +42,19 @@ the extensions of Ongaro's thesis, chapters 3, 6 and 9):
 **Observing it.** Every role or term change is appended to the node's ``roles``
 list and recorded as a node event (``"raft leader term=3 (won election)"``);
 ``RaftConfig.leader(world)`` names the current leader; ``summary()`` reports
-elections, leader changes, step-downs, terms, committed entries and log length.
+elections, leader changes, step-downs, terms, committed entries, log length
+(entries held, after compaction), snapshots taken, sent (and the records they
+carried) and installed, and forwarding entries that expired.
 
 **What is durable** (``self.disk``, written before any message that depends
-on it is sent, as if fsynced): ``term``, ``voted_for`` and ``log`` (a list of
-``(term, op_id, op, key, value)`` entries; index 0 is a sentinel). Everything
+on it is sent, as if fsynced): ``term``, ``voted_for``, ``log`` (a list of
+``(term, op_id, op, key, value)`` entries; index 0 is a sentinel, or with
+compaction a stand-in for the snapshot's last entry) and ``snapshot``. Everything
 else is volatile and rebuilt on recovery: the role (follower), the known
-leader, the commit index (0, relearned from the leader), the key-value state
-machine and its applied-operation table (rebuilt by replaying the log as the
-commit index advances again), and all leader and client bookkeeping.
+leader, the commit index (0, or the snapshot's last index; relearned from the
+leader), the key-value state machine and its applied-operation table (the
+snapshot's, or empty, then rebuilt by replaying the log as the commit index
+advances again), and all leader and client bookkeeping.
 
 **Log compaction** (``snapshot_threshold``, off by default: the log then grows
 for ever). Section 7 of the paper: once ``snapshot_threshold`` applied entries
