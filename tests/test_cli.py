@@ -41,8 +41,11 @@ def test_run_every_example(path, tmp_path, capsys):
     else:
         assert "availability" not in out  # no client operations: nothing to say about them
     own = scenario.protocol.report(loaded)
-    if loaded.verdicts:  # protocols with checkers print their own section with each verdict
-        assert sum(line.startswith("verdict") for line in own) == len(loaded.verdicts), own
+    workload_verdicts = {"counter"} & set(loaded.verdicts)  # the workload's, printed with the operations
+    for name in workload_verdicts:
+        assert any(line.startswith("verdict") and f" {name}: " in line for line in out.splitlines()), out
+    if len(loaded.verdicts) > len(workload_verdicts):  # protocols with checkers print each verdict of theirs
+        assert sum(line.startswith("verdict") for line in own) == len(loaded.verdicts) - len(workload_verdicts), own
     else:  # key-value stores: their counters
         assert any(line.startswith("protocol ") for line in out.splitlines()), out
     for line in own:

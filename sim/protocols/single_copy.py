@@ -2,6 +2,8 @@
 
 The simplest "CP" system: while the owner is reachable every operation is
 linearizable; clients cut off from it (or whose proxy node is) get nothing.
+A compare-and-set is decided by the owner in one step (counted as a write when
+it applies, as a read when it finds another value).
 Other nodes forward requests to the owner (``forward = true``) or refuse them.
 """
 
@@ -11,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from ..config import Duration, fld, positive
-from ..kernel.messages import ClientReply, ClientRequest
+from ..kernel.messages import CAS_MISMATCH, ClientReply, ClientRequest
 from ..protocol import ProtocolConfig, register_protocol
 from .proxy import Forwarded, ForwardedReply, ProxyNode
 
@@ -33,6 +35,9 @@ class SingleCopyConfig(ProtocolConfig[None]):
 
     def node_refs(self):
         return [("owner", self.owner)] if self.owner is not None else []
+
+    def cas_refusal(self) -> str | None:
+        return None  # the owner compares and sets in one step
 
     @classmethod
     def message_types(cls) -> tuple[type, ...]:
@@ -73,6 +78,14 @@ class SingleCopyNode(ProxyNode):
         return dict(self.data) if self.serves() else None
 
     def serve(self, request: ClientRequest, reply) -> None:
+        if request.op == "cas":
+            expected, new = request.value
+            current = self.data.get(request.key)
+            if current != expected:
+                self.reads += 1
+                reply(ClientReply(request.op_id, False, current, CAS_MISMATCH))
+                return
+            request = ClientRequest(request.op_id, "write", request.key, new)
         if request.op == "write":
             self.data[request.key] = request.value
             self.writes += 1

@@ -104,6 +104,12 @@ Anti-entropy (``anti_entropy_interval``, dynamo mode only; default ``"inf"``: no
     ``d * log2(merkle_leaves)`` hashes and the entries of d leaves, whatever
     the number of keys (``protocol.anti_entropy_hashes`` and
     ``protocol.anti_entropy_entries`` count them).
+
+No compare-and-set: a scenario whose workload issues cas is refused. ABD gives
+an atomic read/write register, which cannot implement a linearizable cas (that
+would solve consensus, which registers cannot, Herlihy 1991, and ABD runs fully
+asynchronously, where FLP rules consensus out); cas needs a protocol that
+orders operations through an elected leader, such as ``raft``.
 """
 
 from __future__ import annotations
@@ -275,6 +281,14 @@ class QuorumConfig(ProtocolConfig[None]):
             raise ScenarioError(f"{path}.handoff_timeout",
                                 f"must be shorter than request_timeout ({self.request_timeout} ms), "
                                 f"got {self.handoff_timeout} ms")
+
+    def cas_refusal(self) -> str | None:
+        return ("a linearizable compare-and-set solves consensus (Herlihy 1991), which quorum reads and writes "
+                "cannot: ABD builds an atomic read/write register, whose consensus number is 1, and it works in a "
+                "fully asynchronous network with a minority crashed, where no deterministic protocol reaches "
+                "consensus (Fischer, Lynch and Paterson 1985); a cas made of a read quorum, a compare and a write "
+                "quorum lets two clients succeed from the same value. Use protocol 'raft', whose elected leader "
+                "orders every cas in its log")
 
     def check_scenario(self, scenario, path: str) -> None:
         n = len(scenario.nodes)

@@ -25,6 +25,11 @@ the extensions of Ongaro's thesis, chapters 3, 6 and 9):
   keeps quiet about its uncommitted writes (they may still commit; the client
   sees a timeout, ``info``). The state machine ignores an operation id it has
   already applied, so duplicated requests never apply a write twice.
+- **Compare-and-set.** ``cas(key, expected, new)`` is a log entry like a write;
+  it is decided when it is applied, in log order, so every replica decides it
+  the same way: ``ok`` if the key held ``expected`` (now ``new``), else
+  ``ok=False`` with ``error = "precondition failed"`` (and the value found).
+  Routing and refusals treat it as a write.
 - **Reads** (``read_mode``): ``read_index`` (default) takes the commit index
   (at least the leader's first entry of its term), confirms leadership with a
   heartbeat round sent after the read arrived and acknowledged by a majority,
@@ -86,18 +91,25 @@ bounded the same way. A forwarding node forgets a request's client
 ``forward_ttl`` after forwarding it (default: the client timeout), so replies
 lost on the way do not pile up.
 
-**Leases and clocks.** Say a majority acknowledged a heartbeat round the
-leader sent at time ``t`` on its own clock. Each of those nodes ignores vote
-requests until ``election_timeout_min`` after it received the round, on *its*
-clock. If no clock's rate is off by more than ``lease_drift_bound`` (rho), that
-lasts at least ``election_timeout_min/(1+rho)`` of real time, which the
-leader's clock measures as at least ``election_timeout_min*(1-rho)/(1+rho)``;
-so the leader serves lease reads until that much, less ``lease_margin``, after
-``t`` on its clock (``RaftConfig.lease_duration``). Clocks skewed beyond that bound (``clock_skew``
-faults with a larger drift, or offsets that jump a follower's clock forward or
-the leader's backward) break the lease and can produce stale reads. Read-index
-does not depend on clocks. (Timers, including election timeouts, run on
-simulated time: the kernel's clock skew changes ``clock()`` readings only.)
+**Leases and clocks.** Raft measures every duration (election timeouts, "heard
+from the leader lately", check-quorum, leases) on the node's monotonic clock
+(``Node.monotonic()``), which only drifts, and its timers run on it too. Say a
+majority acknowledged a heartbeat round the leader sent at time ``t`` on its own
+clock. Each of those nodes ignores vote requests until ``election_timeout_min``
+after it received the round, on *its* clock. If no clock's rate is off by more
+than ``lease_drift_bound`` (rho), that lasts at least
+``election_timeout_min/(1+rho)`` of real time, which the leader's clock measures
+as at least ``election_timeout_min*(1-rho)/(1+rho)``; so the leader serves lease
+reads until that much, less ``lease_margin``, after ``t`` on its clock
+(``RaftConfig.lease_duration``). A rate off by more than the bound eats into the
+margin (``clock_skew`` faults with a larger ``drift``: a follower whose clock runs
+fast times out early, a leader whose clock runs slow overstays its lease); past it
+a new leader can commit writes while the old one still serves lease reads, which
+are then stale. With an exact leader clock that becomes possible once a follower's
+``election_timeout_min/(1+drift)`` is shorter than ``lease_duration``
+(``experiments/scenarios/raft-lease-clock-drift.toml``). Steps of the wall clock
+(``clock_skew`` offsets, ``clock_step``) change no monotonic reading and no timer,
+so they cannot break a lease. Read-index does not depend on clocks.
 """
 
 from .config import RaftConfig

@@ -88,6 +88,9 @@ class RaftConfig(ProtocolConfig[None]):
                                     f"leaves no lease: election_timeout_min*(1-rho)/(1+rho) - margin = "
                                     f"{self.lease_duration:g} ms")
 
+    def cas_refusal(self) -> str | None:
+        return None  # a cas is a log entry, decided in log order when applied
+
     @classmethod
     def message_types(cls) -> tuple[type, ...]:
         return (ClientRequest, ClientReply, RequestVote, VoteReply, AppendEntries, AppendReply, InstallSnapshot,

@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ...dists import uniform_sampler
-from ...kernel.messages import ClientReply, ClientRequest
+from ...kernel.messages import CAS_MISMATCH, ClientReply, ClientRequest
 from ...kernel.node import Host, Node, Timer
 from ...protocols.proxy import ForwardTable, client_timeout
 from .messages import (
@@ -31,7 +31,13 @@ from .messages import (
 if TYPE_CHECKING:
     from .config import RaftConfig
 
-__all__ = ["RaftNode", "RoleChange", "ReplyTo", "PendingRead"]
+__all__ = ["RaftNode", "RoleChange", "ReplyTo", "PendingRead", "CasMismatch"]
+
+
+class CasMismatch(NamedTuple):
+    """The result of an applied compare-and-set that found ``current`` instead of the expected value."""
+
+    current: Any
 
 
 class RoleChange(NamedTuple):
@@ -100,7 +106,7 @@ class RaftNode(Node):
         self.log: list[Entry] = disk.setdefault("log", [SENTINEL])
         self.role = Role.FOLLOWER
         self.leader: str | None = None
-        self.leader_contact = -math.inf  # local clock when a leader was last heard
+        self.leader_contact = -math.inf  # monotonic clock when a leader was last heard
         self.waiters: dict[int, list[ReplyTo]] = {}  # op_id -> reply targets
         self.forwards.clear()  # op_id -> client, for requests this node forwarded
         self.touched: set[int] = set()  # write op_ids this node forwarded or appended
@@ -108,8 +114,9 @@ class RaftNode(Node):
         self.route_floor = 0  # with dedup_window: touched/refused_ops forgot every id up to this
         self._load_state_machine(disk.get("snapshot"))
         self.votes: set[str] = set()
-        self._deadline = 0.0
+        self._deadline = 0.0  # election deadline, on the monotonic clock
         self._etimer: Timer | None = None
+        self._etimer_due = 0.0  # when the pending election timer fires, on the monotonic clock
         self._clear_leader_state()
         self._set_role(Role.FOLLOWER, "boot")
         self._reset_election_timer()
@@ -119,7 +126,7 @@ class RaftNode(Node):
         if snap is None:
             self.log_start = 0
             self.data: dict[Any, Any] = {}
-            self.results: dict[int, Any] = {}  # op_id -> result, for every applied operation
+            self.results: dict[int, Any] = {}  # op_id -> result (a CasMismatch: cas not applied), every applied op
             self.floor = 0  # with dedup_window: every op id up to this counts as applied
             # for the convergence measure: entries per term in the applied prefix, and for each
             # key the prefix (as those counts) up to the entry that set its value
@@ -173,19 +180,23 @@ class RaftNode(Node):
 
     # -- election timer: one pending timer, pushed back by moving the deadline ------
     def _reset_election_timer(self) -> None:
-        now = self.now
+        now = self.monotonic()
         self._deadline = deadline = now + self._et_min + self._et_span * self._u()
         timer = self._etimer
-        if timer is None or timer.at > deadline:
+        if timer is None or self._etimer_due > deadline:
             if timer is not None:
                 timer.cancel()
-            self._etimer = self.set_timer(deadline - now, self._on_election_timer)
+            delay = deadline - now
+            self._etimer = self.set_timer(delay, self._on_election_timer)
+            self._etimer_due = now + delay  # as the timer computes it (not always == deadline)
 
     def _on_election_timer(self) -> None:
         self._etimer = None
-        rest = self._deadline - self.now
+        now = self.monotonic()
+        rest = self._deadline - now
         if rest > 1e-9:  # the deadline moved while the timer was pending
             self._etimer = self.set_timer(rest, self._on_election_timer)
+            self._etimer_due = now + rest
             return
         self._reset_election_timer()
         if self.role == Role.LEADER:
@@ -196,10 +207,10 @@ class RaftNode(Node):
             self._start_election()
 
     def _hears_leader(self) -> bool:
-        """Whether this node leads, or heard its leader less than election_timeout_min ago (local clock)."""
+        """Whether this node leads, or heard its leader less than election_timeout_min ago (monotonic clock)."""
         if self.role == Role.LEADER:
             return True
-        return self.leader is not None and self.clock() - self.leader_contact < self._et_min
+        return self.leader is not None and self.monotonic() - self.leader_contact < self._et_min
 
     def _last(self) -> tuple[int, int]:
         return self.log_start + len(self.log) - 1, self.log[-1].term
@@ -287,7 +298,7 @@ class RaftNode(Node):
         self._clear_leader_state()
         log, start = self.log, self.log_start
         n = start + len(log)
-        now = self.now
+        now = self.monotonic()
         for peer in self.peers:
             self.next_index[peer] = n
             self.match_index[peer] = 0
@@ -318,7 +329,7 @@ class RaftNode(Node):
         if self.role != Role.LEADER or self.term != term:
             return
         if self.cfg.check_quorum and self.peers:
-            now = self.now
+            now = self.monotonic()
             window = self.cfg.election_timeout_max
             heard = 1 + sum(1 for p in self.peers if now - self.last_ack[p] < window)
             if heard < self.majority:
@@ -331,7 +342,7 @@ class RaftNode(Node):
     def _broadcast(self) -> None:
         """Start a new round: AppendEntries (new entries or a heartbeat) to every peer."""
         self.hb_seq += 1
-        self.round_clock.append(self.clock())
+        self.round_clock.append(self.monotonic())
         for peer in self.peers:
             self._send_append(peer)
         if not self.peers:
@@ -382,7 +393,7 @@ class RaftNode(Node):
             return
         if self.role != Role.LEADER or msg.term != self.term or msg.seq == 0:
             return  # stale, or a refusal of an older leader's AppendEntries that only has our term
-        self.last_ack[src] = self.now
+        self.last_ack[src] = self.monotonic()
         if msg.seq > self.acked_seq[src]:
             self.acked_seq[src] = msg.seq
             self._update_quorum()
@@ -416,7 +427,7 @@ class RaftNode(Node):
         if self.role != Role.LEADER or msg.term != self.term or msg.seq == 0:
             return
         self.snapshot_sent.pop(src, None)
-        self.last_ack[src] = self.now
+        self.last_ack[src] = self.monotonic()
         if msg.seq > self.acked_seq[src]:
             self.acked_seq[src] = msg.seq
             self._update_quorum()
@@ -467,7 +478,7 @@ class RaftNode(Node):
         else:
             self.leader = msg.leader
             self._reset_election_timer()
-        self.leader_contact = self.clock()
+        self.leader_contact = self.monotonic()
         log, start = self.log, self.log_start
         prev = msg.prev_index
         last = start + len(log) - 1
@@ -529,6 +540,15 @@ class RaftNode(Node):
                     data[key] = value
                     self._key_versions[key] = dict(self._applied_terms)
                     results[op_id] = None
+                elif op == "cas":  # decided here, at its place in the log, so every replica agrees
+                    expected, new = value
+                    current = data.get(key)
+                    if current == expected:
+                        data[key] = new
+                        self._key_versions[key] = dict(self._applied_terms)
+                        results[op_id] = None
+                    else:
+                        results[op_id] = CasMismatch(current)
                 else:
                     results[op_id] = data.get(key)
                 if window and len(results) > 2 * window:
@@ -536,7 +556,7 @@ class RaftNode(Node):
             self.op_index.pop(op_id, None)
             targets = waiters.pop(op_id, None)
             if targets:
-                reply = ClientReply(op_id, True, results[op_id])
+                reply = _result_reply(op_id, results[op_id])
                 for target in targets:
                     self._reply(target, reply)
         if self.pending_reads:
@@ -585,7 +605,7 @@ class RaftNode(Node):
         else:
             self.leader = msg.leader
             self._reset_election_timer()
-        self.leader_contact = self.clock()
+        self.leader_contact = self.monotonic()
         snap = msg.snapshot
         if snap.last_index > self.commit_index:
             start = self.log_start
@@ -599,7 +619,7 @@ class RaftNode(Node):
             if self.max_commit < snap.last_index:
                 self.max_commit = snap.last_index
             for op_id in [op_id for op_id in self.waiters if op_id in self.results]:
-                reply = ClientReply(op_id, True, self.results[op_id])
+                reply = _result_reply(op_id, self.results[op_id])
                 for target in self.waiters.pop(op_id):
                     self._reply(target, reply)
         # everything up to the snapshot's index is committed here, so equals the leader's log
@@ -624,7 +644,7 @@ class RaftNode(Node):
     def _route(self, req: ClientRequest, target: ReplyTo, origin: str, hops: int) -> None:
         """Serve ``req`` as the leader, pass it on to the leader, or refuse it if that is safe."""
         first_hop = hops == 0
-        write = req.op == "write"
+        write = req.op != "read"  # a write or a compare-and-set: it may enter the log
         if first_hop and write and (req.op_id in self.refused_ops or req.op_id <= self.route_floor):
             return  # a late duplicate of a refused write must stay refused (or a forgotten one): drop it
         if self.role == Role.LEADER:
@@ -670,7 +690,7 @@ class RaftNode(Node):
 
     def _serve(self, req: ClientRequest, target: ReplyTo) -> None:
         mode = self.cfg.read_mode
-        if req.op == "write" or mode == "log":
+        if req.op != "read" or mode == "log":
             self._propose(req, target)
         elif mode == "local":
             self.reads_local += 1
@@ -681,7 +701,7 @@ class RaftNode(Node):
     def _propose(self, req: ClientRequest, target: ReplyTo) -> None:
         op_id = req.op_id
         if op_id in self.results:  # a duplicate of an applied operation
-            self._reply(target, ClientReply(op_id, True, self.results[op_id]))
+            self._reply(target, _result_reply(op_id, self.results[op_id]))
             return
         if op_id <= self.floor:
             return  # forgotten (dedup_window): it may have been applied; the client has timed out
@@ -699,7 +719,7 @@ class RaftNode(Node):
         """Read-index (and lease) reads at the leader."""
         read_index = max(self.commit_index, self.term_start)
         if (self.cfg.read_mode == "lease" and self.commit_index >= self.term_start
-                and self.clock() < self.lease_until):
+                and self.monotonic() < self.lease_until):
             self.reads_lease += 1
             self._reply(target, ClientReply(req.op_id, True, self.data.get(req.key)))
             return
@@ -718,3 +738,10 @@ class RaftNode(Node):
             pending.popleft()
             self.reads_confirmed += 1
             self._reply(target, ClientReply(op_id, True, self.data.get(key)))
+
+
+def _result_reply(op_id: int, result: Any) -> ClientReply:
+    """The answer to an applied operation: its result, or a refusal for a cas that found another value."""
+    if isinstance(result, CasMismatch):
+        return ClientReply(op_id, False, result.current, CAS_MISMATCH)
+    return ClientReply(op_id, True, result)
