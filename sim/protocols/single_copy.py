@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from ..config import fld
+from ..config import Duration, fld, positive
 from ..kernel.messages import CAS_MISMATCH, ClientReply, ClientRequest
 from ..protocol import ProtocolConfig, register_protocol
 from .proxy import Forwarded, ForwardedReply, ProxyNode
@@ -29,6 +29,9 @@ class SingleCopyConfig(ProtocolConfig[None]):
     owner: str | None = fld(None)
     forward: bool = fld(True)
     durable: bool = fld(True)
+    forward_ttl: Duration | None = fld(None, check=positive,
+                                       doc="a forwarding node forgets a request's client after this "
+                                           "(default: the workload's client timeout)")
 
     def node_refs(self):
         return [("owner", self.owner)] if self.owner is not None else []
@@ -50,7 +53,8 @@ class SingleCopyConfig(ProtocolConfig[None]):
 
     def summary(self, world, state: None) -> dict[str, Any]:
         owner = world.nodes[self.owner or world.scenario.nodes[0]]
-        return {"protocol.reads": owner.reads, "protocol.writes": owner.writes}
+        expired = sum(world.nodes[name].waiting.expired for name in world.scenario.nodes)
+        return {"protocol.reads": owner.reads, "protocol.writes": owner.writes, "protocol.forwards_expired": expired}
 
 
 class SingleCopyNode(ProxyNode):
@@ -58,6 +62,7 @@ class SingleCopyNode(ProxyNode):
         super().__init__(world, name)
         self.server = owner
         self.forward = cfg.forward
+        self.forward_ttl = cfg.forward_ttl
         self.durable = cfg.durable
         self.reads = 0
         self.writes = 0

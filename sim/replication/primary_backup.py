@@ -104,6 +104,9 @@ class PrimaryBackupConfig(ProtocolConfig[None]):
     heartbeat_interval: Duration = fld(50.0, check=positive, every="node")
     failover_timeout: Duration = fld(300.0, check=positive)
     backup_timeout: Duration = fld(200.0, check=positive)
+    forward_ttl: Duration | None = fld(None, check=positive,
+                                       doc="a forwarding node forgets a request's client after this "
+                                           "(default: the workload's client timeout)")
 
     def node_refs(self):
         return [("primary_node", self.primary_node)] if self.primary_node is not None else []
@@ -250,6 +253,7 @@ class PrimaryBackupNode(ProxyNode):
         self.fixed = cfg.primary_node or self.nodes[0]
         self.sync = cfg.replication == "sync"
         self.refuse = cfg.on_backup_unreachable == "refuse"
+        self.forward_ttl = cfg.forward_ttl
 
     # -- state -------------------------------------------------------------------
     def boot(self) -> None:
