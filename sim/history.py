@@ -52,7 +52,10 @@ class History:
 
     ``outcome`` is ``ok`` (happened), ``fail`` (definitely did not happen) or
     ``info`` (unknown: timed out, or still in flight when the run ended).
-    ``value`` is the value written, or for an ``ok`` read the value returned.
+    ``value`` is the value written, or for an ``ok`` read the value returned;
+    for a compare-and-set (``op == "cas"``) it is the pair ``(expected, new)``,
+    and its outcome is ``ok`` (applied), ``fail`` (not applied; ``error`` is
+    ``"precondition failed"`` when the key held another value) or ``info``.
     ``side`` is the client's partition side at invoke (``none`` when no
     partition is active, else ``majority`` or ``minority``); ``node_up`` says
     whether the target node was up at invoke.
@@ -75,7 +78,7 @@ class History:
         self._node = _Names()
         self._side = _Names("none", "majority", "minority")
         self._error = _Names(None)
-        self._write = self._op.codes["write"]
+        self._read = self._op.codes["read"]
         self._frame: pd.DataFrame | None = None
         self.pending = 0
 
@@ -104,11 +107,15 @@ class History:
     def complete(self, row: int, time: float, outcome: str, value: Any = None, error: str | None = None) -> None:
         self._complete[row] = time
         self._outcome.column[row] = self._outcome.code(outcome)
-        if self._op.column[row] != self._write and outcome == "ok":
+        if self._op.column[row] == self._read and outcome == "ok":
             self._values[row] = value
         self._error.column[row] = self._error.code(error)
         self.pending -= 1
         self._frame = None
+
+    def operation(self, row: int) -> tuple[str, Any, Any]:
+        """``(op, key, value)`` of the operation at ``row``."""
+        return self._op.names[self._op.column[row]], self._keys[row], self._values[row]
 
     def to_frame(self) -> pd.DataFrame:
         """The history as a DataFrame (built once until the history changes; callers get their own view)."""

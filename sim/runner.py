@@ -18,6 +18,7 @@ import pandas as pd
 
 from . import metrics
 from .checkers.convergence import DivergenceSampler, convergence_summary
+from .checkers.counter import check_counter, final_counter_values
 from .checkers.staleness import staleness_summary
 from .cost import check_cost
 from .errors import ScenarioError
@@ -100,9 +101,19 @@ def _collect(world: World, runtime: float, keep_world: bool) -> Result:
         trace = pd.DataFrame(net.trace_rows(), columns=["id", "src", "dst", "type", "send", "deliver", "dropped",
                                                         "message"])
     extra: dict[str, Any] = protocol.summary(world, world.state)
+    counter = None
+    if scenario.workload.pattern == "counter":
+        counter = check_counter(history, final_counter_values([n.replica_state() for n in world.nodes.values()
+                                                               if n.alive]))
+        extra.update({"counter.increments_ok": counter.increments_ok,
+                      "counter.increments_unknown": counter.increments_unknown,
+                      "counter.final_total": counter.final_total,
+                      "counter.lost_increments": counter.lost_increments,
+                      "counter.phantom_increments": counter.phantom_increments})
     divergence = _sampler(world).frame()
     if divergence is not None:
-        writes = history[(history["op"] == "write") & history["complete"].notna()]
+        writes = history[history["op"].isin(("write", "cas")) & history["complete"].notna()
+                         & ((history["op"] == "write") | (history["outcome"] == "ok"))]
         last_write = float(writes["complete"].max()) if len(writes) else float("nan")
         extra.update(convergence_summary(divergence, faults, last_write))
         extra.update(staleness_summary(history, cfg.warmup, cfg.duration))
@@ -121,7 +132,12 @@ def _collect(world: World, runtime: float, keep_world: bool) -> Result:
         trace=trace,
         divergence=divergence,
         tables=protocol.tables(world, world.state),
-        verdicts=protocol.verdicts(world, world.state),
+        verdicts=_with_counter(protocol.verdicts(world, world.state), counter),
         meta={"capsim_version": capsim_version(), "sim_end": world.now},
         world=world if keep_world else None,
     )
+
+
+def _with_counter(verdicts: dict[str, Any], counter: Any) -> dict[str, Any]:
+    """The protocol's verdicts, and the counter verdict of a ``pattern = "counter"`` workload."""
+    return verdicts if counter is None else {**verdicts, "counter": counter}

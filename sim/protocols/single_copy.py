@@ -2,6 +2,8 @@
 
 The simplest "CP" system: while the owner is reachable every operation is
 linearizable; clients cut off from it (or whose proxy node is) get nothing.
+A compare-and-set is decided by the owner in one step (counted as a write when
+it applies, as a read when it finds another value).
 Other nodes forward requests to the owner (``forward = true``) or refuse them.
 """
 
@@ -10,8 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from ..config import fld
-from ..kernel.messages import ClientReply, ClientRequest
+from ..config import Duration, fld, positive
+from ..kernel.messages import CAS_MISMATCH, ClientReply, ClientRequest
 from ..protocol import ProtocolConfig, register_protocol
 from .proxy import Forwarded, ForwardedReply, ProxyNode
 
@@ -27,9 +29,15 @@ class SingleCopyConfig(ProtocolConfig[None]):
     owner: str | None = fld(None)
     forward: bool = fld(True)
     durable: bool = fld(True)
+    forward_ttl: Duration | None = fld(None, check=positive,
+                                       doc="a forwarding node forgets a request's client after this "
+                                           "(default: the workload's client timeout)")
 
     def node_refs(self):
         return [("owner", self.owner)] if self.owner is not None else []
+
+    def cas_refusal(self) -> str | None:
+        return None  # the owner compares and sets in one step
 
     @classmethod
     def message_types(cls) -> tuple[type, ...]:
@@ -45,7 +53,8 @@ class SingleCopyConfig(ProtocolConfig[None]):
 
     def summary(self, world, state: None) -> dict[str, Any]:
         owner = world.nodes[self.owner or world.scenario.nodes[0]]
-        return {"protocol.reads": owner.reads, "protocol.writes": owner.writes}
+        expired = sum(world.nodes[name].waiting.expired for name in world.scenario.nodes)
+        return {"protocol.reads": owner.reads, "protocol.writes": owner.writes, "protocol.forwards_expired": expired}
 
 
 class SingleCopyNode(ProxyNode):
@@ -53,6 +62,7 @@ class SingleCopyNode(ProxyNode):
         super().__init__(world, name)
         self.server = owner
         self.forward = cfg.forward
+        self.forward_ttl = cfg.forward_ttl
         self.durable = cfg.durable
         self.reads = 0
         self.writes = 0
@@ -68,6 +78,14 @@ class SingleCopyNode(ProxyNode):
         return dict(self.data) if self.serves() else None
 
     def serve(self, request: ClientRequest, reply) -> None:
+        if request.op == "cas":
+            expected, new = request.value
+            current = self.data.get(request.key)
+            if current != expected:
+                self.reads += 1
+                reply(ClientReply(request.op_id, False, current, CAS_MISMATCH))
+                return
+            request = ClientRequest(request.op_id, "write", request.key, new)
         if request.op == "write":
             self.data[request.key] = request.value
             self.writes += 1

@@ -4,6 +4,11 @@ Each client is a network endpoint next to its home node. Open-loop clients
 issue operations at Poisson times (rate per second, whatever the replies);
 closed-loop clients issue the next operation a think time after the previous
 one completed. Every operation ends ``ok``, ``fail`` or, on timeout, ``info``.
+A client that issues compare-and-set operations remembers, per key, the last
+value it read or wrote (``ok`` operations only; a cas that failed or timed out
+makes it forget the key): that is the value its next cas on the key expects
+(see :class:`~sim.scenario.WorkloadConfig` for the ``register`` and
+``counter`` patterns).
 Each client draws from its own streams (``arrivals/<client>``,
 ``ops/<client>``), so nothing else in the run shifts its arrival times.
 """
@@ -67,6 +72,9 @@ class Client(Endpoint):
         self._stop = world.scenario.run.duration
         nodes = world.scenario.cluster.nodes
         self._nodes = nodes
+        self._cas = cfg.uses_cas()
+        self._counter = cfg.pattern == "counter"
+        self._known: dict[Any, Any] = {}  # key -> the last value this client read or wrote (cas workloads)
 
     def start(self) -> None:
         if self.cfg.mode == "open":
@@ -104,10 +112,20 @@ class Client(Endpoint):
 
     def invoke(self) -> None:
         world = self.world
-        op = "read" if self._u() < self.cfg.read_fraction else "write"
-        key = self.keys.choose(self._u())
+        if self._counter:
+            op, key, value = self._increment()
+        else:
+            u = self._u()
+            op = "read" if u < self.cfg.read_fraction else "write"
+            if op == "write" and self._cas and u < self.cfg.read_fraction + self.cfg.cas_fraction:
+                op = "cas"
+            key = self.keys.choose(self._u())
+            value = None
+            if op == "write":
+                value = world.next_value()
+            elif op == "cas":
+                value = (self._known.get(key), world.next_value())
         target = self._target()
-        value = world.next_value() if op == "write" else None
         op_id = world.next_op_id()
         node_up = world.nodes[target].alive
         row = world.history.invoke(op_id, self.name, op, key, value, self.now, target,
@@ -132,8 +150,26 @@ class Client(Endpoint):
         if entry is not None:
             self._finish(entry[0], "info", None, "timeout")
 
+    def _increment(self) -> tuple[str, Any, Any]:
+        """The counter pattern's next operation: cas(v, v + 1) on a key whose value v it knows, else a read."""
+        key = self.keys.choose(self._u())
+        if key not in self._known:
+            return "read", key, None
+        v = self._known[key]
+        return "cas", key, (v, (0 if v is None else v) + 1)
+
+    def _remember(self, row: int, outcome: str, value: Any) -> None:
+        """Keep the value the next cas on this key expects: the last one read or written."""
+        op, key, sent = self.world.history.operation(row)
+        if outcome == "ok":
+            self._known[key] = value if op == "read" else sent[1] if op == "cas" else sent
+        elif op == "cas":
+            self._known.pop(key, None)
+
     def _finish(self, row: int, outcome: str, value: Any, error: str | None) -> None:
         self.world.history.complete(row, self.now, outcome, value, error)
+        if self._cas:
+            self._remember(row, outcome, value)
         self.world.op_finished()
         if self.cfg.mode == "closed":
             self._schedule_next(self.now)
