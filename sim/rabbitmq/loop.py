@@ -164,8 +164,9 @@ class Session:
 class Actor:
     """An application with one connection and one channel to the broker (see the module docstring)."""
 
-    def __init__(self, session: Session, node: str) -> None:
+    def __init__(self, session: Session, node: str, settings: AmqpSettings | None = None) -> None:
         self.s = session
+        self.settings = settings if settings is not None else session.settings  # the broker this actor uses
         self.log = session.log
         self.names = session.names
         self.node = node
@@ -189,7 +190,7 @@ class Actor:
         gen = self.gen
         self.connects += 1
         self.s.node_event(self.node, "connect" if self.connects == 1 else "reconnect")
-        params = self.s.settings.parameters(heartbeat=self.s.heartbeat)
+        params = self.settings.parameters(heartbeat=self.s.heartbeat)
         g = self.s.guard
         self.conn = pika.SelectConnection(
             params,
@@ -198,7 +199,7 @@ class Actor:
             on_close_callback=g(self._closed, gen),
             custom_ioloop=self.s.ioloop,
         )
-        self._open_timer = self.s.call_later(self.s.settings.connection_timeout * 2000.0, self._open_timeout, gen)
+        self._open_timer = self.s.call_later(self.settings.connection_timeout * 2000.0, self._open_timeout, gen)
 
     def _open_timeout(self, gen: int) -> None:
         if gen == self.gen and not self.ready and self.conn is not None:
@@ -232,7 +233,7 @@ class Actor:
         self.s.cancel(self._open_timer)
         self.conn = None
         self.failed_connects += 1
-        self.s.node_event(self.node, f"connect_failed: {connect_error_reason(error, self.s.settings)}")
+        self.s.node_event(self.node, f"connect_failed: {connect_error_reason(error, self.settings)}")
         self._schedule_reconnect()
 
     # -- losing ------------------------------------------------------------------------------
