@@ -73,25 +73,32 @@ def _shrink(kops: _KeyOps, hint: float | list[int], deadline: float) -> _Shrunk:
 
     cur = list(range(len(kops)))
     written = {kops.value[j] for j in cur if kops.is_write[j]}
+
+    writers = [j for j in range(len(kops)) if kops.is_write[j]]
+
+    def closed(subset: list[int]) -> bool:
+        have = {kops.value[j] for j in subset if kops.is_write[j]}
+        if kops.has_cas:  # what a read or a cas expects must keep an operation that wrote it; a cas that
+            # missed keeps every write invoked before it completed: any of them may be what moved the
+            # value away from what it expected, and without it a sound miss would become the "violation"
+            members = set(subset)
+            missed = [j for j in subset if kops.kind[j] == CAS_MISSED]
+            if missed:
+                last = max(kops.complete[j] for j in missed)
+                if any(w not in members and kops.invoke[w] < last for w in writers):
+                    return False
+            return all(v in have for v in map(_observed(kops), subset) if v in written)
+        return all(kops.value[j] in have for j in subset
+                   if not kops.is_write[j] and kops.value[j] in written)
+
     if isinstance(hint, list):
         start = hint
     else:
         early = {j for j in cur if kops.invoke[j] <= hint}
         read_values = {kops.value[j] for j in early if not kops.is_write[j]}
         start = [j for j in cur if j in early or (kops.is_write[j] and kops.value[j] in read_values)]
-    if len(start) < len(cur) and not spent() and failing(start):
+    if len(start) < len(cur) and closed(start) and not spent() and failing(start):
         cur = start
-
-    def closed(subset: list[int]) -> bool:
-        have = {kops.value[j] for j in subset if kops.is_write[j]}
-        if kops.has_cas:  # what a read or a cas expects must keep an operation that wrote it, and a cas that
-            # missed None something that wrote another value
-            missed_none = any(kops.kind[j] == CAS_MISSED and kops.expected[j] == 0 for j in subset)
-            if missed_none and not have - {0} and written - {0}:
-                return False
-            return all(v in have for v in map(_observed(kops), subset) if v in written)
-        return all(kops.value[j] in have for j in subset
-                   if not kops.is_write[j] and kops.value[j] in written)
 
     chunk = max(1, len(cur) // 2)
     while not spent():
