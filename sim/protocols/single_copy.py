@@ -3,6 +3,12 @@
 The simplest "CP" system: while the owner is reachable every operation is
 linearizable; clients cut off from it (or whose proxy node is) get nothing.
 Other nodes forward requests to the owner (``forward = true``) or refuse them.
+
+The owner honours idempotency keys (:mod:`sim.protocols.dedup`): a write whose
+key it already applied is answered ``ok`` again without being applied; the
+duplicate table (bounded by ``dedup.ttl`` and ``dedup.max_entries``) is on disk
+with the data when ``durable``. Every write it applies is recorded in the
+``applications`` table.
 """
 
 from __future__ import annotations
@@ -10,9 +16,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from ..checkers.duplicates import duplicate_applications
 from ..config import fld
 from ..kernel.messages import ClientReply, ClientRequest
 from ..protocol import ProtocolConfig, register_protocol
+from .dedup import DedupConfig, DedupTable, applications_channel
 from .proxy import Forwarded, ForwardedReply, ProxyNode
 
 __all__ = ["SingleCopyConfig", "SingleCopyNode"]
@@ -24,9 +32,11 @@ class SingleCopyConfig(ProtocolConfig[None]):
     """``owner`` (default: the first node) holds the data, on disk when ``durable``."""
 
     tag: ClassVar[str] = "single_copy"
+    honours_idempotency_keys: ClassVar[bool] = True
     owner: str | None = fld(None)
     forward: bool = fld(True)
     durable: bool = fld(True)
+    dedup: DedupConfig = fld(DedupConfig(), doc="bounds of the owner's idempotency-key table")
 
     def node_refs(self):
         return [("owner", self.owner)] if self.owner is not None else []
@@ -45,7 +55,22 @@ class SingleCopyConfig(ProtocolConfig[None]):
 
     def summary(self, world, state: None) -> dict[str, Any]:
         owner = world.nodes[self.owner or world.scenario.nodes[0]]
-        return {"protocol.reads": owner.reads, "protocol.writes": owner.writes}
+        out = {"protocol.reads": owner.reads, "protocol.writes": owner.writes}
+        if world.scenario.workload.retry.retries:
+            found = self.verdicts(world, state)["duplicates"]
+            out.update(found.summary())
+        if world.scenario.workload.retry.idempotency_keys:
+            table = owner.dedup
+            out.update({"protocol.dedup_hits": table.hits, "protocol.dedup_expired": table.expired,
+                        "protocol.dedup_evicted": table.evicted})
+        return out
+
+
+    def verdicts(self, world, state: None) -> dict[str, Any]:
+        """With client retries: the duplicate-application check (writes applied twice)."""
+        if not world.scenario.workload.retry.retries:
+            return {}
+        return {"duplicates": duplicate_applications(world.history.to_frame(), applications_channel(world).frame())}
 
 
 class SingleCopyNode(ProxyNode):
@@ -54,23 +79,34 @@ class SingleCopyNode(ProxyNode):
         self.server = owner
         self.forward = cfg.forward
         self.durable = cfg.durable
+        self.dedup_cfg = cfg.dedup
         self.reads = 0
         self.writes = 0
+        self.applied = applications_channel(world)
 
     def boot(self) -> None:
         super().boot()
         if self.durable:
             self.data = self.disk.setdefault("data", {})
+            self.dedup = self.disk.setdefault("dedup", DedupTable(self.dedup_cfg))
         else:
             self.data = {}
+            self.dedup = DedupTable(self.dedup_cfg)
 
     def replica_state(self):
         return dict(self.data) if self.serves() else None
 
     def serve(self, request: ClientRequest, reply) -> None:
         if request.op == "write":
+            idem = request.idempotency_key
+            if idem is not None and self.dedup.lookup(idem, self.now)[0]:
+                reply(ClientReply(request.op_id, True))  # applied before: answer again, do not apply
+                return
             self.data[request.key] = request.value
             self.writes += 1
+            self.applied.record(self.now, self.name, request.op_id, idem, request.key, request.value)
+            if idem is not None:
+                self.dedup.store(idem, self.now, True)
             reply(ClientReply(request.op_id, True))
         else:
             self.reads += 1

@@ -1,0 +1,80 @@
+"""Duplicate applications: writes a server applied more than once.
+
+A client that retries a write whose first attempt took effect but whose answer
+was lost or late sends it again; a server that does not recognise the retry
+(no idempotency key, or a key its duplicate table has forgotten) applies it a
+second time. For a register that rewrites the same value it may look harmless;
+for an append, a counter increment or a payment it is the bug (a double
+charge). The checker counts it either way, from the servers' record of what
+they applied (``Result.tables["applications"]``, one row per application with
+the value written; values identify operations) against the history:
+
+* ``duplicated``: operations applied more than once, ``extra`` the applications
+  beyond the first summed over them;
+* ``applied_after_fail``: operations the client was told definitely failed
+  (``fail``) that were applied all the same: a broken promise, never allowed;
+* ``lost_ok``: ``ok`` writes that no server applied (a server that acknowledges
+  before applying, or a record with rows missing).
+
+``ok`` is True when no operation was applied twice and none after a ``fail``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+
+__all__ = ["duplicate_applications", "DuplicatesResult"]
+
+
+@dataclass(frozen=True, eq=False)
+class DuplicatesResult:
+    """Counts plus ``table``: one row per write in the history with its ``applied`` count."""
+
+    writes: int
+    duplicated: int
+    extra: int
+    applied_after_fail: int
+    lost_ok: int
+    table: pd.DataFrame
+
+    @property
+    def ok(self) -> bool:
+        return self.duplicated == 0 and self.applied_after_fail == 0
+
+    def summary(self) -> dict[str, int]:
+        return {"duplicates.writes": self.writes, "duplicates.duplicated": self.duplicated,
+                "duplicates.extra": self.extra, "duplicates.applied_after_fail": self.applied_after_fail,
+                "duplicates.lost_ok": self.lost_ok}
+
+
+def duplicate_applications(history: pd.DataFrame, applications: pd.DataFrame) -> DuplicatesResult:
+    """Count writes of ``history`` applied more than once according to ``applications``.
+
+    ``applications`` needs a ``value`` column (one row per application);
+    every value in it must be the value of a write in ``history``.
+    """
+    writes = history[history["op"] == "write"]
+    values = writes["value"]
+    if values.duplicated().any():
+        dup = values[values.duplicated()].iloc[0]
+        raise ValueError(f"two writes in the history wrote {dup!r}: values must identify operations")
+    counts = applications["value"].value_counts(sort=False) if len(applications) else pd.Series(dtype="int64")
+    unknown = set(counts.index) - set(values)
+    if unknown:
+        raise ValueError(f"applications of values no write in the history wrote: {sorted(unknown, key=repr)[:5]}")
+    applied = values.map(counts).fillna(0).astype("int64")
+    table = writes[["op_id", "client", "key", "value", "outcome", "attempts"]
+                   if "attempts" in writes.columns else ["op_id", "client", "key", "value", "outcome"]].copy()
+    table["applied"] = applied.to_numpy()
+    outcome = table["outcome"].to_numpy()
+    times = table["applied"].to_numpy()
+    return DuplicatesResult(
+        writes=len(table),
+        duplicated=int((times > 1).sum()),
+        extra=int((times[times > 1] - 1).sum()),
+        applied_after_fail=int(((outcome == "fail") & (times > 0)).sum()),
+        lost_ok=int(((outcome == "ok") & (times == 0)).sum()),
+        table=table,
+    )
