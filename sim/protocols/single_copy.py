@@ -20,6 +20,7 @@ from ..checkers.duplicates import duplicate_applications
 from ..config import fld
 from ..kernel.messages import ClientReply, ClientRequest
 from ..protocol import ProtocolConfig, register_protocol
+from ..report import verdict_line
 from .dedup import DedupConfig, DedupTable, applications_channel
 from .proxy import Forwarded, ForwardedReply, ProxyNode
 
@@ -71,6 +72,15 @@ class SingleCopyConfig(ProtocolConfig[None]):
         if not world.scenario.workload.retry.retries:
             return {}
         return {"duplicates": duplicate_applications(world.history.to_frame(), applications_channel(world).frame())}
+
+
+    def report(self, result) -> list[str]:
+        found = result.verdicts.get("duplicates")
+        if found is None:
+            return []
+        return [verdict_line("duplicates", found, "no write applied twice",
+                             f"{found.duplicated} writes applied more than once ({found.extra} extra times), "
+                             f"{found.applied_after_fail} applied after a fail")]
 
 
 class SingleCopyNode(ProxyNode):
