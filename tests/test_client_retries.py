@@ -388,3 +388,15 @@ def test_the_example_scenario_applies_each_write_once_and_twice_without_keys():
     assert r.summary["protocol.dedup_hits"] > 0
     without = sim.run(s.variant({"workload.retry.idempotency_keys": False}))
     assert not without.verdicts["duplicates"].ok and without.verdicts["duplicates"].duplicated > 0
+
+
+def test_the_readme_retry_examples_are_valid_scenarios():
+    """The README's TOML blocks that set retries or the duplicate table build (with a protocol where they lack one)."""
+    import re
+
+    blocks = re.findall(r"```toml\n(.*?)```", (ROOT / "README.md").read_text(encoding="utf-8"), flags=re.S)
+    retry_blocks = [b for b in blocks if "[workload.retry]" in b]
+    assert len(retry_blocks) >= 2
+    for block in retry_blocks:
+        s = Scenario.from_toml_string(block)
+        assert s.workload.retry.policy == "exponential" and s.workload.retry.jitter == "full"
