@@ -75,7 +75,8 @@ def test_idempotency_keys_need_a_protocol_that_honours_them():
         Scenario.from_dict({"protocol": {"name": "quorum"},
                             "workload": {"retry": {"policy": "immediate", "idempotency_keys": True}}})
     assert err.value.path == "workload.retry.idempotency_keys"
-    assert "'quorum' keeps no duplicate table" in str(err.value) and "single_copy" in str(err.value)
+    assert "'quorum' keeps no duplicate table" in str(err.value)
+    assert "raft, single_copy" in str(err.value)
 
 
 @pytest.mark.parametrize("dedup, path", [({"ttl": 0}, "protocol.dedup.ttl"),
@@ -308,6 +309,20 @@ def test_checker_rejects_a_write_applied_twice_and_one_applied_after_fail():
     assert lost.ok and lost.lost_ok == 1  # an ok write nobody applied is reported, not a duplicate
 
 
+def test_checker_counts_per_replica_and_ignores_a_replayed_slot():
+    """Each replica applies every write once; the same log slot applied again (a replay after a restart) is no
+    duplicate, the same value at two slots of one replica is."""
+    history = _history([(1, "c0", "write", 0, 10, "ok"), (2, "c0", "write", 0, 11, "ok")])
+    replicated = pd.DataFrame({"node": ["n1", "n2", "n3", "n1", "n2", "n3"], "slot": [1, 1, 1, 2, 2, 2],
+                               "value": [10, 10, 10, 11, 11, 11]})
+    assert duplicate_applications(history, replicated).ok
+    replay = pd.concat([replicated, replicated[replicated["node"] == "n2"]], ignore_index=True)
+    assert duplicate_applications(history, replay).ok
+    twice = pd.concat([replicated, pd.DataFrame({"node": ["n3"], "slot": [3], "value": [10]})], ignore_index=True)
+    found = duplicate_applications(history, twice)
+    assert not found.ok and found.duplicated == 1 and found.extra == 1
+
+
 def test_checker_refuses_inputs_it_cannot_read():
     history = _history([(1, "c0", "write", 0, 10, "ok"), (2, "c0", "write", 0, 10, "ok")])
     with pytest.raises(ValueError, match="values must identify operations"):
@@ -400,3 +415,32 @@ def test_the_readme_retry_examples_are_valid_scenarios():
     for block in retry_blocks:
         s = Scenario.from_toml_string(block)
         assert s.workload.retry.policy == "exponential" and s.workload.retry.jitter == "full"
+
+
+# -- raft -----------------------------------------------------------------------------------------------------
+def raft_run(keys: bool) -> sim.Result:
+    return sim.run(Scenario.from_dict({
+        "cluster": {"count": 3},
+        "network": {"loss": 0.1},
+        "faults": {"schedule": [{"kind": "crash", "node": "@leader", "start": "2s", "end": "3s"}]},
+        "workload": {"timeout": "50ms", "retry": {"policy": "immediate", "max_attempts": 4,
+                                                  "idempotency_keys": keys}},
+        "protocol": {"name": "raft"},
+        "run": {"duration": "5s", "seed": 1},
+    }))
+
+
+def test_raft_applies_retried_writes_twice_without_keys_and_once_with_them():
+    """A retry is a new log entry; with keys every replica's state machine skips the second one, the same way."""
+    plain, keyed = raft_run(False), raft_run(True)
+    assert plain.verdicts["duplicates"].duplicated > 0
+    found = keyed.verdicts["duplicates"]
+    assert found.ok and found.duplicated == 0 and keyed.summary["protocol.dedup_hits"] > 0
+    applied = keyed.tables["applications"]
+    # the crashed leader replayed its log after the restart: the same slots again, not counted as duplicates
+    assert applied.duplicated(["node", "slot"]).any()
+    # every replica kept the same keys: the same (slot, value) pairs up to the shortest one's last slot
+    last = applied.groupby("node")["slot"].max().min()
+    common = applied[applied["slot"] <= last].drop_duplicates(["node", "slot"])
+    per_node = {node: list(zip(g["slot"], g["value"])) for node, g in common.sort_values("slot").groupby("node")}
+    assert len(per_node) == 3 and len({tuple(v) for v in per_node.values()}) == 1

@@ -7,7 +7,11 @@ second time. For a register that rewrites the same value it may look harmless;
 for an append, a counter increment or a payment it is the bug (a double
 charge). The checker counts it either way, from the servers' record of what
 they applied (``Result.tables["applications"]``, one row per application with
-the value written; values identify operations) against the history:
+the value written; values identify operations) against the history. A
+replicated state machine applies every operation once on each replica: an
+operation's count is the most times one node applied it, at distinct ``slot``
+values when the record has them (a replica replaying its log after a restart
+applies the same slots again, which is no duplicate):
 
 * ``duplicated``: operations applied more than once, ``extra`` the applications
   beyond the first summed over them;
@@ -52,15 +56,16 @@ class DuplicatesResult:
 def duplicate_applications(history: pd.DataFrame, applications: pd.DataFrame) -> DuplicatesResult:
     """Count writes of ``history`` applied more than once according to ``applications``.
 
-    ``applications`` needs a ``value`` column (one row per application);
-    every value in it must be the value of a write in ``history``.
+    ``applications`` needs a ``value`` column (one row per application), and
+    may have ``node`` and ``slot`` columns; every value in it must be the value
+    of a write in ``history``.
     """
     writes = history[history["op"] == "write"]
     values = writes["value"]
     if values.duplicated().any():
         dup = values[values.duplicated()].iloc[0]
         raise ValueError(f"two writes in the history wrote {dup!r}: values must identify operations")
-    counts = applications["value"].value_counts(sort=False) if len(applications) else pd.Series(dtype="int64")
+    counts = _applications_per_value(applications)
     unknown = set(counts.index) - set(values)
     if unknown:
         raise ValueError(f"applications of values no write in the history wrote: {sorted(unknown, key=repr)[:5]}")
@@ -78,3 +83,15 @@ def duplicate_applications(history: pd.DataFrame, applications: pd.DataFrame) ->
         lost_ok=int(((outcome == "ok") & (times == 0)).sum()),
         table=table,
     )
+
+
+def _applications_per_value(applications: pd.DataFrame) -> pd.Series:
+    """Value -> how many times the node that applied it most often applied it (distinct slots)."""
+    if not len(applications):
+        return pd.Series(dtype="int64")
+    rows = applications
+    if "slot" in rows.columns:
+        rows = rows.drop_duplicates(subset=[c for c in ("node", "slot", "value") if c in rows.columns])
+    if "node" not in rows.columns:
+        return rows["value"].value_counts(sort=False)
+    return rows.groupby(["value", "node"], sort=False).size().groupby(level="value", sort=False).max()

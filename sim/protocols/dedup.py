@@ -14,11 +14,15 @@ a new write, so the duplicate the key was meant to stop happens. Size the
 bound to outlast the client's whole retry schedule (``max_attempts`` times the
 timeout plus the delays) under the key arrival rate.
 
-Writes a server applies are recorded in the run's ``applications`` channel
-(``Result.tables["applications"]``): one row per application, with the value
-written. Values identify operations (each operation writes a fresh value and
-its retries resend it), so :func:`sim.checkers.duplicates.duplicate_applications`
-counts operations applied more than once.
+When the workload's clients retry, the writes a server applies are recorded in
+the run's ``applications`` channel (``Result.tables["applications"]``): one row
+per application, with the node, its ``slot`` (where in the node's sequence of
+applications it is: the log index for a replicated log, so that a replica
+replaying its log after a restart is not counted twice) and the value written.
+Values identify operations (each operation writes a fresh value and its
+retries resend it), so :func:`sim.checkers.duplicates.duplicate_applications`
+counts operations some node applied more than once. Without retries nothing is
+recorded (a replicated log would add a row per write per replica).
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from ..config import MaybeInfDuration, at_least, fld, positive
 
 __all__ = ["DedupConfig", "DedupTable", "APPLICATION_COLUMNS", "applications_channel"]
 
-APPLICATION_COLUMNS = ("time", "node", "request_id", "idempotency_key", "key", "value")
+APPLICATION_COLUMNS = ("time", "node", "slot", "request_id", "idempotency_key", "key", "value")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -94,6 +98,8 @@ class DedupTable:
 
 
 def applications_channel(world: Any) -> Any:
-    """The run's ``applications`` channel (created on first use)."""
+    """The run's ``applications`` channel (created on first use), or None when the clients do not retry."""
+    if not world.scenario.workload.retry.retries:
+        return None
     return world.events.channel("applications", APPLICATION_COLUMNS,
-                                {"time": "float64", "request_id": "int64"})
+                                {"time": "float64", "slot": "int64", "request_id": "int64"})

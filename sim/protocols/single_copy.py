@@ -7,8 +7,8 @@ Other nodes forward requests to the owner (``forward = true``) or refuse them.
 The owner honours idempotency keys (:mod:`sim.protocols.dedup`): a write whose
 key it already applied is answered ``ok`` again without being applied; the
 duplicate table (bounded by ``dedup.ttl`` and ``dedup.max_entries``) is on disk
-with the data when ``durable``. Every write it applies is recorded in the
-``applications`` table.
+with the data when ``durable``. With client retries every write it applies is
+recorded in the ``applications`` table.
 """
 
 from __future__ import annotations
@@ -69,9 +69,10 @@ class SingleCopyConfig(ProtocolConfig[None]):
 
     def verdicts(self, world, state: None) -> dict[str, Any]:
         """With client retries: the duplicate-application check (writes applied twice)."""
-        if not world.scenario.workload.retry.retries:
+        applied = applications_channel(world)
+        if applied is None:
             return {}
-        return {"duplicates": duplicate_applications(world.history.to_frame(), applications_channel(world).frame())}
+        return {"duplicates": duplicate_applications(world.history.to_frame(), applied.frame())}
 
 
     def report(self, result) -> list[str]:
@@ -114,7 +115,9 @@ class SingleCopyNode(ProxyNode):
                 return
             self.data[request.key] = request.value
             self.writes += 1
-            self.applied.record(self.now, self.name, request.op_id, idem, request.key, request.value)
+            if self.applied is not None:
+                self.applied.record(self.now, self.name, request.op_id, request.op_id, idem, request.key,
+                                    request.value)
             if idem is not None:
                 self.dedup.store(idem, self.now, True)
             reply(ClientReply(request.op_id, True))

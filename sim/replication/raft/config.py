@@ -5,12 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
+from ...checkers.duplicates import duplicate_applications
 from ...config import Duration, at_least, fld, positive
 from ...errors import ScenarioError
 from ...kernel.messages import ClientReply, ClientRequest
 from ...kernel.node import Host
 from ...kernel.world import World
 from ...protocol import ProtocolConfig, register_protocol
+from ...protocols.dedup import DedupConfig, applications_channel
+from ...report import verdict_line
 from ...scenario import Scenario
 from .messages import SENTINEL, AppendEntries, AppendReply, FromLeader, RequestVote, Role, ToLeader, VoteReply
 from .node import RaftNode
@@ -28,6 +31,7 @@ class RaftConfig(ProtocolConfig[None]):
     """Raft over every cluster node; see the module docstring for the algorithm."""
 
     tag: ClassVar[str] = "raft"
+    honours_idempotency_keys: ClassVar[bool] = True
     election_timeout_min: Duration = fld(150.0, check=positive, doc="lower bound of the random election timeout")
     election_timeout_max: Duration = fld(300.0, check=positive, doc="upper bound of the random election timeout")
     heartbeat: Duration = fld(50.0, check=positive, every="node", doc="leader's AppendEntries period")
@@ -38,6 +42,7 @@ class RaftConfig(ProtocolConfig[None]):
     lease_margin: Duration = fld(5.0, doc="lease safety margin in ms (lease mode)")
     max_batch: int = fld(64, check=at_least(1), doc="max entries per AppendEntries")
     forward: bool = fld(True, doc="followers forward requests to the leader (else refuse them)")
+    dedup: DedupConfig = fld(DedupConfig(), doc="bounds of the state machine's idempotency-key table")
 
     @property
     def lease_duration(self) -> float:
@@ -96,4 +101,31 @@ class RaftConfig(ProtocolConfig[None]):
             "protocol.reads_confirmed": sum(n.reads_confirmed for n in nodes),
             "protocol.reads_lease": sum(n.reads_lease for n in nodes),
             "protocol.reads_local": sum(n.reads_local for n in nodes),
+            **self._retry_summary(world, nodes),
         }
+
+    def _retry_summary(self, world: World, nodes: list[RaftNode]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if world.scenario.workload.retry.retries:
+            out.update(self.verdicts(world, None)["duplicates"].summary())
+        if world.scenario.workload.retry.idempotency_keys:
+            # every replica applies the same log: the one that applied the most tells
+            most = max(nodes, key=lambda n: n.last_applied)
+            out.update({"protocol.dedup_hits": most.dedup.hits, "protocol.dedup_expired": most.dedup.expired,
+                        "protocol.dedup_evicted": most.dedup.evicted})
+        return out
+
+    def verdicts(self, world: World, state: None) -> dict[str, Any]:
+        """With client retries: the duplicate-application check (writes some replica applied twice)."""
+        applied = applications_channel(world)
+        if applied is None:
+            return {}
+        return {"duplicates": duplicate_applications(world.history.to_frame(), applied.frame())}
+
+    def report(self, result: Any) -> list[str]:
+        found = result.verdicts.get("duplicates")
+        if found is None:
+            return []
+        return [verdict_line("duplicates", found, "no write applied twice",
+                             f"{found.duplicated} writes applied more than once ({found.extra} extra times), "
+                             f"{found.applied_after_fail} applied after a fail")]

@@ -28,13 +28,20 @@ class Role(State):
 
 
 class Entry(NamedTuple):
-    """One log entry: the leader's term when it was appended, and the client operation (or a no-op)."""
+    """One log entry: the leader's term when it was appended, and the client operation (or a no-op).
+
+    ``idempotency_key`` is the client's key (None without one) and ``at`` the time the
+    leader appended the entry: every replica expires its duplicate table by the
+    entries' ``at``, so all of them keep and forget the same keys.
+    """
 
     term: int
     op_id: int
     op: str
     key: Any
     value: Any
+    idempotency_key: Any = None
+    at: float = 0.0
 
 
 #: index 0 of every log: the entry before the first, of term 0

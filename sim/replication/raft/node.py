@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from ...dists import uniform_sampler
 from ...kernel.messages import ClientReply, ClientRequest
 from ...kernel.node import Host, Node, Timer
+from ...protocols.dedup import DedupTable, applications_channel
 from .messages import (
     MAX_HOPS,
     NOOP,
@@ -79,6 +80,7 @@ class RaftNode(Node):
         self.reads_confirmed = 0
         self.reads_lease = 0
         self.reads_local = 0
+        self.applied = applications_channel(world)  # None unless the clients retry
 
     # -- lifecycle ----------------------------------------------------------------
     def boot(self) -> None:
@@ -97,6 +99,8 @@ class RaftNode(Node):
         self._applied_terms: dict[int, int] = {}
         self._key_versions: dict[Any, dict[int, int]] = {}
         self.results: dict[int, Any] = {}  # op_id -> result, for every applied operation
+        # idempotency keys of applied writes: volatile like data, rebuilt by replaying the log
+        self.dedup = DedupTable(self.cfg.dedup)
         self.waiters: dict[int, list[ReplyTo]] = {}  # op_id -> reply targets
         self.waiting: dict[int, str] = {}  # op_id -> client, for requests this node forwarded
         self.touched: set[int] = set()  # write op_ids this node forwarded or appended
@@ -420,14 +424,19 @@ class RaftNode(Node):
         log, data, results, waiters = self.log, self.data, self.results, self.waiters
         while self.last_applied < self.commit_index:
             self.last_applied += 1
-            term, op_id, op, key, value = log[self.last_applied]
+            entry = log[self.last_applied]
+            term, op_id, op, key, value = entry[:5]
             self._applied_terms[term] = self._applied_terms.get(term, 0) + 1
             if op == NOOP:
                 continue
             if op_id not in results:
                 if op == "write":
-                    data[key] = value
-                    self._key_versions[key] = dict(self._applied_terms)
+                    if entry.idempotency_key is None or not self._seen_key(entry):
+                        data[key] = value
+                        self._key_versions[key] = dict(self._applied_terms)
+                        if self.applied is not None:
+                            self.applied.record(self.now, self.name, self.last_applied, op_id,
+                                                entry.idempotency_key, key, value)
                     results[op_id] = None
                 else:
                     results[op_id] = data.get(key)
@@ -439,6 +448,13 @@ class RaftNode(Node):
                     self._reply(target, reply)
         if self.pending_reads:
             self._serve_reads()
+
+    def _seen_key(self, entry: Entry) -> bool:
+        """Whether the entry's idempotency key was applied before (at the entry's time); remembers it if not."""
+        seen, _answer = self.dedup.lookup(entry.idempotency_key, entry.at)
+        if not seen:
+            self.dedup.store(entry.idempotency_key, entry.at, None)
+        return seen
 
     # -- clients ----------------------------------------------------------------------------
     def handle_ClientRequest(self, msg: ClientRequest, src: str) -> None:
@@ -505,7 +521,7 @@ class RaftNode(Node):
             targets.append(target)
         if op_id in self.op_index:  # a duplicate of an entry already in the log
             return
-        self.log.append(Entry(self.term, op_id, req.op, req.key, req.value))
+        self.log.append(Entry(self.term, op_id, req.op, req.key, req.value, req.idempotency_key, self.now))
         self.op_index[op_id] = len(self.log) - 1
         self._broadcast()
         self._advance_commit()
