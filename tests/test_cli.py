@@ -137,7 +137,8 @@ def test_protocols_lists_every_protocol_and_describes_each(capsys):
     rows = {ln.split()[0]: ln for ln in raft.splitlines()
             if ln and not ln.startswith(("raft:", "field", "module", "messages"))}
     assert set(rows) == {"election_timeout_min", "election_timeout_max", "heartbeat", "read_mode", "check_quorum",
-                         "pre_vote", "lease_drift_bound", "lease_margin", "max_batch", "forward"}
+                         "pre_vote", "lease_drift_bound", "lease_margin", "max_batch", "forward",
+                         "dedup", "dedup.ttl", "dedup.max_entries"}
     assert "duration (ms)" in rows["heartbeat"] and "50 ms" in rows["heartbeat"] and "> 0" in rows["heartbeat"]
     assert '"read_index" | "lease" | "log" | "local"' in rows["read_mode"]
     assert main(["protocols", "messaging"]) == 0
