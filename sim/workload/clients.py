@@ -83,6 +83,7 @@ class Client(Endpoint):
         self._u = uniform_sampler(world.streams[f"ops/{name}"])
         self._pending: dict[int, _Attempt] = {}
         self._retry = cfg.retry
+        self._retrying = cfg.retry.retries
         self._keys = cfg.retry.idempotency_keys
         self._budget = RetryBudget(cfg.retry.budget_ratio, cfg.retry.budget_burst)
         self._jitter = uniform_sampler(world.streams[f"retries/{name}"]) if cfg.retry.needs_draw() else None
@@ -135,7 +136,8 @@ class Client(Endpoint):
         node_up = world.nodes[target].alive
         row = world.history.invoke(op_id, self.name, op, key, value, self.now, target,
                                    self.net.side[self.name], node_up)
-        self._budget.first_attempt()
+        if self._retrying:
+            self._budget.first_attempt()
         idem = op_id if self._keys else None
         self._send(_Attempt(row, ClientRequest(op_id, op, key, value, idem), target, self.now))
 
@@ -161,10 +163,10 @@ class Client(Endpoint):
     # -- retries --------------------------------------------------------------------
     def _ended(self, attempt: _Attempt, outcome: str, value: Any, error: str | None) -> None:
         """One attempt ended: retry the operation, or finish it."""
-        retry = self._retry
-        if not retry.retries:
+        if not self._retrying:
             self._finish(attempt.row, outcome, value, error)
             return
+        retry = self._retry
         history = self.world.history
         request = attempt.request
         history.attempt(attempt.row, attempt.number, request.op_id, attempt.node, attempt.sent, self.now,
