@@ -30,7 +30,10 @@ answers a repeated key from its duplicate table instead of applying it again.
 
 The operation's outcome: ``ok`` if its last attempt was ``ok``; otherwise
 ``info`` if any attempt ended ``info`` (that attempt may have taken effect),
-else ``fail``.
+else ``fail``. A late answer to an attempt that already timed out is ignored:
+the client stopped waiting for it, as a client library that gave up on a
+connection does. The history's ``node``, ``side`` and ``node_up`` describe the
+first attempt; each attempt's node is in the attempts table.
 """
 
 from __future__ import annotations

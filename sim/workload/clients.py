@@ -13,6 +13,7 @@ in the run shifts its arrival times. A client may retry an operation
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import math
 from typing import TYPE_CHECKING, Any
 
@@ -188,9 +189,7 @@ class Client(Endpoint):
     def _resend(self, attempt: _Attempt) -> None:
         world = self.world
         attempt.number = world.history.retried(attempt.row)
-        request = attempt.request
-        attempt.request = ClientRequest(world.next_op_id(), request.op, request.key, request.value,
-                                        request.idempotency_key)
+        attempt.request = dataclasses.replace(attempt.request, op_id=world.next_op_id())  # same op, new request
         attempt.node = self._target()
         attempt.sent = self.now
         self._send(attempt)
