@@ -38,7 +38,7 @@ first attempt; each attempt's node is in the attempts table.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Literal
 
 from .backoff import capped_exponential, decorrelated, jittered
@@ -82,8 +82,15 @@ class ClientRetry:
         if self.jitter == "decorrelated" and policy != "exponential":
             raise ScenarioError(f"{path}.jitter", "'decorrelated' grows each delay from the last: needs "
                                                   "policy = 'exponential'")
-        if self.max_delay < self.delay:
+        if policy == "exponential" and self.max_delay < self.delay:
             raise ScenarioError(f"{path}.max_delay", f"must be >= delay ({self.delay} ms), got {self.max_delay}")
+        uses = {"delay": ("fixed", "exponential"), "multiplier": ("exponential",), "max_delay": ("exponential",)}
+        for name, policies in uses.items():
+            if policy not in policies and getattr(self, name) != _DEFAULTS[name]:
+                raise ScenarioError(f"{path}.{name}", f"only for policy {' or '.join(map(repr, policies))}; "
+                                                      f"policy {policy!r} does not use it")
+        if self.budget_ratio is None and self.budget_burst != _DEFAULTS["budget_burst"]:
+            raise ScenarioError(f"{path}.budget_burst", "needs budget_ratio (the budget is off without it)")
         if not self.retry_on:
             raise ScenarioError(f"{path}.retry_on", "must name at least one of: info, fail")
         for i, outcome in enumerate(self.retry_on):
@@ -144,3 +151,6 @@ class RetryBudget:
             return True
         self.denied += 1
         return False
+
+
+_DEFAULTS = {f.name: f.default for f in fields(ClientRetry)}

@@ -53,7 +53,7 @@ def lossy(retry: dict, seed: int = 1, *, p: float = P, rate: float = 200.0, dedu
     ({"policy": "exponential", "jitter": "half"}, "workload.retry.jitter", "'none', 'full', 'equal', 'decorrelated'"),
     ({"policy": "exponential", "delay": "2s", "max_delay": "1s"}, "workload.retry.max_delay", "must be >= delay"),
     ({"policy": "fixed", "delay": -1}, "workload.retry.delay", "must not be negative"),
-    ({"policy": "fixed", "multiplier": 0.5}, "workload.retry.multiplier", ">= 1.0"),
+    ({"policy": "exponential", "multiplier": 0.5}, "workload.retry.multiplier", ">= 1.0"),
     ({"policy": "fixed", "retry_on": []}, "workload.retry.retry_on", "at least one of: info, fail"),
     ({"policy": "fixed", "retry_on": ["ok"]}, "workload.retry.retry_on[0]", "must be 'info' or 'fail'"),
     ({"policy": "fixed", "retry_on": ["info", "info"]}, "workload.retry.retry_on", "lists an outcome twice"),
@@ -61,6 +61,10 @@ def lossy(retry: dict, seed: int = 1, *, p: float = P, rate: float = 200.0, dedu
     ({"policy": "fixed", "budget_ratio": -0.1}, "workload.retry.budget_ratio", ">= 0"),
     ({"policy": "fixed", "budget_burst": 0.5}, "workload.retry.budget_burst", ">= 1.0"),
     ({"policy": "fixed", "tries": 3}, "workload.retry.tries", "unknown key; accepted keys: policy"),
+    ({"policy": "immediate", "delay": "50ms"}, "workload.retry.delay", "only for policy 'fixed' or 'exponential'"),
+    ({"policy": "fixed", "multiplier": 3}, "workload.retry.multiplier", "only for policy 'exponential'"),
+    ({"policy": "fixed", "max_delay": "1s"}, "workload.retry.max_delay", "only for policy 'exponential'"),
+    ({"policy": "immediate", "budget_burst": 5}, "workload.retry.budget_burst", "needs budget_ratio"),
 ])
 def test_bad_retry_settings_name_the_field(retry, path, message):
     """A wrong retry setting is a ScenarioError naming the field and what it accepts."""
@@ -465,6 +469,8 @@ def test_every_policy_keeps_the_attempt_rules(policy, jitter, seed):
         policy = {**policy, "jitter": jitter}
     if policy["budget_ratio"] is None:
         del policy["budget_ratio"]
+    if policy["policy"] == "immediate":
+        del policy["delay"]  # immediate waits nothing: a delay is refused
     s = Scenario.from_dict({
         "cluster": {"count": 3},
         "network": {"loss": 0.1, "latency": "1ms"},
