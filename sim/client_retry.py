@@ -34,6 +34,17 @@ else ``fail``. A late answer to an attempt that already timed out is ignored:
 the client stopped waiting for it, as a client library that gave up on a
 connection does. The history's ``node``, ``side`` and ``node_up`` describe the
 first attempt; each attempt's node is in the attempts table.
+
+A compare-and-set is retried like a write, except that a precondition failure
+(``error = "precondition failed"``: the server decided the cas and found another
+value) ends the operation: retrying cannot change that decision. Without
+idempotency keys a retry of a cas whose first attempt applied but timed out
+finds its own new value, so fails its precondition, and the operation ends
+``info`` (it may have applied). With keys the server answers the retry with the
+decision it made for the key, so the operation ends ``ok`` if some attempt
+applied it and ``fail`` if the server found another value (then no attempt of
+it ever applies), even after a timed-out attempt. A client's memory of a key's
+value for its next cas follows the operation's outcome, not each attempt's.
 """
 
 from __future__ import annotations

@@ -38,6 +38,7 @@ __all__ = [
     "DuplicateWindow",
     "LatencySpike",
     "ClockSkew",
+    "ClockStep",
     "RandomFaults",
     "FaultsConfig",
 ]
@@ -215,11 +216,16 @@ class LatencySpike(Fault):
 @Fault.register
 @dataclass(frozen=True, kw_only=True)
 class ClockSkew(Fault):
-    """While the fault lasts the node's local clock reads ``t + offset + drift * (t - start)``.
+    """While the fault lasts the node's wall clock reads ``t + offset + drift * (t - start)``.
 
-    It jumps by ``offset`` at ``start`` and then runs ``1 + drift`` times as fast as
-    real time; at ``end`` it is correct again. Only ``Node.clock()`` readings
-    are affected (timers run on simulated time).
+    At ``start`` the wall clock (``Node.clock()``, the timestamps of LWW) jumps by
+    ``offset``, and the node's oscillator runs ``1 + drift`` times as fast as real
+    time: the wall clock, the monotonic clock (``Node.monotonic()``, which measures
+    leases) *and every timer* of the node, which then fires after ``d / (1 + drift)``
+    real ms for a duration of ``d`` local ms. The offset moves readings only: a jump
+    changes no timer and no monotonic duration. At ``end`` the oscillator keeps time
+    again and the wall clock is set right (a jump back to real time); the monotonic
+    clock keeps what it gained or lost, without a jump.
     """
 
     tag: ClassVar[str] = "clock_skew"
@@ -232,7 +238,34 @@ class ClockSkew(Fault):
     def _validate(self, path: str) -> None:
         super()._validate(path)
         if self.drift <= -1:
-            raise ScenarioError(f"{path}.drift", f"must be > -1 (a clock cannot run backwards), got {self.drift}")
+            raise ScenarioError(f"{path}.drift", f"must be > -1 (a clock cannot stop or run backwards), "
+                                f"got {self.drift}")
+
+    def node_refs(self):
+        return [("node", self.node)]
+
+
+@Fault.register
+@dataclass(frozen=True, kw_only=True)
+class ClockStep(Fault):
+    """At ``start`` the node's wall clock jumps by ``by`` (backwards if negative) and stays so.
+
+    An NTP step, or an operator setting the time: only ``Node.clock()`` readings move.
+    Timers and the monotonic clock are unaffected, so durations measured on it
+    (Raft's leases and election timeouts) do not notice. A step is an instant: it has
+    no ``end`` (a later ``clock_skew`` fault that ends sets the wall clock right).
+    """
+
+    tag: ClassVar[str] = "clock_step"
+    start: Duration = fld(0.0)
+    end: MaybeInfDuration = fld(INF)
+    node: str = fld()
+    by: SignedDuration = fld()
+
+    def _validate(self, path: str) -> None:
+        if math.isfinite(self.end):
+            raise ScenarioError(f"{path}.end", f"a clock step is an instant and has no end, got {self.end} ms "
+                                "(use clock_skew for an offset that is undone)")
 
     def node_refs(self):
         return [("node", self.node)]

@@ -96,6 +96,9 @@ class _Outbox:
     def send(self, src: str, dst: str, msg: Any) -> None:
         self.sent.append(Sent(self.clock.now, src, dst, msg))
 
+    def disconnect(self, src: str, dst: str) -> None:
+        """A node closing a connection: nothing to record (connections are the network's)."""
+
 
 class Harness:
     """The nodes of ``scenario``'s protocol with sends and timers captured (see the module docstring).
@@ -145,12 +148,13 @@ class Harness:
     def fire(self, timer: PendingTimer | Timer) -> list[Sent]:
         """Fire one pending timer now (the clock moves to its time if that is later); returns the sends."""
         target = timer.timer if isinstance(timer, PendingTimer) else timer
+        entry = target.heap_entry()  # itself, or its new entry if its node's clock rate changed
         before = len(self.sent)
-        self.env.pop(target)
+        self.env.pop(entry)
         self.env.now = max(self.env.now, target.at)
-        callbacks, target.callbacks = target.callbacks or [], None
+        callbacks, entry.callbacks = entry.callbacks or [], None
         for callback in callbacks:
-            callback(target)
+            callback(entry)
         return self.sent[before:]
 
     def advance(self, ms: float) -> list[Sent]:
@@ -191,10 +195,10 @@ class Harness:
         """Every timer still pending (not fired, not cancelled, its node not crashed since), by due time."""
         out = []
         for at, event in self.env.pending():
-            if isinstance(event, Timer) and not event.cancelled and event.owner.alive \
-                    and event.owner.epoch == event.epoch:
-                name = getattr(event.fn, "__name__", repr(event.fn))
-                out.append(PendingTimer(event.owner.name, at, name, event.args, event))
+            timer = getattr(event, "timer", event)  # a retimed timer's entry names its timer
+            if isinstance(timer, Timer) and timer.heap_entry() is event and timer.pending:
+                name = getattr(timer.fn, "__name__", repr(timer.fn))
+                out.append(PendingTimer(timer.owner.name, at, name, timer.args, timer))
         return out
 
     def timers_of(self, node: str) -> list[PendingTimer]:

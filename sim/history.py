@@ -54,7 +54,10 @@ class History:
 
     ``outcome`` is ``ok`` (happened), ``fail`` (definitely did not happen) or
     ``info`` (unknown: timed out, or still in flight when the run ended).
-    ``value`` is the value written, or for an ``ok`` read the value returned.
+    ``value`` is the value written, or for an ``ok`` read the value returned;
+    for a compare-and-set (``op == "cas"``) it is the pair ``(expected, new)``,
+    and its outcome is ``ok`` (applied), ``fail`` (not applied; ``error`` is
+    ``"precondition failed"`` when the key held another value) or ``info``.
     ``side`` is the client's partition side at invoke (``none`` when no
     partition is active, else ``majority`` or ``minority``); ``node_up`` says
     whether the target node was up at invoke. ``attempts`` is how many requests
@@ -84,7 +87,7 @@ class History:
         self._node = _Names()
         self._side = _Names("none", "majority", "minority")
         self._error = _Names(None)
-        self._write = self._op.codes["write"]
+        self._read = self._op.codes["read"]
         self._frame: pd.DataFrame | None = None
         self.pending = 0
 
@@ -114,7 +117,7 @@ class History:
     def complete(self, row: int, time: float, outcome: str, value: Any = None, error: str | None = None) -> None:
         self._complete[row] = time
         self._outcome.column[row] = self._outcome.code(outcome)
-        if self._op.column[row] != self._write and outcome == "ok":
+        if self._op.column[row] == self._read and outcome == "ok":
             self._values[row] = value
         self._error.column[row] = self._error.code(error)
         self.pending -= 1
@@ -140,6 +143,10 @@ class History:
         frame = pd.DataFrame.from_records(self._attempt_rows, columns=list(ATTEMPT_COLUMNS))
         return frame.astype({"op_id": "int64", "attempt": "int64", "request_id": "int64", "send": "float64",
                              "end": "float64"})
+
+    def operation(self, row: int) -> tuple[str, Any, Any]:
+        """``(op, key, value)`` of the operation at ``row``."""
+        return self._op.names[self._op.column[row]], self._keys[row], self._values[row]
 
     def to_frame(self) -> pd.DataFrame:
         """The history as a DataFrame (built once until the history changes; callers get their own view)."""

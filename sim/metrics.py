@@ -3,7 +3,11 @@
 Only operations invoked in ``[warmup, duration)`` count. Availability is the
 fraction of operations issued to a node that was up that completed ``ok``
 within the client's timeout; it is also split by the client's partition side
-at invoke (``none``: no partition active; ``majority``; ``minority``).
+at invoke (``none``: no partition active; ``majority``; ``minority``). A
+compare-and-set that found another value (``fail`` with ``"precondition
+failed"``) was answered by an available system, so it counts as available.
+Latency is reported for reads and writes, and for compare-and-sets when the
+history has any (``ok`` ones: applied).
 """
 
 from __future__ import annotations
@@ -14,7 +18,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-__all__ = ["measured", "availability", "latency_stats", "timeline", "summarize", "PERCENTILES"]
+from .kernel.messages import CAS_MISMATCH
+
+__all__ = ["measured", "answered", "availability", "latency_stats", "timeline", "summarize", "PERCENTILES"]
 
 PERCENTILES = (("p50", 50.0), ("p95", 95.0), ("p99", 99.0), ("p999", 99.9))
 SIDES = ("none", "majority", "minority")
@@ -26,12 +32,26 @@ def measured(history: pd.DataFrame, warmup: float, duration: float) -> pd.DataFr
     return history[(inv >= warmup) & (inv < duration)]
 
 
+def answered(ops: pd.DataFrame) -> np.ndarray:
+    """Which operations count as available: ``ok``, or a cas that failed finding another value than expected.
+
+    A cas whose retry found another value after an earlier attempt timed out
+    ends ``info`` (the earlier attempt may have applied it): not counted.
+    """
+    outcome = ops["outcome"]
+    done = (outcome == "ok").to_numpy(dtype=bool)
+    if "error" in ops.columns and "op" in ops.columns:
+        done = done | ((ops["op"] == "cas") & (outcome == "fail")
+                       & (ops["error"] == CAS_MISMATCH)).to_numpy(dtype=bool)
+    return done
+
+
 def availability(ops: pd.DataFrame) -> float:
-    """Fraction of operations to an up node that completed ``ok`` (NaN if there are none)."""
-    eligible = ops[ops["node_up"]]
-    if len(eligible) == 0:
+    """Fraction of operations to an up node that were answered (:func:`answered`; NaN if there are none)."""
+    up = ops["node_up"].to_numpy(dtype=bool)
+    if not up.any():
         return math.nan
-    return float((eligible["outcome"] == "ok").mean())
+    return float(answered(ops)[up].mean())
 
 
 def latency_stats(ops: pd.DataFrame) -> dict[str, float]:
@@ -80,6 +100,7 @@ def timeline(history: pd.DataFrame, faults: pd.DataFrame, duration: float, windo
     up = history["node_up"].to_numpy(dtype=bool)[keep]
     side = history["side"].to_numpy()[keep]
     ok = outcome == "ok"
+    done = answered(history)[keep]
 
     def count(mask: np.ndarray) -> np.ndarray:
         return np.bincount(idx[mask], minlength=nbins)[:nbins]
@@ -87,7 +108,7 @@ def timeline(history: pd.DataFrame, faults: pd.DataFrame, duration: float, windo
     def avail(mask: np.ndarray) -> np.ndarray:
         eligible = count(mask & up)
         with np.errstate(invalid="ignore", divide="ignore"):
-            return np.where(eligible > 0, count(mask & up & ok) / np.maximum(eligible, 1), np.nan)
+            return np.where(eligible > 0, count(mask & up & done) / np.maximum(eligible, 1), np.nan)
 
     everything = np.ones(len(idx), dtype=bool)
     out = pd.DataFrame({
@@ -127,7 +148,8 @@ def summarize(history: pd.DataFrame, *, warmup: float, duration: float, network:
         s[f"availability.{side}"] = availability(on_side)
     span_s = (duration - warmup) / 1000.0
     s["throughput"] = s["ok"] / span_s if span_s > 0 else math.nan
-    for op in ("read", "write"):
+    kinds = ("read", "write", "cas") if (history["op"] == "cas").any() else ("read", "write")
+    for op in kinds:
         for k, v in latency_stats(ops[ops["op"] == op]).items():
             s[f"latency.{op}.{k}"] = v
     s["messages.sent"] = int(network.sent)
@@ -136,6 +158,11 @@ def summarize(history: pd.DataFrame, *, warmup: float, duration: float, network:
     for reason in ("partition", "loss", "sender_crashed", "receiver_crashed"):
         s[f"messages.dropped.{reason}"] = int(network.dropped.get(reason, 0))
     s["messages.per_op"] = network.sent / len(history) if len(history) else math.nan
+    transport = getattr(network, "transport", None)  # connections (sim.kernel.transport)
+    s["messages.retransmitted"] = int(transport.retransmitted) if transport is not None else 0
+    for reason in ("timeout", "heartbeat", "reset"):
+        s[f"connections.broken.{reason}"] = int(transport.broken[reason]) if transport is not None else 0
+    s["messages.lost_on_broken_connections"] = int(transport.lost) if transport is not None else 0
     s["faults"] = int(len(faults))
     if extra:
         s.update(extra)

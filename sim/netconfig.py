@@ -18,6 +18,11 @@ else the network's. Without zones a client's traffic to other nodes uses the
 links of its home node (it sits next to it); with zones a client is in its home
 node's zone and reaches every node over its zone's zone pairs, never over node links.
 
+Transport: a message travels as a datagram (independent of every other: it
+may be lost, duplicated or overtaken) or on a connection (per pair FIFO,
+retransmitted until the connection breaks; :mod:`sim.kernel.transport`), as
+``network.transport`` says (:class:`TransportConfig`).
+
 A message's *kind* is the ``kind`` class variable its protocol declares on the
 message class (``kind: ClassVar[str] = "write"``); a protocol lists its message
 classes in :meth:`~sim.protocol.ProtocolConfig.message_types`, and the names a
@@ -28,9 +33,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
-from .config import fld, prob
+from .config import Duration, fld, positive, prob
 from .dists import Constant, Dist, Exponential, parse_dist
 from .errors import ScenarioError
 
@@ -43,8 +48,10 @@ __all__ = [
     "LinkConfig",
     "ZoneLinkConfig",
     "NetworkConfig",
+    "TransportConfig",
     "message_kind",
     "message_names",
+    "message_transport",
     "check_network",
 ]
 
@@ -197,6 +204,67 @@ class ZoneLinkConfig(LinkConfig):
     """Overrides between zone ``src`` and zone ``dst`` (``src == dst``: inside one zone)."""
 
 
+TRANSPORTS = ("datagram", "connection")
+
+
+@dataclass(frozen=True, kw_only=True)
+class TransportConfig:
+    """How messages travel: as datagrams, or on connections (:mod:`sim.kernel.transport`).
+
+    ``mode = "protocol"`` (the default) puts each message class where its
+    protocol declares (a ``transport`` class variable: the messaging broker's
+    AMQP frames on connections, as AMQP runs over TCP; every other message a
+    datagram); ``"datagram"`` or ``"connection"`` puts every message there.
+    ``connection`` and ``datagram`` then name message classes or kinds that go
+    the other way. A connection retransmits what is not acknowledged after
+    ``rto``, doubling up to ``rto_max``, and breaks when its oldest
+    unacknowledged data has seen no progress for ``timeout`` (TCP's user
+    timeout; Linux's default retries give up after about 15 minutes). With
+    ``heartbeat`` set, each end also sends a heartbeat every ``heartbeat / 2``
+    and breaks the connection when it has heard nothing from the peer for
+    ``heartbeat`` (RabbitMQ's semantics: two missed heartbeats), idle or not.
+    The messaging broker's AMQP connections keep their own heartbeat
+    (``protocol.heartbeat``) and need none here.
+    """
+
+    mode: Literal["protocol", "datagram", "connection"] = fld("protocol")
+    connection: tuple[str, ...] = fld((), doc="message classes or kinds sent on connections whatever the mode")
+    datagram: tuple[str, ...] = fld((), doc="message classes or kinds sent as datagrams whatever the mode")
+    timeout: Duration = fld(900_000.0, check=positive, doc="a connection breaks after this long without progress")
+    rto: Duration = fld(200.0, check=positive, doc="first retransmission timeout")
+    rto_max: Duration = fld(120_000.0, check=positive, doc="largest retransmission timeout (it doubles up to this)")
+    heartbeat: Duration | None = fld(None, check=positive,
+                                     doc="break a connection after this long without hearing the peer (none: never)")
+
+    def _validate(self, path: str) -> None:
+        prefix = f"{path}." if path else ""
+        if self.rto_max < self.rto:
+            raise ScenarioError(f"{prefix}rto_max", f"must be >= rto ({self.rto} ms), got {self.rto_max}")
+        for name in ("connection", "datagram"):
+            seen: set[str] = set()
+            for i, item in enumerate(getattr(self, name)):
+                if not item:
+                    raise ScenarioError(f"{prefix}{name}[{i}]", "must be a message class name or kind, got ''")
+                if item in seen:
+                    raise ScenarioError(f"{prefix}{name}[{i}]", f"{item!r} is listed twice")
+                seen.add(item)
+        both = [n for n in self.connection if n in self.datagram]
+        if both:
+            raise ScenarioError(f"{prefix}datagram", f"{both[0]!r} is also listed in connection; a message "
+                                                     "travels one way")
+
+    def on_connection(self, cls: type) -> bool:
+        """Whether messages of class ``cls`` travel on connections."""
+        names = (cls.__name__, message_kind(cls))
+        if any(n in self.connection for n in names if n is not None):
+            return True
+        if any(n in self.datagram for n in names if n is not None):
+            return False
+        if self.mode == "protocol":
+            return message_transport(cls) == "connection"
+        return self.mode == "connection"
+
+
 def _check_links(links: tuple[LinkConfig, ...], path: str) -> None:
     seen: dict[tuple[str, str], int] = {}
     for i, link in enumerate(links):
@@ -229,6 +297,7 @@ class NetworkConfig:
     self_latency: Dist | None = fld(None, doc="a node's message to itself (its own replica)")
     message_latency: MessageLatency | None = fld(None, doc="latency by message kind or class name")
     zone_links: tuple[ZoneLinkConfig, ...] = fld((), doc="overrides between zones; src = dst inside one")
+    transport: TransportConfig = fld(TransportConfig(), doc="datagrams or connections, by message")
 
     def _validate(self, path: str) -> None:
         prefix = f"{path}." if path else ""
@@ -247,6 +316,12 @@ def message_kind(cls: type) -> str | None:
     """The ``kind`` a message class declares (a class variable), or ``None``."""
     kind = getattr(cls, "kind", None)
     return kind if isinstance(kind, str) else None
+
+
+def message_transport(cls: type) -> str:
+    """How a message class's protocol says it travels: its ``transport`` class variable, else ``"datagram"``."""
+    transport = getattr(cls, "transport", None)
+    return transport if transport in TRANSPORTS else "datagram"
 
 
 def message_names(types: Iterable[type]) -> tuple[str, ...]:
@@ -278,6 +353,12 @@ def check_network(scenario: Scenario) -> None:
                for i, link in enumerate(net.zone_links)]
     types = scenario.protocol.message_types()
     accepted = message_names(types)
+    named = [(f"network.transport.{k}", tuple(getattr(net.transport, k))) for k in ("connection", "datagram")]
+    for path, names in named:
+        for i, name in enumerate(names):
+            if name not in accepted:
+                known = ", ".join(accepted) or f"none: protocol {scenario.protocol.tag!r} declares no message types"
+                raise ScenarioError(f"{path}[{i}]", f"unknown message kind or class {name!r}; accepted: {known}")
     for path, table in tables:
         for name in table.names if table else ():
             if name in accepted:

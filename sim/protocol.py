@@ -129,6 +129,15 @@ class ProtocolConfig(Tagged, Generic[S]):
     def check_scenario(self, scenario: Scenario, path: str) -> None:
         """Raise :class:`~sim.errors.ScenarioError` if this protocol cannot run ``scenario``."""
 
+    def cas_refusal(self) -> str | None:
+        """Why this protocol's nodes cannot run compare-and-set client operations (``None``: they can).
+
+        A protocol that serves ``ClientRequest(op="cas")`` overrides this to return
+        ``None`` (or a reason for the configurations it cannot serve); the scenario
+        then accepts ``workload.cas_fraction > 0`` and ``workload.pattern = "counter"``.
+        """
+        return "its nodes serve only read and write"
+
     @classmethod
     def message_types(cls) -> tuple[type, ...]:
         """The message classes this protocol's nodes send (client messages included).

@@ -69,10 +69,18 @@ def format_summary(result: Result) -> str:
     ]
     if sc.workload.clients:
         lines += _operations(s) + [""]
+        counter = result.verdicts.get("counter")
+        if counter is not None:  # workload.pattern = "counter"
+            lines += [verdict_line("counter", counter, counter.explanation), ""]
     dropped = {k.rsplit(".", 1)[1]: v for k, v in s.items() if k.startswith("messages.dropped.") and v}
     drops = ", ".join(f"{k} {v}" for k, v in dropped.items()) or "none"
     lines.append(line("network messages", f"sent {s['messages.sent']}  delivered {s['messages.delivered']}  "
                       f"duplicated {s['messages.duplicated']}  dropped: {drops}"))
+    broken = {r: s.get(f"connections.broken.{r}", 0) for r in ("timeout", "heartbeat", "reset")}
+    if s.get("messages.retransmitted") or any(broken.values()):
+        causes = ", ".join(f"{r} {n}" for r, n in broken.items())
+        lines.append(line("connections", f"retransmitted {s['messages.retransmitted']}  broken: {causes}  "
+                          f"messages lost with them {s['messages.lost_on_broken_connections']}"))
     extra = [(k.split(".", 1)[1], v) for k, v in s.items() if k.startswith("protocol.")]
     for i, chunk in enumerate(_wrapped(extra)):
         lines.append(line("protocol" if i == 0 else "", chunk))
@@ -109,7 +117,9 @@ def _operations(s: dict[str, Any]) -> list[str]:
             "attempts", "attempts_per_op", "retried_ops", "budget_denied"))))
     lines.append("")
     lines.append(f"{'latency (ok ops), ms':<22}{'count':>8}{'p50':>10}{'p95':>10}{'p99':>10}{'p99.9':>10}{'mean':>10}")
-    for op in ("read", "write"):
+    for op in ("read", "write", "cas"):
+        if f"latency.{op}.count" not in s:
+            continue  # cas: only when the workload issued any
         row = f"  {op:<20}{s[f'latency.{op}.count']:>8}"
         for q in ("p50", "p95", "p99", "p999", "mean"):
             row += f"{fmt(s[f'latency.{op}.{q}']):>10}"

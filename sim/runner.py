@@ -18,6 +18,7 @@ import pandas as pd
 
 from . import metrics
 from .checkers.convergence import DivergenceSampler, convergence_summary
+from .checkers.counter import check_counter, final_counter_values
 from .checkers.staleness import staleness_summary
 from .cost import check_cost
 from .errors import ScenarioError
@@ -103,9 +104,19 @@ def _collect(world: World, runtime: float, keep_world: bool) -> Result:
     attempts = _attempts(world)
     if attempts is not None:
         extra.update(_retry_summary(world, history, attempts))
+    counter = None
+    if scenario.workload.pattern == "counter":
+        counter = check_counter(history, final_counter_values([n.replica_state() for n in world.nodes.values()
+                                                               if n.alive]))
+        extra.update({"counter.increments_ok": counter.increments_ok,
+                      "counter.increments_unknown": counter.increments_unknown,
+                      "counter.final_total": counter.final_total,
+                      "counter.lost_increments": counter.lost_increments,
+                      "counter.phantom_increments": counter.phantom_increments})
     divergence = _sampler(world).frame()
     if divergence is not None:
-        writes = history[(history["op"] == "write") & history["complete"].notna()]
+        writes = history[history["op"].isin(("write", "cas")) & history["complete"].notna()
+                         & ((history["op"] == "write") | (history["outcome"] == "ok"))]
         last_write = float(writes["complete"].max()) if len(writes) else float("nan")
         extra.update(convergence_summary(divergence, faults, last_write))
         extra.update(staleness_summary(history, cfg.warmup, cfg.duration))
@@ -124,7 +135,7 @@ def _collect(world: World, runtime: float, keep_world: bool) -> Result:
         trace=trace,
         divergence=divergence,
         tables=_tables(protocol.tables(world, world.state), attempts),
-        verdicts=protocol.verdicts(world, world.state),
+        verdicts=_with_counter(protocol.verdicts(world, world.state), counter),
         meta={"capsim_version": capsim_version(), "sim_end": world.now},
         world=world if keep_world else None,
     )
@@ -158,3 +169,8 @@ def _tables(tables: dict[str, pd.DataFrame], attempts: pd.DataFrame | None) -> d
     if attempts is not None:
         tables = {**tables, "attempts": attempts}
     return tables
+
+
+def _with_counter(verdicts: dict[str, Any], counter: Any) -> dict[str, Any]:
+    """The protocol's verdicts, and the counter verdict of a ``pattern = "counter"`` workload."""
+    return verdicts if counter is None else {**verdicts, "counter": counter}

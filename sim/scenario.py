@@ -23,13 +23,22 @@ from .config import Duration, MaybeInfDuration, at_least, build, fld, nonneg, po
 from .dists import Constant, Dist, resolve_dist_files
 from .errors import ScenarioError
 from .faultspec import LEADER, FaultsConfig
-from .netconfig import LinkConfig, MessageLatency, NetworkConfig, ZoneLinkConfig, Zones, check_network
+from .netconfig import (
+    LinkConfig,
+    MessageLatency,
+    NetworkConfig,
+    TransportConfig,
+    ZoneLinkConfig,
+    Zones,
+    check_network,
+)
 from .protocol import ProtocolConfig, protocol_names
 
 __all__ = [
     "Scenario",
     "ClusterConfig",
     "NetworkConfig",
+    "TransportConfig",
     "LinkConfig",
     "ZoneLinkConfig",
     "MessageLatency",
@@ -93,6 +102,19 @@ class WorkloadConfig:
     operation), ``round_robin`` or ``fixed`` (``target_node``). ``retry`` says
     whether and how a client retries an operation (default: never; see
     :mod:`sim.client_retry`); each attempt waits at most ``timeout``.
+
+    Operations (``pattern = "register"``, the default): a read with probability
+    ``read_fraction``, a compare-and-set with probability ``cas_fraction``, else
+    a write of a new unique value. A compare-and-set ``cas(key, expected, new)``
+    writes a new unique value and expects the last value this client read or
+    wrote for that key (``None``, a key never written, when it knows none), so
+    it succeeds when nobody else wrote the key in between.
+
+    ``pattern = "counter"``: every client increments counters. For a key it
+    knows a value of (``None`` counts as 0) it issues ``cas(key, v, v + 1)``;
+    otherwise, or after a cas that failed or timed out, it reads the key first.
+    ``read_fraction`` does not apply. The run's ``counter`` verdict compares the
+    successful increments with the final value of each key.
     """
 
     clients: int = fld(4, check=at_least(0))
@@ -104,6 +126,8 @@ class WorkloadConfig:
     key_dist: Literal["uniform", "zipf"] = fld("uniform")
     zipf_s: float = fld(1.0, check=positive)
     read_fraction: float = fld(0.5, check=prob)
+    cas_fraction: float = fld(0.0, check=prob, doc="share of compare-and-set operations (register pattern)")
+    pattern: Literal["register", "counter"] = fld("register")
     timeout: MaybeInfDuration = fld(1000.0, check=positive)
     target: Literal["home", "random", "round_robin", "fixed"] = fld("home")
     target_node: str | None = fld(None)
@@ -117,6 +141,16 @@ class WorkloadConfig:
             raise ScenarioError(f"{path}.target_node", f"only applies to target = 'fixed', not {self.target!r}")
         if self.clients > 100_000:
             raise ScenarioError(f"{path}.clients", f"must be <= 100000, got {self.clients}")
+        if self.pattern == "counter" and self.cas_fraction > 0:
+            raise ScenarioError(f"{path}.cas_fraction", "only applies to pattern = 'register'; a counter client "
+                                f"chooses between read and cas itself, got {self.cas_fraction}")
+        if self.read_fraction + self.cas_fraction > 1 + 1e-12:
+            raise ScenarioError(f"{path}.cas_fraction", f"read_fraction + cas_fraction must be at most 1, got "
+                                f"{self.read_fraction} + {self.cas_fraction}")
+
+    def uses_cas(self) -> bool:
+        """Whether the clients issue compare-and-set operations."""
+        return self.pattern == "counter" or self.cas_fraction > 0
 
     def node_refs(self) -> list[tuple[str, str]]:
         refs = [(f"homes[{i}]", n) for i, n in enumerate(self.homes)]
@@ -199,6 +233,12 @@ class Scenario:
                                 f"protocol {self.protocol.tag!r} keeps no duplicate table, so keys would change "
                                 f"nothing; protocols that honour them: {', '.join(honour)}")
         self.protocol.check_scenario(self, "protocol")  # first: a protocol that takes no clients says so
+        if self.workload.uses_cas() and self.workload.clients > 0:
+            why = self.protocol.cas_refusal()
+            if why is not None:
+                field = "pattern" if self.workload.pattern == "counter" else "cas_fraction"
+                raise ScenarioError(f"workload.{field}",
+                                    f"protocol {self.protocol.tag!r} cannot run compare-and-set operations: {why}")
         check_network(self)
         clients = {f"c{i}" for i in range(self.workload.clients)}
         for i, name in enumerate(self.cluster.nodes):

@@ -41,8 +41,11 @@ def test_run_every_example(path, tmp_path, capsys):
     else:
         assert "availability" not in out  # no client operations: nothing to say about them
     own = scenario.protocol.report(loaded)
-    if loaded.verdicts:  # protocols with checkers print their own section with each verdict
-        assert sum(line.startswith("verdict") for line in own) == len(loaded.verdicts), own
+    workload_verdicts = {"counter"} & set(loaded.verdicts)  # the workload's, printed with the operations
+    for name in workload_verdicts:
+        assert any(line.startswith("verdict") and f" {name}: " in line for line in out.splitlines()), out
+    if len(loaded.verdicts) > len(workload_verdicts):  # protocols with checkers print each verdict of theirs
+        assert sum(line.startswith("verdict") for line in own) == len(loaded.verdicts) - len(workload_verdicts), own
     else:  # key-value stores: their counters
         assert any(line.startswith("protocol ") for line in out.splitlines()), out
     for line in own:
@@ -137,8 +140,9 @@ def test_protocols_lists_every_protocol_and_describes_each(capsys):
     rows = {ln.split()[0]: ln for ln in raft.splitlines()
             if ln and not ln.startswith(("raft:", "field", "module", "messages"))}
     assert set(rows) == {"election_timeout_min", "election_timeout_max", "heartbeat", "read_mode", "check_quorum",
-                         "pre_vote", "lease_drift_bound", "lease_margin", "max_batch", "forward",
-                         "dedup", "dedup.ttl", "dedup.max_entries"}
+                         "pre_vote", "lease_drift_bound", "lease_margin", "max_batch", "forward", "forward_ttl",
+                         "snapshot_threshold", "snapshot_timeout", "snapshot_record_time",
+                         "dedup_window", "dedup", "dedup.ttl", "dedup.max_entries"}
     assert "duration (ms)" in rows["heartbeat"] and "50 ms" in rows["heartbeat"] and "> 0" in rows["heartbeat"]
     assert '"read_index" | "lease" | "log" | "local"' in rows["read_mode"]
     assert main(["protocols", "messaging"]) == 0

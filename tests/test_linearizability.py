@@ -429,7 +429,9 @@ def test_bad_input_is_rejected_with_a_clear_message():
     """Missing columns, unknown ops or outcomes and bad time limits raise ValueError."""
     with pytest.raises(ValueError, match="missing column"):
         check_linearizable(hist(w(1, 0, 1)).drop(columns=["outcome"]))
-    with pytest.raises(ValueError, match="op must be"):
+    with pytest.raises(ValueError, match="op must be 'read', 'write' or 'cas'"):
+        check_linearizable(hist(("c", "incr", 0, 1, 0, 1, "ok")))
+    with pytest.raises(ValueError, match=r"cas's value must be the pair \(expected, new\), got value=1"):
         check_linearizable(hist(("c", "cas", 0, 1, 0, 1, "ok")))
     with pytest.raises(ValueError, match="outcome must be"):
         check_linearizable(hist(w(1, 0, 1, "maybe")))

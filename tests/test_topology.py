@@ -313,8 +313,8 @@ def test_the_base_of_the_error_cases_is_valid():
     ("network.message_latency", 5, "network.message_latency: must be a table of message kind or class name"),
     ("network.message_latency", {"write": "soon"}, "network.message_latency.write: must be a duration"),
     ("network.message_latency", {"Bogus": 1}, "network.message_latency.Bogus: unknown message kind or class; "
-     "protocol 'quorum' accepts ClientRequest, ClientReply, Put, PutAck, Get, GetReply, write, write_ack, read, "
-     "read_reply"),
+     "protocol 'quorum' accepts ClientRequest, ClientReply, Put, PutAck, Get, GetReply, TreeLevel, LeafEntries, "
+     "write, write_ack, read, read_reply, anti_entropy"),
     ("network.links.0.message_latency", {"ack": 1}, "network.links[0].message_latency.ack: unknown message"),
     ("network.zone_links.0.message_latency", {"": 1}, "network.zone_links[0].message_latency: keys must be"),
     ("network.zone_links.0.src", "c", "network.zone_links[0].src: unknown zone 'c'; zones are a, b"),

@@ -2,6 +2,7 @@
 
 from .atomicity import AtomicityResult, check_atomicity
 from .convergence import convergence_summary, divergent_keys
+from .counter import CounterResult, check_counter
 from .delivery import DeliveryReport, check_delivery
 from .linearizability import LinearizabilityResult, check_linearizable
 from .lost_writes import LostWritesResult, lost_writes
@@ -20,6 +21,8 @@ __all__ = [
     "divergent_keys",
     "convergence_summary",
     "lost_writes",
+    "check_counter",
+    "CounterResult",
     "LostWritesResult",
     "check_atomicity",
     "AtomicityResult",

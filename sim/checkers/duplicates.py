@@ -20,6 +20,12 @@ applies the same slots again, which is no duplicate):
 * ``lost_ok``: ``ok`` writes that no server applied (a server that acknowledges
   before applying, or a record with rows missing).
 
+A compare-and-set counts as a write of its new value. It guards itself against
+a plain retry (the retry finds the value its first attempt wrote and fails its
+precondition), so it shows up here only through a server bug, or when values
+repeat: a ``counter`` workload's increments share values, and its runs have no
+duplicates verdict (the counter verdict judges them).
+
 ``ok`` is True when no operation was applied twice and none after a ``fail``.
 """
 
@@ -34,7 +40,7 @@ __all__ = ["duplicate_applications", "DuplicatesResult"]
 
 @dataclass(frozen=True, eq=False)
 class DuplicatesResult:
-    """Counts plus ``table``: one row per write in the history with its ``applied`` count."""
+    """Counts plus ``table``: one row per write or cas of the history (``value``: what it writes) and ``applied``."""
 
     writes: int
     duplicated: int
@@ -58,10 +64,15 @@ def duplicate_applications(history: pd.DataFrame, applications: pd.DataFrame) ->
 
     ``applications`` needs a ``value`` column (one row per application), and
     may have ``node`` and ``slot`` columns; every value in it must be the value
-    of a write in ``history``.
+    of a write in ``history``, or the new value of a compare-and-set (``op``
+    ``cas``, whose history value is the pair ``(expected, new)``).
     """
-    writes = history[history["op"] == "write"]
+    writes = history[history["op"].isin(("write", "cas"))]
     values = writes["value"]
+    cas = (writes["op"] == "cas").to_numpy(dtype=bool)
+    if cas.any():  # a compare-and-set writes the second of its (expected, new) pair
+        values = values.copy()
+        values[cas] = [pair[1] for pair in values[cas]]
     if values.duplicated().any():
         dup = values[values.duplicated()].iloc[0]
         raise ValueError(f"two writes in the history wrote {dup!r}: values must identify operations")
@@ -70,8 +81,9 @@ def duplicate_applications(history: pd.DataFrame, applications: pd.DataFrame) ->
     if unknown:
         raise ValueError(f"applications of values no write in the history wrote: {sorted(unknown, key=repr)[:5]}")
     applied = values.map(counts).fillna(0).astype("int64")
-    table = writes[["op_id", "client", "key", "value", "outcome", "attempts"]
-                   if "attempts" in writes.columns else ["op_id", "client", "key", "value", "outcome"]].copy()
+    columns = ["op_id", "client", "op", "key", "value", "outcome"]
+    table = writes[columns + ["attempts"] if "attempts" in writes.columns else columns].copy()
+    table["value"] = values.to_numpy()
     table["applied"] = applied.to_numpy()
     outcome = table["outcome"].to_numpy()
     times = table["applied"].to_numpy()

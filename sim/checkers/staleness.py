@@ -1,7 +1,8 @@
 """Staleness of reads: k-staleness per read, stale-read counts and t-visibility.
 
-A key's committed versions are its ``ok`` writes; a write *commits* when its
-client sees it complete. For a read that started at ``s`` and returned the value
+A key's committed versions are its ``ok`` writes (and ``ok`` compare-and-sets,
+writes of their new value; an ``info`` one counts as an ``info`` write); a write
+*commits* when its client sees it complete. For a read that started at ``s`` and returned the value
 of write ``v``, the read is *k versions stale* where ``k`` counts the writes that
 committed before ``s`` and were invoked after ``v`` completed: writes that
 certainly superseded ``v`` in real time before the read began. Concurrent writes
@@ -80,6 +81,12 @@ def _staleness(h: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.
     complete = h["complete"].to_numpy(dtype=float)
     is_write = (op == "write") & keyed
     values = h["value"].to_numpy(dtype=object)
+    is_cas = (op == "cas") & keyed & (h["outcome"] != "fail").to_numpy()
+    if is_cas.any():  # an applied (or maybe applied) cas is a write of its new value
+        values = values.copy()
+        for i in np.flatnonzero(is_cas).tolist():
+            values[i] = values[i][1]
+        is_write = is_write | is_cas
 
     # the ok writes, sorted by (key, commit time)
     oks = np.flatnonzero(is_write & ok)

@@ -10,6 +10,7 @@ from simpy.core import URGENT
 from ..faultspec import (
     LEADER,
     ClockSkew,
+    ClockStep,
     Crash,
     DuplicateWindow,
     Fault,
@@ -118,6 +119,8 @@ class FaultInjector:
             net.add_overlay(key, fault)
         elif isinstance(fault, ClockSkew):
             self.world.nodes[fault.node].set_clock_skew(fault.offset, fault.drift)
+        elif isinstance(fault, ClockStep):
+            self.world.nodes[fault.node].step_clock(fault.by)
         else:  # pragma: no cover - every concrete kind is handled above
             raise TypeError(f"cannot apply fault {fault!r}")
         self.world.record_fault_event(fault, "start")

@@ -9,6 +9,10 @@ Effective parameters are computed once per (src, dst) pair, or per (src, dst,
 message class) when some latency is set by message, and cached until the
 faults change, so the per-message path is a few dict lookups and comparisons.
 
+Messages of the classes ``network.transport`` puts on connections go through
+:class:`~sim.kernel.transport.Transport` instead (per-pair FIFO, retransmitted
+until the connection breaks); its segments and acks travel as datagrams here.
+
 Crashes: a crashed endpoint sends nothing, and a message in flight to an
 endpoint that crashes (or crashed and recovered) before it arrives is lost. A
 message already in flight from an endpoint that then crashes is still
@@ -26,6 +30,7 @@ from simpy.events import NORMAL
 from ..dists import Dist, buffered_sampler, uniform_sampler
 from ..netconfig import LinkConfig, MessageLatency, NetworkConfig, Zones, message_kind
 from ..rng import Streams
+from .transport import Transport
 
 __all__ = ["Network", "DROP_REASONS"]
 
@@ -47,7 +52,7 @@ class _LinkState:
 class _Delivery:
     """A message in flight: a minimal SimPy-schedulable event (its fields are set right after creation)."""
 
-    __slots__ = ("callbacks", "_ok", "src", "dst", "msg", "epoch", "mid")
+    __slots__ = ("callbacks", "_ok", "src", "dst", "msg", "epoch", "mid", "arrive")
 
     callbacks: Any  # SimPy sets it to None once the event has run
     _ok: bool
@@ -56,6 +61,7 @@ class _Delivery:
     msg: Any
     epoch: int
     mid: int
+    arrive: Callable[[str, str, Any], None]  # a transport segment's handler
 
 
 class Network:
@@ -88,11 +94,13 @@ class Network:
         self.delivered = 0
         self.duplicated = 0
         self.dropped: Counter[str] = Counter()
-        self._sent_by_type: dict[type, int] = {}
+        self._sent_by_type: dict[type, list] = {}  # class -> [messages sent, whether on connections]
         self._deliver_cb = [self._deliver]
         self._trace: list[tuple] | None = [] if trace else None
         self._late_drops: dict[int, tuple[float, str]] = {}
         self._next_mid = 0
+        self.transport = Transport(self, config.transport)
+        self._segment_cb = [self._deliver_segment]
 
     # -- topology --------------------------------------------------------------
     def attach(self, endpoint: Any) -> None:
@@ -104,18 +112,23 @@ class Network:
 
     # -- sending -------------------------------------------------------------
     def send(self, src: str, dst: str, msg: Any) -> None:
-        counts = self._sent_by_type
         cls = msg.__class__
-        counts[cls] = counts.get(cls, 0) + 1
+        sent = self._sent_by_type.get(cls)
+        if sent is None:  # first of its class: count it, and look up how it travels once
+            sent = self._sent_by_type[cls] = [0, self.config.transport.on_connection(cls)]
+        sent[0] += 1
+        if sent[1]:
+            self.transport.send(src, dst, msg)
+            return
         blocked = self._blocked
         if blocked and src in blocked.get(dst, ()):
-            self._drop_at_send(src, dst, msg, "partition")
+            self._drop_at_send(src, dst, msg, "partition", self._trace)
             return
         state = self._states.get((src, dst, cls) if self._by_message else (src, dst))
         if state is None:
             state = self._link_state(src, dst, cls)
         if state.loss and self._u_loss() < state.loss:
-            self._drop_at_send(src, dst, msg, "loss")
+            self._drop_at_send(src, dst, msg, "loss", self._trace)
             return
         delay = state.latency()
         if state.reorder and self._u_reorder() < state.reorder:
@@ -152,6 +165,70 @@ class Network:
             self._trace_send(self._trace, d, delay)
         self.env.schedule(d, NORMAL, delay)
 
+    def transmit(self, src: str, dst: str, payload: Any, cls: type, arrive: Callable[[str, str, Any], None],
+                 shown: Any = None) -> None:
+        """Send a transport segment, ack or reset like a datagram of class ``cls``.
+
+        ``arrive(src, dst, payload)`` runs when it reaches a live ``dst`` that has
+        not restarted since. ``shown`` is the message the trace shows (a data
+        segment's; acks and resets are not traced).
+        """
+        trace = self._trace if shown is not None else None
+        blocked = self._blocked
+        if blocked and src in blocked.get(dst, ()):
+            self._drop_at_send(src, dst, shown, "partition", trace)
+            return
+        state = self._states.get((src, dst, cls) if self._by_message else (src, dst))
+        if state is None:
+            state = self._link_state(src, dst, cls)
+        if state.loss and self._u_loss() < state.loss:
+            self._drop_at_send(src, dst, shown, "loss", trace)
+            return
+        copies = 2 if state.duplicate and self._u_dup() < state.duplicate else 1
+        self.duplicated += copies - 1
+        for _ in range(copies):
+            delay = state.latency()
+            if state.reorder and self._u_reorder() < state.reorder:
+                delay += self._reorder_delay()
+            for extra in state.extra:
+                delay += extra()
+            d = _Delivery()
+            d.callbacks = self._segment_cb
+            d._ok = True
+            d.src = src
+            d.dst = ep = self.endpoints[dst]
+            d.msg = payload
+            d.epoch = ep.epoch
+            d.arrive = arrive
+            if trace is not None:
+                d.msg = shown
+                self._trace_send(trace, d, delay)
+                d.msg = payload
+            else:
+                d.mid = -1
+            self.env.schedule(d, NORMAL, delay)
+
+    def _deliver_segment(self, d: _Delivery) -> None:
+        ep = d.dst
+        if ep.alive and ep.epoch == d.epoch:
+            d.arrive(d.src, ep.name, d.msg)
+        else:
+            self.dropped["receiver_crashed"] += 1
+            if self._trace is not None and d.mid >= 0:
+                self._late_drops[d.mid] = (self.env.now, "receiver_crashed")
+
+    def hand_over(self, ep: Any, src: str, msg: Any) -> None:
+        """Give ``msg`` from ``src`` to endpoint ``ep``'s handler (a message a connection delivers)."""
+        self.delivered += 1
+        handler = ep._handlers.get(msg.__class__)
+        if handler is None:
+            handler = ep._resolve(msg.__class__)
+        handler(msg, src)
+
+    def disconnect(self, src: str, dst: str) -> None:
+        """``src`` closes its connection with ``dst`` (see :mod:`sim.kernel.transport`)."""
+        self.transport.disconnect(src, dst)
+
     def _trace_send(self, trace: list[tuple[Any, ...]], d: _Delivery, delay: float) -> None:
         d.mid = self._next_mid
         self._next_mid += 1
@@ -161,12 +238,12 @@ class Network:
     @property
     def sent(self) -> int:
         """Messages handed to the network (before loss, partitions and duplication)."""
-        return sum(self._sent_by_type.values())
+        return sum(n for n, _ in self._sent_by_type.values())
 
     @property
     def sent_by_type(self) -> dict[str, int]:
         """Messages sent (including dropped ones) per message class name."""
-        return {cls.__name__: n for cls, n in self._sent_by_type.items()}
+        return {cls.__name__: n for cls, (n, _) in self._sent_by_type.items()}
 
     def _deliver(self, d: _Delivery) -> None:
         ep = d.dst
@@ -182,12 +259,12 @@ class Network:
             if self._trace is not None:
                 self._late_drops[d.mid] = (self.env.now, "receiver_crashed")
 
-    def _drop_at_send(self, src: str, dst: str, msg: Any, reason: str) -> None:
+    def _drop_at_send(self, src: str, dst: str, msg: Any, reason: str, trace: list[tuple] | None = None) -> None:
         self.dropped[reason] += 1
-        if self._trace is not None:
+        if trace is not None:
             mid = self._next_mid
             self._next_mid += 1
-            self._trace.append((mid, src, dst, msg.__class__.__name__, self.env.now, float("nan"), reason, repr(msg)))
+            trace.append((mid, src, dst, msg.__class__.__name__, self.env.now, float("nan"), reason, repr(msg)))
 
     def trace_rows(self) -> list[tuple]:
         """Trace rows: (id, src, dst, type, send, deliver, drop_reason, message)."""

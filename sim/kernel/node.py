@@ -43,6 +43,8 @@ class Outbox(Protocol):
 
     def send(self, src: str, dst: str, msg: Any) -> None: ...
 
+    def disconnect(self, src: str, dst: str) -> None: ...
+
 
 class Host(Protocol):
     """What a node may use of the world it runs in (a World, or a Harness in tests)."""
@@ -79,9 +81,12 @@ class Timer:
     """A pending callback; :meth:`cancel` stops it. Costs one SimPy heap entry.
 
     A timer set before its owner crashed never fires (the owner's epoch changed).
+    ``at`` is the simulated time it is due. A node's timers measure its local clock:
+    when the node's clock rate changes while a timer is pending, the timer moves to
+    a new heap entry (:class:`_Retimed`) and its first one no longer fires.
     """
 
-    __slots__ = ("callbacks", "_ok", "owner", "epoch", "fn", "args", "at", "cancelled")
+    __slots__ = ("callbacks", "_ok", "owner", "epoch", "fn", "args", "at", "cancelled", "entry")
 
     callbacks: list[Callable[[object], None]] | None  # SimPy sets it to None once the event has run
 
@@ -92,6 +97,7 @@ class Timer:
         self.fn = fn
         self.args = args
         self.cancelled = False
+        self.entry: _Retimed | None = None  # None: the timer is its own heap entry
         env = owner.env
         self.at = env.now + delay
         self.callbacks = [self._fire]
@@ -104,6 +110,34 @@ class Timer:
 
     def cancel(self) -> None:
         self.cancelled = True
+
+    @property
+    def pending(self) -> bool:
+        """Neither fired nor cancelled, and its owner has not crashed since it was set."""
+        owner = self.owner
+        return bool(self.heap_entry().callbacks) and not self.cancelled and owner.alive and owner.epoch == self.epoch
+
+    def heap_entry(self) -> Timer | _Retimed:
+        """The scheduled event that will fire this timer (itself unless it was retimed)."""
+        return self if self.entry is None else self.entry
+
+    def _retime(self, delay: float) -> None:
+        """Fire ``delay`` ms from now instead (the owner's clock rate changed)."""
+        self.heap_entry().callbacks = []  # the old entry still pops, and runs nothing
+        self.entry = _Retimed(self, delay)
+        self.at = self.owner.env.now + delay
+
+
+class _Retimed:
+    """A timer's heap entry after its node's clock rate changed while it was pending."""
+
+    __slots__ = ("callbacks", "_ok", "timer")
+
+    def __init__(self, timer: Timer, delay: float) -> None:
+        self._ok = True
+        self.timer = timer
+        self.callbacks: list[Callable[[object], None]] | None = [timer._fire]
+        timer.owner.env.schedule(self, NORMAL, delay)
 
 
 class _Wakeup:
@@ -139,6 +173,23 @@ class Endpoint:
         if self.alive:
             self.net.send(self.name, dst, msg)
 
+    def disconnect(self, peer: str) -> None:
+        """Close this endpoint's connection with ``peer``, if any (:mod:`sim.kernel.transport`).
+
+        Unacknowledged messages on it are dropped and the peer is told nothing: it
+        learns by its timeout, its heartbeats or a reset, as from a closed socket.
+        """
+        if self.alive:
+            self.net.disconnect(self.name, peer)
+
+    def on_connection_broken(self, peer: str, reason: str) -> None:
+        """Hook: the connection with ``peer`` broke (``reason``: ``"timeout"`` or ``"reset"``).
+
+        What this endpoint had sent on it and not had acknowledged is lost; its
+        next message to ``peer`` opens a new connection. Only messages that travel
+        on connections (``network.transport``) break connections.
+        """
+
     def set_timer(self, delay: float, fn: Callable[..., Any], *args: Any) -> Timer:
         """Call ``fn(*args)`` after ``delay`` ms unless cancelled or the owner crashes first."""
         return Timer(self, delay, fn, args, False)
@@ -167,8 +218,13 @@ class Node(Endpoint):
         super().__init__(world, name)
         self.disk: dict[str, Any] = {}
         self.crashes = 0
-        self._clock_offset = 0.0
+        # the local clock (see the clock section below): both readings are
+        # shift + rate * simulated time, exactly simulated time until a clock fault
         self._clock_rate = 1.0
+        self._wall_shift = 0.0
+        self._mono_shift = 0.0
+        self._timers: list[Timer] = []  # may be pending: retimed when the clock rate changes
+        self._timers_cap = 256
 
     def start(self) -> None:
         self.boot()
@@ -239,13 +295,68 @@ class Node(Endpoint):
         crashes = self.crashes
         _Wakeup(self.env, delay, lambda: self.recover() if self.crashes == crashes else None)
 
-    # -- local clock (skew and drift come from the fault schedule) -------------
+    # -- local clock (skew, drift and steps come from the fault schedule) -------------
+    # A node has one oscillator and two readings of it, as an operating system does.
+    # The oscillator runs at ``rate`` = 1 + drift times real (simulated) speed.
+    # ``monotonic()`` counts its ticks: it never jumps and never goes back, and the
+    # node's timers run on it (a timer of d ms fires after d / rate real ms).
+    # ``clock()`` is the wall clock (time of day): the same ticks plus an offset that
+    # clock faults set or step, so it can jump, backwards too. Use ``clock()`` for
+    # timestamps that other nodes compare (LWW), ``monotonic()`` to measure durations
+    # (leases, "heard from the leader lately"), as real systems do; a step then moves
+    # timestamps but no timer or duration, and a rate error moves all of them.
+
+    def set_timer(self, delay: float, fn: Callable[..., Any], *args: Any) -> Timer:
+        """Call ``fn(*args)`` once the local clock has advanced ``delay`` ms (unless
+        cancelled or the node crashes first): after ``delay / rate`` simulated ms."""
+        timer = Timer(self, delay / self._clock_rate, fn, args, False)
+        timers = self._timers
+        timers.append(timer)
+        if len(timers) > self._timers_cap:  # drop fired and cancelled ones, amortised O(1)
+            self._timers = timers = [t for t in timers if (t.entry or t).callbacks and not t.cancelled]
+            self._timers_cap = max(256, 2 * len(timers))
+        return timer
+
     def clock(self) -> float:
-        """This node's local clock reading in ms (simulated time, skewed)."""
-        return self._clock_offset + self._clock_rate * self.env.now
+        """This node's wall clock reading in ms (simulated time, skewed, drifting, stepped)."""
+        return self._wall_shift + self._clock_rate * self.env.now
+
+    def monotonic(self) -> float:
+        """This node's monotonic clock in ms: drifts with the clock rate, never jumps.
+
+        Equal to simulated time until a fault changes the node's clock rate.
+        """
+        return self._mono_shift + self._clock_rate * self.env.now
+
+    @property
+    def clock_rate(self) -> float:
+        """Local ms per simulated ms (1 + drift)."""
+        return self._clock_rate
 
     def set_clock_skew(self, offset: float, drift: float) -> None:
-        """From now (``t0``) the clock reads ``t + offset + drift * (t - t0)``: it jumps by
-        ``offset`` and then gains ``drift`` ms per ms."""
-        self._clock_offset = offset - drift * self.env.now
-        self._clock_rate = 1.0 + drift
+        """From now (``t0``) the wall clock reads ``t + offset + drift * (t - t0)``: it jumps
+        by ``offset`` and then gains ``drift`` ms per ms. The monotonic clock and the
+        timers run at the new rate ``1 + drift`` from now on, without a jump."""
+        if not drift > -1.0:
+            raise ValueError(f"clock drift must be > -1 (a clock cannot stop or run backwards), got {drift}")
+        now = self.env.now
+        self._wall_shift = offset - drift * now
+        self._set_rate(1.0 + drift)
+
+    def step_clock(self, by: float) -> None:
+        """The wall clock jumps by ``by`` ms (backwards if negative), as when NTP steps it;
+        the monotonic clock and pending timers are unaffected."""
+        self._wall_shift += by
+
+    def _set_rate(self, rate: float) -> None:
+        old = self._clock_rate
+        if rate == old:
+            return
+        now = self.env.now
+        self._mono_shift += (old - rate) * now  # continuous at now: shift + rate * now unchanged
+        self._clock_rate = rate
+        timers = [t for t in self._timers if t.pending]
+        for timer in timers:
+            if timer.at > now:
+                timer._retime((timer.at - now) * old / rate)
+        self._timers = timers

@@ -3,11 +3,15 @@
 Connections: a client opens one (``ConnectionOpen``) and both sides exchange
 heartbeats every ``heartbeat / 2``; a side that hears nothing from the other for
 ``heartbeat`` ms considers the connection dead (RabbitMQ's two missed
-heartbeats). The broker then closes the channel, which requeues its unacked
-messages. A client that closes its connection, or whose process dies (the OS
-closes the socket), is noticed at once. A frame on a connection the broker does
-not know (e.g. after a broker restart) is answered with ``ConnectionClosed``,
-as a TCP reset would be.
+heartbeats) and closes its socket. The broker then closes the channel, which
+requeues its unacked messages (marked redelivered). The frames travel on the
+network's connections (:mod:`sim.kernel.transport`, the default), so a
+partition shorter than the heartbeat only delays them; when the network
+connection itself breaks (its ``timeout``, or a reset) the broker closes every
+channel of that client at once. A client that closes its connection, or whose
+process dies (the OS closes the socket), is noticed at once. A frame on a
+connection the broker does not know (e.g. with frames sent as datagrams, after a
+broker restart) is answered with ``ConnectionClosed``, as a TCP reset would be.
 
 Crash and recovery: the :class:`Broker` object lives in ``self.disk`` and
 :meth:`Broker.crash` discards what a real broker loses (see
@@ -125,10 +129,19 @@ class BrokerNode(Node):
         for conn, st in list(self.conns.items()):
             if now - st.last > self.cfg.heartbeat:
                 del self.conns[conn]
+                if all(other.client != st.client for other in self.conns.values()):
+                    self.disconnect(st.client)  # the broker closes the socket
                 self._emit(self.broker.close_channel(now, conn, "heartbeat_timeout"))
             else:
                 self.send(st.client, Heartbeat(conn))
         self.set_timer(self.cfg.heartbeat / 2, self._heartbeat)
+
+    def on_connection_broken(self, peer: str, reason: str) -> None:
+        """The network connection to ``peer`` broke: every AMQP connection of that client is gone."""
+        for conn, st in list(self.conns.items()):
+            if st.client == peer:
+                del self.conns[conn]
+                self._emit(self.broker.close_channel(self.now, conn, f"connection_{reason}"))
 
     # -- AMQP methods -------------------------------------------------------------------
     def handle_BasicPublish(self, msg: BasicPublish, src: str) -> None:

@@ -2,8 +2,10 @@
 
 :class:`AmqpClient` keeps one connection to the broker: it opens it (retrying
 every ``reconnect_delay``), sends heartbeats every ``heartbeat / 2``, declares
-it dead after ``heartbeat`` ms of silence or when the broker says it is gone,
-and reconnects. Connection ids (``<node>#<n>``) are never reused, so a frame
+it dead after ``heartbeat`` ms of silence (closing its socket: the network
+connection goes with it), when the broker says it is gone or when the network
+connection breaks (its timeout, or a reset from a restarted broker), and
+reconnects. Connection ids (``<node>#<n>``) are never reused, so a frame
 from an old connection is recognised as such. No automatic recovery of
 consumers or unconfirmed publishes happens below the application: each node
 decides what to do on reconnect (as with pika without automatic recovery).
@@ -82,6 +84,11 @@ class AmqpClient(Node):
     def handle_Heartbeat(self, msg: Heartbeat, src: str) -> None:
         self.heard(msg.conn)
 
+    def on_connection_broken(self, peer: str, reason: str) -> None:
+        """The network connection to the broker broke: the AMQP connection on it is gone."""
+        if peer == self.broker_name and self.conn is not None:
+            self._lost(f"connection_{reason}")
+
     def heard(self, conn: str) -> bool:
         """Note traffic from the broker; False if it came on a connection no longer in use."""
         if conn != self.conn:
@@ -92,6 +99,7 @@ class AmqpClient(Node):
     def _heartbeat(self) -> None:
         if self.conn is not None:
             if self.now - self.last_heard > self.cfg.heartbeat:
+                self.disconnect(self.broker_name)  # the client library closes the socket
                 self._lost("heartbeat_timeout")
             else:
                 self.send(self.broker_name, Heartbeat(self.conn))

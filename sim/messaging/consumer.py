@@ -5,15 +5,19 @@ consumer does (attempt numbers, dedup, failures, crashes, the retry policy);
 this node carries its decisions out with frames and timers, and turns what
 arrives into the core's inputs. What is the simulation's own stays here:
 
-* the network may repeat a frame that TCP would have delivered once, so a
-  repeated ``basic.deliver`` (same delivery tag on the same connection) is
-  dropped, and ``basic.consume`` is sent again every ``reconnect_delay``
-  until the broker answers;
+* with the frames sent as datagrams (``network.transport``; by default they
+  travel on connections, which never repeat or lose one) the network may
+  repeat a frame that TCP would have delivered once, so a repeated
+  ``basic.deliver`` (same delivery tag on the same connection) is dropped, and
+  ``basic.consume`` is sent again every ``reconnect_delay`` until the broker
+  answers;
 * a delivery that arrives on a connection the node has already given up is
   never seen by the client library (``abandon`` with reason ``stale_connection``);
 * a crash the consumer decides closes its socket with it, so the broker
   requeues its unacked messages at once; crashes from the fault schedule (a
-  machine failing) are only noticed by the broker through missed heartbeats.
+  machine failing) are noticed by the broker through missed heartbeats, or,
+  once the machine is back, by the reset its first frame on the old
+  connection gets (:mod:`sim.kernel.transport`).
   The process restarts ``restart_after`` after its own crash.
 """
 

@@ -80,7 +80,10 @@ A complete scenario in TOML (``tests/test_broker_scenario.py`` runs it)::
 Faults come from ``[faults]`` as for any protocol: ``crash`` the broker node
 (persistence rules of :mod:`sim.messaging.broker`; ``clean = true`` for a clean
 restart, which changes which recovered messages are marked redelivered), a consumer node (its
-connection then times out) or a downstream; partition any of them.
+connection then times out) or a downstream; partition any of them. The AMQP frames travel
+on the network's connections (``network.transport``): a partition shorter than the
+``heartbeat`` delays them, a longer one closes the connection and the broker requeues its
+unacked messages (:mod:`sim.messaging.broker_node`).
 """
 
 from __future__ import annotations
@@ -98,6 +101,7 @@ from ..protocol import ProtocolConfig, register_protocol
 from .broker_node import BrokerNode
 from .clients import DownstreamNode, PublisherNode
 from .consumer import ConsumerNode
+from .frames import FRAME_TYPES
 from .history import MessageLog
 from .idempotency import DedupStore, IdempotencySpec
 from .report import delivery_lines
@@ -238,6 +242,10 @@ class MessagingConfig(ProtocolConfig[MessagingState]):
     consumer_timeout: MaybeInfDuration = fld(1_800_000.0, check=positive)
     depth_interval: Duration | None = fld(None, check=positive, every="run")
     shared_store_capacity: int | None = fld(None, check=at_least(1))
+
+    @classmethod
+    def message_types(cls) -> tuple[type, ...]:
+        return FRAME_TYPES
 
     def node_refs(self) -> list[tuple[str, str]]:
         refs = [("broker", self.broker)]

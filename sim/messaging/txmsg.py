@@ -181,6 +181,11 @@ class TxMsgConfig(ProtocolConfig["TxMsgState"]):
     reconnect_delay: Duration = fld(200.0, check=positive)
     consumer_timeout: MaybeInfDuration = fld(1_800_000.0, check=positive)
 
+    @classmethod
+    def message_types(cls) -> tuple[type, ...]:
+        """The AMQP frames (on connections by default) and the half-message store's messages (datagrams)."""
+        return (*MessagingConfig.message_types(), Half, HalfAck, End, CheckBack, CheckReply)
+
     def _validate(self, path: str) -> None:
         if not self.producers:
             raise ScenarioError(f"{path}.producers", "must list at least one producer")

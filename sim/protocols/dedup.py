@@ -67,6 +67,14 @@ class DedupTable:
     def __len__(self) -> int:
         return len(self._entries)
 
+    def copy(self) -> DedupTable:
+        """An independent copy: the same entries (with the times they were stored), bounds and counts."""
+        new = DedupTable.__new__(DedupTable)
+        new.ttl, new.max_entries = self.ttl, self.max_entries
+        new._entries = OrderedDict(self._entries)
+        new.expired, new.evicted, new.hits = self.expired, self.evicted, self.hits
+        return new
+
     def _expire(self, now: float) -> None:
         if math.isinf(self.ttl):
             return

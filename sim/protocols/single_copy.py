@@ -2,13 +2,16 @@
 
 The simplest "CP" system: while the owner is reachable every operation is
 linearizable; clients cut off from it (or whose proxy node is) get nothing.
+A compare-and-set is decided by the owner in one step (counted as a write when
+it applies, as a read when it finds another value).
 Other nodes forward requests to the owner (``forward = true``) or refuse them.
 
-The owner honours idempotency keys (:mod:`sim.protocols.dedup`): a write whose
-key it already applied is answered ``ok`` again without being applied; the
-duplicate table (bounded by ``dedup.ttl`` and ``dedup.max_entries``) is on disk
-with the data when ``durable``. With client retries every write it applies is
-recorded in the ``applications`` table.
+The owner honours idempotency keys (:mod:`sim.protocols.dedup`): a write or
+compare-and-set whose key it already decided gets the answer it got then (``ok``,
+or a cas's precondition failure) and is not applied again; the duplicate table
+(bounded by ``dedup.ttl`` and ``dedup.max_entries``) is on disk with the data
+when ``durable``. With client retries every write it applies is recorded in the
+``applications`` table (a compare-and-set that applies, with its new value).
 """
 
 from __future__ import annotations
@@ -17,8 +20,8 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from ..checkers.duplicates import duplicate_applications
-from ..config import fld
-from ..kernel.messages import ClientReply, ClientRequest
+from ..config import Duration, fld, positive
+from ..kernel.messages import CAS_MISMATCH, ClientReply, ClientRequest
 from ..protocol import ProtocolConfig, register_protocol
 from ..report import verdict_line
 from .dedup import DedupConfig, DedupTable, applications_channel
@@ -38,9 +41,15 @@ class SingleCopyConfig(ProtocolConfig[None]):
     forward: bool = fld(True)
     durable: bool = fld(True)
     dedup: DedupConfig = fld(DedupConfig(), doc="bounds of the owner's idempotency-key table")
+    forward_ttl: Duration | None = fld(None, check=positive,
+                                       doc="a forwarding node forgets a request's client after this "
+                                           "(default: the workload's client timeout)")
 
     def node_refs(self):
         return [("owner", self.owner)] if self.owner is not None else []
+
+    def cas_refusal(self) -> str | None:
+        return None  # the owner compares and sets in one step
 
     @classmethod
     def message_types(cls) -> tuple[type, ...]:
@@ -56,8 +65,9 @@ class SingleCopyConfig(ProtocolConfig[None]):
 
     def summary(self, world, state: None) -> dict[str, Any]:
         owner = world.nodes[self.owner or world.scenario.nodes[0]]
-        out = {"protocol.reads": owner.reads, "protocol.writes": owner.writes}
-        if world.scenario.workload.retry.retries:
+        expired = sum(world.nodes[name].waiting.expired for name in world.scenario.nodes)
+        out = {"protocol.reads": owner.reads, "protocol.writes": owner.writes, "protocol.forwards_expired": expired}
+        if world.scenario.workload.retry.retries and world.scenario.workload.pattern != "counter":
             found = self.verdicts(world, state)["duplicates"]
             out.update(found.summary())
         if world.scenario.workload.retry.idempotency_keys:
@@ -66,14 +76,12 @@ class SingleCopyConfig(ProtocolConfig[None]):
                         "protocol.dedup_evicted": table.evicted})
         return out
 
-
     def verdicts(self, world, state: None) -> dict[str, Any]:
         """With client retries: the duplicate-application check (writes applied twice)."""
         applied = applications_channel(world)
-        if applied is None:
-            return {}
+        if applied is None or world.scenario.workload.pattern == "counter":
+            return {}  # counter increments share values, which then identify no operation
         return {"duplicates": duplicate_applications(world.history.to_frame(), applied.frame())}
-
 
     def report(self, result) -> list[str]:
         found = result.verdicts.get("duplicates")
@@ -89,6 +97,7 @@ class SingleCopyNode(ProxyNode):
         super().__init__(world, name)
         self.server = owner
         self.forward = cfg.forward
+        self.forward_ttl = cfg.forward_ttl
         self.durable = cfg.durable
         self.dedup_cfg = cfg.dedup
         self.reads = 0
@@ -108,19 +117,32 @@ class SingleCopyNode(ProxyNode):
         return dict(self.data) if self.serves() else None
 
     def serve(self, request: ClientRequest, reply) -> None:
-        if request.op == "write":
-            idem = request.idempotency_key
-            if idem is not None and self.dedup.lookup(idem, self.now)[0]:
-                reply(ClientReply(request.op_id, True))  # applied before: answer again, do not apply
-                return
-            self.data[request.key] = request.value
-            self.writes += 1
-            if self.applied is not None:
-                self.applied.record(self.now, self.name, request.op_id, request.op_id, idem, request.key,
-                                    request.value)
-            if idem is not None:
-                self.dedup.store(idem, self.now, True)
-            reply(ClientReply(request.op_id, True))
-        else:
+        op = request.op
+        if op == "read":
             self.reads += 1
             reply(ClientReply(request.op_id, True, self.data.get(request.key)))
+            return
+        idem = request.idempotency_key
+        if idem is not None:
+            seen, answer = self.dedup.lookup(idem, self.now)
+            if seen:  # decided before: the same answer again, nothing applied
+                ok, value, error = answer
+                reply(ClientReply(request.op_id, ok, value, error))
+                return
+        value = request.value
+        if op == "cas":
+            expected, value = value
+            current = self.data.get(request.key)
+            if current != expected:
+                self.reads += 1
+                if idem is not None:
+                    self.dedup.store(idem, self.now, (False, current, CAS_MISMATCH))
+                reply(ClientReply(request.op_id, False, current, CAS_MISMATCH))
+                return
+        self.data[request.key] = value
+        self.writes += 1
+        if self.applied is not None:
+            self.applied.record(self.now, self.name, request.op_id, request.op_id, idem, request.key, value)
+        if idem is not None:
+            self.dedup.store(idem, self.now, (True, None, None))
+        reply(ClientReply(request.op_id, True))

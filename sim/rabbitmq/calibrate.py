@@ -107,11 +107,12 @@ class Calibration:
         """``scenario`` with ``network.latency`` set to the calibrated distribution, or (``spread=False``) to its
         median as a constant; consumers restart and clients reconnect :attr:`setup_extra_ms` later.
 
-        The constant is for comparing semantics: one AMQP connection is a TCP stream, which never reorders
-        messages, while the simulated network draws each message's latency on its own, so a spread wider than
-        the gap between two publications (1 ms at 1000 messages/s; hops of up to 2 ms were measured on a loaded
-        machine) delivers them out of order, and which message a broker restart catches in flight then
-        depends on the calibration's draw.
+        The constant is for comparing semantics. One AMQP connection is a TCP stream, which never reorders
+        messages; the AMQP frames travel on the simulated network's connections by default, which keep them in
+        order too, but a frame's arrival time still depends on the draw, so which message a broker restart
+        catches in flight would then depend on the calibration's draw. (Sent as datagrams, with
+        ``network.transport.mode = "datagram"``, a spread wider than the gap between two publications, 1 ms
+        at 1000 messages/s, would even deliver them out of order.)
         """
         latency = ({"dist": "empirical", "samples": list(self.hop_samples)} if spread
                    else {"dist": "constant", "value": self.hop["p50"]})

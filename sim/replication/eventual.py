@@ -7,7 +7,14 @@ A client operation is served entirely by the node it reached:
   other node (best effort: a push that is lost or blocked by a partition is
   not retried);
 * a **read** returns what that replica holds now, so during a partition each
-  side answers (available) with its own, possibly stale, data.
+  side answers (available) with its own, possibly stale, data;
+* a **compare-and-set** (``conflict = "lww"`` only) compares with what that
+  replica holds now and, if it matches, is a write of the new value there
+  (else ``ok=False``, ``"precondition failed"``). Nothing coordinates it with
+  the other replicas, so two clients can both succeed from the same value on
+  different nodes (or on one node before a push arrives): one of the two writes
+  loses under LWW, and a counter built on cas loses increments. That is the
+  point of offering it; a linearizable cas needs consensus (see ``raft``).
 
 **Anti-entropy** repairs what pushes missed: every ``anti_entropy_interval`` each
 node picks ``fanout`` distinct random peers (stream ``eventual/<node>``) and runs
@@ -27,7 +34,7 @@ spread every version to every live node.
 **Conflict resolution** (``conflict``):
 
 * ``"lww"``: a version is ``((clock, node, seq), value)``: the coordinating node's
-  *local* clock reading (``self.clock()``, skewed by ``clock_skew`` faults), its
+  *wall* clock reading (``self.clock()``, moved by ``clock_skew`` and ``clock_step`` faults), its
   name to break ties, and a per-node write counter to order two writes a node
   stamps at the same instant. The highest stamp wins everywhere. A version
   presented to a replica (a client write at its coordinator, a push, an
@@ -69,7 +76,7 @@ from typing import Any, ClassVar, Literal
 
 from ..checkers.lost_writes import lost_writes
 from ..config import MaybeInfDuration, at_least, fld, positive
-from ..kernel.messages import ClientReply, ClientRequest
+from ..kernel.messages import CAS_MISMATCH, ClientReply, ClientRequest
 from ..kernel.node import Node
 from ..protocol import ProtocolConfig, register_protocol
 
@@ -100,6 +107,12 @@ class EventualConfig(ProtocolConfig[None]):
         peers = len(scenario.nodes) - 1
         if peers >= 1 and self.fanout > peers:
             raise ScenarioError(f"{path}.fanout", f"must be <= the number of other nodes ({peers}), got {self.fanout}")
+
+    def cas_refusal(self) -> str | None:
+        if self.conflict != "lww":
+            return ("under conflict = 'vv' a replica may hold several siblings, which no single expected value "
+                    "matches; use conflict = 'lww'")
+        return None  # compared at the replica reached: available, not linearizable
 
     @classmethod
     def message_types(cls) -> tuple[type, ...]:
@@ -221,14 +234,25 @@ class EventualNode(Node):
 
     # -- client operations ------------------------------------------------------
     def handle_ClientRequest(self, msg: ClientRequest, src: str) -> None:
-        if msg.op != "write":
+        if msg.op == "write":
+            self.write(msg, src, msg.value)
+        elif msg.op == "cas":
+            expected, new = msg.value
+            current = self.read(msg.key)
+            if current == expected:
+                self.write(msg, src, new)
+            else:
+                self.send(src, ClientReply(msg.op_id, False, current, CAS_MISMATCH))
+        else:
             self.send(src, ClientReply(msg.op_id, True, self.read(msg.key)))
-            return
+
+    def write(self, msg: ClientRequest, src: str, value: Any) -> None:
+        """Apply a write of ``value`` to ``msg.key`` here, acknowledge it, push it to the others."""
         self.disk["seq"] += 1
         seq = self.disk["seq"]
         if self.lww:
-            record: Any = ((self.clock(), self.name, seq), msg.value)
-            self.stats.order[msg.value] = record[0]
+            record: Any = ((self.clock(), self.name, seq), value)
+            self.stats.order[value] = record[0]
             self.stats.context[record[0]] = {**self.stats.seen.get((self.name, msg.key), {}), self.name: seq}
         else:
             seen = self.data.get(msg.key, ())
@@ -239,7 +263,7 @@ class EventualNode(Node):
                 for node, count in vv:
                     context[node] = max(context.get(node, 0), count)
             context[self.name] = seq  # seq exceeds every count this node ever issued
-            record = ((tuple(sorted(context.items())), msg.value),)
+            record = ((tuple(sorted(context.items())), value),)
         self.merge(msg.key, record)  # under LWW a slow clock may discard it right here
         self.send(src, ClientReply(msg.op_id, True))
         if self.cfg.push:

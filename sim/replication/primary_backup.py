@@ -12,9 +12,22 @@ backup is forwarded to the node that backup believes is primary, or refused
 ``failover_timeout``; a forwarded request that arrives at a node that is not
 primary is refused too.
 
+A **compare-and-set** is decided by the primary against its own state, like a
+read: if the key holds the expected value it becomes a write of the new value
+(replicated and acknowledged as above), else the client gets ``ok=False``
+(``"precondition failed"``). It is exactly as consistent as the primary's
+reads: with a fixed primary one node decides every cas; with elected primaries
+both sides of a split brain decide them, and their writes are rolled back
+like any other. The counts of lost acknowledged writes below tell writes apart
+by value, so they need unique values: under ``workload.pattern = "counter"``
+(where many increments write the same number) read the run's ``counter``
+verdict instead.
+
 Durable (``self.disk``): the view number, the log, the data it produces and
 whether the log is known to be a prefix of the view's primary's log
 (``synced``). Volatile: waiting client replies, acknowledgements, liveness.
+Timeouts ("not heard from for ...") are measured on the node's monotonic clock
+and its timers run on it, so a ``clock_skew`` drift stretches or shrinks them.
 
 **Replication** (``replication``):
 
@@ -71,7 +84,7 @@ from typing import Any, ClassVar, Literal
 
 from ..checkers.convergence import log_versions
 from ..config import Duration, fld, positive
-from ..kernel.messages import ClientReply, ClientRequest
+from ..kernel.messages import CAS_MISMATCH, ClientReply, ClientRequest
 from ..protocol import ProtocolConfig, register_protocol
 from ..protocols.proxy import Forwarded, ForwardedReply, ProxyNode
 
@@ -91,6 +104,9 @@ class PrimaryBackupConfig(ProtocolConfig[None]):
     heartbeat_interval: Duration = fld(50.0, check=positive, every="node")
     failover_timeout: Duration = fld(300.0, check=positive)
     backup_timeout: Duration = fld(200.0, check=positive)
+    forward_ttl: Duration | None = fld(None, check=positive,
+                                       doc="a forwarding node forgets a request's client after this "
+                                           "(default: the workload's client timeout)")
 
     def node_refs(self):
         return [("primary_node", self.primary_node)] if self.primary_node is not None else []
@@ -102,6 +118,9 @@ class PrimaryBackupConfig(ProtocolConfig[None]):
             if getattr(self, name) <= self.heartbeat_interval:
                 raise ScenarioError(f"{path}.{name}", f"must be longer than heartbeat_interval "
                                     f"({self.heartbeat_interval} ms), got {getattr(self, name)} ms")
+
+    def cas_refusal(self) -> str | None:
+        return None  # the primary decides each cas against its own state
 
     @classmethod
     def message_types(cls) -> tuple[type, ...]:
@@ -234,6 +253,7 @@ class PrimaryBackupNode(ProxyNode):
         self.fixed = cfg.primary_node or self.nodes[0]
         self.sync = cfg.replication == "sync"
         self.refuse = cfg.on_backup_unreachable == "refuse"
+        self.forward_ttl = cfg.forward_ttl
 
     # -- state -------------------------------------------------------------------
     def boot(self) -> None:
@@ -245,7 +265,7 @@ class PrimaryBackupNode(ProxyNode):
         d.setdefault("synced", True)  # every log starts as the (empty) primary's prefix
         self.data: dict[Any, Any] = d.setdefault("data", {})
         self.log: list[tuple[Any, Any, int]] = d["log"]
-        self.last_heard = dict.fromkeys(self.peers, self.now)  # a grace period after boot
+        self.last_heard = dict.fromkeys(self.peers, self.monotonic())  # a grace period after boot
         self.last_sync_request = -float("inf")
         self.start_view()
         self.set_timer(self.cfg.heartbeat_interval, self.tick)
@@ -279,7 +299,7 @@ class PrimaryBackupNode(ProxyNode):
         self.stats.set_primary(self.name, False, self.now)
 
     def reachable(self, peer: str, within: float) -> bool:
-        return self.now - self.last_heard[peer] <= within
+        return self.monotonic() - self.last_heard[peer] <= within
 
     def see_view(self, view: int) -> None:
         """Adopt a higher view: become its primary's backup and ask for its whole log."""
@@ -342,7 +362,7 @@ class PrimaryBackupNode(ProxyNode):
         super().handle_ClientRequest(msg, src)
 
     def handle_Forwarded(self, msg: Forwarded, src: str) -> None:
-        self.last_heard[src] = self.now
+        self.last_heard[src] = self.monotonic()
 
         def reply(r: ClientReply, to: str = src) -> None:
             self.send(to, ForwardedReply(r))
@@ -353,13 +373,20 @@ class PrimaryBackupNode(ProxyNode):
             self.refused(msg.request, reply, f"not the primary (view {self.view}: {self.server})")
 
     def refused(self, request: ClientRequest, reply: Any, why: str) -> None:
-        if request.op == "write":
+        if request.op != "read":
             self.stats.writes_refused += 1
         else:
             self.stats.reads_refused += 1
         reply(ClientReply(request.op_id, False, error=why))
 
     def serve(self, request: ClientRequest, reply: Any) -> None:
+        if request.op == "cas":
+            expected, new = request.value
+            current = self.data.get(request.key)
+            if current != expected:
+                reply(ClientReply(request.op_id, False, current, CAS_MISMATCH))
+                return
+            request = ClientRequest(request.op_id, "write", request.key, new)
         if request.op != "write":
             reply(ClientReply(request.op_id, True, self.data.get(request.key)))
             return
@@ -397,7 +424,7 @@ class PrimaryBackupNode(ProxyNode):
 
     # -- replication ---------------------------------------------------------------
     def handle_Heartbeat(self, msg: Heartbeat, src: str) -> None:
-        self.last_heard[src] = self.now
+        self.last_heard[src] = self.monotonic()
         self.see_view(msg.view)
         if msg.view != self.view:
             return
@@ -408,7 +435,7 @@ class PrimaryBackupNode(ProxyNode):
             self.request_sync()
 
     def handle_Replicate(self, msg: Replicate, src: str) -> None:
-        self.last_heard[src] = self.now
+        self.last_heard[src] = self.monotonic()
         self.see_view(msg.view)
         if msg.view != self.view or self.serves() or not self.synced:
             return
@@ -421,7 +448,7 @@ class PrimaryBackupNode(ProxyNode):
         self.send(src, Ack(self.view, len(self.log)))
 
     def handle_Ack(self, msg: Ack, src: str) -> None:
-        self.last_heard[src] = self.now
+        self.last_heard[src] = self.monotonic()
         self.see_view(msg.view)
         if msg.view == self.view and self.serves():
             self.note_ack(src, msg.length)
@@ -435,12 +462,12 @@ class PrimaryBackupNode(ProxyNode):
 
     def request_sync(self, force: bool = False) -> None:
         """Ask the primary for what this node misses (at most once per heartbeat interval)."""
-        if force or self.now - self.last_sync_request >= self.cfg.heartbeat_interval:
-            self.last_sync_request = self.now
+        if force or self.monotonic() - self.last_sync_request >= self.cfg.heartbeat_interval:
+            self.last_sync_request = self.monotonic()
             self.send(self.server, SyncRequest(self.view, len(self.log), self.synced))
 
     def handle_SyncRequest(self, msg: SyncRequest, src: str) -> None:
-        self.last_heard[src] = self.now
+        self.last_heard[src] = self.monotonic()
         self.see_view(msg.view)
         if not self.serves():
             return
@@ -450,7 +477,7 @@ class PrimaryBackupNode(ProxyNode):
             self.send(src, Sync(self.view, msg.length, tuple(self.log[msg.length:])))
 
     def handle_Sync(self, msg: Sync, src: str) -> None:
-        self.last_heard[src] = self.now
+        self.last_heard[src] = self.monotonic()
         self.see_view(msg.view)
         if msg.view != self.view or self.serves():
             return

@@ -84,18 +84,44 @@ Message kinds (for ``network.message_latency``, see :mod:`sim.netconfig`)
     can each have their own distribution. The coordinator's messages to its own
     replica take ``network.self_latency`` when it is set.
 
-Known limitation: there is no anti-entropy; a replica that missed a write and
-was not covered by a hint catches up only through later writes or read repair.
+Anti-entropy (``anti_entropy_interval``, dynamo mode only; default ``"inf"``: none)
+    Replicas converge without any read. The keys that start at the same ring
+    position (a *range*) share one preference list, so its N nodes hold the
+    same keys. Each node keeps, per range it replicates, a Merkle tree over
+    its own data (not hints): a key goes to leaf ``crc32(repr(key)) mod
+    merkle_leaves``; a leaf's hash is the XOR of a 64-bit BLAKE2 hash of each
+    of its ``(key, version)`` pairs and an inner node's the XOR of its
+    children (so a write updates one leaf in O(1); inner hashes are computed
+    when asked for). Every ``anti_entropy_interval`` a node takes the next
+    (range, peer) pair in turn among the ranges it replicates and their other
+    replicas (the first round at a random phase, stream
+    ``anti_entropy/<node>``) and sends the tree's root. The two sides then
+    walk down together: the receiver of a level's hashes answers with its
+    hashes of the children of the nodes that differ, until the leaves; for
+    differing leaves it sends its entries, the other side keeps the newer
+    versions and answers with its own entries the first did not have as new.
+    Nodes that agree exchange one hash; d differing keys cost about
+    ``d * log2(merkle_leaves)`` hashes and the entries of d leaves, whatever
+    the number of keys (``protocol.anti_entropy_hashes`` and
+    ``protocol.anti_entropy_entries`` count them).
+
+No compare-and-set: a scenario whose workload issues cas is refused. ABD gives
+an atomic read/write register, which cannot implement a linearizable cas (that
+would solve consensus, which registers cannot, Herlihy 1991, and ABD runs fully
+asynchronously, where FLP rules consensus out); cas needs a protocol that
+orders operations through an elected leader, such as ``raft``.
 """
 
 from __future__ import annotations
 
+import hashlib
+import math
 import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
-from ..config import Duration, at_least, fld, positive
+from ..config import Duration, MaybeInfDuration, at_least, fld, positive
 from ..errors import ScenarioError
 from ..kernel.messages import ClientReply, ClientRequest
 from ..kernel.node import Node, Timer
@@ -109,6 +135,8 @@ __all__ = [
     "GetReply",
     "Put",
     "PutAck",
+    "TreeLevel",
+    "LeafEntries",
     "preference_ring",
     "newer",
 ]
@@ -127,14 +155,22 @@ def newer(a: Version | None, b: Version | None) -> bool:
     return a is not None and (b is None or a > b)
 
 
+def ring_position(key: Any, n: int) -> int:
+    """Where ``key`` starts on a ring of ``n`` nodes (keys with the same position share a preference list)."""
+    if isinstance(key, int) and not isinstance(key, bool):
+        return key % n
+    return zlib.crc32(repr(key).encode()) % n
+
+
 def preference_ring(key: Any, nodes: tuple[str, ...]) -> tuple[str, ...]:
     """All nodes in ring order starting at ``key``'s position: preference list, then fallbacks."""
-    n = len(nodes)
-    if isinstance(key, int) and not isinstance(key, bool):
-        start = key % n
-    else:
-        start = zlib.crc32(repr(key).encode()) % n
+    start = ring_position(key, len(nodes))
     return nodes[start:] + nodes[:start]
+
+
+def entry_hash(key: Any, version: Version) -> int:
+    """A 64-bit hash of one ``(key, version)`` pair, the same in every process (unlike ``hash``)."""
+    return int.from_bytes(hashlib.blake2b(repr((key, version)).encode(), digest_size=8).digest(), "little")
 
 
 # -- messages --------------------------------------------------------------------------
@@ -183,6 +219,31 @@ class PutAck:
     hint: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class TreeLevel:
+    """Anti-entropy: the sender's Merkle hashes ``(index, hash)`` at ``level`` (0 = root) of range ``span``."""
+
+    kind: ClassVar[str] = "anti_entropy"
+    span: int
+    level: int
+    hashes: tuple[tuple[int, int], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class LeafEntries:
+    """Anti-entropy: the sender's ``(key, version, value)`` in differing ``leaves``; ``answer``: send yours back."""
+
+    kind: ClassVar[str] = "anti_entropy"
+    span: int
+    leaves: tuple[int, ...]
+    entries: tuple[tuple[Any, Version, Any], ...]
+    answer: bool
+
+
+def _power_of_two(x: int) -> str | None:
+    return None if x >= 1 and x & (x - 1) == 0 else f"must be a power of two (1, 2, 4, ...), got {x!r}"
+
+
 # -- config ----------------------------------------------------------------------------
 
 
@@ -201,6 +262,10 @@ class QuorumConfig(ProtocolConfig[None]):
     sloppy_quorum: bool = fld(False, doc="fall back to the next ring nodes with hinted handoff")
     handoff_timeout: Duration = fld(50.0, check=positive, doc="wait before asking a fallback (ms)")
     hint_interval: Duration = fld(100.0, check=positive, every="node", doc="hint delivery retry period (ms)")
+    anti_entropy_interval: MaybeInfDuration = fld(math.inf, check=positive, every="node",
+                                                  doc="Merkle-tree exchange with one replica peer this often "
+                                                      "(dynamo mode; inf: never)")
+    merkle_leaves: int = fld(64, check=_power_of_two, doc="leaves of each range's Merkle tree (a power of two)")
 
     def _validate(self, path: str) -> None:
         for name in ("r", "w"):
@@ -209,10 +274,21 @@ class QuorumConfig(ProtocolConfig[None]):
                 raise ScenarioError(f"{path}.{name}", f"must be between 1 and replicas ({self.replicas}), got {value}")
         if self.read_repair and self.mode == "abd":
             raise ScenarioError(f"{path}.read_repair", "only applies to mode = 'dynamo' (abd reads write back already)")
+        if math.isfinite(self.anti_entropy_interval) and self.mode != "dynamo":
+            raise ScenarioError(f"{path}.anti_entropy_interval", "only applies to mode = 'dynamo' (set it to 'inf' "
+                                "or use mode = 'dynamo')")
         if self.sloppy_quorum and self.handoff_timeout >= self.request_timeout:
             raise ScenarioError(f"{path}.handoff_timeout",
                                 f"must be shorter than request_timeout ({self.request_timeout} ms), "
                                 f"got {self.handoff_timeout} ms")
+
+    def cas_refusal(self) -> str | None:
+        return ("a linearizable compare-and-set solves consensus (Herlihy 1991), which quorum reads and writes "
+                "cannot: ABD builds an atomic read/write register, whose consensus number is 1, and it works in a "
+                "fully asynchronous network with a minority crashed, where no deterministic protocol reaches "
+                "consensus (Fischer, Lynch and Paterson 1985); a cas made of a read quorum, a compare and a write "
+                "quorum lets two clients succeed from the same value. Use protocol 'raft', whose elected leader "
+                "orders every cas in its log")
 
     def check_scenario(self, scenario, path: str) -> None:
         n = len(scenario.nodes)
@@ -226,7 +302,7 @@ class QuorumConfig(ProtocolConfig[None]):
     @classmethod
     def message_types(cls) -> tuple[type, ...]:
         """Client messages, then the PBS WARS messages: Put (W), PutAck (A), Get (R), GetReply (S)."""
-        return (ClientRequest, ClientReply, Put, PutAck, Get, GetReply)
+        return (ClientRequest, ClientReply, Put, PutAck, Get, GetReply, TreeLevel, LeafEntries)
 
     def build_nodes(self, world, state: None):
         return {name: QuorumNode(world, name, self) for name in world.scenario.nodes}
@@ -244,6 +320,11 @@ class QuorumConfig(ProtocolConfig[None]):
             "protocol.hints_delivered": sum(n.hints_delivered for n in nodes),
             "protocol.hints_pending": sum(n.pending_hints() for n in nodes),
             "protocol.coordinator_timeouts": sum(n.timeouts for n in nodes),
+            "protocol.anti_entropy_rounds": sum(n.ae_rounds for n in nodes),
+            "protocol.anti_entropy_messages": sum(n.ae_messages for n in nodes),
+            "protocol.anti_entropy_hashes": sum(n.ae_hashes for n in nodes),
+            "protocol.anti_entropy_entries": sum(n.ae_entries for n in nodes),
+            "protocol.anti_entropy_repaired": sum(n.ae_repaired for n in nodes),
         }
 
 
@@ -298,6 +379,17 @@ class QuorumNode(Node):
         self.hints_stored = 0
         self.hints_delivered = 0
         self.timeouts = 0
+        self.ae_rounds = 0
+        self.ae_messages = 0
+        self.ae_hashes = 0
+        self.ae_entries = 0
+        self.ae_repaired = 0
+        # anti-entropy: the ranges (ring positions) this node replicates, with their other replicas
+        n, replicas = len(self.nodes), cfg.replicas
+        self._spans = tuple(p for p in range(n) if name in (self.nodes + self.nodes)[p : p + replicas])
+        self._pairs = tuple((p, peer) for p in self._spans
+                            for peer in (self.nodes + self.nodes)[p : p + replicas] if peer != name)
+        self._depth = cfg.merkle_leaves.bit_length() - 1
 
     def boot(self) -> None:
         self.data: dict[Any, tuple[Version, Any]] = self.disk.setdefault("data", {})
@@ -313,6 +405,12 @@ class QuorumNode(Node):
         self.hint_timer: Timer | None = None
         if self.hints:
             self._schedule_hint_delivery()
+        interval = self.cfg.anti_entropy_interval
+        if math.isfinite(interval) and self._pairs:
+            self._build_trees()
+            self._next_pair = 0
+            phase = float(self.world.streams[f"anti_entropy/{self.name}"].uniform(0.0, interval))
+            self.set_timer(phase, self._anti_entropy)
 
     # -- helpers -------------------------------------------------------------------------
     def ring(self, key: Any) -> tuple[str, ...]:
@@ -532,9 +630,7 @@ class QuorumNode(Node):
 
     def handle_Put(self, msg: Put, src: str) -> None:
         if msg.hint is None:
-            own = self.data.get(msg.key)
-            if own is None or newer(msg.version, own[0]):
-                self.data[msg.key] = (msg.version, msg.value)
+            self._store(msg.key, msg.version, msg.value)
         else:
             per_key = self.hints.setdefault(msg.key, {})
             held = per_key.get(msg.hint)
@@ -567,3 +663,91 @@ class QuorumNode(Node):
         if not per_key:
             del self.hints[msg.key]
         self.hints_delivered += 1
+
+    # -- anti-entropy: Merkle trees per range ----------------------------------------------------
+    def _store(self, key: Any, version: Version, value: Any) -> bool:
+        """Keep ``(version, value)`` as this node's replica of ``key`` if it is newer; True if it was."""
+        own = self.data.get(key)
+        if own is not None and not newer(version, own[0]):
+            return False
+        self.data[key] = (version, value)
+        trees = self._trees
+        if trees is not None:
+            leaves = trees.get(ring_position(key, len(self.nodes)))
+            if leaves is not None:
+                leaf = self._leaf(key)
+                if own is not None:
+                    leaves[leaf] ^= entry_hash(key, own[0])
+                leaves[leaf] ^= entry_hash(key, version)
+        return True
+
+    _trees: dict[int, list[int]] | None = None
+
+    def _leaf(self, key: Any) -> int:
+        return zlib.crc32(repr(key).encode()) % self.cfg.merkle_leaves
+
+    def _build_trees(self) -> None:
+        """The leaf hashes of every range this node replicates, from its data (volatile: rebuilt at boot)."""
+        self._trees = {span: [0] * self.cfg.merkle_leaves for span in self._spans}
+        n = len(self.nodes)
+        for key, (version, _value) in self.data.items():
+            leaves = self._trees.get(ring_position(key, n))
+            if leaves is not None:
+                leaves[self._leaf(key)] ^= entry_hash(key, version)
+
+    def _node_hash(self, span: int, level: int, index: int) -> int:
+        """The XOR of the leaves under node ``index`` of ``level`` (0: the root)."""
+        assert self._trees is not None, "anti-entropy is on"
+        width = 1 << (self._depth - level)
+        h = 0
+        for leaf in self._trees[span][index * width : (index + 1) * width]:
+            h ^= leaf
+        return h
+
+    def _ae_send(self, dst: str, msg: TreeLevel | LeafEntries) -> None:
+        self.ae_messages += 1
+        if isinstance(msg, TreeLevel):
+            self.ae_hashes += len(msg.hashes)
+        else:
+            self.ae_entries += len(msg.entries)
+        self.send(dst, msg)
+
+    def _anti_entropy(self) -> None:
+        """Start an exchange with the next (range, replica peer) pair: send the root."""
+        self.set_timer(self.cfg.anti_entropy_interval, self._anti_entropy)
+        span, peer = self._pairs[self._next_pair]
+        self._next_pair = (self._next_pair + 1) % len(self._pairs)
+        self.ae_rounds += 1
+        self._ae_send(peer, TreeLevel(span, 0, ((0, self._node_hash(span, 0, 0)),)))
+
+    def handle_TreeLevel(self, msg: TreeLevel, src: str) -> None:
+        if self._trees is None or msg.span not in self._trees:
+            return  # anti-entropy is off here, or the range is not ours
+        span, level = msg.span, msg.level
+        differ = [i for i, h in msg.hashes if self._node_hash(span, level, i) != h]
+        if not differ:
+            return
+        if level == self._depth:
+            self._ae_send(src, LeafEntries(span, tuple(differ), self._entries(span, differ), True))
+        else:
+            children = [c for i in differ for c in (2 * i, 2 * i + 1)]
+            hashes = tuple((c, self._node_hash(span, level + 1, c)) for c in children)
+            self._ae_send(src, TreeLevel(span, level + 1, hashes))
+
+    def _entries(self, span: int, leaves: Sequence[int]) -> tuple[tuple[Any, Version, Any], ...]:
+        """This node's ``(key, version, value)`` in ``leaves`` of range ``span``, in data order."""
+        wanted, n = set(leaves), len(self.nodes)
+        return tuple((key, version, value) for key, (version, value) in self.data.items()
+                     if ring_position(key, n) == span and self._leaf(key) in wanted)
+
+    def handle_LeafEntries(self, msg: LeafEntries, src: str) -> None:
+        if self._trees is None or msg.span not in self._trees:
+            return
+        theirs = {key: version for key, version, _value in msg.entries}
+        if msg.answer:  # what the sender lacks or holds older, taken before merging theirs
+            mine = tuple(e for e in self._entries(msg.span, msg.leaves) if newer(e[1], theirs.get(e[0])))
+            if mine:
+                self._ae_send(src, LeafEntries(msg.span, msg.leaves, mine, False))
+        for key, version, value in msg.entries:
+            if self._store(key, version, value):
+                self.ae_repaired += 1

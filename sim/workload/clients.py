@@ -4,6 +4,11 @@ Each client is a network endpoint next to its home node. Open-loop clients
 issue operations at Poisson times (rate per second, whatever the replies);
 closed-loop clients issue the next operation a think time after the previous
 one completed. Every operation ends ``ok``, ``fail`` or, on timeout, ``info``.
+A client that issues compare-and-set operations remembers, per key, the last
+value it read or wrote (``ok`` operations only; a cas that failed or timed out
+makes it forget the key): that is the value its next cas on the key expects
+(see :class:`~sim.scenario.WorkloadConfig` for the ``register`` and
+``counter`` patterns).
 Each client draws from its own streams (``arrivals/<client>``,
 ``ops/<client>``, and ``retries/<client>`` for retry jitter), so nothing else
 in the run shifts its arrival times. A client may retry an operation
@@ -21,7 +26,7 @@ import numpy as np
 
 from ..client_retry import RetryBudget
 from ..dists import Exponential, buffered_sampler, uniform_sampler
-from ..kernel.messages import ClientReply, ClientRequest
+from ..kernel.messages import CAS_MISMATCH, ClientReply, ClientRequest
 from ..kernel.node import Endpoint
 
 if TYPE_CHECKING:
@@ -92,6 +97,9 @@ class Client(Endpoint):
         self._stop = world.scenario.run.duration
         nodes = world.scenario.cluster.nodes
         self._nodes = nodes
+        self._cas = cfg.uses_cas()
+        self._counter = cfg.pattern == "counter"
+        self._known: dict[Any, Any] = {}  # key -> the last value this client read or wrote (cas workloads)
 
     def start(self) -> None:
         if self.cfg.mode == "open":
@@ -129,10 +137,20 @@ class Client(Endpoint):
 
     def invoke(self) -> None:
         world = self.world
-        op = "read" if self._u() < self.cfg.read_fraction else "write"
-        key = self.keys.choose(self._u())
+        if self._counter:
+            op, key, value = self._increment()
+        else:
+            u = self._u()
+            op = "read" if u < self.cfg.read_fraction else "write"
+            if op == "write" and self._cas and u < self.cfg.read_fraction + self.cfg.cas_fraction:
+                op = "cas"
+            key = self.keys.choose(self._u())
+            value = None
+            if op == "write":
+                value = world.next_value()
+            elif op == "cas":
+                value = (self._known.get(key), world.next_value())
         target = self._target()
-        value = world.next_value() if op == "write" else None
         op_id = world.next_op_id()
         node_up = world.nodes[target].alive
         row = world.history.invoke(op_id, self.name, op, key, value, self.now, target,
@@ -173,8 +191,9 @@ class Client(Endpoint):
         history.attempt(attempt.row, attempt.number, request.op_id, attempt.node, attempt.sent, self.now,
                         outcome, error)
         attempt.saw_info = attempt.saw_info or outcome == "info"
-        if (outcome != "ok" and outcome in retry.retry_on and attempt.number < retry.attempts_allowed
-                and self._budget.take()):
+        decided = error == CAS_MISMATCH  # the server decided the operation: another attempt cannot change it
+        if (outcome != "ok" and not decided and outcome in retry.retry_on
+                and attempt.number < retry.attempts_allowed and self._budget.take()):
             u = self._jitter() if self._jitter is not None else 0.0
             attempt.delay = retry.delay_after(attempt.number, attempt.delay, u)
             if attempt.delay > 0:
@@ -182,8 +201,11 @@ class Client(Endpoint):
             else:
                 self._resend(attempt)
             return
-        if outcome == "fail" and attempt.saw_info:
-            outcome = "info"  # a timed-out attempt may have taken effect: not definitely failed
+        if outcome == "fail" and attempt.saw_info and not (decided and self._keys):
+            # a timed-out attempt may have taken effect: not definitely failed. With idempotency
+            # keys a precondition failure is the operation's own answer: the server decided the
+            # key once, and any attempt of it, earlier or later, gets that same decision
+            outcome = "info"
         self._finish(attempt.row, outcome, value, error)
 
     def _resend(self, attempt: _Attempt) -> None:
@@ -203,8 +225,26 @@ class Client(Endpoint):
         """(history row, request id, node, send time) of requests still awaiting an answer."""
         return [(a.row, op_id, a.node, a.sent) for op_id, a in self._pending.items()]
 
+    def _increment(self) -> tuple[str, Any, Any]:
+        """The counter pattern's next operation: cas(v, v + 1) on a key whose value v it knows, else a read."""
+        key = self.keys.choose(self._u())
+        if key not in self._known:
+            return "read", key, None
+        v = self._known[key]
+        return "cas", key, (v, (0 if v is None else v) + 1)
+
+    def _remember(self, row: int, outcome: str, value: Any) -> None:
+        """Keep the value the next cas on this key expects: the last one read or written."""
+        op, key, sent = self.world.history.operation(row)
+        if outcome == "ok":
+            self._known[key] = value if op == "read" else sent[1] if op == "cas" else sent
+        elif op == "cas":
+            self._known.pop(key, None)
+
     def _finish(self, row: int, outcome: str, value: Any, error: str | None) -> None:
         self.world.history.complete(row, self.now, outcome, value, error)
+        if self._cas:
+            self._remember(row, outcome, value)
         self.world.op_finished()
         if self.cfg.mode == "closed":
             self._schedule_next(self.now)

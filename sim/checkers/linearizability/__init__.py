@@ -1,6 +1,6 @@
 """Linearizability of key-value register histories.
 
-Every key is an independent read/write register whose initial value is
+Every key is an independent read/write (and compare-and-set) register whose initial value is
 ``None``. A history is linearizable when each key's sub-history is
 (P-compositionality), so keys are checked one at a time.
 
@@ -33,6 +33,15 @@ value (moving it later is always allowed, and one followed by a write or by
 nothing can be removed), so the search only ever linearizes an ``info`` write
 together with such a read. Two operations whose times touch (one completes at
 the instant the other is invoked) count as concurrent.
+
+Compare-and-set (``op == "cas"``, ``value`` the pair ``(expected, new)``): an
+``ok`` cas was applied, so the key held ``expected`` and then holds ``new``; a
+``fail`` cas whose ``error`` is ``"precondition failed"`` observed a value other
+than ``expected``; any other ``fail`` cas is dropped; an ``info`` cas may have
+applied at any moment after its invocation, or never. The register facts above
+do not hold for it, so a key with compare-and-sets is checked by the general
+search of :mod:`.casmodel`, which follows the same scheme with the model
+written out (the zone test does not apply).
 
 The package is laid out as the check runs: :mod:`.keyops` validates the
 history and splits it by key, :mod:`.zones` is the zone test, :mod:`.search`
@@ -96,8 +105,9 @@ def check_linearizable(history: pd.DataFrame, *, time_limit: float | None = None
     """Check that a key-value register history is linearizable.
 
     ``history`` has (at least) the columns of :mod:`sim.history`:
-    ``op`` (``read``/``write``), ``key``, ``value``, ``invoke``, ``complete``
-    and ``outcome`` (``ok``/``fail``/``info``). ``time_limit`` bounds the
+    ``op`` (``read``/``write``/``cas``), ``key``, ``value``, ``invoke``, ``complete``
+    and ``outcome`` (``ok``/``fail``/``info``), and for compare-and-sets ``error``
+    (see the module docstring). ``time_limit`` bounds the
     whole call in seconds: the search, shrinking a counterexample and
     explaining it share one deadline. When it is reached during the search the
     verdict is ``None``; when it is reached while shrinking, the smallest

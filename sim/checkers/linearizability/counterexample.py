@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from .keyops import _KeyOps
+from .keyops import CAS, CAS_MISSED, READ, _KeyOps
 from .search import _check
 
 # Bounded effort spent shrinking a counterexample: seconds and number of re-checks.
@@ -84,6 +84,12 @@ def _shrink(kops: _KeyOps, hint: float | list[int], deadline: float) -> _Shrunk:
 
     def closed(subset: list[int]) -> bool:
         have = {kops.value[j] for j in subset if kops.is_write[j]}
+        if kops.has_cas:  # what a read or a cas expects must keep an operation that wrote it, and a cas that
+            # missed None something that wrote another value
+            missed_none = any(kops.kind[j] == CAS_MISSED and kops.expected[j] == 0 for j in subset)
+            if missed_none and not have - {0} and written - {0}:
+                return False
+            return all(v in have for v in map(_observed(kops), subset) if v in written)
         return all(kops.value[j] in have for j in subset
                    if not kops.is_write[j] and kops.value[j] in written)
 
@@ -114,6 +120,8 @@ def _explain(kops: _KeyOps, subset: list[int]) -> str:
     ``subset``. Each story sorts or binary-searches instead of rescanning the
     operations for every read, so the whole is O(n log n).
     """
+    if kops.has_cas:
+        return _cas_story(kops, subset)
     ev = _Evidence.of(kops, subset)
     story = (_unwritten_read(ev) or _read_before_its_write(ev) or _stale_read(ev, subset)
              or _new_old_inversion(ev) or _cycle_story(kops, subset))
@@ -352,6 +360,56 @@ def _crossing_pair(spans: dict[int, tuple[float, float]]) -> tuple[int, int] | N
             a_done, a_invoked = spans[a]
             return a, next(b for b, (done, invoked) in spans.items() if b > a and done < a_invoked and invoked > a_done)
     return None
+
+
+def _observed(kops: _KeyOps) -> Any:
+    """For an operation: the value id it needs the key to hold (a read's value, an applied cas's expected one),
+    else -1."""
+    def observed(j: int) -> int:
+        k = kops.kind[j]
+        return kops.value[j] if k == READ else kops.expected[j] if k == CAS else -1
+    return observed
+
+
+def _cas_story(kops: _KeyOps, subset: list[int]) -> str:
+    """Why operations of a key with compare-and-sets cannot be linearized: the simplest story that fits.
+
+    A cas applied from a value nobody wrote; two applied cas from one value that
+    only one operation wrote (the second must have seen the first's new value:
+    a lost update); or, failing those, no order fits.
+    """
+    ops = sorted(subset, key=lambda j: (kops.invoke[j], j))
+    cas_ok = [j for j in ops if kops.kind[j] == CAS and kops.complete[j] != _INF]
+    writers: dict[int, int] = {}
+    for j in range(len(kops)):
+        if kops.is_write[j]:
+            writers[kops.value[j]] = writers.get(kops.value[j], 0) + 1
+    for j in cas_ok:
+        e = kops.expected[j]
+        if e != 0 and e not in writers:
+            shown = _show(kops.values[e])
+            why = f"the only write of {shown} failed" if e in kops.failed_writes else f"no operation wrote {shown}"
+            return f"{_cas(kops, j)} was applied, but {why}"
+    by_expected: dict[int, int] = {}
+    for j in cas_ok:
+        e = kops.expected[j]
+        if kops.value[j] == e:
+            continue  # a cas that sets what it expects leaves the value for the next one
+        if writers.get(e, 0) <= (0 if e == 0 else 1) and e in by_expected:
+            first = by_expected[e]
+            origin = "nothing writes it again" if e == 0 else "only one operation wrote it"
+            return (f"{_cas(kops, first)} and {_cas(kops, j)} were both applied from {_show(kops.values[e])} "
+                    f"and {origin}: one of the two must have found the other's new value (a lost update)")
+        by_expected.setdefault(e, j)
+    return (f"no order of these {len(subset)} operations on key {kops.key!r} respects both their real-time order and "
+            f"compare-and-set semantics")
+
+
+def _cas(kops: _KeyOps, j: int) -> str:
+    """The cas ``j`` as the stories describe it."""
+    done = "never answered" if kops.complete[j] == _INF else f"{_t(kops.complete[j])}]"
+    return (f"cas of key {kops.key!r} from {_show(kops.values[kops.expected[j]])} to "
+            f"{_show(kops.values[kops.value[j]])} at t=[{_t(kops.invoke[j])}, {done} ms")
 
 
 def _show(value: Any) -> str:

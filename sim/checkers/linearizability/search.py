@@ -16,6 +16,7 @@ import math
 import time
 from collections.abc import Sequence
 
+from .casmodel import _cas_search
 from .keyops import _KeyOps
 from .zones import _zone_conflict
 
@@ -36,8 +37,11 @@ def _check(kops: _KeyOps, subset: Sequence[int], deadline: float) -> tuple[bool 
     """Whether the operations ``subset`` of one key are linearizable (``None``: out of time).
 
     The second item hints where the failure is: the operations of a zone
-    conflict, or the time up to which the search got.
+    conflict, or the time up to which the search got. A key with
+    compare-and-sets goes to the general search of :mod:`.casmodel`.
     """
+    if kops.has_cas:
+        return _cas_search(kops, subset, deadline)
     witness = _zone_conflict(kops, subset)
     if witness:
         return False, witness

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
 from ...checkers.duplicates import duplicate_applications
-from ...config import Duration, at_least, fld, positive
+from ...config import Duration, at_least, fld, nonneg, positive
 from ...errors import ScenarioError
 from ...kernel.messages import ClientReply, ClientRequest
 from ...kernel.node import Host
@@ -15,7 +15,18 @@ from ...protocol import ProtocolConfig, register_protocol
 from ...protocols.dedup import DedupConfig, applications_channel
 from ...report import verdict_line
 from ...scenario import Scenario
-from .messages import SENTINEL, AppendEntries, AppendReply, FromLeader, RequestVote, Role, ToLeader, VoteReply
+from .messages import (
+    SENTINEL,
+    AppendEntries,
+    AppendReply,
+    FromLeader,
+    InstallSnapshot,
+    RequestVote,
+    Role,
+    SnapshotReply,
+    ToLeader,
+    VoteReply,
+)
 from .node import RaftNode
 
 __all__ = ["RaftConfig"]
@@ -42,7 +53,24 @@ class RaftConfig(ProtocolConfig[None]):
     lease_margin: Duration = fld(5.0, doc="lease safety margin in ms (lease mode)")
     max_batch: int = fld(64, check=at_least(1), doc="max entries per AppendEntries")
     forward: bool = fld(True, doc="followers forward requests to the leader (else refuse them)")
-    dedup: DedupConfig = fld(DedupConfig(), doc="bounds of the state machine's idempotency-key table")
+    forward_ttl: Duration | None = fld(None, check=positive,
+                                       doc="a forwarding node forgets a request's client after this "
+                                           "(default: the workload's client timeout)")
+    snapshot_threshold: int = fld(0, check=at_least(0),
+                                  doc="snapshot the state machine once this many applied entries are in "
+                                      "the log, and drop them (0: never compact)")
+    snapshot_timeout: Duration = fld(300.0, check=positive,
+                                     doc="leader resends an unanswered InstallSnapshot after this")
+    snapshot_record_time: Duration = fld(0.0, check=nonneg,
+                                         doc="transfer time per record (key, remembered op id or "
+                                             "idempotency key) of an InstallSnapshot, before its network "
+                                             "latency")
+    dedup_window: int = fld(0, check=at_least(0),
+                            doc="applied operation ids (request ids: copies of one request) remembered "
+                                "for duplicate detection (0: all; else about the newest this many, older "
+                                "ids are dropped)")
+    dedup: DedupConfig = fld(DedupConfig(), doc="bounds of the state machine's idempotency-key table "
+                                                "(keys shared by a client's retries of one operation)")
 
     @property
     def lease_duration(self) -> float:
@@ -68,9 +96,13 @@ class RaftConfig(ProtocolConfig[None]):
                                     f"leaves no lease: election_timeout_min*(1-rho)/(1+rho) - margin = "
                                     f"{self.lease_duration:g} ms")
 
+    def cas_refusal(self) -> str | None:
+        return None  # a cas is a log entry, decided in log order when applied
+
     @classmethod
     def message_types(cls) -> tuple[type, ...]:
-        return (ClientRequest, ClientReply, RequestVote, VoteReply, AppendEntries, AppendReply, ToLeader, FromLeader)
+        return (ClientRequest, ClientReply, RequestVote, VoteReply, AppendEntries, AppendReply, InstallSnapshot,
+                SnapshotReply, ToLeader, FromLeader)
 
     def build_nodes(self, world: Host, state: None) -> dict[str, RaftNode]:
         return {name: RaftNode(world, name, self) for name in world.scenario.nodes}
@@ -101,12 +133,17 @@ class RaftConfig(ProtocolConfig[None]):
             "protocol.reads_confirmed": sum(n.reads_confirmed for n in nodes),
             "protocol.reads_lease": sum(n.reads_lease for n in nodes),
             "protocol.reads_local": sum(n.reads_local for n in nodes),
+            "protocol.snapshots_taken": sum(n.snapshots_taken for n in nodes),
+            "protocol.snapshots_sent": sum(n.snapshots_sent for n in nodes),
+            "protocol.snapshots_installed": sum(n.snapshots_installed for n in nodes),
+            "protocol.snapshot_records_sent": sum(n.snapshot_records_sent for n in nodes),
+            "protocol.forwards_expired": sum(n.forwards.expired for n in nodes),
             **self._retry_summary(world, nodes),
         }
 
     def _retry_summary(self, world: World, nodes: list[RaftNode]) -> dict[str, Any]:
         out: dict[str, Any] = {}
-        if world.scenario.workload.retry.retries:
+        if world.scenario.workload.retry.retries and world.scenario.workload.pattern != "counter":
             out.update(self.verdicts(world, None)["duplicates"].summary())
         if world.scenario.workload.retry.idempotency_keys:
             # every replica applies the same log: the one that applied the most tells
@@ -118,8 +155,8 @@ class RaftConfig(ProtocolConfig[None]):
     def verdicts(self, world: World, state: None) -> dict[str, Any]:
         """With client retries: the duplicate-application check (writes some replica applied twice)."""
         applied = applications_channel(world)
-        if applied is None:
-            return {}
+        if applied is None or world.scenario.workload.pattern == "counter":
+            return {}  # counter increments share values, which then identify no operation
         return {"duplicates": duplicate_applications(world.history.to_frame(), applied.frame())}
 
     def report(self, result: Any) -> list[str]:

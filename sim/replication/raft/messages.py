@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 from ...kernel.messages import ClientReply, ClientRequest
+from ...protocols.dedup import DedupTable
 from ...states import State
 
-__all__ = ["Role", "Entry", "NOOP", "SENTINEL", "MAX_HOPS", "RequestVote", "VoteReply", "AppendEntries",
-           "AppendReply", "ToLeader", "FromLeader"]
+__all__ = ["Role", "Entry", "NOOP", "SENTINEL", "MAX_HOPS", "Snapshot", "RequestVote", "VoteReply", "AppendEntries",
+           "AppendReply", "InstallSnapshot", "SnapshotReply", "ToLeader", "FromLeader"]
 
 #: the op of a leader's no-op entry (appended when it wins, to commit earlier terms' entries)
 NOOP = "noop"
@@ -46,6 +47,34 @@ class Entry(NamedTuple):
 
 #: index 0 of every log: the entry before the first, of term 0
 SENTINEL = Entry(0, 0, NOOP, None, None)
+
+
+class Snapshot(NamedTuple):
+    """The state machine after applying entries ``1..last_index`` (the last of term ``last_term``).
+
+    Besides the key-value data it holds everything applying those entries
+    produced: the applied-operation table (``results``, with ``floor``: every
+    operation id at or below it counts as applied, see ``dedup_window``), the
+    idempotency-key table (``idempotency_keys``: each key's answer and the
+    append time it expires from, see ``dedup``) and the convergence measure's
+    per-term counts and per-key versions. Nothing in it is ever mutated: a node
+    copies what it installs.
+    """
+
+    last_index: int
+    last_term: int
+    data: dict[Any, Any]
+    results: dict[int, Any]
+    floor: int
+    applied_terms: dict[int, int]
+    key_versions: dict[Any, dict[int, int]]
+    idempotency_keys: DedupTable | None = None
+
+    @property
+    def size(self) -> int:
+        """Records it carries (keys, remembered operations and idempotency keys): what a transfer costs."""
+        keys = self.idempotency_keys
+        return len(self.data) + len(self.results) + (len(keys) if keys is not None else 0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +125,31 @@ class AppendReply:
     match: int
     conflict_index: int
     conflict_term: int
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class InstallSnapshot:
+    """The leader's snapshot, for a follower that needs entries the leader has compacted away.
+
+    Sent whole (one chunk): it leaves ``snapshot_record_time`` per record after the
+    leader decides to send it, and then takes the ``snapshot`` kind's latency in
+    ``network.message_latency``. ``seq`` numbers the leader's round, as in AppendEntries.
+    """
+
+    kind: ClassVar[str] = "snapshot"
+    term: int
+    leader: str
+    snapshot: Snapshot
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotReply:
+    """``match``: the follower's log now equals the leader's up to this index (0: refused, older term)."""
+
+    term: int
+    match: int
     seq: int
 
 
