@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -13,12 +14,19 @@ from scipy import stats
 
 import sim
 from sim.backoff import capped_exponential, decorrelated, jittered
+from sim.checkers import check_linearizable
 from sim.checkers.duplicates import duplicate_applications
 from sim.client_retry import ClientRetry
 from sim.errors import ScenarioError
+from sim.harness import Harness
+from sim.kernel.messages import CAS_MISMATCH
 from sim.messaging.retry import RetryPolicy
 from sim.protocols.dedup import DedupConfig, DedupTable
+from sim.replication.raft import Entry
+from sim.replication.raft.messages import AppendReply
+from sim.replication.raft.node import CasMismatch
 from sim.scenario import Scenario
+from tests.test_raft import scenario as raft_scenario
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "experiments" / "scenarios" / "client-retries.toml"
@@ -448,6 +456,137 @@ def test_raft_applies_retried_writes_twice_without_keys_and_once_with_them():
     common = applied[applied["slot"] <= last].drop_duplicates(["node", "slot"])
     per_node = {node: list(zip(g["slot"], g["value"])) for node, g in common.sort_values("slot").groupby("node")}
     assert len(per_node) == 3 and len({tuple(v) for v in per_node.values()}) == 1
+
+
+# -- compare-and-set ---------------------------------------------------------------------------------------------
+def cas_run(keys: bool, protocol: str = "single_copy", seed: int = 1, **workload: Any) -> sim.Result:
+    """Three clients next to n1 contending with cas on two keys over links that lose 20% of messages."""
+    proto: dict[str, Any] = {"name": protocol}
+    if protocol == "single_copy":
+        proto["owner"] = "n1"
+    return sim.run(Scenario.from_dict({
+        "cluster": {"count": 3},
+        "network": {"loss": 0.2, "latency": "1ms", "client_latency": "1ms"},
+        "workload": {"clients": 3, "homes": ["n1"], "rate": 100, "keys": 2, "cas_fraction": 0.6,
+                     "read_fraction": 0.2, "timeout": "20ms",
+                     "retry": {"policy": "immediate", "max_attempts": 3, "retry_on": ["info"],
+                               "idempotency_keys": keys}, **workload},
+        "protocol": proto,
+        "run": {"duration": "3s", "drain": "1s", "seed": seed},
+    }))
+
+
+def _cas_applications(r: sim.Result) -> pd.DataFrame:
+    """Each cas operation with how often it was applied (most on one node) and whether the request that applied it
+    was an earlier attempt than the one whose answer the client took."""
+    h, a = r.history, r.tables["attempts"]
+    cas = h[h["op"] == "cas"].set_index("op_id")
+    applied = r.verdicts["duplicates"].table.set_index("op_id").loc[cas.index, "applied"]
+    last_request = a.sort_values("attempt").groupby("op_id")["request_id"].last()
+    app = r.tables["applications"].drop_duplicates(["node", "slot"])
+    by_value = app.groupby("value")["request_id"].first()
+    new = cas["value"].map(lambda pair: pair[1])
+    applying = new.map(by_value)
+    return pd.DataFrame({"outcome": cas["outcome"], "error": cas["error"], "attempts": cas["attempts"],
+                         "applied": applied, "earlier": applying.notna() & (applying != last_request.loc[cas.index])})
+
+
+@pytest.mark.parametrize("protocol", ["single_copy", "raft"])
+def test_a_retried_cas_is_answered_from_the_key_table_and_applied_once(protocol):
+    """A cas whose first attempt applied but timed out: without keys its retry finds the value it wrote itself,
+    fails its precondition and the operation ends info; with keys the server answers the retry with its first
+    decision, so the operation ends ok, applied once. A keyed precondition failure is the operation's answer:
+    fail even after a timed-out attempt, and never applied. Both are linearizable in the keyed run."""
+    plain, keyed = _cas_applications(cas_run(False, protocol)), _cas_applications(cas_run(True, protocol))
+    for ops in (plain, keyed):
+        assert ops["applied"].max() == 1  # a cas guards itself: never applied twice
+        assert not ((ops["outcome"] == "ok") & (ops["applied"] == 0)).any()
+        assert not ((ops["outcome"] == "fail") & (ops["applied"] > 0)).any()
+    own_value = (plain["outcome"] == "info") & (plain["error"] == CAS_MISMATCH) & (plain["applied"] == 1)
+    assert own_value.sum() >= 5 and not (plain["outcome"] == "ok").loc[plain["earlier"]].any()
+    from_table = (keyed["outcome"] == "ok") & keyed["earlier"]
+    assert from_table.sum() >= 5 and (keyed["applied"].loc[from_table] == 1).all()
+    assert not ((keyed["outcome"] == "info") & (keyed["error"] == CAS_MISMATCH)).any()
+    decided = (keyed["outcome"] == "fail") & (keyed["error"] == CAS_MISMATCH) & (keyed["attempts"] > 1)
+    assert decided.sum() >= 5 and (keyed["applied"].loc[decided] == 0).all()
+
+
+
+def test_raft_decides_a_keyed_cas_once():
+    """Raft's state machine, driven by hand: a keyed cas's retry (a new op id) gets the first decision, applied or
+    not, even when the key's value would now let it apply; without a key the retry is decided afresh."""
+    for keyed in (True, False):
+        h = Harness(raft_scenario(protocol={}, workload={"clients": 0, "retry": {"policy": "immediate",
+                                                                               "idempotency_keys": keyed}}))
+        n1 = h.nodes["n1"]
+        n1._persist(1, "n1")
+        n1._become_leader()
+        key = (lambda k: k) if keyed else (lambda k: None)
+        entries = [Entry(1, 11, "cas", 0, (None, "a"), key(11), 1.0),  # applies: key 0 was never written
+                   Entry(1, 12, "cas", 0, (None, "a"), key(11), 2.0),  # its retry
+                   Entry(1, 13, "cas", 1, ("z", "b"), key(13), 3.0),  # finds None: not applied
+                   Entry(1, 14, "write", 1, "z", key(14), 4.0),  # now key 1 holds what the cas expected
+                   Entry(1, 15, "cas", 1, ("z", "b"), key(13), 5.0)]  # the retry of the cas that missed
+        n1.log.extend(entries)
+        last = n1.log_start + len(n1.log) - 1
+        for peer in ("n2", "n3"):
+            h.deliver("n1", AppendReply(1, True, last, 0, 0, 1), src=peer)
+        assert n1.last_applied == last and n1.results[11] is None and n1.results[13] == CasMismatch(None)
+        if keyed:
+            assert n1.results[12] is None and n1.results[15] == CasMismatch(None)
+            assert n1.replica_state() == {0: "a", 1: "z"}
+        else:
+            assert n1.results[12] == CasMismatch("a") and n1.results[15] is None
+            assert n1.replica_state() == {0: "a", 1: "b"}
+
+def test_keyed_cas_retries_stay_linearizable():
+    """The keyed runs on both protocols (answers from the key table, fails after timeouts) pass the checker."""
+    for protocol in ("single_copy", "raft"):
+        r = cas_run(True, protocol, seed=2)
+        assert r.verdicts["duplicates"].ok
+        assert check_linearizable(r.history, time_limit=30).linearizable is True, protocol
+
+
+def test_a_precondition_failure_is_not_retried():
+    """The server decided the cas: an attempt ending 'precondition failed' is its operation's last attempt,
+    even with retry_on = ["info", "fail"] and attempts left."""
+    r = cas_run(False, retry={"policy": "immediate", "max_attempts": 3})
+    a = r.tables["attempts"]
+    last = a.groupby("op_id")["attempt"].transform("max")
+    missed = a["error"] == CAS_MISMATCH
+    assert missed.sum() > 50 and (a.loc[missed, "attempt"] == last[missed]).all()
+    assert (a["attempt"] > 1).sum() > 50  # other outcomes were retried
+
+
+def test_a_cas_client_forgets_a_key_by_the_operations_outcome_not_each_attempt():
+    """A cas client remembers the value of its last ok operation on a key and forgets it after a cas that ended
+    fail or info, judging the operation when it ends, not its attempts: while an operation whose first attempt
+    timed out is being retried, the client's other operations on the key still expect what it knew before."""
+    r = cas_run(True, "single_copy")
+    h, a = r.history, r.tables["attempts"]
+    first_end = a[a["attempt"] == 1].set_index("op_id")["end"]
+    checked = exercised = 0
+    for _client, ops in h.groupby("client"):
+        # the client's view changes when an operation ends: replay ends and invocations in time order
+        events = sorted([(row.complete, 0, row) for row in ops.itertuples()]
+                        + [(row.invoke, 1, row) for row in ops.itertuples()], key=lambda e: (e[0], e[1]))
+        known: dict[Any, Any] = {}
+        for _time, invoked, row in events:
+            if not invoked:
+                if row.outcome == "ok":
+                    known[row.key] = row.value if row.op != "cas" else row.value[1]
+                elif row.op == "cas":
+                    known.pop(row.key, None)
+                continue
+            if row.op == "cas":
+                assert row.value[0] == known.get(row.key), row
+                checked += 1
+                # another operation of this client on the key is between attempts, and the client knows a value
+                busy = ops[(ops["key"] == row.key) & (ops["attempts"] > 1) & (ops["invoke"] < row.invoke)
+                           & (ops["complete"] > row.invoke)]
+                exercised += bool(len(busy)) and bool((first_end.loc[busy["op_id"]] < row.invoke).any()) \
+                    and row.key in known
+    assert checked == (h["op"] == "cas").sum() and exercised >= 5
 
 
 # -- invariants over random policies ----------------------------------------------------------------------------
