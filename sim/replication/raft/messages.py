@@ -33,7 +33,9 @@ class Entry(NamedTuple):
 
     ``idempotency_key`` is the client's key (None without one) and ``at`` the time the
     leader appended the entry: every replica expires its duplicate table by the
-    entries' ``at``, so all of them keep and forget the same keys.
+    entries' ``at``, so all of them keep and forget the same keys. ``at`` is the
+    simulation's time, not the leader's drifting clock, so the stamps of a log never
+    go back when leadership moves to a node whose clock is behind.
     """
 
     term: int
