@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-__all__ = ["History", "HISTORY_COLUMNS", "OUTCOMES"]
+__all__ = ["History", "HISTORY_COLUMNS", "ATTEMPT_COLUMNS", "OUTCOMES"]
 
 OUTCOMES = ("ok", "fail", "info")
 HISTORY_COLUMNS = (
@@ -25,7 +25,9 @@ HISTORY_COLUMNS = (
     "side",
     "node_up",
     "error",
+    "attempts",
 )
+ATTEMPT_COLUMNS = ("op_id", "attempt", "request_id", "node", "send", "end", "outcome", "error")
 
 
 class _Names:
@@ -58,7 +60,12 @@ class History:
     ``"precondition failed"`` when the key held another value) or ``info``.
     ``side`` is the client's partition side at invoke (``none`` when no
     partition is active, else ``majority`` or ``minority``); ``node_up`` says
-    whether the target node was up at invoke.
+    whether the target node was up at invoke. ``attempts`` is how many requests
+    the client sent for the operation (1 unless it retries, see
+    :mod:`sim.client_retry`); with retries, :meth:`attempts_frame` has one row
+    per attempt (its node, send and end times, outcome and error), and ``complete``
+    and ``outcome`` are the operation's: the last attempt's end and the outcome the
+    client concluded from all of them.
 
     Numbers are kept in typed arrays and repeated names as codes, so a row costs
     about 60 bytes rather than a dozen Python objects: a million operations fit
@@ -70,6 +77,8 @@ class History:
         self._invoke = array("d")
         self._complete = array("d")
         self._node_up = array("b")
+        self._attempts = array("i")
+        self._attempt_rows: list[tuple[Any, ...]] = []
         self._keys: list[Any] = []
         self._values: list[Any] = []
         self._client = _Names()
@@ -100,6 +109,7 @@ class History:
         self._side.column.append(self._side.code(side))
         self._node_up.append(bool(node_up))
         self._error.column.append(0)  # None
+        self._attempts.append(1)
         self.pending += 1
         self._frame = None
         return row
@@ -112,6 +122,27 @@ class History:
         self._error.column[row] = self._error.code(error)
         self.pending -= 1
         self._frame = None
+
+    def retried(self, row: int) -> int:
+        """Count one more attempt of the operation in ``row``; returns its attempt number."""
+        self._attempts[row] += 1
+        self._frame = None
+        return self._attempts[row]
+
+    def attempts_of(self, row: int) -> int:
+        """How many attempts the operation in ``row`` has made so far."""
+        return self._attempts[row]
+
+    def attempt(self, row: int, attempt: int, request_id: int, node: str, send: float, end: float,
+                outcome: str, error: str | None) -> None:
+        """Record one finished attempt of the operation in ``row`` (``end`` NaN: never answered)."""
+        self._attempt_rows.append((self._op_id[row], attempt, request_id, node, send, end, outcome, error))
+
+    def attempts_frame(self) -> pd.DataFrame:
+        """One row per recorded attempt (:data:`ATTEMPT_COLUMNS`), in the order they ended."""
+        frame = pd.DataFrame.from_records(self._attempt_rows, columns=list(ATTEMPT_COLUMNS))
+        return frame.astype({"op_id": "int64", "attempt": "int64", "request_id": "int64", "send": "float64",
+                             "end": "float64"})
 
     def operation(self, row: int) -> tuple[str, Any, Any]:
         """``(op, key, value)`` of the operation at ``row``."""
@@ -133,6 +164,7 @@ class History:
                 "side": self._side.to_numpy(),
                 "node_up": np.array(self._node_up, dtype=bool),
                 "error": self._error.to_numpy(),
+                "attempts": np.array(self._attempts, dtype=np.int64),
             }
             self._frame = pd.DataFrame({name: _column(data) for name, data in columns.items()}, copy=False)
         return self._frame.copy(deep=False)

@@ -33,10 +33,16 @@ def measured(history: pd.DataFrame, warmup: float, duration: float) -> pd.DataFr
 
 
 def answered(ops: pd.DataFrame) -> np.ndarray:
-    """Which operations count as available: ``ok``, or a cas that found another value than expected."""
-    done = (ops["outcome"] == "ok").to_numpy(dtype=bool)
+    """Which operations count as available: ``ok``, or a cas that failed finding another value than expected.
+
+    A cas whose retry found another value after an earlier attempt timed out
+    ends ``info`` (the earlier attempt may have applied it): not counted.
+    """
+    outcome = ops["outcome"]
+    done = (outcome == "ok").to_numpy(dtype=bool)
     if "error" in ops.columns and "op" in ops.columns:
-        done = done | ((ops["op"] == "cas") & (ops["error"] == CAS_MISMATCH)).to_numpy(dtype=bool)
+        done = done | ((ops["op"] == "cas") & (outcome == "fail")
+                       & (ops["error"] == CAS_MISMATCH)).to_numpy(dtype=bool)
     return done
 
 

@@ -116,6 +116,9 @@ class ProtocolConfig(Tagged, Generic[S]):
     """
 
     tag_key: ClassVar[str] = "name"
+    #: whether its servers answer a repeated ``ClientRequest.idempotency_key`` from a duplicate
+    #: table instead of applying the write again (``workload.retry.idempotency_keys`` needs it)
+    honours_idempotency_keys: ClassVar[bool] = False
     module: str | None = fld(None, doc="module or .py file that defines this protocol (not built in)")
 
     # -- the scenario ----------------------------------------------------------------------

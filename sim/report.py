@@ -112,6 +112,9 @@ def _operations(s: dict[str, Any]) -> list[str]:
             label = "  no partition" if side == "none" else f"  {side} side"
             lines.append(f"{label:<22}{fmt(s[f'availability.{side}'], 'pct'):>10}   ({s[f'ops.{side}']} ops)")
     lines.append(f"{'throughput':<22}{fmt(s['throughput']):>10} ok ops/s")
+    if "retry.attempts" in s:
+        lines.append(line("retries", pairs((k.replace("_", " "), s[f"retry.{k}"]) for k in (
+            "attempts", "attempts_per_op", "retried_ops", "budget_denied"))))
     lines.append("")
     lines.append(f"{'latency (ok ops), ms':<22}{'count':>8}{'p50':>10}{'p95':>10}{'p99':>10}{'p99.9':>10}{'mean':>10}")
     for op in ("read", "write", "cas"):

@@ -101,6 +101,9 @@ def _collect(world: World, runtime: float, keep_world: bool) -> Result:
         trace = pd.DataFrame(net.trace_rows(), columns=["id", "src", "dst", "type", "send", "deliver", "dropped",
                                                         "message"])
     extra: dict[str, Any] = protocol.summary(world, world.state)
+    attempts = _attempts(world)
+    if attempts is not None:
+        extra.update(_retry_summary(world, history, attempts))
     counter = None
     if scenario.workload.pattern == "counter":
         counter = check_counter(history, final_counter_values([n.replica_state() for n in world.nodes.values()
@@ -131,11 +134,41 @@ def _collect(world: World, runtime: float, keep_world: bool) -> Result:
         summary=summary,
         trace=trace,
         divergence=divergence,
-        tables=protocol.tables(world, world.state),
+        tables=_tables(protocol.tables(world, world.state), attempts),
         verdicts=_with_counter(protocol.verdicts(world, world.state), counter),
         meta={"capsim_version": capsim_version(), "sim_end": world.now},
         world=world if keep_world else None,
     )
+
+
+def _attempts(world: World) -> pd.DataFrame | None:
+    """The attempts table when clients retry (attempts still unanswered at the end end ``info``)."""
+    if not world.scenario.workload.retry.retries:
+        return None
+    history = world.history
+    for client in world.clients:
+        unfinished = getattr(client, "unfinished_attempts", None)
+        if unfinished is None:
+            continue
+        for row, request_id, node, sent in unfinished():
+            history.attempt(row, history.attempts_of(row), request_id, node, sent, float("nan"), "info",
+                            "unanswered at the end")
+    return history.attempts_frame()
+
+
+def _retry_summary(world: World, history: pd.DataFrame, attempts: pd.DataFrame) -> dict[str, Any]:
+    ops = len(history)
+    denied = sum(getattr(c, "retries_denied", 0) for c in world.clients)
+    return {"retry.attempts": int(history["attempts"].sum()),
+            "retry.attempts_per_op": float(history["attempts"].mean()) if ops else float("nan"),
+            "retry.retried_ops": int((history["attempts"] > 1).sum()),
+            "retry.budget_denied": int(denied)}
+
+
+def _tables(tables: dict[str, pd.DataFrame], attempts: pd.DataFrame | None) -> dict[str, pd.DataFrame]:
+    if attempts is not None:
+        tables = {**tables, "attempts": attempts}
+    return tables
 
 
 def _with_counter(verdicts: dict[str, Any], counter: Any) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from typing import Any, ClassVar, Literal
 
 import tomli_w
 
+from .client_retry import ClientRetry
 from .config import Duration, MaybeInfDuration, at_least, build, fld, nonneg, positive, prob, to_plain
 from .dists import Constant, Dist, resolve_dist_files
 from .errors import ScenarioError
@@ -31,7 +32,7 @@ from .netconfig import (
     Zones,
     check_network,
 )
-from .protocol import ProtocolConfig
+from .protocol import ProtocolConfig, protocol_names
 
 __all__ = [
     "Scenario",
@@ -98,7 +99,9 @@ class WorkloadConfig:
     Clients are named c0, c1, ...; client i lives next to node ``homes[i % len(homes)]``
     (default: the cluster's nodes in turn), which decides its partition side.
     ``target`` picks the node each operation goes to: ``home``, ``random`` (per
-    operation), ``round_robin`` or ``fixed`` (``target_node``).
+    operation), ``round_robin`` or ``fixed`` (``target_node``). ``retry`` says
+    whether and how a client retries an operation (default: never; see
+    :mod:`sim.client_retry`); each attempt waits at most ``timeout``.
 
     Operations (``pattern = "register"``, the default): a read with probability
     ``read_fraction``, a compare-and-set with probability ``cas_fraction``, else
@@ -129,6 +132,7 @@ class WorkloadConfig:
     target: Literal["home", "random", "round_robin", "fixed"] = fld("home")
     target_node: str | None = fld(None)
     start: Duration = fld(0.0)
+    retry: ClientRetry = fld(ClientRetry())
 
     def _validate(self, path: str) -> None:
         if self.target == "fixed" and self.target_node is None:
@@ -223,6 +227,11 @@ class Scenario:
                         f"{section}.{field}",
                         f"unknown node {name!r}; cluster nodes are {', '.join(self.cluster.nodes)}",
                     )
+        if self.workload.retry.idempotency_keys and not self.protocol.honours_idempotency_keys:
+            honour = [name for name in protocol_names() if _honours_keys(name)]
+            raise ScenarioError("workload.retry.idempotency_keys",
+                                f"protocol {self.protocol.tag!r} keeps no duplicate table, so keys would change "
+                                f"nothing; protocols that honour them: {', '.join(honour)}")
         self.protocol.check_scenario(self, "protocol")  # first: a protocol that takes no clients says so
         if self.workload.uses_cas() and self.workload.clients > 0:
             why = self.protocol.cas_refusal()
@@ -296,6 +305,11 @@ class Scenario:
         if drain is None:
             drain = self.workload.timeout if math.isfinite(self.workload.timeout) else self.run.duration
         return self.run.duration + drain + self.run.settle
+
+
+def _honours_keys(name: str) -> bool:
+    cls = ProtocolConfig.lookup(name)
+    return bool(getattr(cls, "honours_idempotency_keys", False))
 
 
 _PATH_TOKEN = re.compile(r"([^.\[\]]+)|\[(\d+)\]")

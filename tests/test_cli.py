@@ -142,7 +142,7 @@ def test_protocols_lists_every_protocol_and_describes_each(capsys):
     assert set(rows) == {"election_timeout_min", "election_timeout_max", "heartbeat", "read_mode", "check_quorum",
                          "pre_vote", "lease_drift_bound", "lease_margin", "max_batch", "forward", "forward_ttl",
                          "snapshot_threshold", "snapshot_timeout", "snapshot_record_time",
-                         "dedup_window"}
+                         "dedup_window", "dedup", "dedup.ttl", "dedup.max_entries"}
     assert "duration (ms)" in rows["heartbeat"] and "50 ms" in rows["heartbeat"] and "> 0" in rows["heartbeat"]
     assert '"read_index" | "lease" | "log" | "local"' in rows["read_mode"]
     assert main(["protocols", "messaging"]) == 0

@@ -175,3 +175,58 @@ def test_pbs_paper(tmp_path):
     p_table3 = said.loc[("YMMR", 3, 1, 1, 0.0, "p_consistent_pct")]
     p_sim = said.loc[("YMMR-sim", 3, 1, 1, 0.0, "p_consistent_pct")]
     assert abs(p_sim["model"] - p_sim["paper"]) < abs(p_table3["model"] - p_table3["paper"])
+
+
+def test_client_retries(tmp_path):
+    """Retry storm against k - g k (k-1) / 2D, backoff below immediate, the budget's bound; duplicates without keys
+    and none with them; availability 1 - q^k and latency as predicted (docstring of the script)."""
+    run_quick("client_retries", tmp_path)
+    assert (tmp_path / "client_retries.png").stat().st_size > 0
+    storm = pd.read_csv(tmp_path / "storm.csv")
+    lossy = pd.read_csv(tmp_path / "lossy.csv")
+    summary = pd.read_csv(tmp_path / "summary.csv")
+
+    def row(part, variant, metric):
+        (r,) = summary[(summary["part"] == part) & (summary["variant"] == variant) & (summary["metric"] == metric)
+                       ].itertuples()
+        return r
+
+    for variant in ("immediate", "fixed"):  # a fixed gap between attempts: the closed form, pooled over seeds
+        runs = storm[storm["variant"] == variant]
+        n = runs["invoked"].sum()
+        z = (runs["sent"].sum() / n - runs["predicted"].iloc[0]) / np.sqrt(runs["predicted_variance"].iloc[0] / n)
+        assert abs(z) < 3.5, (variant, z)
+    by = storm.groupby("variant")["multiplication"]
+    assert (storm[storm["variant"] == "none"]["multiplication"] == 1).all()
+    for jittered in ("exponential full jitter", "exponential decorrelated"):
+        assert by.max()[jittered] < by.min()["immediate"]  # less load inside the outage, though still above 1
+    budget = storm[storm["variant"] == "full jitter + budget"]
+    assert (budget["multiplication"] <= budget["budget_bound"]).all()
+    outage = storm.groupby("variant")["availability_outage"].mean()
+    latency = storm.groupby("variant")["latency_mean"].mean()
+    for retrying in ("immediate", "fixed", "exponential full jitter", "exponential decorrelated"):
+        assert outage[retrying] > outage["none"] and latency[retrying] > latency["none"]
+
+    for variant in ("none", "immediate k=2", "immediate k=4"):  # every operation of every seed, pooled
+        runs = lossy[lossy["variant"] == variant]
+        assert stats.binomtest(int(runs["ok"].sum()), int(runs["ops"].sum()),
+                               runs["predicted_availability"].iloc[0]).pvalue > 0.001, variant
+        for name, count, total, squares in (("latency_mean", "ok", "latency_sum", "latency_sumsq"),
+                                            ("applied_per_write", "writes", "applied_sum", "applied_sumsq")):
+            n = runs[count].sum()
+            if n == 0:
+                continue  # without retries there is no duplicates verdict
+            mean, want = runs[total].sum() / n, runs[f"predicted_{name}"].iloc[0]
+            var = runs[squares].sum() / n - mean**2
+            if var < 1e-9:  # every value alike (no retries: every latency is the round trip)
+                assert np.isclose(mean, want), (variant, name, mean, want)
+                continue
+            z = (mean - want) / np.sqrt(var / n)
+            assert abs(z) < 3.5, (variant, name, z)
+    keyed = lossy[lossy["variant"] == "k=4 + keys"]
+    plain = lossy[lossy["variant"] == "immediate k=4"]
+    expired = lossy[lossy["variant"] == "k=4 + keys, ttl 10ms"]
+    assert (plain["duplicated"] > 0).all() and (keyed["duplicated"] == 0).all()
+    assert (keyed["applied_per_write"] <= 1).all()
+    # past the table's bound the keys change nothing: the same seeds apply exactly what the keyless runs do
+    assert expired["applied_per_write"].tolist() == plain["applied_per_write"].tolist()

@@ -281,3 +281,92 @@ def test_compaction_and_anti_entropy_runs_are_identical_across_processes(name):
                               env={"PYTHONHASHSEED": seed, "PATH": "/usr/bin:/bin"}).stdout.strip()
                for seed in ("1", "2")}
     assert len(digests) == 1 and len(next(iter(digests))) == 64
+
+
+# -- idempotency keys across compaction ---------------------------------------------------------------------------
+
+
+def keyed_leader(ttl: str = "60s") -> tuple[Harness, RaftNode]:
+    """n1 leads term 1 of a harness whose clients retry with idempotency keys (key ttl ``ttl``)."""
+    h = Harness(scenario(compacting(dedup={"ttl": ttl}),
+                         workload={"clients": 0, "retry": {"policy": "immediate", "idempotency_keys": True}}))
+    n1 = h.nodes["n1"]
+    n1._persist(1, "n1")
+    n1._become_leader()
+    h.take()
+    return h, n1
+
+
+def commit(h: Harness, leader: RaftNode, *entries: Entry) -> None:
+    """Append ``entries`` at the leader and have n2 and n3 acknowledge its whole log."""
+    leader.log.extend(entries)
+    last = leader.log_start + len(leader.log) - 1
+    for peer in ("n2", "n3"):
+        h.deliver(leader.name, AppendReply(leader.term, True, last, 0, 0, 1), src=peer)
+
+
+FIRST_AT = 100.0
+
+
+def compact_a_keyed_write(ttl: str = "60s") -> tuple[Harness, RaftNode, Snapshot]:
+    """The leader applies a keyed write of 'first' to key 0 (key 101), then enough other writes to key 0 that a
+    snapshot drops the keyed entry from its log."""
+    h, n1 = keyed_leader(ttl)
+    commit(h, n1, Entry(1, 101, "write", 0, "first", 101, FIRST_AT))
+    commit(h, n1, *(Entry(1, 200 + i, "write", 0, f"v{i}", None, FIRST_AT + i) for i in range(THRESHOLD)))
+    snap: Snapshot = n1.disk["snapshot"]
+    assert n1.snapshots_taken == 1 and all(e.op_id != 101 for e in n1.log)
+    assert snap.idempotency_keys is not None and len(snap.idempotency_keys) == 1  # key 101
+    assert n1.replica_state() == {0: f"v{THRESHOLD - 1}"}
+    return h, n1, snap
+
+
+def retry_of_first(term: int, at: float) -> Entry:
+    """A client's retry of the keyed write: a new request (op id 999), the same value and idempotency key."""
+    return Entry(term, 999, "write", 0, "first", 101, at)
+
+
+def test_a_node_restarted_from_a_snapshot_still_skips_a_retry_whose_first_attempt_was_compacted_away():
+    """The idempotency-key table is in the snapshot: after a crash the leader's state machine starts from it, the
+    keyed entry being gone from its log, and a retry within the key's ttl is answered ok and not applied."""
+    h, n1, _snap = compact_a_keyed_write()
+    h.crash("n1")
+    h.recover("n1")
+    assert n1.log_start == n1.last_applied and n1.dedup.lookup(101, FIRST_AT)[0]
+    n1._persist(2, "n1")
+    n1._become_leader()
+    commit(h, n1, retry_of_first(2, FIRST_AT + 1000))
+    assert n1.last_applied == n1.log_start + len(n1.log) - 1  # the retry was applied ...
+    assert n1.results[999] is None  # ... answered ok ...
+    assert n1.replica_state() == {0: f"v{THRESHOLD - 1}"}  # ... and skipped: 'first' is not written again
+    applied = h.events["applications"].frame()
+    assert applied["request_id"].tolist().count(101) == 1 and 999 not in applied["request_id"].tolist()
+
+
+def _install_then_apply_retry(snap: Snapshot, at: float, ttl: str = "60s") -> dict[Any, Any]:
+    """A fresh follower installs ``snap``, then gets the retry (after the new leader's no-op) committed."""
+    h, _n1 = keyed_leader(ttl)
+    n4 = h.nodes["n4"]
+    h.deliver("n4", InstallSnapshot(2, "n1", snap, 1), src="n1")
+    base = snap.last_index
+    entries = (Entry(2, 0, NOOP, None, None), retry_of_first(2, at))
+    h.deliver("n4", AppendEntries(2, "n1", base, snap.last_term, entries, base + 2, 2), src="n1")
+    assert n4.snapshots_installed == 1 and n4.last_applied == base + 2 and n4.results[999] is None
+    return n4.replica_state()
+
+
+def test_a_follower_that_installed_a_snapshot_decides_a_retry_as_the_leader_does():
+    """A follower catching up by InstallSnapshot gets the key table with the data: it skips the retry within the
+    ttl, as the leader does. The same snapshot without its key table would make it apply the retry (the other
+    replicas skip it: diverged state machines), and past the ttl every replica applies it again."""
+    _h, _n1, snap = compact_a_keyed_write(ttl="1s")
+    within, expired = FIRST_AT + 900, FIRST_AT + 1100
+    assert _install_then_apply_retry(snap, within, ttl="1s") == {0: f"v{THRESHOLD - 1}"}
+    assert _install_then_apply_retry(snap._replace(idempotency_keys=None), within, ttl="1s") == {0: "first"}
+    assert _install_then_apply_retry(snap, expired, ttl="1s") == {0: "first"}
+
+
+def test_snapshot_size_counts_the_idempotency_keys():
+    """An InstallSnapshot's transfer cost counts the keys it carries besides data and op ids."""
+    _h, _n1, snap = compact_a_keyed_write()
+    assert snap.size == len(snap.data) + len(snap.results) + len(snap.idempotency_keys) == 1 + (THRESHOLD + 1) + 1

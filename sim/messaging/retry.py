@@ -22,7 +22,7 @@ A consumer whose processing attempt fails applies its :class:`RetryPolicy`
                     consumer publishes the message to ``dead_letter_exchange`` and acks it.
 
 Delays: ``fixed`` = ``delay``; ``exponential`` = ``min(max_delay, delay * multiplier**(attempt-1))``;
-``full`` jitter draws uniformly in ``[0, d)``, ``equal`` jitter in ``[d/2, d)``.
+``full`` jitter draws uniformly in ``[0, d)``, ``equal`` jitter in ``[d/2, d)`` (:mod:`sim.backoff`).
 
 Decisions (does attempt *n* of message *m* fail? does the consumer crash? which
 jitter?) come from :func:`decision_uniform`, a hash of (run seed, purpose,
@@ -37,6 +37,7 @@ import hashlib
 from dataclasses import dataclass
 from typing import Literal
 
+from ..backoff import capped_exponential, jittered
 from ..config import Duration, at_least, fld, nonneg
 from ..errors import ScenarioError
 
@@ -113,16 +114,11 @@ class RetryPolicy:
             return 0.0
         if self.backoff == "fixed":
             return self.delay
-        return min(self.max_delay, self.delay * self.multiplier ** (attempt - 1))
+        return capped_exponential(self.delay, self.multiplier, self.max_delay, attempt)
 
     def delay_for(self, attempt: int, u: float) -> float:
         """The jittered delay, ``u`` being a uniform [0, 1) draw."""
-        d = self.base_delay(attempt)
-        if self.jitter == "full":
-            return u * d
-        if self.jitter == "equal":
-            return d / 2 + u * d / 2
-        return d
+        return jittered(self.base_delay(attempt), self.jitter, u)
 
     def exhausted(self, attempt: int) -> bool:
         """Whether failed attempt ``attempt`` was the last one allowed."""

@@ -1,1 +1,2 @@
-"""Small built-in protocols: a single-copy store and an M/M/c service queue, and request forwarding."""
+"""Small built-in protocols: a single-copy store and an M/M/c service queue, request forwarding, and the
+duplicate table that servers honouring idempotency keys share."""

@@ -10,19 +10,23 @@ makes it forget the key): that is the value its next cas on the key expects
 (see :class:`~sim.scenario.WorkloadConfig` for the ``register`` and
 ``counter`` patterns).
 Each client draws from its own streams (``arrivals/<client>``,
-``ops/<client>``), so nothing else in the run shifts its arrival times.
+``ops/<client>``, and ``retries/<client>`` for retry jitter), so nothing else
+in the run shifts its arrival times. A client may retry an operation
+(``workload.retry``, :mod:`sim.client_retry`); by default it does not.
 """
 
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import math
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..client_retry import RetryBudget
 from ..dists import Exponential, buffered_sampler, uniform_sampler
-from ..kernel.messages import ClientReply, ClientRequest
+from ..kernel.messages import CAS_MISMATCH, ClientReply, ClientRequest
 from ..kernel.node import Endpoint
 
 if TYPE_CHECKING:
@@ -52,6 +56,22 @@ class KeyChooser:
         return min(bisect.bisect_right(self.cdf, u), self.n - 1)
 
 
+class _Attempt:
+    """A request in flight: the operation's history row, the request, and its retry state."""
+
+    __slots__ = ("row", "request", "node", "number", "sent", "timer", "delay", "saw_info")
+
+    def __init__(self, row: int, request: ClientRequest, node: str, sent: float) -> None:
+        self.row = row
+        self.request = request
+        self.node = node
+        self.number = 1
+        self.sent = sent
+        self.timer: Any = None
+        self.delay = 0.0  # the wait drawn before this attempt
+        self.saw_info = False  # an earlier attempt ended info: the operation may have taken effect
+
+
 class Client(Endpoint):
     """A client next to its home node; it runs only in a :class:`~sim.kernel.world.World` (ids, history)."""
 
@@ -67,7 +87,12 @@ class Client(Endpoint):
         self._arrivals = world.streams[f"arrivals/{name}"]
         self._gap = buffered_sampler(Exponential(1000.0 / cfg.rate), self._arrivals)
         self._u = uniform_sampler(world.streams[f"ops/{name}"])
-        self._pending: dict[int, tuple[int, Any]] = {}
+        self._pending: dict[int, _Attempt] = {}
+        self._retry = cfg.retry
+        self._retrying = cfg.retry.retries
+        self._keys = cfg.retry.idempotency_keys
+        self._budget = RetryBudget(cfg.retry.budget_ratio, cfg.retry.budget_burst)
+        self._jitter = uniform_sampler(world.streams[f"retries/{name}"]) if cfg.retry.needs_draw() else None
         self._rr = index
         self._stop = world.scenario.run.duration
         nodes = world.scenario.cluster.nodes
@@ -130,25 +155,75 @@ class Client(Endpoint):
         node_up = world.nodes[target].alive
         row = world.history.invoke(op_id, self.name, op, key, value, self.now, target,
                                    self.net.side[self.name], node_up)
-        timer = None
+        if self._retrying:
+            self._budget.first_attempt()
+        idem = op_id if self._keys else None
+        self._send(_Attempt(row, ClientRequest(op_id, op, key, value, idem), target, self.now))
+
+    def _send(self, attempt: _Attempt) -> None:
         if math.isfinite(self.cfg.timeout):
-            timer = self.set_timer(self.cfg.timeout, self._timeout, op_id)
-        self._pending[op_id] = (row, timer)
-        self.send(target, ClientRequest(op_id, op, key, value))
+            attempt.timer = self.set_timer(self.cfg.timeout, self._timeout, attempt.request.op_id)
+        self._pending[attempt.request.op_id] = attempt
+        self.send(attempt.node, attempt.request)
 
     def handle_ClientReply(self, msg: ClientReply, src: str) -> None:
-        entry = self._pending.pop(msg.op_id, None)
-        if entry is None:  # a late or duplicated reply
+        attempt = self._pending.pop(msg.op_id, None)
+        if attempt is None:  # a late or duplicated reply
             return
-        row, timer = entry
-        if timer is not None:
-            timer.cancel()
-        self._finish(row, "ok" if msg.ok else "fail", msg.value, msg.error)
+        if attempt.timer is not None:
+            attempt.timer.cancel()
+        self._ended(attempt, "ok" if msg.ok else "fail", msg.value, msg.error)
 
     def _timeout(self, op_id: int) -> None:
-        entry = self._pending.pop(op_id, None)
-        if entry is not None:
-            self._finish(entry[0], "info", None, "timeout")
+        attempt = self._pending.pop(op_id, None)
+        if attempt is not None:
+            self._ended(attempt, "info", None, "timeout")
+
+    # -- retries --------------------------------------------------------------------
+    def _ended(self, attempt: _Attempt, outcome: str, value: Any, error: str | None) -> None:
+        """One attempt ended: retry the operation, or finish it."""
+        if not self._retrying:
+            self._finish(attempt.row, outcome, value, error)
+            return
+        retry = self._retry
+        history = self.world.history
+        request = attempt.request
+        history.attempt(attempt.row, attempt.number, request.op_id, attempt.node, attempt.sent, self.now,
+                        outcome, error)
+        attempt.saw_info = attempt.saw_info or outcome == "info"
+        decided = error == CAS_MISMATCH  # the server decided the operation: another attempt cannot change it
+        if (outcome != "ok" and not decided and outcome in retry.retry_on
+                and attempt.number < retry.attempts_allowed and self._budget.take()):
+            u = self._jitter() if self._jitter is not None else 0.0
+            attempt.delay = retry.delay_after(attempt.number, attempt.delay, u)
+            if attempt.delay > 0:
+                self.set_timer(attempt.delay, self._resend, attempt)
+            else:
+                self._resend(attempt)
+            return
+        if outcome == "fail" and attempt.saw_info and not (decided and self._keys):
+            # a timed-out attempt may have taken effect: not definitely failed. With idempotency
+            # keys a precondition failure is the operation's own answer: the server decided the
+            # key once, and any attempt of it, earlier or later, gets that same decision
+            outcome = "info"
+        self._finish(attempt.row, outcome, value, error)
+
+    def _resend(self, attempt: _Attempt) -> None:
+        world = self.world
+        attempt.number = world.history.retried(attempt.row)
+        attempt.request = dataclasses.replace(attempt.request, op_id=world.next_op_id())  # same op, new request
+        attempt.node = self._target()
+        attempt.sent = self.now
+        self._send(attempt)
+
+    @property
+    def retries_denied(self) -> int:
+        """Retries the retry budget refused."""
+        return self._budget.denied
+
+    def unfinished_attempts(self) -> list[tuple[int, int, str, float]]:
+        """(history row, request id, node, send time) of requests still awaiting an answer."""
+        return [(a.row, op_id, a.node, a.sent) for op_id, a in self._pending.items()]
 
     def _increment(self) -> tuple[str, Any, Any]:
         """The counter pattern's next operation: cas(v, v + 1) on a key whose value v it knows, else a read."""

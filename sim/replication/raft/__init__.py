@@ -30,6 +30,15 @@ the extensions of Ongaro's thesis, chapters 3, 6 and 9):
   the same way: ``ok`` if the key held ``expected`` (now ``new``), else
   ``ok=False`` with ``error = "precondition failed"`` (and the value found).
   Routing and refusals treat it as a write.
+- **Idempotency keys** (``workload.retry.idempotency_keys``). A client's retry
+  is a new request (new ``op_id``), so the applied-operation table does not
+  recognise it; with keys every attempt of one operation carries the same key,
+  which the leader copies into the entry with the time it appends it (``at``).
+  When the state machine applies a write or cas whose key it has decided, it
+  skips it and answers with the first decision (``ok``, or the precondition
+  failure), so a retried cas whose first attempt applied hears ``ok``. Keys
+  expire by the entries' ``at``, not by when a replica applies them, so every
+  replica keeps and forgets the same keys and decides alike.
 - **Reads** (``read_mode``): ``read_index`` (default) takes the commit index
   (at least the leader's first entry of its term), confirms leadership with a
   heartbeat round sent after the read arrived and acknowledged by a majority,
@@ -53,19 +62,19 @@ carried) and installed, and forwarding entries that expired.
 
 **What is durable** (``self.disk``, written before any message that depends
 on it is sent, as if fsynced): ``term``, ``voted_for``, ``log`` (a list of
-``(term, op_id, op, key, value)`` entries; index 0 is a sentinel, or with
+``(term, op_id, op, key, value, idempotency_key, at)`` entries; index 0 is a sentinel, or with
 compaction a stand-in for the snapshot's last entry) and ``snapshot``. Everything
 else is volatile and rebuilt on recovery: the role (follower), the known
 leader, the commit index (0, or the snapshot's last index; relearned from the
-leader), the key-value state machine and its applied-operation table (the
-snapshot's, or empty, then rebuilt by replaying the log as the commit index
-advances again), and all leader and client bookkeeping.
+leader), the key-value state machine with its applied-operation table and its
+idempotency-key table (the snapshot's, or empty, then rebuilt by replaying the
+log as the commit index advances again), and all leader and client bookkeeping.
 
 **Log compaction** (``snapshot_threshold``, off by default: the log then grows
 for ever). Section 7 of the paper: once ``snapshot_threshold`` applied entries
 sit in a node's log, the node saves its state machine as a
-:class:`~.messages.Snapshot` (data, applied-operation table, last included
-index and term) in ``self.disk["snapshot"]`` and cuts its log to a payload-free
+:class:`~.messages.Snapshot` (data, applied-operation table, idempotency-key
+table, last included index and term) in ``self.disk["snapshot"]`` and cuts its log to a payload-free
 stand-in for the last included entry; each node does so on its own. After a
 crash the state machine starts from the snapshot and replays only the log after
 it. AppendEntries whose previous index lies inside a follower's snapshot is
@@ -80,14 +89,26 @@ meanwhile). The follower replaces its state machine by the snapshot and
 keeps the log entries after it only if it holds the snapshot's last entry
 (same index and term); otherwise its whole log goes.
 
-**Bounded bookkeeping.** The applied-operation table, which makes duplicated
-requests harmless, grows with every operation; ``dedup_window = N`` (0: keep
+**Bounded bookkeeping.** Two tables keep an operation from applying twice,
+and each has its own bound. The *applied-operation table* is keyed by request
+id (``op_id``): it makes copies of one request harmless (the network's
+duplicates, a request forwarded twice), and it grows with every operation;
+``dedup_window = N`` (0: keep
 everything) keeps about the N newest operation ids (at most 2N) and counts every
 older id as applied: an entry or request that old is dropped unanswered (its
 client timed out long before; op ids grow with invocation time). Every node
 forgets after the same applied entry, so state machines stay identical, and the
 table travels in snapshots. The write ids a node forwarded or refused are
-bounded the same way. A forwarding node forgets a request's client
+bounded the same way. The *idempotency-key table* is keyed by the client's
+key, shared by all attempts (requests) of one operation: it makes a client's
+retries harmless. ``dedup.ttl`` and ``dedup.max_entries`` bound it (a key
+expires ``ttl`` after the append time of the entry that decided it; past
+``max_entries`` the oldest goes); a retry arriving after its key is gone is
+applied again. It too travels in snapshots, with each key's time: the log
+entries that decided those keys are gone after compaction, so a table rebuilt
+from the log alone would forget them, and a node that restarted from or
+installed a snapshot would apply a retry the others skip. ``dedup_window``
+never drops idempotency keys, nor ``dedup`` op ids. A forwarding node forgets a request's client
 ``forward_ttl`` after forwarding it (default: the client timeout), so replies
 lost on the way do not pile up.
 

@@ -5,12 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
+from ...checkers.duplicates import duplicate_applications
 from ...config import Duration, at_least, fld, nonneg, positive
 from ...errors import ScenarioError
 from ...kernel.messages import ClientReply, ClientRequest
 from ...kernel.node import Host
 from ...kernel.world import World
 from ...protocol import ProtocolConfig, register_protocol
+from ...protocols.dedup import DedupConfig, applications_channel
+from ...report import verdict_line
 from ...scenario import Scenario
 from .messages import (
     SENTINEL,
@@ -39,6 +42,7 @@ class RaftConfig(ProtocolConfig[None]):
     """Raft over every cluster node; see the module docstring for the algorithm."""
 
     tag: ClassVar[str] = "raft"
+    honours_idempotency_keys: ClassVar[bool] = True
     election_timeout_min: Duration = fld(150.0, check=positive, doc="lower bound of the random election timeout")
     election_timeout_max: Duration = fld(300.0, check=positive, doc="upper bound of the random election timeout")
     heartbeat: Duration = fld(50.0, check=positive, every="node", doc="leader's AppendEntries period")
@@ -58,11 +62,15 @@ class RaftConfig(ProtocolConfig[None]):
     snapshot_timeout: Duration = fld(300.0, check=positive,
                                      doc="leader resends an unanswered InstallSnapshot after this")
     snapshot_record_time: Duration = fld(0.0, check=nonneg,
-                                         doc="transfer time per record (key or remembered op id) of an "
-                                             "InstallSnapshot, before its network latency")
+                                         doc="transfer time per record (key, remembered op id or "
+                                             "idempotency key) of an InstallSnapshot, before its network "
+                                             "latency")
     dedup_window: int = fld(0, check=at_least(0),
-                            doc="applied operation ids remembered for duplicate detection "
-                                "(0: all; else about the newest this many, older ids are dropped)")
+                            doc="applied operation ids (request ids: copies of one request) remembered "
+                                "for duplicate detection (0: all; else about the newest this many, older "
+                                "ids are dropped)")
+    dedup: DedupConfig = fld(DedupConfig(), doc="bounds of the state machine's idempotency-key table "
+                                                "(keys shared by a client's retries of one operation)")
 
     @property
     def lease_duration(self) -> float:
@@ -130,4 +138,31 @@ class RaftConfig(ProtocolConfig[None]):
             "protocol.snapshots_installed": sum(n.snapshots_installed for n in nodes),
             "protocol.snapshot_records_sent": sum(n.snapshot_records_sent for n in nodes),
             "protocol.forwards_expired": sum(n.forwards.expired for n in nodes),
+            **self._retry_summary(world, nodes),
         }
+
+    def _retry_summary(self, world: World, nodes: list[RaftNode]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if world.scenario.workload.retry.retries and world.scenario.workload.pattern != "counter":
+            out.update(self.verdicts(world, None)["duplicates"].summary())
+        if world.scenario.workload.retry.idempotency_keys:
+            # every replica applies the same log: the one that applied the most tells
+            most = max(nodes, key=lambda n: n.last_applied)
+            out.update({"protocol.dedup_hits": most.dedup.hits, "protocol.dedup_expired": most.dedup.expired,
+                        "protocol.dedup_evicted": most.dedup.evicted})
+        return out
+
+    def verdicts(self, world: World, state: None) -> dict[str, Any]:
+        """With client retries: the duplicate-application check (writes some replica applied twice)."""
+        applied = applications_channel(world)
+        if applied is None or world.scenario.workload.pattern == "counter":
+            return {}  # counter increments share values, which then identify no operation
+        return {"duplicates": duplicate_applications(world.history.to_frame(), applied.frame())}
+
+    def report(self, result: Any) -> list[str]:
+        found = result.verdicts.get("duplicates")
+        if found is None:
+            return []
+        return [verdict_line("duplicates", found, "no write applied twice",
+                             f"{found.duplicated} writes applied more than once ({found.extra} extra times), "
+                             f"{found.applied_after_fail} applied after a fail")]

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, NamedTuple
 
 from ...kernel.messages import ClientReply, ClientRequest
+from ...protocols.dedup import DedupTable
 from ...states import State
 
 __all__ = ["Role", "Entry", "NOOP", "SENTINEL", "MAX_HOPS", "Snapshot", "RequestVote", "VoteReply", "AppendEntries",
@@ -28,13 +29,22 @@ class Role(State):
 
 
 class Entry(NamedTuple):
-    """One log entry: the leader's term when it was appended, and the client operation (or a no-op)."""
+    """One log entry: the leader's term when it was appended, and the client operation (or a no-op).
+
+    ``idempotency_key`` is the client's key (None without one) and ``at`` the time the
+    leader appended the entry: every replica expires its duplicate table by the
+    entries' ``at``, so all of them keep and forget the same keys. ``at`` is the
+    simulation's time, not the leader's drifting clock, so the stamps of a log never
+    go back when leadership moves to a node whose clock is behind.
+    """
 
     term: int
     op_id: int
     op: str
     key: Any
     value: Any
+    idempotency_key: Any = None
+    at: float = 0.0
 
 
 #: index 0 of every log: the entry before the first, of term 0
@@ -46,9 +56,11 @@ class Snapshot(NamedTuple):
 
     Besides the key-value data it holds everything applying those entries
     produced: the applied-operation table (``results``, with ``floor``: every
-    operation id at or below it counts as applied, see ``dedup_window``) and
-    the convergence measure's per-term counts and per-key versions. Nothing in
-    it is ever mutated: a node copies what it installs.
+    operation id at or below it counts as applied, see ``dedup_window``), the
+    idempotency-key table (``idempotency_keys``: each key's answer and the
+    append time it expires from, see ``dedup``) and the convergence measure's
+    per-term counts and per-key versions. Nothing in it is ever mutated: a node
+    copies what it installs.
     """
 
     last_index: int
@@ -58,11 +70,13 @@ class Snapshot(NamedTuple):
     floor: int
     applied_terms: dict[int, int]
     key_versions: dict[Any, dict[int, int]]
+    idempotency_keys: DedupTable | None = None
 
     @property
     def size(self) -> int:
-        """Records it carries (keys and remembered operations): what a transfer costs."""
-        return len(self.data) + len(self.results)
+        """Records it carries (keys, remembered operations and idempotency keys): what a transfer costs."""
+        keys = self.idempotency_keys
+        return len(self.data) + len(self.results) + (len(keys) if keys is not None else 0)
 
 
 @dataclass(frozen=True, slots=True)

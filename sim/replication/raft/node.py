@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from ...dists import uniform_sampler
 from ...kernel.messages import CAS_MISMATCH, ClientReply, ClientRequest
 from ...kernel.node import Host, Node, Timer
+from ...protocols.dedup import DedupTable, applications_channel
 from ...protocols.proxy import ForwardTable, client_timeout
 from .messages import (
     MAX_HOPS,
@@ -89,6 +90,7 @@ class RaftNode(Node):
         self.reads_confirmed = 0
         self.reads_lease = 0
         self.reads_local = 0
+        self.applied = applications_channel(world)  # None unless the clients retry
         self.snapshots_taken = 0
         self.snapshots_sent = 0
         self.snapshots_installed = 0
@@ -132,6 +134,8 @@ class RaftNode(Node):
             # key the prefix (as those counts) up to the entry that set its value
             self._applied_terms: dict[int, int] = {}
             self._key_versions: dict[Any, dict[int, int]] = {}
+            # idempotency keys of decided writes and cas: rebuilt by replaying the log
+            self.dedup = DedupTable(self.cfg.dedup)
         else:
             self.log_start = snap.last_index
             self.data = dict(snap.data)
@@ -139,6 +143,9 @@ class RaftNode(Node):
             self.floor = snap.floor
             self._applied_terms = dict(snap.applied_terms)
             self._key_versions = dict(snap.key_versions)  # the per-key dicts are never mutated
+            # the keys decided by the entries the snapshot replaced: the log no longer has them
+            keys = snap.idempotency_keys
+            self.dedup = keys.copy() if keys is not None else DedupTable(self.cfg.dedup)
         self.commit_index = self.log_start
         self.last_applied = self.log_start
 
@@ -525,7 +532,8 @@ class RaftNode(Node):
         window = self.cfg.dedup_window
         while self.last_applied < self.commit_index:
             self.last_applied += 1
-            term, op_id, op, key, value = log[self.last_applied - start]
+            entry = log[self.last_applied - start]
+            term, op_id, op, key, value = entry[:5]
             self._applied_terms[term] = self._applied_terms.get(term, 0) + 1
             if op == NOOP:
                 continue
@@ -536,21 +544,26 @@ class RaftNode(Node):
                     self.op_index.pop(op_id, None)
                     waiters.pop(op_id, None)
                     continue
-                if op == "write":
-                    data[key] = value
-                    self._key_versions[key] = dict(self._applied_terms)
-                    results[op_id] = None
-                elif op == "cas":  # decided here, at its place in the log, so every replica agrees
-                    expected, new = value
-                    current = data.get(key)
-                    if current == expected:
-                        data[key] = new
-                        self._key_versions[key] = dict(self._applied_terms)
-                        results[op_id] = None
-                    else:
-                        results[op_id] = CasMismatch(current)
-                else:
+                idem = entry.idempotency_key
+                if op == "read":
                     results[op_id] = data.get(key)
+                elif idem is not None and self._decided(idem, entry.at, op_id):
+                    pass  # a retry of an operation decided before: its first answer, nothing applied
+                else:
+                    if op == "cas":  # decided here, at its place in the log, so every replica agrees
+                        expected, value = value
+                        current = data.get(key)
+                        outcome = None if current == expected else CasMismatch(current)
+                    else:
+                        outcome = None
+                    if outcome is None:
+                        data[key] = value
+                        self._key_versions[key] = dict(self._applied_terms)
+                        if self.applied is not None:
+                            self.applied.record(self.now, self.name, self.last_applied, op_id, idem, key, value)
+                    results[op_id] = outcome
+                    if idem is not None:
+                        self.dedup.store(idem, entry.at, outcome)
                 if window and len(results) > 2 * window:
                     self._forget_results(window)
             self.op_index.pop(op_id, None)
@@ -585,7 +598,7 @@ class RaftNode(Node):
         index = self.last_applied
         cut = index - self.log_start
         snap = Snapshot(index, self.log[cut].term, dict(self.data), dict(self.results), self.floor,
-                        dict(self._applied_terms), dict(self._key_versions))
+                        dict(self._applied_terms), dict(self._key_versions), self.dedup.copy())
         self.snapshots_taken += 1
         self._install(snap, self.log[cut + 1 :])
 
@@ -624,6 +637,17 @@ class RaftNode(Node):
                     self._reply(target, reply)
         # everything up to the snapshot's index is committed here, so equals the leader's log
         self.send(src, SnapshotReply(self.term, snap.last_index, msg.seq))
+
+    def _decided(self, idem: Any, at: float, op_id: int) -> bool:
+        """Whether an operation with idempotency key ``idem`` was decided before (as of time ``at``).
+
+        If so its answer (None: applied, or a :class:`CasMismatch`) becomes the
+        result of ``op_id``, the retry being applied now, without applying it.
+        """
+        seen, answer = self.dedup.lookup(idem, at)
+        if seen:
+            self.results[op_id] = answer
+        return seen
 
     # -- clients ----------------------------------------------------------------------------
     def handle_ClientRequest(self, msg: ClientRequest, src: str) -> None:
@@ -710,7 +734,7 @@ class RaftNode(Node):
             targets.append(target)
         if op_id in self.op_index:  # a duplicate of an entry already in the log
             return
-        self.log.append(Entry(self.term, op_id, req.op, req.key, req.value))
+        self.log.append(Entry(self.term, op_id, req.op, req.key, req.value, req.idempotency_key, self.now))
         self.op_index[op_id] = self.log_start + len(self.log) - 1
         self._broadcast()
         self._advance_commit()
