@@ -1,0 +1,202 @@
+"""The model checker: every order of deliveries, timers and scheduled faults over the commit protocols' nodes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from sim.errors import ScenarioError
+from sim.scenario import Scenario
+from sim.search import OperationSpec, SearchConfig, search
+from sim.search.explore import Explorer
+from sim.search.predicates import confirm_atomicity
+from sim.search.replay import replay_scenario, reproduce, trace_table
+from sim.search.state import clone
+from sim.transactions.states import PState
+
+ONE_WRITE = (OperationSpec(),)
+CRASH_COORDINATOR = [{"kind": "crash", "node": "n1", "start": 0}]
+SPLIT_3_OF_4 = [{"kind": "partition", "start": 0, "end": "inf", "groups": [["n1", "n2"], ["n3", "n4"]]}]
+
+
+def txn_scenario(protocol: str, faults: list[dict[str, Any]], participants: int = 3, *,
+                 cooperative: bool | None = None, loss: float = 0.0) -> Scenario:
+    """Coordinator n1 and ``participants`` participants; 1 ms links, 1 ms forced writes, the default timeouts."""
+    proto: dict[str, Any] = {"name": protocol, "force_time": 1, "vote_timeout": 50, "decision_timeout": 150,
+                             "retry_interval": 50}
+    if cooperative is not None:
+        proto["cooperative_termination"] = cooperative
+    return Scenario.from_dict({
+        "cluster": {"count": participants + 1},
+        "network": {"latency": 1, "loss": loss},
+        "workload": {"clients": 1, "target": "fixed", "target_node": "n1", "keys": 1, "mode": "closed"},
+        "protocol": proto,
+        "faults": {"schedule": faults},
+        "run": {"duration": 100},
+    })
+
+
+def cfg(*predicates: str, **kw: Any) -> SearchConfig:
+    return SearchConfig(operations=ONE_WRITE, predicates=predicates, **{"max_depth": 40, **kw})
+
+
+# -- three-phase commit ------------------------------------------------------------------------------
+def test_3pc_splits_under_one_partition_found_exhaustively():
+    """Breadth-first over 3PC with three participants and one partition finds a split: one side
+    commits, the other aborts; the official atomicity checker agrees on the final state."""
+    result = search(txn_scenario("three_phase_commit", SPLIT_3_OF_4), cfg("atomicity"))
+    assert result.verdict == "violation" and result.predicate == "atomicity"
+    assert "split" in result.message
+    assert [s.kind for s in result.trace].count("partition") == 1
+    assert len(result.trace) == result.depth
+    verdict = confirm_atomicity(result.final)
+    assert verdict.count("split") == 1 and not verdict.atomic
+
+
+def test_3pc_split_replays_in_the_simulator():
+    """The replay scenario (explicit fault schedule from the trace) shows the same split in an ordinary run."""
+    result = search(txn_scenario("three_phase_commit", SPLIT_3_OF_4), cfg("atomicity"))
+    rep = reproduce(result)
+    assert rep.reproduced is True
+    assert rep.result.verdicts["atomicity"].count("split") == 1
+    faults = rep.replay.scenario.faults.schedule
+    assert len(faults) == 1 and faults[0].groups == (("n1", "n2"), ("n3", "n4"))
+    text = rep.replay.scenario.to_toml()
+    assert Scenario.from_toml_string(text) == rep.replay.scenario
+
+
+def test_3pc_is_atomic_under_coordinator_crashes_with_bounded_delays():
+    """Without a partition (the coordinator may crash at any point) no state splits, and the space
+    is exhausted: what 3PC's timeout rules promise when delays are bounded (two participants; three
+    take a minute, see benchmarks/search_bench.py)."""
+    result = search(txn_scenario("three_phase_commit", CRASH_COORDINATOR, 2), cfg("atomicity"))
+    assert result.verdict == "no_violation" and result.complete
+    assert result.states > 100
+
+
+def test_other_strategies_find_the_3pc_split():
+    """Depth-first to a bound and seeded random walks find the split too; random walks are reproducible."""
+    scenario = txn_scenario("three_phase_commit", SPLIT_3_OF_4)
+    assert search(scenario, cfg("atomicity", strategy="dfs", max_depth=30)).verdict == "violation"
+    walks = [search(scenario, cfg("atomicity", strategy="random", seed=3)) for _ in range(2)]
+    assert walks[0].verdict == "violation"
+    assert walks[0].trace == walks[1].trace
+
+
+def test_breadth_first_is_deterministic():
+    """Two searches of one scenario return the same trace and the same counts."""
+    scenario = txn_scenario("three_phase_commit", [{**SPLIT_3_OF_4[0], "groups": [["n1", "n2"], ["n3"]]}], 2)
+    a, b = (search(scenario, cfg("atomicity")) for _ in range(2))
+    assert a.trace == b.trace and (a.states, a.transitions) == (b.states, b.transitions)
+    table = trace_table(a)
+    assert list(table["step"]) == list(range(1, len(a.trace) + 1))
+    assert (table["kind"] == "partition").sum() == 1
+
+
+# -- two-phase commit -------------------------------------------------------------------------------
+def test_2pc_blocks_after_the_coordinator_crashes_post_vote():
+    """A blocked state is reachable: a participant voted yes, then the coordinator crashed; the
+    ordinary simulator, replaying the crash, ends with the participant still uncertain."""
+    result = search(txn_scenario("two_phase_commit", CRASH_COORDINATOR, 2), cfg("blocked"))
+    assert result.verdict == "goal_reached"
+    kinds = [(s.kind, s.node, s.detail) for s in result.trace]
+    crash = kinds.index(("crash", "n1", ""))
+    voted = [i for i, (kind, node, detail) in enumerate(kinds) if kind == "timer" and detail == "_flushed"]
+    assert voted and voted[0] < crash  # the prepared record was written (and the vote sent) before the crash
+    rep = reproduce(result)
+    assert rep.reproduced is True and rep.result.summary["txn.unresolved"] >= 1
+
+
+def test_cooperative_termination_blocks_only_when_every_participant_is_uncertain():
+    """With a coordinator crash and one lost message allowed, plain 2PC leaves a participant blocked
+    while the other knows (or could still refuse); with cooperative termination no state within the
+    exhausted space does."""
+    plain = search(txn_scenario("two_phase_commit", CRASH_COORDINATOR, 2, cooperative=False, loss=0.01),
+                   cfg("blocked_only_if_all_uncertain", max_depth=16))
+    assert plain.verdict == "violation"
+    assert "not every participant is uncertain" in plain.message
+    coop = search(txn_scenario("two_phase_commit", CRASH_COORDINATOR, 2, cooperative=True, loss=0.01),
+                  cfg("blocked_only_if_all_uncertain", max_depth=16))
+    assert coop.verdict == "no_violation" and coop.complete
+    assert coop.states > plain.states
+
+
+def test_cooperative_termination_still_blocks_when_all_are_uncertain():
+    """Cooperative termination cannot unblock participants that all voted yes: the goal is reached,
+    and in that state every participant is prepared or about to be."""
+    result = search(txn_scenario("two_phase_commit", CRASH_COORDINATOR, 2, cooperative=True), cfg("blocked"))
+    assert result.verdict == "goal_reached"
+    final = result.final
+    gtid = next(iter(final.state.specs))
+    states = {p: final.nodes[p].txns[gtid].state for p in ("n2", "n3") if gtid in final.nodes[p].txns}
+    assert states and set(states.values()) <= {PState.WORKING, PState.PREPARED}
+    assert PState.PREPARED in states.values()
+
+
+def test_blocked_is_unreachable_without_a_crash():
+    """Without faults 2PC never blocks: the search exhausts the space without reaching the goal."""
+    result = search(txn_scenario("two_phase_commit", [], 2), cfg("blocked"))
+    assert result.verdict == "goal_unreachable" and result.complete
+
+
+# -- the explorer's parts --------------------------------------------------------------------------
+def test_a_clone_is_independent_and_hashes_equal():
+    """Stepping a clone leaves the original as it was; equal states have equal keys."""
+    ex = Explorer(txn_scenario("two_phase_commit", [], 2), cfg())
+    w = ex.initial()
+    ex.apply(w, ("client", 0))
+    copy = clone(w)
+    assert ex.key(copy) == ex.key(w)
+    ex.apply(copy, ex.actions(copy)[0])
+    assert ex.key(copy) != ex.key(w)
+    assert len(w.network.flight) == 1 and w.nodes["n1"].txns == {}
+    assert copy.nodes["n1"].txns and copy.nodes["n1"].transfers is not w.nodes["n1"].transfers
+
+
+def test_ordering_timing_lets_timers_overtake_messages():
+    """Under ordering-only timing a participant's decision timeout may fire before the coordinator
+    even answers; under bounded delays it may not fire while messages it waits for are in flight."""
+    scenario = txn_scenario("two_phase_commit", [], 2)
+    for timing, expected in (("ordering", True), ("bounded", False)):
+        ex = Explorer(scenario, cfg(timing=timing))
+        w = ex.initial()
+        for action in (("client", 0), ("deliver", 0), ("deliver", 0), ("deliver", 0)):
+            ex.apply(w, action)
+        while any(a[0] == "timer" and w.env.live()[a[1]].name == "_flushed" for a in ex.actions(w)):
+            ex.apply(w, next(a for a in ex.actions(w) if a[0] == "timer" and w.env.live()[a[1]].name == "_flushed"))
+        names = {w.env.live()[i].name for kind, i in ex.actions(w) if kind == "timer"}
+        assert ("on_decision_timeout" in names) is expected, timing
+
+
+def test_search_config_errors_name_the_field():
+    """Unknown predicates, random faults, unbounded latency and unsupported fault kinds are clear errors."""
+    with pytest.raises(ScenarioError, match=r"search\.predicates\[0\].*unknown predicate 'nope'"):
+        from sim.search import parse_search
+
+        parse_search({"predicates": ["nope"]})
+    with pytest.raises(ScenarioError, match=r"search\.max_depth"):
+        parse_search({"max_depth": 0})
+    with pytest.raises(ScenarioError, match=r"search\.latency"):
+        parse_search({"latency": [3, 1]})
+    base = txn_scenario("two_phase_commit", [], 2)
+    with pytest.raises(ScenarioError, match=r"network\.latency.*bounded delays"):
+        Explorer(base.variant({"network.latency": {"dist": "exponential", "mean": 2}}), cfg())
+    with pytest.raises(ScenarioError, match=r"faults\.random"):
+        Explorer(base.variant({"faults.random": {"crash_mtbf": 100}}), cfg())
+    with pytest.raises(ScenarioError, match=r"faults\.schedule\[0\]\.kind.*partition and crash"):
+        Explorer(base.variant({"faults.schedule": [{"kind": "loss", "start": 0, "end": 5, "probability": 1}]}),
+                 cfg())
+    with pytest.raises(ScenarioError, match=r"search\.target"):
+        Explorer(base, cfg(target="n9"))
+
+
+def test_replay_places_faults_before_or_after_their_instant():
+    """A fault's replay time is halfway into the gap before (or after) the instant of its step."""
+    result = search(txn_scenario("three_phase_commit", SPLIT_3_OF_4), cfg("atomicity"))
+    step = next(s for s in result.trace if s.kind == "partition")
+    before = replay_scenario(result, "before").scenario.faults.schedule[0].start
+    after = replay_scenario(result, "after").scenario.faults.schedule[0].start
+    assert before < step.time < after
+    with pytest.raises(ValueError, match="placement"):
+        replay_scenario(result, "during")
