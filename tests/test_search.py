@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from sim.cli import main
 from sim.errors import ScenarioError
 from sim.scenario import Scenario
 from sim.search import OperationSpec, SearchConfig, search
@@ -200,3 +203,49 @@ def test_replay_places_faults_before_or_after_their_instant():
     assert before < step.time < after
     with pytest.raises(ValueError, match="placement"):
         replay_scenario(result, "during")
+
+
+# -- the command ----------------------------------------------------------------------------------------
+SEARCH_EXAMPLES = sorted((Path(__file__).resolve().parents[1] / "experiments" / "search").glob("*.toml"))
+
+
+def test_every_search_example_is_tested():
+    """The example search scenarios are the ones the command tests below run."""
+    assert [p.name for p in SEARCH_EXAMPLES] == ["2pc-blocking.toml", "3pc-partition.toml"]
+
+
+def test_capsim_search_finds_the_3pc_split_and_writes_a_replay(tmp_path, capsys):
+    """``capsim search`` prints the verdict and the trace, runs the replay, and writes the files;
+    a violated invariant exits 1."""
+    out = tmp_path / "split"
+    assert main(["search", str(SEARCH_EXAMPLES[1]), "--out", str(out)]) == 1
+    text = capsys.readouterr().out
+    assert "verdict violation  predicate atomicity" in text and "split" in text
+    assert "replay in the simulator: reproduces the finding" in text
+    replay = Scenario.from_toml(out / "replay.toml")
+    assert replay.faults.schedule[0].tag == "partition"
+    summary = json.loads((out / "search.json").read_text())
+    assert summary["verdict"] == "violation" and summary["replay_reproduced"] is True
+    assert len((out / "trace.csv").read_text().splitlines()) == summary["depth"] + 1
+
+
+def test_capsim_search_2pc_example_and_overrides(capsys):
+    """The 2PC example violates its invariant; with --predicate blocked the goal is reached (exit 0)."""
+    assert main(["search", str(SEARCH_EXAMPLES[0]), "--no-replay"]) == 1
+    assert "not every participant is uncertain" in capsys.readouterr().out
+    assert main(["search", str(SEARCH_EXAMPLES[0]), "--predicate", "blocked"]) == 0
+    assert "verdict goal_reached" in capsys.readouterr().out
+
+
+def test_capsim_search_bad_input_names_the_field(tmp_path, capsys):
+    """An unknown [search] key, a missing predicate and a bad depth are one-line errors (exit 2)."""
+    text = SEARCH_EXAMPLES[1].read_text()
+    bad = tmp_path / "bad.toml"
+    bad.write_text(text.replace('strategy = "bfs"', 'strategy = "bfs"\ndepth = 3'))
+    assert main(["search", str(bad)]) == 2
+    assert "search.depth: unknown key" in capsys.readouterr().err
+    bad.write_text(text.replace('predicates = ["atomicity"]', ''))
+    assert main(["search", str(bad)]) == 2
+    assert "search.predicates" in capsys.readouterr().err
+    assert main(["search", str(SEARCH_EXAMPLES[1]), "--max-depth", "0"]) == 2
+    assert "search.max_depth" in capsys.readouterr().err

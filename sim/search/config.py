@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 from ..config import at_least, build, fld, positive
@@ -31,7 +32,8 @@ from ..errors import ScenarioError
 from ..faultspec import Crash, Partition
 from ..scenario import Scenario
 
-__all__ = ["SearchConfig", "OperationSpec", "FaultOption", "fault_budget", "latency_bounds", "parse_search"]
+__all__ = ["SearchConfig", "OperationSpec", "FaultOption", "fault_budget", "latency_bounds", "parse_search",
+           "load_search"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -138,3 +140,22 @@ def latency_bounds(scenario: Scenario, cfg: SearchConfig) -> tuple[float, float]
 def parse_search(data: Any, path: str = "search") -> SearchConfig:
     """A validated :class:`SearchConfig` from plain data (a TOML ``[search]`` table)."""
     return build(SearchConfig, data if data is not None else {}, path)
+
+
+def load_search(path: str | Path) -> tuple[Scenario, SearchConfig]:
+    """A scenario TOML file and its ``[search]`` table (absent: the defaults)."""
+    import tomllib
+
+    import tomli_w
+
+    from ..scenario import read_text_file
+
+    p = Path(path)
+    text = read_text_file(p)
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ScenarioError(str(p), f"invalid TOML: {exc}") from None
+    cfg = parse_search(data.pop("search", None))
+    scenario = Scenario.from_toml_string(tomli_w.dumps(data), source=str(p), base=p.parent)
+    return scenario, cfg
