@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -249,3 +250,14 @@ def test_capsim_search_bad_input_names_the_field(tmp_path, capsys):
     assert "search.predicates" in capsys.readouterr().err
     assert main(["search", str(SEARCH_EXAMPLES[1]), "--max-depth", "0"]) == 2
     assert "search.max_depth" in capsys.readouterr().err
+
+
+def test_docs_search_python_blocks_run():
+    """The ```python blocks of docs/search.md execute as written."""
+    guide = Path(__file__).resolve().parents[1] / "docs" / "search.md"
+    blocks = re.findall(r"```python\n(.*?)```", guide.read_text(encoding="utf-8"), flags=re.S)
+    assert blocks
+    namespace: dict[str, Any] = {}
+    for block in blocks:
+        exec(compile(block, str(guide), "exec", dont_inherit=True), namespace)
+    assert namespace["result"].verdict == "goal_reached"
