@@ -75,7 +75,7 @@ def test_3pc_is_atomic_under_coordinator_crashes_with_bounded_delays():
     is exhausted: what 3PC's timeout rules promise when delays are bounded (two participants; three
     take a minute, see benchmarks/search_bench.py)."""
     result = search(txn_scenario("three_phase_commit", CRASH_COORDINATOR, 2), cfg("atomicity"))
-    assert result.verdict == "no_violation" and result.complete
+    assert result.verdict == "no_violation" and result.complete and result.exhausted
     assert result.states > 100
 
 
@@ -123,6 +123,7 @@ def test_cooperative_termination_blocks_only_when_every_participant_is_uncertain
     coop = search(txn_scenario("two_phase_commit", CRASH_COORDINATOR, 2, cooperative=True, loss=0.01),
                   cfg("blocked_only_if_all_uncertain", max_depth=16))
     assert coop.verdict == "no_violation" and coop.complete
+    assert not coop.exhausted  # a participant asks forever: the depth bound cuts the space
     assert coop.states > plain.states
 
 
@@ -141,7 +142,7 @@ def test_cooperative_termination_still_blocks_when_all_are_uncertain():
 def test_blocked_is_unreachable_without_a_crash():
     """Without faults 2PC never blocks: the search exhausts the space without reaching the goal."""
     result = search(txn_scenario("two_phase_commit", [], 2), cfg("blocked"))
-    assert result.verdict == "goal_unreachable" and result.complete
+    assert result.verdict == "goal_unreachable" and result.complete and result.exhausted
 
 
 # -- the explorer's parts --------------------------------------------------------------------------
@@ -261,3 +262,34 @@ def test_docs_search_python_blocks_run():
     for block in blocks:
         exec(compile(block, str(guide), "exec", dont_inherit=True), namespace)
     assert namespace["result"].verdict == "goal_reached"
+
+
+# -- a lab's student protocol ---------------------------------------------------------------------------
+def lab5_scenario(classes: dict[str, type]) -> Scenario:
+    """Lab 5 (two-phase commit) with a solution's classes: two participants, a coordinator that may
+    crash and recover, one message that may be lost."""
+    from sim.labs import commit as lab5
+    from sim.labs.core import solution_key
+
+    return Scenario.from_dict({
+        "cluster": {"count": 3},
+        "network": {"latency": 1, "loss": 0.01},
+        "workload": {"clients": 1, "target": "fixed", "target_node": "n1", "keys": 1},
+        "protocol": {"name": "lab_commit", "solution": solution_key(lab5.LAB, classes), "coordinator": "n1",
+                     "force_time": 1, "vote_timeout": 50, "decision_timeout": 100, "retry_interval": 25},
+        "faults": {"schedule": [{"kind": "crash", "node": "n1", "start": 0, "end": 500}]},
+    })
+
+
+def test_search_grades_lab5_solutions_on_a_small_configuration():
+    """On the same small configuration the reference solution keeps atomicity within the depth, and the
+    known-wrong participant that aborts when its decision timeout expires (although it voted yes) splits."""
+    import commit_reference as ref
+    from commit_wrong import VARIANTS
+
+    reference = search(lab5_scenario({"Coordinator": ref.Coordinator, "Participant": ref.Participant}),
+                       cfg("atomicity", max_depth=16))
+    assert reference.verdict == "no_violation" and reference.complete
+    wrong = search(lab5_scenario(VARIANTS["abort-on-timeout"]), cfg("atomicity", max_depth=16))
+    assert wrong.verdict == "violation" and "split" in wrong.message
+    assert confirm_atomicity(wrong.final).count("split") == 1

@@ -75,6 +75,7 @@ class SearchResult:
     final: SearchWorld | None = None
     scenario: Scenario | None = None
     config: SearchConfig | None = None
+    exhausted: bool = False  # complete, and no state was cut by max_depth: the whole reachable space
 
     @property
     def found(self) -> bool:
@@ -305,7 +306,9 @@ class Explorer:
                     return self._result("limit", None, len(visited), transitions, depth_seen, start, False, limit,
                                         [], None)
                 frontier.append((child, depth + 1, len(parents) - 1))
-        return self._result("exhausted", None, len(visited), transitions, depth_seen, start, True, None, [], None)
+        result = self._result("exhausted", None, len(visited), transitions, depth_seen, start, True, None, [], None)
+        result.exhausted = not cut
+        return result
 
     def dfs(self) -> SearchResult:
         """Depth-first to ``max_depth`` (a state seen before at the same or a smaller depth is skipped)."""
