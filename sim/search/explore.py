@@ -18,7 +18,9 @@ Two models of time:
   they were designed for.
 * ``ordering`` (DSLabs' model): time is ordering only. Messages arrive in any order
   at any time; a node's timer may fire once every timer the node set earlier with a
-  shorter or equal delay has fired. A timeout then says nothing about a crash.
+  shorter or equal delay has fired. A timeout then says nothing about a crash. The
+  clock moves only when a timer fires, to its due time if that is later, so a node that
+  compares the clock with its own deadline finds it due.
 
 The search checks its predicates (:mod:`.predicates`) in every new state and stops at
 the first one that fires: an invariant violated, or a goal reached.
@@ -128,6 +130,8 @@ class Explorer:
     def actions(self, w: SearchWorld, *, faults: bool = True) -> list[Action]:
         """Every step enabled in ``w`` (``faults=False``: deliveries and timers only)."""
         out: list[Action] = []
+        if w.failure is not None:
+            return out
         if faults and len(w.ops) < len(self.cfg.operations):
             out.append(("client", len(w.ops)))
         timers = w.env.live()
@@ -163,19 +167,27 @@ class Explorer:
         return not any(o.owner == owner and o.order < t.order and o.delay <= t.delay for o in timers)
 
     def apply(self, w: SearchWorld, action: Action) -> Step:
-        """Take ``action`` in ``w`` (mutating it); returns the step for the trace."""
+        """Take ``action`` in ``w`` (mutating it); returns the step for the trace.
+
+        A handler that raises ends the execution: the state records the error
+        (``w.failure``) and :meth:`check` reports it as a violation.
+        """
+        try:
+            return self._apply(w, action)
+        except Exception as exc:  # a protocol's handler failed: that is a finding, not a crash of the search
+            w.failure = f"{type(exc).__name__}: {exc}"
+            return Step("error", w.now, detail=w.failure)
+
+    def _apply(self, w: SearchWorld, action: Action) -> Step:
         kind, i = action
         w.steps += 1
-        if not self.bounded:
-            w.env.now = float(w.steps)
         if kind == "client":
             return self._client(w, i)
         if kind in ("deliver", "drop", "duplicate"):
             return self._message(w, kind, i)
         if kind == "timer":
             t = w.env.live()[i]
-            if self.bounded:
-                w.env.now = max(w.env.now, t.at)
+            w.env.now = max(w.env.now, t.at)  # never back: a node comparing now with its deadline sees it due
             w.env.fire(t)
             return Step("timer", w.now, node=t.owner, detail=t.name)
         return self._fault(w, kind, i)
@@ -232,6 +244,8 @@ class Explorer:
     # -- predicates ----------------------------------------------------------------------------
     def check(self, w: SearchWorld) -> tuple[str, str, str] | None:
         """(predicate, verdict, message) of the first predicate that fires in ``w``, else None."""
+        if w.failure is not None:
+            return "exception", "violation", f"a handler raised {w.failure}"
         for p in self.predicates:
             message = p.test(w, self)
             if message is not None:

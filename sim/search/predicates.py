@@ -15,6 +15,15 @@ Transactions (2PC, 3PC; the protocol's recorder is ``world.state``):
 * ``blocked`` (goal): a participant is uncertain about a transaction, its coordinator
   is down, and no sequence of deliveries and timers without the coordinator
   (``BLOCK_DEPTH`` steps, no faults) decides it there;
+Raft (``sim.replication.raft``):
+
+* ``election_safety``: at most one node was ever leader of any term (from the nodes'
+  role histories, which crashes keep);
+* ``log_matching``: if two logs hold an entry with the same index and term, they are
+  identical up to that index.
+
+Commit protocols, continued:
+
 * ``blocked_only_if_all_uncertain``: in every blocked state every live participant of
   the transaction is uncertain, or still writing its prepared record (and so about to
   be): none knows the outcome and none could still refuse. What cooperative
@@ -173,7 +182,45 @@ def _blocked_only_if_all_uncertain(w: SearchWorld, ex: Explorer) -> str | None:
     return None
 
 
+# -- Raft ----------------------------------------------------------------------------------------
+def _leaders(w: SearchWorld) -> frozenset[tuple[int, str]]:
+    """(term, node) of every leadership so far, from the nodes' role histories (kept across crashes)."""
+    out = set()
+    for name, node in w.nodes.items():
+        for change in getattr(node, "roles", ()):
+            if str(change.role) == "leader":
+                out.add((change.term, name))
+    return frozenset(out)
+
+
+def _election_safety(w: SearchWorld, _ex: Explorer) -> str | None:
+    by_term: dict[int, list[str]] = {}
+    for term, node in sorted(_leaders(w)):
+        by_term.setdefault(term, []).append(node)
+    for term, nodes in by_term.items():
+        if len(nodes) > 1:
+            return f"two leaders in term {term}: {', '.join(nodes)}"
+    return None
+
+
+def _log_matching(w: SearchWorld, _ex: Explorer) -> str | None:
+    logs = [(name, node.log) for name, node in w.nodes.items() if hasattr(node, "log") and hasattr(node, "term")]
+    for i, (a, la) in enumerate(logs):
+        for b, lb in logs[i + 1:]:
+            for idx in range(min(len(la), len(lb)) - 1, 0, -1):
+                if la[idx].term == lb[idx].term:
+                    if list(la[:idx + 1]) != list(lb[:idx + 1]):
+                        return (f"logs of {a} and {b} agree on the term of entry {idx} ({la[idx].term}) but differ "
+                                "before it")
+                    break
+    return None
+
+
 PREDICATES: dict[str, Predicate] = {
+    "election_safety": Predicate("election_safety", "invariant", _election_safety, _leaders,
+                                 "at most one leader per term, over the whole execution"),
+    "log_matching": Predicate("log_matching", "invariant", _log_matching,
+                              doc="two logs with an entry of the same index and term are identical up to it"),
     "atomicity": Predicate("atomicity", "invariant", _atomicity, _outcomes,
                            "no transaction both committed and aborted (split or flip)"),
     "blocked": Predicate("blocked", "goal", _blocked_goal, doc="a participant blocked: uncertain, coordinator "

@@ -193,6 +193,7 @@ class SearchWorld:
         self.fault_state: list[str] = []  # per fault of the budget: ready, active or done
         self.drops = 0
         self.duplicates = 0
+        self.failure: str | None = None  # a handler raised: the execution ends here
         self.nodes: dict[str, Node] = {}
         protocol = scenario.protocol
         self.state: Any = protocol.new_state(self)
@@ -339,10 +340,27 @@ def _canon(obj: Any, stack: set[int]) -> Any:
         stack.discard(id(obj))
 
 
+def _ignored(cls: type) -> frozenset[str]:
+    names = set(_SKIP_NODE_ATTRS)
+    for c in cls.__mro__:
+        names.update(getattr(c, "search_ignore", ()))
+    return frozenset(names)
+
+
+_IGNORED: dict[type, frozenset[str]] = {}
+
+
 def node_state(node: Node) -> Any:
-    """A hashable form of one node's protocol state (host references and counters left out)."""
+    """A hashable form of one node's protocol state (host references and counters left out).
+
+    A node class leaves more attributes out with a class variable ``search_ignore`` (names of
+    counters and histories that do not change what the node does next).
+    """
+    skip = _IGNORED.get(type(node))
+    if skip is None:
+        skip = _IGNORED[type(node)] = _ignored(type(node))
     stack = {id(node)}
-    items = [(k, _canon(v, stack)) for k, v in node.__dict__.items() if k not in _SKIP_NODE_ATTRS]
+    items = [(k, _canon(v, stack)) for k, v in node.__dict__.items() if k not in skip]
     return (type(node).__qualname__, tuple(sorted(items)))
 
 
