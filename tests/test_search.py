@@ -96,6 +96,8 @@ def test_breadth_first_is_deterministic():
     scenario = txn_scenario("three_phase_commit", [{**SPLIT_3_OF_4[0], "groups": [["n1", "n2"], ["n3"]]}], 2)
     a, b = (search(scenario, cfg("atomicity")) for _ in range(2))
     assert a.trace == b.trace and (a.states, a.transitions) == (b.states, b.transitions)
+    delivered = [s for s in a.trace if s.kind == "deliver"]
+    assert all(0 < s.sent_step < a.trace.index(s) + 1 for s in delivered)  # sent by an earlier step
     table = trace_table(a)
     assert list(table["step"]) == list(range(1, len(a.trace) + 1))
     assert (table["kind"] == "partition").sum() == 1
@@ -232,6 +234,7 @@ def test_capsim_search_finds_the_3pc_split_and_writes_a_replay(tmp_path, capsys)
     summary = json.loads((out / "search.json").read_text())
     assert summary["verdict"] == "violation" and summary["replay_reproduced"] is True
     assert len((out / "trace.csv").read_text().splitlines()) == summary["depth"] + 1
+    assert (out / "diagram.png").stat().st_size > 10_000
 
 
 def test_capsim_search_2pc_example_and_overrides(capsys):

@@ -33,7 +33,7 @@ def add_parser(sub: Any, parser_class: type) -> None:
     s.add_argument("--max-seconds", type=float, default=None, help="wall-clock limit")
     s.add_argument("--predicate", action="append", default=None, help="an invariant or goal (repeatable; "
                                                                        "replaces search.predicates)")
-    s.add_argument("--out", default=None, help="folder for trace.csv, replay.toml and search.json")
+    s.add_argument("--out", default=None, help="folder for search.json, trace.csv, diagram.png and replay.toml")
     s.add_argument("--no-replay", action="store_true", help="do not run the replay in the simulator")
 
 
@@ -80,5 +80,13 @@ def run(args: argparse.Namespace) -> int:
                 stage.rows["trace.csv"] = len(table)
             if rep is not None:
                 (stage.path / "replay.toml").write_text(rep.replay.scenario.to_toml(), encoding="utf-8")
+            if result.trace:
+                import matplotlib.pyplot as plt
+
+                from .diagram import space_time
+
+                ax = space_time(result)
+                ax.figure.savefig(stage.path / "diagram.png", dpi=110, bbox_inches="tight")
+                plt.close(ax.figure)
         print(f"\n{wrote(args.out, 'search')}")
     return 1 if result.verdict == "violation" else 0

@@ -58,6 +58,7 @@ class Step:
     message: str = ""
     detail: str = ""
     fault: int | None = None  # index into faults.schedule
+    sent_step: int | None = None  # for a delivered, dropped or lost message: the step that sent it (0: none)
 
 
 @dataclass
@@ -199,7 +200,7 @@ class Explorer:
         op = Op(client, i + 1, spec.op, spec.key, value, self.target, w.now, w.steps)
         w.ops.append(op)
         msg = ClientRequest(op.op_id, spec.op, spec.key, value)
-        w.network.flight.append(InFlight(client, self.target, msg, w.now, w.nodes[self.target].epoch))
+        w.network.flight.append(InFlight(client, self.target, msg, w.now, w.nodes[self.target].epoch, w.steps))
         return Step("client", w.now, node=client, dst=self.target, message=repr(msg))
 
     def _message(self, w: SearchWorld, kind: str, i: int) -> Step:
@@ -207,7 +208,7 @@ class Explorer:
         if kind == "drop":
             w.network.flight.pop(i)
             w.drops += 1
-            return Step("drop", w.now, src=m.src, dst=m.dst, message=repr(m.msg))
+            return Step("drop", w.now, src=m.src, dst=m.dst, message=repr(m.msg), sent_step=m.step)
         if kind == "duplicate":
             w.duplicates += 1
         else:
@@ -216,9 +217,10 @@ class Explorer:
             w.env.now = max(w.env.now, m.sent + self.low)
         node = w.nodes[m.dst]
         if not node.alive or node.epoch != m.epoch:
-            return Step("lost", w.now, src=m.src, dst=m.dst, message=repr(m.msg), detail="receiver crashed")
+            return Step("lost", w.now, src=m.src, dst=m.dst, message=repr(m.msg), detail="receiver crashed",
+                        sent_step=m.step)
         node.receive(m.src, m.msg)
-        return Step(kind, w.now, src=m.src, dst=m.dst, message=repr(m.msg))
+        return Step(kind, w.now, src=m.src, dst=m.dst, message=repr(m.msg), sent_step=m.step)
 
     def _fault(self, w: SearchWorld, kind: str, i: int) -> Step:
         f = self.faults[i]

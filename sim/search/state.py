@@ -101,14 +101,15 @@ class SearchClock:
 class InFlight:
     """A message on its way: sent at ``sent`` to ``dst`` in incarnation ``epoch`` (lost if it crashed since)."""
 
-    __slots__ = ("src", "dst", "msg", "sent", "epoch")
+    __slots__ = ("src", "dst", "msg", "sent", "epoch", "step")
 
-    def __init__(self, src: str, dst: str, msg: Any, sent: float, epoch: int) -> None:
+    def __init__(self, src: str, dst: str, msg: Any, sent: float, epoch: int, step: int = 0) -> None:
         self.src = src
         self.dst = dst
         self.msg = msg
         self.sent = sent
         self.epoch = epoch
+        self.step = step  # the step of the execution that sent it (for the space-time diagram)
 
     def __repr__(self) -> str:
         return f"{self.src}->{self.dst} {self.msg!r}"
@@ -132,7 +133,7 @@ class SearchNet:
         if src in self.blocked.get(dst, ()):
             self.dropped.append((w.now, src, dst, msg, "partition"))
             return
-        self.flight.append(InFlight(src, dst, msg, w.now, w.nodes[dst].epoch))
+        self.flight.append(InFlight(src, dst, msg, w.now, w.nodes[dst].epoch, w.steps))
 
     def add_partition(self, key: int, groups: tuple[tuple[str, ...], ...], one_way: bool,
                       nodes: tuple[str, ...]) -> None:
