@@ -27,7 +27,7 @@ import pickle
 import sys
 import types
 from collections import Counter
-from dataclasses import dataclass, is_dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -294,49 +294,88 @@ _SKIP_NODE_ATTRS = frozenset({"world", "env", "net", "_handlers", "crashes", "ep
 _ATOMS = (type(None), bool, int, float, str, bytes, enum.Enum)
 
 
+def _kind(t: type) -> str:
+    """How :func:`_canon` treats instances of ``t`` (decided once per type)."""
+    if issubclass(t, _ATOMS):
+        return "atom"
+    if issubclass(t, (tuple, list)):
+        return "seq"
+    if issubclass(t, dict):
+        return "dict"
+    if issubclass(t, (set, frozenset)):
+        return "set"
+    if issubclass(t, Endpoint):
+        return "node"
+    if issubclass(t, Timer):
+        return "timer"
+    if issubclass(t, (types.FunctionType, types.MethodType, types.BuiltinFunctionType)):
+        return "fn"
+    if issubclass(t, (np.random.Generator, Streams, EventLog, Channel, SearchWorld, SearchClock, SearchNet)):
+        return "host"
+    params = getattr(t, "__dataclass_params__", None)
+    if params is not None and params.frozen:
+        return "frozen"
+    return "obj"
+
+
+_KINDS: dict[type, str] = {}
+_SLOTS: dict[type, tuple[str, ...]] = {}
+
+
+def _slots(t: type) -> tuple[str, ...]:
+    names = _SLOTS.get(t)
+    if names is None:
+        names = _SLOTS[t] = tuple(slot for cls in t.__mro__ for slot in getattr(cls, "__slots__", ())
+                                  if slot != "__dict__")
+    return names
+
+
 def _canon(obj: Any, stack: set[int]) -> Any:
-    if isinstance(obj, _ATOMS):
+    t = type(obj)
+    kind = _KINDS.get(t)
+    if kind is None:
+        kind = _KINDS[t] = _kind(t)
+    if kind == "atom":
         return obj
-    if isinstance(obj, (tuple, list)):
-        return tuple(_canon(x, stack) for x in obj)
-    if isinstance(obj, dict):
+    if kind == "seq":
+        return tuple([_canon(x, stack) for x in obj])
+    if kind == "dict":
         items = [(_canon(k, stack), _canon(v, stack)) for k, v in obj.items()]
         try:
             return ("dict", tuple(sorted(items)))
         except TypeError:
             return ("dict", tuple(sorted(items, key=repr)))
-    if isinstance(obj, (set, frozenset)):
-        return frozenset(_canon(x, stack) for x in obj)
-    if isinstance(obj, Endpoint):
+    if kind == "set":
+        return frozenset([_canon(x, stack) for x in obj])
+    if kind == "node":
         return ("node", obj.name)
-    if isinstance(obj, Timer):
+    if kind == "timer":
         live = not obj.cancelled and obj.owner.alive and obj.owner.epoch == obj.epoch
         return ("timer", getattr(obj.fn, "__name__", "?"), live)
-    if isinstance(obj, (types.FunctionType, types.MethodType, types.BuiltinFunctionType)):
+    if kind == "fn":
         return ("fn", getattr(obj, "__qualname__", "?"))
-    if isinstance(obj, (np.random.Generator, Streams, EventLog, Channel, SearchWorld, SearchClock, SearchNet)):
+    if kind == "host":
         return ("host",)
     if id(obj) in _SHARED:
         return ("shared", id(obj))
-    if is_dataclass(obj) and obj.__dataclass_params__.frozen:  # type: ignore[union-attr]
+    if kind == "frozen":
         try:
             hash(obj)
             return obj
         except TypeError:
             pass
     if id(obj) in stack:
-        return ("cycle", type(obj).__qualname__)
+        return ("cycle", t.__qualname__)
     stack.add(id(obj))
     try:
         attrs: list[tuple[str, Any]] = []
         d = getattr(obj, "__dict__", None)
         if d is not None:
             attrs.extend(d.items())
-        for cls in type(obj).__mro__:
-            for slot in getattr(cls, "__slots__", ()):
-                if slot != "__dict__" and hasattr(obj, slot):
-                    attrs.append((slot, getattr(obj, slot)))
-        return (type(obj).__qualname__, tuple(sorted((k, _canon(v, stack)) for k, v in attrs)))
+        for slot in _slots(t):
+            if hasattr(obj, slot):
+                attrs.append((slot, getattr(obj, slot)))
+        return (t.__qualname__, tuple(sorted([(k, _canon(v, stack)) for k, v in attrs])))
     finally:
         stack.discard(id(obj))
 
