@@ -39,7 +39,7 @@ import numpy as np
 from ..kernel.messages import ClientRequest
 from ..scenario import Scenario
 from .config import FaultOption, SearchConfig, fault_budget, latency_bounds
-from .state import InFlight, Op, Scheduled, SearchWorld, canonical, clone, share
+from .state import InFlight, Op, Scheduled, SearchWorld, canonical, clone, freeze, share, thaw
 
 __all__ = ["Explorer", "Step", "SearchResult", "search"]
 
@@ -288,7 +288,11 @@ class Explorer:
         return None
 
     def bfs(self) -> SearchResult:
-        """Breadth-first: the first violation found has the shortest trace."""
+        """Breadth-first: the first violation found has the shortest trace.
+
+        States wait in the frontier as bytes (:func:`.state.freeze`); each successor is a
+        fresh copy thawed from its parent's bytes, so a stored state costs its pickled size.
+        """
         start = time.perf_counter()
         root = self.initial()
         parents: list[tuple[int, Step | None]] = [(-1, None)]
@@ -296,15 +300,18 @@ class Explorer:
         if hit is not None:
             return self._result("", hit, 1, 0, 0, start, False, None, [], root)
         visited = {self.key(root)}
-        frontier: deque[tuple[SearchWorld, int, int]] = deque([(root, 0, 0)])
+        frontier: deque[tuple[bytes, int, int]] = deque([(freeze(root), 0, 0)])
         transitions = depth_seen = 0
         cut = False
         while frontier:
-            w, depth, idx = frontier.popleft()
+            blob, depth, idx = frontier.popleft()
+            actions = self.actions(thaw(blob))
             if depth >= self.cfg.max_depth:
-                cut = cut or bool(self.actions(w))
+                cut = cut or bool(actions)
                 continue
-            for child, step in self.successors(w):
+            for action in actions:
+                child = thaw(blob)
+                step = self.apply(child, action)
                 transitions += 1
                 k = self.key(child)
                 if k in visited:
@@ -321,7 +328,7 @@ class Explorer:
                 if limit is not None:
                     return self._result("limit", None, len(visited), transitions, depth_seen, start, False, limit,
                                         [], None)
-                frontier.append((child, depth + 1, len(parents) - 1))
+                frontier.append((freeze(child), depth + 1, len(parents) - 1))
         result = self._result("exhausted", None, len(visited), transitions, depth_seen, start, True, None, [], None)
         result.exhausted = not cut
         return result

@@ -38,7 +38,8 @@ from ..kernel.node import Endpoint, Node, Timer
 from ..rng import Streams
 from ..scenario import Scenario
 
-__all__ = ["SearchWorld", "SearchClock", "SearchNet", "Scheduled", "InFlight", "Op", "clone", "canonical"]
+__all__ = ["SearchWorld", "SearchClock", "SearchNet", "Scheduled", "InFlight", "Op", "clone", "freeze", "thaw",
+           "canonical"]
 
 
 class Scheduled:
@@ -275,18 +276,25 @@ def share(obj: Any) -> None:
     _SHARED[id(obj)] = obj
 
 
-def clone(world: SearchWorld) -> SearchWorld:
-    """An independent copy of ``world`` (see the module docstring)."""
+def freeze(world: SearchWorld) -> bytes:
+    """``world`` as bytes (a stored state costs this much); :func:`thaw` makes a fresh copy each time."""
     buf = io.BytesIO()
     _Pickler(buf, pickle.HIGHEST_PROTOCOL).dump(world)
-    return pickle.loads(buf.getvalue())
+    return buf.getvalue()
+
+
+def thaw(blob: bytes) -> SearchWorld:
+    return pickle.loads(blob)
+
+
+def clone(world: SearchWorld) -> SearchWorld:
+    """An independent copy of ``world`` (see the module docstring)."""
+    return thaw(freeze(world))
 
 
 def size_of(world: SearchWorld) -> int:
-    """Bytes of a pickled state: a measure of the memory one stored state costs."""
-    buf = io.BytesIO()
-    _Pickler(buf, pickle.HIGHEST_PROTOCOL).dump(world)
-    return len(buf.getvalue())
+    """Bytes of a pickled state: what one state waiting in the search's frontier costs."""
+    return len(freeze(world))
 
 
 # -- canonical form ----------------------------------------------------------------------------
