@@ -362,3 +362,34 @@ def test_a_handler_that_raises_is_a_violation_with_its_trace():
     assert result.verdict == "violation" and result.predicate == "exception"
     assert "RuntimeError: n2 cannot prepare t1-1" in result.message or "n3 cannot prepare" in result.message
     assert [s.kind for s in result.trace] == ["client", "deliver", "error"]
+
+
+# -- linearizability of the history so far -------------------------------------------------------------
+WRITE_THEN_READ_ELSEWHERE = (OperationSpec(op="write", key=0, node="n1"), OperationSpec(op="read", key=0, node="n2"))
+
+
+def kv_scenario(protocol: dict[str, Any]) -> Scenario:
+    return Scenario.from_dict({"cluster": {"count": 3}, "network": {"latency": 1}, "workload": {"clients": 0},
+                               "protocol": protocol})
+
+
+def test_linearizability_violation_found_in_eventual_replication():
+    """A write acknowledged by n1, then a read at n2 before the update arrives: the checker rejects the
+    history, and breadth-first finds it in four steps."""
+    result = search(kv_scenario({"name": "eventual"}),
+                    SearchConfig(max_depth=20, operations=WRITE_THEN_READ_ELSEWHERE, predicates=("linearizable",)))
+    assert result.verdict == "violation" and result.predicate == "linearizable"
+    assert "returned None" in result.message
+    assert [s.kind for s in result.trace] == ["client", "deliver", "client", "deliver"]
+
+
+def test_single_copy_and_primary_backup_histories_stay_linearizable():
+    """The same two operations against one owner (exhausted) and synchronous primary-backup (within depth
+    20) never give a non-linearizable history."""
+    ops = SearchConfig(max_depth=20, operations=WRITE_THEN_READ_ELSEWHERE, predicates=("linearizable",))
+    single = search(kv_scenario({"name": "single_copy", "owner": "n1"}), ops)
+    assert single.verdict == "no_violation" and single.exhausted
+    backup = search(kv_scenario({"name": "primary_backup"}), ops)
+    assert backup.verdict == "no_violation" and backup.complete and backup.states > 100
+    with pytest.raises(ScenarioError, match=r"search\.operations\[0\]\.node"):
+        Explorer(kv_scenario({"name": "eventual"}), SearchConfig(operations=(OperationSpec(node="n7"),)))

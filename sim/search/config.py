@@ -43,6 +43,7 @@ class OperationSpec:
     op: Literal["read", "write"] = fld("write")
     key: int = fld(0)
     value: int | None = fld(None, doc="what a write writes (default: the operation's number, so writes differ)")
+    node: str | None = fld(None, doc="the node it goes to (default: search.target)")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -109,6 +109,12 @@ class Explorer:
             from ..errors import ScenarioError
 
             raise ScenarioError("search.target", f"no node {self.target!r}; nodes: {', '.join(scenario.nodes)}")
+        for i, op in enumerate(cfg.operations):
+            if op.node is not None and op.node not in scenario.nodes:
+                from ..errors import ScenarioError
+
+                raise ScenarioError(f"search.operations[{i}].node", f"no node {op.node!r}; nodes: "
+                                    f"{', '.join(scenario.nodes)}")
         self.predicates = resolve(list(cfg.predicates) + list(predicates))
         self.memo: dict[Any, Any] = {}  # predicates' look-ahead answers, by state
 
@@ -197,11 +203,12 @@ class Explorer:
         spec = self.cfg.operations[i]
         value = spec.value if spec.value is not None else (i + 1 if spec.op == "write" else None)
         client = f"c{i}"
-        op = Op(client, i + 1, spec.op, spec.key, value, self.target, w.now, w.steps)
+        target = spec.node or self.target
+        op = Op(client, i + 1, spec.op, spec.key, value, target, w.now, w.steps)
         w.ops.append(op)
         msg = ClientRequest(op.op_id, spec.op, spec.key, value)
-        w.network.flight.append(InFlight(client, self.target, msg, w.now, w.nodes[self.target].epoch, w.steps))
-        return Step("client", w.now, node=client, dst=self.target, message=repr(msg))
+        w.network.flight.append(InFlight(client, target, msg, w.now, w.nodes[target].epoch, w.steps))
+        return Step("client", w.now, node=client, dst=target, message=repr(msg))
 
     def _message(self, w: SearchWorld, kind: str, i: int) -> Step:
         m = w.network.flight[i]

@@ -15,6 +15,12 @@ Transactions (2PC, 3PC; the protocol's recorder is ``world.state``):
 * ``blocked`` (goal): a participant is uncertain about a transaction, its coordinator
   is down, and no sequence of deliveries and timers without the coordinator
   (``BLOCK_DEPTH`` steps, no faults) decides it there;
+Any key-value protocol:
+
+* ``linearizable``: the history of the search's client operations so far passes
+  :func:`sim.checkers.check_linearizable` (times are step numbers, so real-time order
+  is the execution's; a reply counts when it is sent).
+
 Raft (``sim.replication.raft``):
 
 * ``election_safety``: at most one node was ever leader of any term (from the nodes'
@@ -216,7 +222,35 @@ def _log_matching(w: SearchWorld, _ex: Explorer) -> str | None:
     return None
 
 
+# -- client histories ----------------------------------------------------------------------------
+def _history(w: SearchWorld) -> pd.DataFrame:
+    """The search's client operations as a history table; times are step numbers (their real-time order)."""
+    rows = [{"op_id": op.op_id, "client": op.client, "op": op.op, "key": op.key,
+             "value": op.result if op.op == "read" else op.value, "invoke": float(op.invoke_step),
+             "complete": float(op.complete_step) if op.complete_step is not None else float("inf"),
+             "outcome": op.outcome} for op in w.ops]
+    return pd.DataFrame(rows, columns=["op_id", "client", "op", "key", "value", "invoke", "complete", "outcome"])
+
+
+def _precedence(w: SearchWorld) -> Any:
+    """What linearizability depends on: each operation's outcome and result, and which completed before it began."""
+    return tuple((op.op_id, op.outcome, op.result,
+                  frozenset(o.op_id for o in w.ops if o.complete_step is not None and o.complete_step < op.invoke_step))
+                 for op in w.ops)
+
+
+def _linearizable(w: SearchWorld, _ex: Explorer) -> str | None:
+    if not any(op.op == "read" and op.outcome == "ok" for op in w.ops):
+        return None  # writes alone are always linearizable
+    from ..checkers.linearizability import check_linearizable
+
+    verdict = check_linearizable(_history(w))
+    return None if verdict.linearizable is not False else f"not linearizable: {verdict.explanation}"
+
+
 PREDICATES: dict[str, Predicate] = {
+    "linearizable": Predicate("linearizable", "invariant", _linearizable, _precedence,
+                              "the client history so far is linearizable (sim.checkers.check_linearizable)"),
     "election_safety": Predicate("election_safety", "invariant", _election_safety, _leaders,
                                  "at most one leader per term, over the whole execution"),
     "log_matching": Predicate("log_matching", "invariant", _log_matching,
