@@ -393,3 +393,14 @@ def test_single_copy_and_primary_backup_histories_stay_linearizable():
     assert backup.verdict == "no_violation" and backup.complete and backup.states > 100
     with pytest.raises(ScenarioError, match=r"search\.operations\[0\]\.node"):
         Explorer(kv_scenario({"name": "eventual"}), SearchConfig(operations=(OperationSpec(node="n7"),)))
+
+
+def test_3pc_splits_without_any_fault_when_time_is_ordering_only():
+    """With bounded delays and no fault 3PC is atomic (exhausted); when time is ordering only a timeout
+    no longer means a crash, and a seeded random walk finds a split with no fault at all."""
+    scenario = txn_scenario("three_phase_commit", [], 2)
+    calm = search(scenario, cfg("atomicity"))
+    assert calm.verdict == "no_violation" and calm.exhausted
+    walk = search(scenario, cfg("atomicity", timing="ordering", strategy="random", max_depth=30, walks=5000))
+    assert walk.verdict == "violation" and "split" in walk.message
+    assert not {"crash", "partition", "drop"} & {s.kind for s in walk.trace}
