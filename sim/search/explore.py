@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import ScenarioError
 from ..kernel.messages import ClientRequest
 from ..scenario import Scenario
 from .config import FaultOption, SearchConfig, fault_budget, latency_bounds
@@ -106,13 +107,9 @@ class Explorer:
         self.duplicate = scenario.network.duplicate > 0
         self.target = cfg.target or scenario.workload.target_node or scenario.nodes[0]
         if self.target not in scenario.nodes:
-            from ..errors import ScenarioError
-
             raise ScenarioError("search.target", f"no node {self.target!r}; nodes: {', '.join(scenario.nodes)}")
         for i, op in enumerate(cfg.operations):
             if op.node is not None and op.node not in scenario.nodes:
-                from ..errors import ScenarioError
-
                 raise ScenarioError(f"search.operations[{i}].node", f"no node {op.node!r}; nodes: "
                                     f"{', '.join(scenario.nodes)}")
         self.predicates = resolve(list(cfg.predicates) + list(predicates))

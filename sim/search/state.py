@@ -26,6 +26,7 @@ import io
 import pickle
 import sys
 import types
+import weakref
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
@@ -223,7 +224,8 @@ class SearchWorld:
 
 
 # -- cloning ---------------------------------------------------------------------------------
-_SHARED: dict[int, Any] = {}
+_SHARED: weakref.WeakValueDictionary[int, Any] = weakref.WeakValueDictionary()  # id -> object, while it lives
+_SHARED_IDS: set[int] = set()  # a fast first test (ids of objects that may since have gone)
 
 
 def _shared(key: int) -> Any:
@@ -266,14 +268,19 @@ class _Pickler(pickle.Pickler):
         if type(obj) is np.random.Generator:
             bits = obj.bit_generator
             return _generator, (type(bits).__name__, bits.state)
-        if id(obj) in _SHARED and _SHARED[id(obj)] is obj:
+        if id(obj) in _SHARED_IDS and _SHARED.get(id(obj)) is obj:
             return _shared, (id(obj),)
         return NotImplemented
 
 
 def share(obj: Any) -> None:
-    """Let clones refer to ``obj`` instead of copying it (for immutable objects: the scenario)."""
+    """Let clones refer to ``obj`` instead of copying it (for immutable objects: the scenario).
+
+    Held weakly: once nothing else refers to ``obj`` its entry goes, so a later object
+    with the same id is never mistaken for it.
+    """
     _SHARED[id(obj)] = obj
+    _SHARED_IDS.add(id(obj))
 
 
 def freeze(world: SearchWorld) -> bytes:
@@ -364,7 +371,7 @@ def _canon(obj: Any, stack: set[int]) -> Any:
         return ("fn", getattr(obj, "__qualname__", "?"))
     if kind == "host":
         return ("host",)
-    if id(obj) in _SHARED:
+    if id(obj) in _SHARED_IDS and _SHARED.get(id(obj)) is obj:
         return ("shared", id(obj))
     if kind == "frozen":
         try:
