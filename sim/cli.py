@@ -26,6 +26,7 @@ examples:
   capsim sweep experiments/sweeps/loss.toml --workers 2 --out out/loss
   capsim demo --out out/demo
   capsim lab grade lab1 my_register.py
+  capsim search experiments/search/3pc-partition.toml
 
 A scenario is a TOML file with the sections [cluster], [network], [faults],
 [workload], [protocol] and [run]; see the README and experiments/scenarios/.
@@ -115,8 +116,10 @@ def _parser() -> argparse.ArgumentParser:
                                     "its config class.")
     pr.add_argument("name", nargs="?", default=None, help="a protocol name, e.g. raft")
     from .labs.cli import add_parser as add_lab_parser
+    from .search.cli import add_parser as add_search_parser
 
     add_lab_parser(sub, _Parser)
+    add_search_parser(sub, _Parser)
     return p
 
 
@@ -124,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     if args.command is None:
-        print("capsim: error: name a command: run, sweep, validate, demo, protocols or lab (see capsim --help)",
+        print("capsim: error: name a command: run, sweep, validate, demo, protocols, lab or search (see capsim --help)",
               file=sys.stderr)
         return 2
     try:
@@ -147,6 +150,10 @@ def main(argv: list[str] | None = None) -> int:
             from .labs.cli import run as run_lab
 
             return run_lab(args)
+        if args.command == "search":
+            from .search.cli import run as run_search
+
+            return run_search(args)
     except ScenarioError as exc:
         print(f"capsim: error: {exc}", file=sys.stderr)
         return 2

@@ -37,7 +37,7 @@ __all__ = ["MANIFEST", "FolderError", "Staging", "check_out", "staged", "read_ma
            "describe_files", "wrote", "claim", "staged_into"]
 
 MANIFEST = "manifest.json"
-KINDS = ("result", "demo", "sweep", "validation")
+KINDS = ("result", "demo", "sweep", "validation", "search")
 
 
 class FolderError(CapsimError):

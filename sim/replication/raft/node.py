@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
 from ...dists import uniform_sampler
 from ...kernel.messages import CAS_MISMATCH, ClientReply, ClientRequest
@@ -69,6 +69,11 @@ class PendingRead(NamedTuple):
 
 class RaftNode(Node):
     """One Raft server. Attributes set in ``__init__`` are counters and survive crashes."""
+
+    #: counters and histories the model checker leaves out of a state's identity (sim.search)
+    search_ignore: ClassVar[tuple[str, ...]] = ("roles", "elections", "leaderships", "stepdowns", "max_commit",
+                                                "forwarded", "refused", "reads_confirmed", "reads_lease",
+                                                "reads_local")
 
     def __init__(self, world: Host, name: str, cfg: RaftConfig) -> None:
         super().__init__(world, name)

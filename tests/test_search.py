@@ -1,0 +1,406 @@
+"""The model checker: every order of deliveries, timers and scheduled faults over the commit protocols' nodes."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pytest
+
+from sim.cli import main
+from sim.errors import ScenarioError
+from sim.protocol import register_protocol
+from sim.scenario import Scenario
+from sim.search import OperationSpec, SearchConfig, search
+from sim.search.explore import Explorer
+from sim.search.predicates import confirm_atomicity
+from sim.search.replay import replay_scenario, reproduce, trace_table
+from sim.search.state import clone
+from sim.transactions.states import PState
+from sim.transactions.two_phase import TwoPhaseCommitConfig, TwoPhaseParticipant
+
+ONE_WRITE = (OperationSpec(),)
+CRASH_COORDINATOR = [{"kind": "crash", "node": "n1", "start": 0}]
+SPLIT_3_OF_4 = [{"kind": "partition", "start": 0, "end": "inf", "groups": [["n1", "n2"], ["n3", "n4"]]}]
+
+
+def txn_scenario(protocol: str, faults: list[dict[str, Any]], participants: int = 3, *,
+                 cooperative: bool | None = None, loss: float = 0.0) -> Scenario:
+    """Coordinator n1 and ``participants`` participants; 1 ms links, 1 ms forced writes, the default timeouts."""
+    proto: dict[str, Any] = {"name": protocol, "force_time": 1, "vote_timeout": 50, "decision_timeout": 150,
+                             "retry_interval": 50}
+    if cooperative is not None:
+        proto["cooperative_termination"] = cooperative
+    return Scenario.from_dict({
+        "cluster": {"count": participants + 1},
+        "network": {"latency": 1, "loss": loss},
+        "workload": {"clients": 1, "target": "fixed", "target_node": "n1", "keys": 1, "mode": "closed"},
+        "protocol": proto,
+        "faults": {"schedule": faults},
+        "run": {"duration": 100},
+    })
+
+
+def cfg(*predicates: str, **kw: Any) -> SearchConfig:
+    return SearchConfig(operations=ONE_WRITE, predicates=predicates, **{"max_depth": 40, **kw})
+
+
+# -- three-phase commit ------------------------------------------------------------------------------
+def test_3pc_splits_under_one_partition_found_exhaustively():
+    """Breadth-first over 3PC with three participants and one partition finds a split: one side
+    commits, the other aborts; the official atomicity checker agrees on the final state."""
+    result = search(txn_scenario("three_phase_commit", SPLIT_3_OF_4), cfg("atomicity"))
+    assert result.verdict == "violation" and result.predicate == "atomicity"
+    assert "split" in result.message
+    assert [s.kind for s in result.trace].count("partition") == 1
+    assert len(result.trace) == result.depth
+    verdict = confirm_atomicity(result.final)
+    assert verdict.count("split") == 1 and not verdict.atomic
+
+
+def test_3pc_split_replays_in_the_simulator():
+    """The replay scenario (explicit fault schedule from the trace) shows the same split in an ordinary run."""
+    result = search(txn_scenario("three_phase_commit", SPLIT_3_OF_4), cfg("atomicity"))
+    rep = reproduce(result)
+    assert rep.reproduced is True
+    assert rep.result.verdicts["atomicity"].count("split") == 1
+    faults = rep.replay.scenario.faults.schedule
+    assert len(faults) == 1 and faults[0].groups == (("n1", "n2"), ("n3", "n4"))
+    text = rep.replay.scenario.to_toml()
+    assert Scenario.from_toml_string(text) == rep.replay.scenario
+
+
+def test_3pc_is_atomic_under_coordinator_crashes_with_bounded_delays():
+    """Without a partition (the coordinator may crash at any point) no state splits, and the space
+    is exhausted: what 3PC's timeout rules promise when delays are bounded (two participants; three
+    take a minute, see benchmarks/search_bench.py)."""
+    result = search(txn_scenario("three_phase_commit", CRASH_COORDINATOR, 2), cfg("atomicity"))
+    assert result.verdict == "no_violation" and result.complete and result.exhausted
+    assert result.states > 100
+
+
+def test_other_strategies_find_the_3pc_split():
+    """Depth-first to a bound and seeded random walks find the split too; random walks are reproducible."""
+    scenario = txn_scenario("three_phase_commit", SPLIT_3_OF_4)
+    assert search(scenario, cfg("atomicity", strategy="dfs", max_depth=30)).verdict == "violation"
+    walks = [search(scenario, cfg("atomicity", strategy="random", seed=3)) for _ in range(2)]
+    assert walks[0].verdict == "violation"
+    assert walks[0].trace == walks[1].trace
+
+
+def test_breadth_first_is_deterministic():
+    """Two searches of one scenario return the same trace and the same counts."""
+    scenario = txn_scenario("three_phase_commit", [{**SPLIT_3_OF_4[0], "groups": [["n1", "n2"], ["n3"]]}], 2)
+    a, b = (search(scenario, cfg("atomicity")) for _ in range(2))
+    assert a.trace == b.trace and (a.states, a.transitions) == (b.states, b.transitions)
+    delivered = [s for s in a.trace if s.kind == "deliver"]
+    assert all(0 < s.sent_step < a.trace.index(s) + 1 for s in delivered)  # sent by an earlier step
+    table = trace_table(a)
+    assert list(table["step"]) == list(range(1, len(a.trace) + 1))
+    assert (table["kind"] == "partition").sum() == 1
+
+
+# -- two-phase commit -------------------------------------------------------------------------------
+def test_2pc_blocks_after_the_coordinator_crashes_post_vote():
+    """A blocked state is reachable: a participant voted yes, then the coordinator crashed; the
+    ordinary simulator, replaying the crash, ends with the participant still uncertain."""
+    result = search(txn_scenario("two_phase_commit", CRASH_COORDINATOR, 2), cfg("blocked"))
+    assert result.verdict == "goal_reached"
+    kinds = [(s.kind, s.node, s.detail) for s in result.trace]
+    crash = kinds.index(("crash", "n1", ""))
+    voted = [i for i, (kind, node, detail) in enumerate(kinds) if kind == "timer" and detail == "_flushed"]
+    assert voted and voted[0] < crash  # the prepared record was written (and the vote sent) before the crash
+    rep = reproduce(result)
+    assert rep.reproduced is True and rep.result.summary["txn.unresolved"] >= 1
+
+
+def test_cooperative_termination_blocks_only_when_every_participant_is_uncertain():
+    """With a coordinator crash and one lost message allowed, plain 2PC leaves a participant blocked
+    while the other knows (or could still refuse); with cooperative termination no state within the
+    exhausted space does."""
+    plain = search(txn_scenario("two_phase_commit", CRASH_COORDINATOR, 2, cooperative=False, loss=0.01),
+                   cfg("blocked_only_if_all_uncertain", max_depth=16))
+    assert plain.verdict == "violation"
+    assert "not every participant is uncertain" in plain.message
+    coop = search(txn_scenario("two_phase_commit", CRASH_COORDINATOR, 2, cooperative=True, loss=0.01),
+                  cfg("blocked_only_if_all_uncertain", max_depth=16))
+    assert coop.verdict == "no_violation" and coop.complete
+    assert not coop.exhausted  # a participant asks forever: the depth bound cuts the space
+    assert coop.states > plain.states
+
+
+def test_cooperative_termination_still_blocks_when_all_are_uncertain():
+    """Cooperative termination cannot unblock participants that all voted yes: the goal is reached,
+    and in that state every participant is prepared or about to be."""
+    result = search(txn_scenario("two_phase_commit", CRASH_COORDINATOR, 2, cooperative=True), cfg("blocked"))
+    assert result.verdict == "goal_reached"
+    final = result.final
+    gtid = next(iter(final.state.specs))
+    states = {p: final.nodes[p].txns[gtid].state for p in ("n2", "n3") if gtid in final.nodes[p].txns}
+    assert states and set(states.values()) <= {PState.WORKING, PState.PREPARED}
+    assert PState.PREPARED in states.values()
+
+
+def test_blocked_is_unreachable_without_a_crash():
+    """Without faults 2PC never blocks: the search exhausts the space without reaching the goal."""
+    result = search(txn_scenario("two_phase_commit", [], 2), cfg("blocked"))
+    assert result.verdict == "goal_unreachable" and result.complete and result.exhausted
+
+
+# -- the explorer's parts --------------------------------------------------------------------------
+def test_a_clone_is_independent_and_hashes_equal():
+    """Stepping a clone leaves the original as it was; equal states have equal keys."""
+    ex = Explorer(txn_scenario("two_phase_commit", [], 2), cfg())
+    w = ex.initial()
+    ex.apply(w, ("client", 0))
+    copy = clone(w)
+    assert ex.key(copy) == ex.key(w)
+    ex.apply(copy, ex.actions(copy)[0])
+    assert ex.key(copy) != ex.key(w)
+    assert len(w.network.flight) == 1 and w.nodes["n1"].txns == {}
+    assert copy.nodes["n1"].txns and copy.nodes["n1"].transfers is not w.nodes["n1"].transfers
+
+
+def test_ordering_timing_lets_timers_overtake_messages():
+    """Under ordering-only timing a participant's decision timeout may fire before the coordinator
+    even answers; under bounded delays it may not fire while messages it waits for are in flight."""
+    scenario = txn_scenario("two_phase_commit", [], 2)
+    for timing, expected in (("ordering", True), ("bounded", False)):
+        ex = Explorer(scenario, cfg(timing=timing))
+        w = ex.initial()
+        for action in (("client", 0), ("deliver", 0), ("deliver", 0), ("deliver", 0)):
+            ex.apply(w, action)
+        while any(a[0] == "timer" and w.env.live()[a[1]].name == "_flushed" for a in ex.actions(w)):
+            ex.apply(w, next(a for a in ex.actions(w) if a[0] == "timer" and w.env.live()[a[1]].name == "_flushed"))
+        names = {w.env.live()[i].name for kind, i in ex.actions(w) if kind == "timer"}
+        assert ("on_decision_timeout" in names) is expected, timing
+
+
+def test_search_config_errors_name_the_field():
+    """Unknown predicates, random faults, unbounded latency and unsupported fault kinds are clear errors."""
+    with pytest.raises(ScenarioError, match=r"search\.predicates\[0\].*unknown predicate 'nope'"):
+        from sim.search import parse_search
+
+        parse_search({"predicates": ["nope"]})
+    with pytest.raises(ScenarioError, match=r"search\.max_depth"):
+        parse_search({"max_depth": 0})
+    with pytest.raises(ScenarioError, match=r"search\.latency"):
+        parse_search({"latency": [3, 1]})
+    base = txn_scenario("two_phase_commit", [], 2)
+    with pytest.raises(ScenarioError, match=r"network\.latency.*bounded delays"):
+        Explorer(base.variant({"network.latency": {"dist": "exponential", "mean": 2}}), cfg())
+    with pytest.raises(ScenarioError, match=r"faults\.random"):
+        Explorer(base.variant({"faults.random": {"crash_mtbf": 100}}), cfg())
+    with pytest.raises(ScenarioError, match=r"faults\.schedule\[0\]\.kind.*partition and crash"):
+        Explorer(base.variant({"faults.schedule": [{"kind": "loss", "start": 0, "end": 5, "probability": 1}]}),
+                 cfg())
+    with pytest.raises(ScenarioError, match=r"search\.target"):
+        Explorer(base, cfg(target="n9"))
+
+
+def test_replay_places_faults_before_or_after_their_instant():
+    """A fault's replay time is halfway into the gap before (or after) the instant of its step."""
+    result = search(txn_scenario("three_phase_commit", SPLIT_3_OF_4), cfg("atomicity"))
+    step = next(s for s in result.trace if s.kind == "partition")
+    before = replay_scenario(result, "before").scenario.faults.schedule[0].start
+    after = replay_scenario(result, "after").scenario.faults.schedule[0].start
+    assert before < step.time < after
+    with pytest.raises(ValueError, match="placement"):
+        replay_scenario(result, "during")
+
+
+# -- the command ----------------------------------------------------------------------------------------
+SEARCH_EXAMPLES = sorted((Path(__file__).resolve().parents[1] / "experiments" / "search").glob("*.toml"))
+
+
+def test_every_search_example_is_tested():
+    """The example search scenarios are the ones the command tests below run."""
+    assert [p.name for p in SEARCH_EXAMPLES] == ["2pc-blocking.toml", "3pc-partition.toml"]
+
+
+def test_capsim_search_finds_the_3pc_split_and_writes_a_replay(tmp_path, capsys):
+    """``capsim search`` prints the verdict and the trace, runs the replay, and writes the files;
+    a violated invariant exits 1."""
+    out = tmp_path / "split"
+    assert main(["search", str(SEARCH_EXAMPLES[1]), "--out", str(out)]) == 1
+    text = capsys.readouterr().out
+    assert "verdict violation  predicate atomicity" in text and "split" in text
+    assert "replay in the simulator: reproduces the finding" in text
+    replay = Scenario.from_toml(out / "replay.toml")
+    assert replay.faults.schedule[0].tag == "partition"
+    summary = json.loads((out / "search.json").read_text())
+    assert summary["verdict"] == "violation" and summary["replay_reproduced"] is True
+    assert len((out / "trace.csv").read_text().splitlines()) == summary["depth"] + 1
+    assert (out / "diagram.png").stat().st_size > 10_000
+
+
+def test_capsim_search_2pc_example_and_overrides(capsys):
+    """The 2PC example violates its invariant; with --predicate blocked the goal is reached (exit 0)."""
+    assert main(["search", str(SEARCH_EXAMPLES[0]), "--no-replay"]) == 1
+    assert "not every participant is uncertain" in capsys.readouterr().out
+    assert main(["search", str(SEARCH_EXAMPLES[0]), "--predicate", "blocked"]) == 0
+    assert "verdict goal_reached" in capsys.readouterr().out
+
+
+def test_capsim_search_bad_input_names_the_field(tmp_path, capsys):
+    """An unknown [search] key, a missing predicate and a bad depth are one-line errors (exit 2)."""
+    text = SEARCH_EXAMPLES[1].read_text()
+    bad = tmp_path / "bad.toml"
+    bad.write_text(text.replace('strategy = "bfs"', 'strategy = "bfs"\ndepth = 3'))
+    assert main(["search", str(bad)]) == 2
+    assert "search.depth: unknown key" in capsys.readouterr().err
+    bad.write_text(text.replace('predicates = ["atomicity"]', ''))
+    assert main(["search", str(bad)]) == 2
+    assert "search.predicates" in capsys.readouterr().err
+    assert main(["search", str(SEARCH_EXAMPLES[1]), "--max-depth", "0"]) == 2
+    assert "search.max_depth" in capsys.readouterr().err
+
+
+def test_docs_search_python_blocks_run():
+    """The ```python blocks of docs/search.md execute as written."""
+    guide = Path(__file__).resolve().parents[1] / "docs" / "search.md"
+    blocks = re.findall(r"```python\n(.*?)```", guide.read_text(encoding="utf-8"), flags=re.S)
+    assert blocks
+    namespace: dict[str, Any] = {}
+    for block in blocks:
+        exec(compile(block, str(guide), "exec", dont_inherit=True), namespace)
+    assert namespace["result"].verdict == "goal_reached"
+
+
+# -- a lab's student protocol ---------------------------------------------------------------------------
+def lab5_scenario(classes: dict[str, type]) -> Scenario:
+    """Lab 5 (two-phase commit) with a solution's classes: two participants, a coordinator that may
+    crash and recover, one message that may be lost."""
+    from sim.labs import commit as lab5
+    from sim.labs.core import solution_key
+
+    return Scenario.from_dict({
+        "cluster": {"count": 3},
+        "network": {"latency": 1, "loss": 0.01},
+        "workload": {"clients": 1, "target": "fixed", "target_node": "n1", "keys": 1},
+        "protocol": {"name": "lab_commit", "solution": solution_key(lab5.LAB, classes), "coordinator": "n1",
+                     "force_time": 1, "vote_timeout": 50, "decision_timeout": 100, "retry_interval": 25},
+        "faults": {"schedule": [{"kind": "crash", "node": "n1", "start": 0, "end": 500}]},
+    })
+
+
+def test_search_grades_lab5_solutions_on_a_small_configuration():
+    """On the same small configuration the reference solution keeps atomicity within the depth, and the
+    known-wrong participant that aborts when its decision timeout expires (although it voted yes) splits."""
+    import commit_reference as ref
+    from commit_wrong import VARIANTS
+
+    reference = search(lab5_scenario({"Coordinator": ref.Coordinator, "Participant": ref.Participant}),
+                       cfg("atomicity", max_depth=16))
+    assert reference.verdict == "no_violation" and reference.complete
+    wrong = search(lab5_scenario(VARIANTS["abort-on-timeout"]), cfg("atomicity", max_depth=16))
+    assert wrong.verdict == "violation" and "split" in wrong.message
+    assert confirm_atomicity(wrong.final).count("split") == 1
+
+
+# -- Raft -------------------------------------------------------------------------------------------------
+RAFT = {"cluster": {"count": 3}, "network": {"latency": 1}, "workload": {"clients": 0},
+        "protocol": {"name": "raft", "pre_vote": False, "check_quorum": False},
+        "faults": {"schedule": [{"kind": "crash", "node": "n2", "start": 0, "end": 100}]}}
+
+
+def test_raft_keeps_election_safety_and_log_matching_within_depth():
+    """Three Raft nodes, n2 crashing and recovering at any point, bounded delays: no state within
+    depth 16 has two leaders of one term or logs that agree on an entry's term but not before it."""
+    result = search(Scenario.from_dict(RAFT), SearchConfig(max_depth=16, predicates=("election_safety",
+                                                                                       "log_matching")))
+    assert result.verdict == "no_violation" and result.complete
+    assert result.states > 300  # the state count the proof covers (564 when written)
+    assert any(str(c.role) == "leader" for n in Explorer(Scenario.from_dict(RAFT), cfg()).initial().nodes.values()
+               for c in n.roles) is False  # nobody leads at the start: the search had to elect
+
+
+def test_raft_predicates_reject_known_wrong_states():
+    """Two leaders of one term violate election safety; logs agreeing on entry 2's term but not on
+    entry 1 violate log matching; logs that diverge only after their last common term do not."""
+    from sim.replication.raft.messages import SENTINEL, Entry, Role
+    from sim.replication.raft.node import RoleChange
+    from sim.search.predicates import PREDICATES
+
+    ex = Explorer(Scenario.from_dict(RAFT), cfg())
+    w = ex.initial()
+    safety, matching = PREDICATES["election_safety"], PREDICATES["log_matching"]
+    assert safety.test(w, ex) is None and matching.test(w, ex) is None
+    w.nodes["n1"].roles.append(RoleChange(5.0, 1, Role.LEADER, "won election"))
+    assert safety.test(w, ex) is None
+    w.nodes["n3"].roles.append(RoleChange(6.0, 1, Role.LEADER, "won election"))
+    assert safety.test(w, ex) == "two leaders in term 1: n1, n3"
+    a, b, c = (Entry(1, 1, "write", 0, 1), Entry(1, 2, "write", 0, 2), Entry(2, 3, "write", 0, 3))
+    w.nodes["n1"].log[:] = [SENTINEL, a, c]
+    w.nodes["n2"].log[:] = [SENTINEL, a, Entry(3, 4, "write", 0, 4)]
+    assert matching.test(w, ex) is None  # they differ only after entry 1, where they agree
+    w.nodes["n2"].log[:] = [SENTINEL, b, c]
+    assert "agree on the term of entry 2" in matching.test(w, ex)
+
+
+class _RaisingParticipant(TwoPhaseParticipant):
+    def handle_Prepare(self, msg: Any, src: str) -> None:
+        raise RuntimeError(f"{self.name} cannot prepare {msg.gtid}")
+
+
+@register_protocol
+@dataclass(frozen=True, kw_only=True)
+class _RaisingTwoPhase(TwoPhaseCommitConfig):
+    """2PC whose participants raise on a prepare (a broken student handler)."""
+
+    tag: ClassVar[str] = "two_phase_commit_raising"
+    participant_class: ClassVar[type] = _RaisingParticipant
+
+
+def test_a_handler_that_raises_is_a_violation_with_its_trace():
+    """An exception in a protocol's handler ends that execution as a violation with the shortest
+    trace to it, instead of stopping the search."""
+    result = search(txn_scenario("two_phase_commit_raising", [], 2), cfg("atomicity"))
+    assert result.verdict == "violation" and result.predicate == "exception"
+    assert "RuntimeError: n2 cannot prepare t1-1" in result.message or "n3 cannot prepare" in result.message
+    assert [s.kind for s in result.trace] == ["client", "deliver", "error"]
+
+
+# -- linearizability of the history so far -------------------------------------------------------------
+WRITE_THEN_READ_ELSEWHERE = (OperationSpec(op="write", key=0, node="n1"), OperationSpec(op="read", key=0, node="n2"))
+
+
+def kv_scenario(protocol: dict[str, Any]) -> Scenario:
+    return Scenario.from_dict({"cluster": {"count": 3}, "network": {"latency": 1}, "workload": {"clients": 0},
+                               "protocol": protocol})
+
+
+def test_linearizability_violation_found_in_eventual_replication():
+    """A write acknowledged by n1, then a read at n2 before the update arrives: the checker rejects the
+    history, and breadth-first finds it in four steps."""
+    result = search(kv_scenario({"name": "eventual"}),
+                    SearchConfig(max_depth=20, operations=WRITE_THEN_READ_ELSEWHERE, predicates=("linearizable",)))
+    assert result.verdict == "violation" and result.predicate == "linearizable"
+    assert "returned None" in result.message
+    assert [s.kind for s in result.trace] == ["client", "deliver", "client", "deliver"]
+
+
+def test_single_copy_and_primary_backup_histories_stay_linearizable():
+    """The same two operations against one owner (exhausted) and synchronous primary-backup (within depth
+    20) never give a non-linearizable history."""
+    ops = SearchConfig(max_depth=20, operations=WRITE_THEN_READ_ELSEWHERE, predicates=("linearizable",))
+    single = search(kv_scenario({"name": "single_copy", "owner": "n1"}), ops)
+    assert single.verdict == "no_violation" and single.exhausted
+    backup = search(kv_scenario({"name": "primary_backup"}), ops)
+    assert backup.verdict == "no_violation" and backup.complete and backup.states > 100
+    with pytest.raises(ScenarioError, match=r"search\.operations\[0\]\.node"):
+        Explorer(kv_scenario({"name": "eventual"}), SearchConfig(operations=(OperationSpec(node="n7"),)))
+
+
+def test_3pc_splits_without_any_fault_when_time_is_ordering_only():
+    """With bounded delays and no fault 3PC is atomic (exhausted); when time is ordering only a timeout
+    no longer means a crash, and a seeded random walk finds a split with no fault at all."""
+    scenario = txn_scenario("three_phase_commit", [], 2)
+    calm = search(scenario, cfg("atomicity"))
+    assert calm.verdict == "no_violation" and calm.exhausted
+    walk = search(scenario, cfg("atomicity", timing="ordering", strategy="random", max_depth=30, walks=5000))
+    assert walk.verdict == "violation" and "split" in walk.message
+    assert not {"crash", "partition", "drop"} & {s.kind for s in walk.trace}
