@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
+import pandas as pd
+
+from ...checkers.election_safety import ElectionSafetyResult, check_election_safety
 from ...config import Duration, at_least, fld, nonneg, positive
 from ...errors import ScenarioError
 from ...kernel.messages import ClientReply, ClientRequest
 from ...kernel.node import Host
 from ...kernel.world import World
 from ...protocol import ProtocolConfig, register_protocol
+from ...report import verdict_line
 from ...scenario import Scenario
 from .messages import (
     SENTINEL,
@@ -26,7 +30,17 @@ from .messages import (
 )
 from .node import RaftNode
 
-__all__ = ["RaftConfig"]
+if TYPE_CHECKING:
+    from ...result import Result
+
+__all__ = ["RaftConfig", "leaders_table"]
+
+
+def leaders_table(nodes: list[RaftNode]) -> pd.DataFrame:
+    """Every election won in the run: time, node, term (from each node's role history)."""
+    rows = [(r.time, n.name, r.term) for n in nodes for r in n.roles if r.role == Role.LEADER]
+    rows.sort()
+    return pd.DataFrame(rows, columns=["time", "node", "term"])
 
 
 def _drift_bound(x: float) -> str | None:
@@ -110,6 +124,17 @@ class RaftConfig(ProtocolConfig[None]):
             if node.alive and node.role == Role.LEADER and (best is None or node.term > best.term):
                 best = node
         return None if best is None else best.name
+
+    def tables(self, world: World, state: None) -> dict[str, pd.DataFrame]:
+        """The event log's channels and ``leaders``: every election won (time, node, term)."""
+        return {**world.events.frames(), "leaders": leaders_table(self._nodes(world))}
+
+    def verdicts(self, world: World, state: None) -> dict[str, ElectionSafetyResult]:
+        """``election_safety``: at most one leader per term (:mod:`sim.checkers.election_safety`)."""
+        return {"election_safety": check_election_safety(leaders_table(self._nodes(world)))}
+
+    def report(self, result: Result) -> list[str]:
+        return [verdict_line("election safety", result.verdicts.get("election_safety"), "one leader per term")]
 
     def summary(self, world: World, state: None) -> dict[str, Any]:
         nodes = self._nodes(world)

@@ -95,6 +95,7 @@ class RaftNode(Node):
         self.snapshot_records_sent = 0
         ttl = cfg.forward_ttl
         self.forwards = ForwardTable(ttl if ttl is not None else client_timeout(world))
+        self.panics = 0
 
     # -- lifecycle ----------------------------------------------------------------
     def boot(self) -> None:
@@ -507,7 +508,8 @@ class RaftNode(Node):
             if i < n:
                 if idx <= last:
                     if idx <= self.commit_index:
-                        raise RuntimeError(f"raft {self.name}: leader {src} overwrites committed entry {idx}")
+                        self._panic(f"leader {src} of term {msg.term} overwrites committed entry {idx}")
+                        return
                     del log[idx - start :]
                 log.extend(entries[i:])
         match = prev + len(entries)
@@ -515,6 +517,14 @@ class RaftNode(Node):
             self.commit_index = min(msg.commit, match)
             self._apply()
         self.send(src, AppendReply(self.term, True, match, 0, 0, msg.seq))
+
+    def _panic(self, why: str) -> None:
+        """A broken invariant (only a disk that forgot what it was told, see :mod:`sim.fsync`, causes one):
+        like etcd's raft, the process stops rather than apply a second history; it restarts only when
+        the fault schedule recovers it."""
+        self.panics += 1
+        self.world.record_node_event(self.name, f"raft panic: {why}")
+        self.crash(power_loss=False)
 
     # -- state machine ------------------------------------------------------------------
     def _apply(self) -> None:
