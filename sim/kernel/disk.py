@@ -35,6 +35,27 @@ _VALUES: set[type] = {int, float, complex, str, bytes, bool, type(None), range, 
 _FROZEN: dict[type, bool] = {}
 
 
+_PLAIN: dict[type, tuple[str, ...] | None] = {}
+_CUSTOM_COPY = ("__deepcopy__", "__reduce__", "__reduce_ex__", "__getstate__", "__setstate__", "__copy__")
+
+
+def _plain_layout(cls: type) -> tuple[str, ...] | None:
+    """The slots of a plain class (copied attribute by attribute, ``__dict__`` included), or None for a class
+    that says how to copy itself (it goes through :func:`copy.deepcopy`)."""
+    if cls in _PLAIN:
+        return _PLAIN[cls]
+    layout: tuple[str, ...] | None = None
+    if not any(getattr(cls, name, None) is not getattr(object, name, None) for name in _CUSTOM_COPY) \
+            and getattr(cls, "__new__", None) is getattr(object, "__new__", None):
+        slots: list[str] = []
+        for klass in cls.__mro__:
+            declared = klass.__dict__.get("__slots__", ())
+            slots += [declared] if isinstance(declared, str) else list(declared)
+        layout = tuple(slots)
+    _PLAIN[cls] = layout
+    return layout
+
+
 def _is_value_class(cls: type) -> bool:
     """An enum or a frozen dataclass: its instances are shared, not copied."""
     known = _FROZEN.get(cls)
@@ -85,6 +106,19 @@ def _copy(obj: Any, memo: dict[int, Any], values: dict[int, Any]) -> Any:
                 else cls(items)
     elif _is_value_class(cls):
         out = obj
+    elif (layout := _plain_layout(cls)) is not None:
+        out = memo[oid] = object.__new__(cls)
+        for name in layout:
+            if name == "__dict__":
+                continue
+            try:
+                value = getattr(obj, name)
+            except AttributeError:
+                continue
+            object.__setattr__(out, name, _copy(value, memo, values))
+        attrs = getattr(obj, "__dict__", None)
+        if attrs is not None:
+            out.__dict__.update({k: _copy(v, memo, values) for k, v in attrs.items()})
     else:
         out = copy.deepcopy(obj, memo)
     return out
