@@ -5,8 +5,9 @@ Protocols use ``self.disk`` as a plain dict (``disk[k] = v``, ``disk.get``,
 What a hard crash leaves behind is decided by the node's fsync policy
 (:mod:`sim.fsync`):
 
-* ``always``: the dict itself is the durable image; a crash changes nothing (and
-  :class:`Disk` costs nothing over a dict: no write is intercepted).
+* ``always``: every write is durable at once; a crash changes nothing. The node's
+  disk is then a plain ``dict`` (a ``Disk`` would cost a little even intercepting
+  nothing: the interpreter's fast paths for subscripts take exact dicts only).
 * ``interval`` and ``never``: the durable image is a deep copy of the dict taken at
   the last :meth:`Disk.sync` (the node's periodic flush, or a clean stop). A deep
   copy, because protocols change what they stored in place (a Raft log is appended
@@ -75,6 +76,34 @@ def snapshot(obj: Any, values: dict[int, Any] | None = None) -> Any:
     return _copy(obj, {}, {} if values is None else values)
 
 
+def _copy_items(items: list[Any], memo: dict[int, Any], values: dict[int, Any]) -> None:
+    """Copy, in place, the members of ``items`` (a fresh list) that are not known values.
+
+    A log is mostly records already known to be values, with new ones at its end: find
+    the unknown ones at C speed, then walk back from the end only until every one has
+    been met, unless one of them had to be copied (it may appear again earlier).
+    """
+    unknown = set(map(id, items)).difference(values)
+    if not unknown:
+        return
+    pending = set(unknown)
+    shared = True
+    for i in range(len(items) - 1, -1, -1):
+        x = items[i]
+        xid = id(x)
+        if xid not in unknown:
+            continue
+        copied = _copy(x, memo, values)
+        if copied is x:
+            values[xid] = x  # a value (numbers and strings too): next time it is known
+        else:
+            items[i] = copied
+            shared = False
+        pending.discard(xid)
+        if not pending and shared:
+            return
+
+
 def _copy(obj: Any, memo: dict[int, Any], values: dict[int, Any]) -> Any:
     cls = type(obj)
     if cls in _VALUES:
@@ -87,8 +116,8 @@ def _copy(obj: Any, memo: dict[int, Any], values: dict[int, Any]) -> Any:
         return done
     out: Any
     if cls is list:
-        out = memo[oid] = []
-        out.extend([_copy(x, memo, values) for x in obj])
+        out = memo[oid] = list(obj)
+        _copy_items(out, memo, values)
     elif cls is dict:
         out = memo[oid] = {}
         for k, v in obj.items():

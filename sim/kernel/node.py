@@ -219,7 +219,9 @@ class Node(Endpoint):
 
     def __init__(self, world: Host, name: str) -> None:
         super().__init__(world, name)
-        self.disk = Disk(world.scenario.cluster.fsync_of(name))
+        policy = world.scenario.cluster.fsync_of(name)
+        #: durable state; under fsync "always" (the default) a plain dict, every write durable at once
+        self.disk: dict[str, Any] = {} if policy.always else Disk(policy)
         self.crashes = 0
         # the local clock (see the clock section below): both readings are
         # shift + rate * simulated time, exactly simulated time until a clock fault
@@ -277,12 +279,14 @@ class Node(Endpoint):
         """
         if not self.alive:
             return
+        disk = self.disk
         if clean:
             self.on_clean_stop()
-            self.disk.sync()
+            if isinstance(disk, Disk):
+                disk.sync()
         else:
-            if power_loss:
-                self.disk.lose_unsynced()
+            if power_loss and isinstance(disk, Disk):
+                disk.lose_unsynced()
             self.on_crash()
         self.alive = False
         self.epoch += 1
@@ -313,12 +317,12 @@ class Node(Endpoint):
     # -- durability (the fsync policy, sim.fsync) ---------------------------------
     def _arm_flush(self) -> None:
         """Under ``interval``, the periodic flush; a crash stops it, recovery starts it again."""
-        interval = self.disk.policy.interval
-        if interval is not None:
-            self.set_timer(interval, self._flush)
+        disk = self.disk
+        if isinstance(disk, Disk) and disk.policy.interval is not None:
+            self.set_timer(disk.policy.interval, self._flush, disk)
 
-    def _flush(self) -> None:
-        self.disk.sync()
+    def _flush(self, disk: Disk) -> None:
+        disk.sync()
         self._arm_flush()
 
     # -- local clock (skew, drift and steps come from the fault schedule) -------------
