@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import sim
@@ -178,6 +178,48 @@ def test_a_snapshot_is_equal_and_shares_nothing_that_can_change(value):
     assert not set(containers(value, [])) & set(containers(copied, []))
     if isinstance(value, tuple) and not containers(value, []):
         assert copied is value
+
+
+ops = st.lists(st.one_of(
+    st.tuples(st.just("append"), st.tuples(st.integers(0, 3), st.integers(0, 3))),
+    st.tuples(st.just("append"), st.integers(0, 3)),
+    st.tuples(st.just("append_list"), st.integers(0, 3)),
+    st.tuples(st.just("set"), st.integers(0, 4), st.integers(0, 3)),
+    st.tuples(st.just("mutate_inner"), st.integers(0, 4), st.integers(0, 3)),
+    st.tuples(st.just("truncate"), st.integers(0, 9)),
+    st.tuples(st.just("alias"), st.integers(0, 4)),
+    st.tuples(st.just("sync"),),
+), max_size=25)
+
+
+@settings(max_examples=300)
+@given(ops)
+def test_a_crash_brings_back_exactly_the_last_flush(steps):
+    """Whatever a protocol does to a log on disk between flushes (appends, replacing or truncating entries,
+    changing lists inside it, one object at two places, flushing again), a hard crash gives back the log as it
+    was at the last flush."""
+    disk = Disk(FsyncPolicy(policy="never"))
+    log: list = disk.setdefault("log", [])
+    flushed: list = []
+    for step in steps:
+        kind = step[0]
+        if kind == "append":
+            log.append(step[1])
+        elif kind == "append_list":
+            log.append([step[1]])
+        elif kind == "set" and log:
+            log[step[1] % len(log)] = (step[2], step[2])
+        elif kind == "mutate_inner" and log and isinstance(log[step[1] % len(log)], list):
+            log[step[1] % len(log)].append(step[2])
+        elif kind == "truncate":
+            del log[step[1]:]
+        elif kind == "alias" and log:
+            log.append(log[step[1] % len(log)])  # one object twice in the log
+        elif kind == "sync":
+            disk.sync()
+            flushed = copy.deepcopy(log)
+    disk.lose_unsynced()
+    assert disk.get("log", []) == flushed
 
 
 def test_a_snapshot_keeps_aliasing():
