@@ -382,6 +382,19 @@ def test_a_participant_that_loses_its_commit_record_flips_to_abort():
     assert all(d.startswith("n2 both committed and aborted") for d in flips["detail"])
 
 
+def test_raft_nodes_whose_disks_forget_stop_instead_of_breaking_the_run():
+    """Raft with snapshots and fsync never, over power losses: a follower asked to overwrite an entry it
+    applied, or a leader told of a match beyond its own log, records a "raft panic" and stops (as etcd's raft
+    panics) instead of raising; the run ends normally and says why."""
+    s = Scenario.from_toml(ROOT / "experiments" / "scenarios" / "raft-compaction.toml").variant({
+        "cluster.fsync": "never", "run.duration": "4s", "faults.random.crash_mtbf": "700ms",
+        "faults.random.crash_duration": {"dist": "uniform", "low": "1ms", "high": "300ms"}})
+    events = pd.concat([sim.run(s, seed=seed).node_events for seed in range(3)])
+    panics = events[events["event"].str.startswith("raft panic: ")]
+    assert len(panics), "no run came to a panic: the test no longer reaches the broken invariant"
+    assert panics["event"].str.contains("overwrites committed entry|beyond this leader's log").all()
+
+
 # -- the example scenarios ----------------------------------------------------------------------------------
 
 

@@ -399,6 +399,11 @@ class RaftNode(Node):
             self.acked_seq[src] = msg.seq
             self._update_quorum()
         if msg.success:
+            if msg.match >= self.log_start + len(self.log):
+                # only a disk that forgot (sim.fsync): the follower took another leader's entries in our term
+                self._panic(f"{src} matched index {msg.match}, beyond this leader's log "
+                            f"(last index {self.log_start + len(self.log) - 1}) in term {self.term}")
+                return
             if msg.match > self.match_index[src]:
                 self.match_index[src] = msg.match
                 self._advance_commit()
