@@ -395,6 +395,15 @@ def test_raft_nodes_whose_disks_forget_stop_instead_of_breaking_the_run():
     assert panics["event"].str.contains("overwrites committed entry|beyond this leader's log").all()
 
 
+def test_a_broker_without_fsync_loses_its_persistent_messages_at_a_power_loss():
+    """The broker-restart example with the restart made a kill: with always the broker keeps its persistent
+    messages and loses only the others; with never it loses those too, and still comes back and runs on."""
+    s = Scenario.from_toml(ROOT / "experiments" / "scenarios" / "rabbitmq-broker-restart.toml").variant(
+        {"faults.schedule[0].clean": False})
+    always, never = (sim.run(s.variant({"cluster.fsync": p})).summary["messaging.lost"] for p in ("always", "never"))
+    assert never > always
+
+
 # -- the example scenarios ----------------------------------------------------------------------------------
 
 
