@@ -23,6 +23,7 @@ from .config import Duration, MaybeInfDuration, at_least, build, fld, nonneg, po
 from .dists import Constant, Dist, resolve_dist_files
 from .errors import ScenarioError
 from .faultspec import LEADER, FaultsConfig
+from .fsync import FsyncPolicy, NodeFsync
 from .netconfig import (
     LinkConfig,
     MessageLatency,
@@ -43,6 +44,8 @@ __all__ = [
     "ZoneLinkConfig",
     "MessageLatency",
     "Zones",
+    "FsyncPolicy",
+    "NodeFsync",
     "WorkloadConfig",
     "RunConfig",
     "ScenarioError",
@@ -57,10 +60,17 @@ class ClusterConfig:
     ``zones`` puts every node in one zone (a datacenter), e.g.
     ``zones = { dc1 = ["n1", "n2"], dc2 = ["n3"] }``; a client is in its home
     node's zone. ``network.zone_links`` sets the latency between zones.
+
+    ``fsync`` is every node's fsync policy (:mod:`sim.fsync`): ``"always"`` (the
+    default), ``"never"`` or ``{ policy = "interval", interval = "50ms" }``;
+    ``node_fsync`` overrides it per node, e.g. ``node_fsync = { n1 = "never" }``.
     """
 
     nodes: tuple[str, ...] = fld(("n1", "n2", "n3"))
     zones: Zones | None = fld(None, doc="zone name -> its nodes; every node in one zone")
+    fsync: FsyncPolicy = fld(FsyncPolicy(), doc="when writes to a node's disk become durable: "
+                                               "always, never or { policy = 'interval', interval = ... }")
+    node_fsync: NodeFsync | None = fld(None, doc="node name -> its fsync policy, overriding fsync")
     #: accepted besides the fields (turned into ``nodes`` by ``_preprocess``)
     _extra_keys: ClassVar[tuple[str, ...]] = ("count",)
 
@@ -90,6 +100,17 @@ class ClusterConfig:
             seen.add(name)
         if self.zones is not None:
             self.zones.check(self.nodes, f"{path}.zones")
+        self.fsync.check(f"{path}.fsync")
+        if self.node_fsync is not None:
+            self.node_fsync.check(self.nodes, f"{path}.node_fsync")
+
+    def fsync_of(self, node: str) -> FsyncPolicy:
+        """The fsync policy of ``node``: its ``node_fsync`` entry, else ``fsync``."""
+        if self.node_fsync is not None:
+            policy = self.node_fsync.get(node)
+            if policy is not None:
+                return policy
+        return self.fsync
 
 
 @dataclass(frozen=True, kw_only=True)

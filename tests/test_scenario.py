@@ -266,5 +266,6 @@ def test_node_names_cannot_be_client_names():
 
 def test_unknown_cluster_key_lists_count_too():
     """The accepted keys of [cluster] include count, which is not a field but is accepted."""
-    with pytest.raises(ScenarioError, match=r"^cluster.cnt: unknown key; accepted keys: nodes, zones, count$"):
+    with pytest.raises(ScenarioError,
+                       match=r"^cluster.cnt: unknown key; accepted keys: nodes, zones, fsync, node_fsync, count$"):
         Scenario.from_dict({"cluster": {"cnt": 3}, "protocol": {"name": "single_copy"}})

@@ -33,6 +33,9 @@ class Channel:
     def record(self, *row: Any) -> None:
         self.rows.append(row)
 
+    def __deepcopy__(self, memo: dict[int, Any]) -> Channel:
+        return self  # the observer's notebook: a copy of a node's disk that refers to it shares it
+
     def __len__(self) -> int:
         return len(self.rows)
 
@@ -59,6 +62,9 @@ class EventLog:
 
     def __init__(self) -> None:
         self._channels: dict[str, Channel] = {}
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> EventLog:
+        return self  # not node state (see Channel.__deepcopy__)
 
     def channel(self, name: str, columns: Sequence[str], dtypes: Mapping[str, str] | None = None) -> Channel:
         """The channel ``name``, created on first use; asking again with other columns is an error."""

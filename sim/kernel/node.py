@@ -2,7 +2,8 @@
 
 A node's protocol logic lives in deterministic handlers: ``handle_<MessageClass>
 (self, msg, src)`` for messages and plain methods for timers. State the
-protocol keeps in ``self.disk`` survives a crash; everything set up in
+protocol keeps in ``self.disk`` survives a crash as far as the node's fsync policy
+made it durable (:mod:`sim.fsync`; by default all of it); everything set up in
 :meth:`Node.boot` is volatile and is rebuilt when the node recovers.
 
 A node talks to the world it runs in only through its :class:`Host`: the clock and
@@ -20,6 +21,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from simpy.core import URGENT
 from simpy.events import NORMAL
+
+from .disk import Disk
 
 if TYPE_CHECKING:
     from ..rng import Streams
@@ -216,7 +219,9 @@ class Node(Endpoint):
 
     def __init__(self, world: Host, name: str) -> None:
         super().__init__(world, name)
-        self.disk: dict[str, Any] = {}
+        policy = world.scenario.cluster.fsync_of(name)
+        #: durable state; under fsync "always" (the default) a plain dict, every write durable at once
+        self.disk: dict[str, Any] = {} if policy.always else Disk(policy)
         self.crashes = 0
         # the local clock (see the clock section below): both readings are
         # shift + rate * simulated time, exactly simulated time until a clock fault
@@ -225,6 +230,7 @@ class Node(Endpoint):
         self._mono_shift = 0.0
         self._timers: list[Timer] = []  # may be pending: retimed when the clock rate changes
         self._timers_cap = 256
+        self._arm_flush()
 
     def start(self) -> None:
         self.boot()
@@ -263,13 +269,24 @@ class Node(Endpoint):
         """
         return None
 
-    def crash(self, clean: bool = False) -> None:
-        """The node goes down: killed, or stopped cleanly with ``clean`` (:meth:`on_clean_stop`)."""
+    def crash(self, clean: bool = False, *, power_loss: bool = True) -> None:
+        """The node goes down: killed, or stopped cleanly with ``clean`` (:meth:`on_clean_stop`).
+
+        A clean stop flushes the disk. A kill is a machine crash: the disk keeps only
+        what its fsync policy made durable (before :meth:`on_crash` runs, so the hook
+        sees what the node will find). ``power_loss=False`` is a process crash on a
+        machine that stays up: the operating system still holds every write.
+        """
         if not self.alive:
             return
+        disk = self.disk
         if clean:
             self.on_clean_stop()
+            if isinstance(disk, Disk):
+                disk.sync()
         else:
+            if power_loss and isinstance(disk, Disk):
+                disk.lose_unsynced()
             self.on_crash()
         self.alive = False
         self.epoch += 1
@@ -282,18 +299,31 @@ class Node(Endpoint):
         self.alive = True
         self.epoch += 1
         self.world.record_node_event(self.name, "recover")
+        self._arm_flush()
         self.boot()
 
     def restart_after(self, delay: float) -> None:
         """The node's process dies now and is restarted ``delay`` ms later.
 
         A seeded process crash (as opposed to a machine crash from the fault
-        schedule): volatile state is lost at once. If the node crashes or recovers
+        schedule): volatile state is lost at once, what it wrote to disk is kept (the
+        machine's page cache survives a process). If the node crashes or recovers
         again in between (the fault schedule), that later event decides instead.
         """
-        self.crash()
+        self.crash(power_loss=False)
         crashes = self.crashes
         _Wakeup(self.env, delay, lambda: self.recover() if self.crashes == crashes else None)
+
+    # -- durability (the fsync policy, sim.fsync) ---------------------------------
+    def _arm_flush(self) -> None:
+        """Under ``interval``, the periodic flush; a crash stops it, recovery starts it again."""
+        disk = self.disk
+        if isinstance(disk, Disk) and disk.policy.interval is not None:
+            self.set_timer(disk.policy.interval, self._flush, disk)
+
+    def _flush(self, disk: Disk) -> None:
+        disk.sync()
+        self._arm_flush()
 
     # -- local clock (skew, drift and steps come from the fault schedule) -------------
     # A node has one oscillator and two readings of it, as an operating system does.

@@ -141,10 +141,10 @@ class LabNode(Node):
         """Mark the attributes set so far as the framework's own (kept across crashes)."""
         self._kept = frozenset(vars(self)) | {"_kept"}
 
-    def crash(self, clean: bool = False) -> None:
+    def crash(self, clean: bool = False, *, power_loss: bool = True) -> None:
         if not self.alive:
             return
-        super().crash(clean)
+        super().crash(clean, power_loss=power_loss)
         for attr in [a for a in vars(self) if a not in self._kept]:
             delattr(self, attr)
 

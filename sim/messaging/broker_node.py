@@ -87,7 +87,9 @@ class BrokerNode(Node):
         self._emit(effects)
 
     def on_crash(self) -> None:
-        self.broker.crash(self.now)
+        broker = self.disk.get("broker")
+        if broker is not None:  # None: a power loss took a broker that was never flushed (sim.fsync)
+            broker.crash(self.now)
 
     def on_clean_stop(self) -> None:
         self.broker.crash(self.now, clean=True)

@@ -73,6 +73,9 @@ class MessageLog:
     def __len__(self) -> int:
         return len(self._rows)
 
+    def __deepcopy__(self, memo: dict[int, Any]) -> MessageLog:
+        return self  # the run's record, not broker state: a copy of the broker's disk shares it
+
     def record(self, time: float, event: str, msg_id: str, node: str, *, queue: str = "", exchange: str = "",
                routing_key: str = "", tag: int = -1, redelivered: bool = False, delivery_count: int = 0,
                attempt: int = 0, reason: str = "", x_death: str = "") -> None:

@@ -127,6 +127,9 @@ class SearchNet:
         self.blocked: dict[str, frozenset[str]] = {}
         self.dropped: list[tuple[float, str, str, Any, str]] = []
 
+    def disconnect(self, src: str, dst: str) -> None:
+        """A node closing a connection: nothing to do, the search treats every message as a datagram."""
+
     def send(self, src: str, dst: str, msg: Any) -> None:
         w = self.world
         if dst not in w.nodes:

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+import pandas as pd
 
 from ...checkers.duplicates import duplicate_applications
+from ...checkers.election_safety import check_election_safety
 from ...config import Duration, at_least, fld, nonneg, positive
 from ...errors import ScenarioError
 from ...kernel.messages import ClientReply, ClientRequest
@@ -29,7 +32,17 @@ from .messages import (
 )
 from .node import RaftNode
 
-__all__ = ["RaftConfig"]
+if TYPE_CHECKING:
+    from ...result import Result
+
+__all__ = ["RaftConfig", "leaders_table"]
+
+
+def leaders_table(nodes: list[RaftNode]) -> pd.DataFrame:
+    """Every election won in the run: time, node, term (from each node's role history)."""
+    rows = [(r.time, n.name, r.term) for n in nodes for r in n.roles if r.role == Role.LEADER]
+    rows.sort()
+    return pd.DataFrame(rows, columns=["time", "node", "term"])
 
 
 def _drift_bound(x: float) -> str | None:
@@ -119,6 +132,28 @@ class RaftConfig(ProtocolConfig[None]):
                 best = node
         return None if best is None else best.name
 
+    def tables(self, world: World, state: None) -> dict[str, pd.DataFrame]:
+        """The event log's channels and ``leaders``: every election won (time, node, term)."""
+        return {**world.events.frames(), "leaders": leaders_table(self._nodes(world))}
+
+    def verdicts(self, world: World, state: None) -> dict[str, Any]:
+        """``election_safety``: at most one leader per term (:mod:`sim.checkers.election_safety`); with
+        client retries also ``duplicates``: writes some replica applied twice."""
+        out: dict[str, Any] = {"election_safety": check_election_safety(leaders_table(self._nodes(world)))}
+        duplicates = self._duplicates(world)
+        if duplicates is not None:
+            out["duplicates"] = duplicates
+        return out
+
+    def report(self, result: Result) -> list[str]:
+        lines = [verdict_line("election safety", result.verdicts.get("election_safety"), "one leader per term")]
+        found = result.verdicts.get("duplicates")
+        if found is not None:
+            lines.append(verdict_line("duplicates", found, "no write applied twice",
+                                      f"{found.duplicated} writes applied more than once ({found.extra} extra "
+                                      f"times), {found.applied_after_fail} applied after a fail"))
+        return lines
+
     def summary(self, world: World, state: None) -> dict[str, Any]:
         nodes = self._nodes(world)
         return {
@@ -144,7 +179,9 @@ class RaftConfig(ProtocolConfig[None]):
     def _retry_summary(self, world: World, nodes: list[RaftNode]) -> dict[str, Any]:
         out: dict[str, Any] = {}
         if world.scenario.workload.retry.retries and world.scenario.workload.pattern != "counter":
-            out.update(self.verdicts(world, None)["duplicates"].summary())
+            duplicates = self._duplicates(world)
+            if duplicates is not None:
+                out.update(duplicates.summary())
         if world.scenario.workload.retry.idempotency_keys:
             # every replica applies the same log: the one that applied the most tells
             most = max(nodes, key=lambda n: n.last_applied)
@@ -152,17 +189,10 @@ class RaftConfig(ProtocolConfig[None]):
                         "protocol.dedup_evicted": most.dedup.evicted})
         return out
 
-    def verdicts(self, world: World, state: None) -> dict[str, Any]:
-        """With client retries: the duplicate-application check (writes some replica applied twice)."""
+    def _duplicates(self, world: World) -> Any:
+        """The duplicate-application check, when clients retry (None otherwise, and for a counter workload,
+        whose increments share values that then identify no operation)."""
         applied = applications_channel(world)
         if applied is None or world.scenario.workload.pattern == "counter":
-            return {}  # counter increments share values, which then identify no operation
-        return {"duplicates": duplicate_applications(world.history.to_frame(), applied.frame())}
-
-    def report(self, result: Any) -> list[str]:
-        found = result.verdicts.get("duplicates")
-        if found is None:
-            return []
-        return [verdict_line("duplicates", found, "no write applied twice",
-                             f"{found.duplicated} writes applied more than once ({found.extra} extra times), "
-                             f"{found.applied_after_fail} applied after a fail")]
+            return None
+        return duplicate_applications(world.history.to_frame(), applied.frame())

@@ -102,6 +102,7 @@ class RaftNode(Node):
         self.snapshot_records_sent = 0
         ttl = cfg.forward_ttl
         self.forwards = ForwardTable(ttl if ttl is not None else client_timeout(world))
+        self.panics = 0
 
     # -- lifecycle ----------------------------------------------------------------
     def boot(self) -> None:
@@ -410,6 +411,11 @@ class RaftNode(Node):
             self.acked_seq[src] = msg.seq
             self._update_quorum()
         if msg.success:
+            if msg.match >= self.log_start + len(self.log):
+                # only a disk that forgot (sim.fsync): the follower took another leader's entries in our term
+                self._panic(f"{src} matched index {msg.match}, beyond this leader's log "
+                            f"(last index {self.log_start + len(self.log) - 1}) in term {self.term}")
+                return
             if msg.match > self.match_index[src]:
                 self.match_index[src] = msg.match
                 self._advance_commit()
@@ -519,7 +525,8 @@ class RaftNode(Node):
             if i < n:
                 if idx <= last:
                     if idx <= self.commit_index:
-                        raise RuntimeError(f"raft {self.name}: leader {src} overwrites committed entry {idx}")
+                        self._panic(f"leader {src} of term {msg.term} overwrites committed entry {idx}")
+                        return
                     del log[idx - start :]
                 log.extend(entries[i:])
         match = prev + len(entries)
@@ -527,6 +534,14 @@ class RaftNode(Node):
             self.commit_index = min(msg.commit, match)
             self._apply()
         self.send(src, AppendReply(self.term, True, match, 0, 0, msg.seq))
+
+    def _panic(self, why: str) -> None:
+        """A broken invariant (only a disk that forgot what it was told, see :mod:`sim.fsync`, causes one):
+        like etcd's raft, the process stops rather than apply a second history; it restarts only when
+        the fault schedule recovers it."""
+        self.panics += 1
+        self.world.record_node_event(self.name, f"raft panic: {why}")
+        self.crash(power_loss=False)
 
     # -- state machine ------------------------------------------------------------------
     def _apply(self) -> None:
