@@ -70,20 +70,39 @@ def test_at_least_once_under_consumer_crashes_and_broker_restarts(queue_type):
     assert duplicates > 0
 
 
-def test_at_least_once_under_frame_loss_and_duplication():
-    """Lost and duplicated frames: confirm timeouts republish, the ack timeout requeues; still nothing lost."""
+def frame_loss_scenario(transport: str) -> Scenario:
     faults = [{"kind": "loss", "probability": 0.03, "start": "1s", "end": "5s"},
               {"kind": "duplicate", "probability": 0.05, "start": "1s", "end": "5s"}]
     data = crash_scenario(faults=faults, crash_probability=0.0).to_dict()
     data["protocol"]["publishers"][0]["confirm_timeout"] = 500
     data["protocol"]["consumer_timeout"] = 2000
-    r = sim.run(Scenario.from_dict(data), seed=0)
+    data["network"]["transport"] = {"mode": transport}
+    return Scenario.from_dict(data)
+
+
+def test_at_least_once_under_frame_loss_and_duplication():
+    """Frames as datagrams, lost and duplicated: confirm timeouts republish, the ack timeout requeues; still
+    nothing lost."""
+    r = sim.run(frame_loss_scenario("datagram"), seed=0)
     c = r.verdicts["delivery"].counts
     assert c["lost"] == 0 and c["processed"] == c["published"] == c["confirmed"]
     ev = r.tables["message_events"]
     assert ((ev["event"] == "publish_nack") & (ev["reason"] == "timeout")).sum() > 0
     assert ((ev["event"] == "requeue") & (ev["reason"] == "channel_error")).sum() > 0
     assert c["duplicate_side_effects"] > 0
+
+
+def test_frames_on_connections_ride_out_the_same_loss():
+    """The same loss with the frames on connections (the default): segments are retransmitted, so no confirm
+    times out, nothing is requeued, and every message is processed once."""
+    r = sim.run(frame_loss_scenario("protocol"), seed=0)
+    c = r.verdicts["delivery"].counts
+    assert c["lost"] == 0 and c["processed"] == c["published"] == c["confirmed"]
+    ev = r.tables["message_events"]
+    assert ((ev["event"] == "publish_nack") & (ev["reason"] == "timeout")).sum() == 0
+    assert (ev["event"] == "requeue").sum() == 0
+    assert c["duplicate_side_effects"] == 0 and c["publish_attempts"] == c["published"]
+    assert r.summary["messages.retransmitted"] > 0
 
 
 def test_idempotent_consumer_with_shared_store_has_no_duplicate_side_effects():
@@ -108,21 +127,20 @@ def test_per_consumer_dedup_store_misses_duplicates_redelivered_to_another_consu
 def test_auto_ack_under_consumer_crashes_loses_messages_and_the_checker_counts_them_exactly():
     """At-most-once: every auto-acked message held by a crashing consumer, or in flight to it, is lost."""
     faults = [{"kind": "crash", "node": "c2", "start": "3s", "end": "3.5s"}]
-    total = 0
     for seed in range(3):
         s = crash_scenario(auto_ack=True, faults=faults, crash_probability=0.03).variant({"run.trace": True})
         r = sim.run(s, seed=seed, keep_world=True)
         ev = r.tables["message_events"]
         held_at_crash = ev[ev["event"] == "abandon"]
-        dropped_deliveries = [row for row in r.world.network.trace_rows()
-                              if row[3] == "BasicDeliver" and row[6] == "receiver_crashed"]
+        # a delivery on a connection is retransmitted until the connection breaks: count each once
+        dropped_deliveries = {row[7] for row in r.world.network.trace_rows()
+                              if row[3] == "BasicDeliver" and row[6] == "receiver_crashed"}
         report = r.verdicts["delivery"]
-        total += report["lost"]
         assert report["lost"] == len(held_at_crash) + len(dropped_deliveries)
         assert set(held_at_crash["msg_id"]) <= set(report.lost_ids)
         assert report["processed"] + report["lost"] == report["published"]
         assert report["redeliveries"] == 0 and report["duplicate_side_effects"] == 0
-    assert total > 30
+        assert report["lost"] > 0  # every seed's crashes cost messages: the exact count above is not vacuous
 
 
 def test_transient_messages_confirmed_then_lost_in_a_broker_restart_are_counted_lost():
