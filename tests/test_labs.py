@@ -118,7 +118,20 @@ class _SimulatedLoop(register_reference.RegisterNode):
         self.set_timer(0, self._spin)
 
 
-@pytest.mark.parametrize("cls", [_Looping, _SimulatedLoop])
+class _LosesOneAlarm(register_reference.RegisterNode):
+    """Loops, and the first timeout is lost (as one raised inside a finalizer is): the guard must fire again."""
+
+    def handle_Query(self, msg, src):
+        try:
+            while True:
+                pass
+        except BaseException:  # stands for an exception Python itself drops
+            pass
+        while True:
+            pass
+
+
+@pytest.mark.parametrize("cls", [_Looping, _SimulatedLoop, _LosesOneAlarm])
 def test_a_handler_that_never_returns_is_a_failed_test_not_a_hung_grader(cls, tmp_path):
     report = grade("lab1", cls, seeds=2, out=tmp_path, run_seconds=1.0, shrink_seconds=0.5, tests=["linearizable"])
     assert not report.passed

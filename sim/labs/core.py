@@ -247,7 +247,14 @@ def solution_classes(lab: Lab, key: str, path: str = "protocol.solution") -> dic
 # -- running students' code safely ----------------------------------------------------------
 @contextlib.contextmanager
 def wall_clock_limit(seconds: float) -> Iterator[None]:
-    """Raise :class:`HandlerTimeout` in this thread after ``seconds`` (main thread, POSIX only)."""
+    """Raise :class:`HandlerTimeout` in this thread after ``seconds`` (main thread, POSIX only), and again
+    every 0.1 s until the block is left.
+
+    The repeats matter: a signal handler's exception raised while Python runs a finalizer
+    (``__del__``, a weakref callback, during a garbage collection that a long loop triggers)
+    is printed and dropped, and a one-shot alarm lost that way would let a looping handler
+    hang the grader.
+    """
     if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "setitimer"):
         yield
         return
@@ -257,7 +264,7 @@ def wall_clock_limit(seconds: float) -> Iterator[None]:
                              f"loops forever, or messages/timers keep simulated time from advancing")
 
     previous = signal.signal(signal.SIGALRM, on_alarm)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
+    signal.setitimer(signal.ITIMER_REAL, seconds, 0.1)
     try:
         yield
     finally:
