@@ -141,3 +141,41 @@ def test_consumer_crash_redeliveries_agree_and_nothing_is_lost(rabbitmq, queue_t
     assert real.verdicts["delivery"]["redeliveries"] == len(crashes(real))
     restarts = real.node_events[real.node_events["event"] == "restart"]
     assert len(restarts) == len(crashes(real))
+
+
+# -- 6. slow consumers and the drain policy -------------------------------------------------------------
+def slow_consumers(drain: bool) -> Scenario:
+    s = scenario("slow-consumers-drain")
+    if drain:
+        return s
+    data = s.to_dict()
+    del data["run"]["drain"]
+    return Scenario.from_dict(data)
+
+
+def test_with_the_idle_drain_both_sides_drain_and_their_counts_are_compared(rabbitmq):
+    """Slow consumers still behind at run.duration: with drain = { until = "idle" } the model and the broker both
+    stop publishing at 1.2 s and run until idle; both report a drained span and every count agrees."""
+    s = slow_consumers(drain=True)
+    sim_result, real = sim.run(s), run_rabbitmq(s, settings=rabbitmq)
+    for r in (sim_result, real):
+        assert r.summary["messaging.drained"] is True and r.summary["messaging.span"] > 1200.0
+        assert r.summary["messaging.remaining"] == 0 and r.summary["messaging.unconfirmed"] == 0
+    c = compare(sim_result, real)
+    assert not c.spans_differ and c.semantics == "agree", c.semantic_differences
+    assert any(line.startswith("spans: both drained") for line in c.verdict_lines())
+
+
+def test_without_the_drain_the_comparison_says_the_spans_differ(rabbitmq):
+    """The same scenario without the policy: the model stops at 1.2 s with messages queued, the broker run goes on
+    until idle; compare refuses to judge the counts and says the spans differ, showing both."""
+    s = slow_consumers(drain=False)
+    sim_result, real = sim.run(s), run_rabbitmq(s, settings=rabbitmq)
+    assert sim_result.summary["messaging.drained"] is False and sim_result.summary["messaging.remaining"] > 0
+    assert real.summary["messaging.drained"] is True
+    c = compare(sim_result, real)
+    assert c.verdict == "spans differ" and c.semantics == "spans differ"
+    lines = c.verdict_lines()
+    assert lines[-1] == "verdict: spans differ"
+    assert any("simulation: ran to 1200 ms, NOT drained" in line for line in lines)
+    assert any(line.strip().startswith("broker run 1: ran to") and "drained (idle since" in line for line in lines)
