@@ -121,3 +121,17 @@ def test_the_idle_drain_changes_nothing_for_a_run_already_idle():
     keys = [k for k in a.summary if k.startswith("messaging.") and not k.startswith("messaging.span")]
     assert {k: a.summary[k] for k in keys} == {k: b.summary[k] for k in keys}
     assert a.summary["messaging.drained"] and b.summary["messaging.drained"]
+
+
+def test_capsim_run_prints_the_span(tmp_path, capsys):
+    """capsim run of a messaging scenario shows where the run stopped and whether it drained."""
+    from sim.cli import main
+
+    assert main(["run", str(EXAMPLE)]) == 0
+    spans = [line for line in capsys.readouterr().out.splitlines() if line.strip().startswith("span")]
+    assert len(spans) == 1 and "drained (idle since" in spans[0] and "NOT" not in spans[0]
+    undrained = tmp_path / "undrained.toml"
+    undrained.write_text(undrained_example().to_toml())
+    assert main(["run", str(undrained)]) == 0
+    spans = [line for line in capsys.readouterr().out.splitlines() if line.strip().startswith("span")]
+    assert len(spans) == 1 and "ran to 1200 ms, NOT drained" in spans[0]
