@@ -135,3 +135,31 @@ def test_capsim_run_prints_the_span(tmp_path, capsys):
     assert main(["run", str(undrained)]) == 0
     spans = [line for line in capsys.readouterr().out.splitlines() if line.strip().startswith("span")]
     assert len(spans) == 1 and "ran to 1200 ms, NOT drained" in spans[0]
+
+
+def tiny(drain):
+    """Three messages at 100, 200, 300 ms, one consumer at 500 ms each with prefetch 1, every hop 1 ms."""
+    run = {"duration": "400ms", **({"drain": drain} if drain is not None else {})}
+    return Scenario.from_dict({
+        "cluster": {"nodes": ["broker", "pub", "c1"]}, "workload": {"clients": 0}, "network": {"latency": "1ms"},
+        "run": run,
+        "protocol": {"name": "messaging", "topology": {"queues": [{"name": "work"}]},
+                     "publishers": [{"node": "pub", "routing_keys": ["work"], "rate": 10, "arrivals": "periodic",
+                                     "count": 3}],
+                     "consumers": [{"node": "c1", "queue": "work", "prefetch": 1, "processing_time": "500ms"}]}})
+
+
+def test_the_idle_drain_stops_at_the_hand_computed_moment():
+    """Worked by hand: pub-0 reaches the broker at 101 and c1 at 102, is acked at 602 and settled at the broker at
+    603; pub-1 then goes 603 -> 604 -> 1104 -> settled 1105; pub-2 1105 -> 1106 -> 1606 -> settled 1607. The run is
+    idle from 1607 ms on, so it stops there, drained; a 1 s limit stops it at 1400 ms, not drained, one message
+    still unacked; without a drain policy it stops at 400 ms."""
+    full = sim.run(tiny({"until": "idle", "limit": "5s"})).summary
+    assert (full["messaging.span"], full["messaging.drained"], full["messaging.drained_at"]) == (1607.0, True, 1607.0)
+    assert full["messaging.processed"] == 3
+    cut = sim.run(tiny({"until": "idle", "limit": "1s"}))
+    assert (cut.summary["messaging.span"], cut.summary["messaging.drained"]) == (1400.0, False)
+    remain = cut.tables["message_events"].query("event == 'remain'")
+    assert list(zip(remain["msg_id"], remain["reason"])) == [("pub-2", "unacked")]
+    plain = sim.run(tiny(None)).summary
+    assert (plain["messaging.span"], plain["messaging.drained"]) == (400.0, False)

@@ -223,6 +223,7 @@ class MessagingState:
         self._deliveries: dict[str, int] = {}
         self.report: DeliveryReport | None = None
         self.span: Span | None = None
+        self.transit = cfg.transit_queues()  # checked after every event of an idle drain: computed once
 
     def next_delivery_number(self, msg_id: str) -> int:
         """1, 2, ... for successive processing starts of ``msg_id`` by any consumer (crash decisions)."""
@@ -377,7 +378,7 @@ class MessagingConfig(ProtocolConfig[MessagingState]):
         assert isinstance(broker, BrokerNode)
         if not broker.alive:
             return False
-        for q in self.transit_queues():
+        for q in state.transit:
             ready, unacked = broker.broker.depth(q)
             if ready or unacked:
                 return False
