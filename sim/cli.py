@@ -86,9 +86,11 @@ def _parser() -> argparse.ArgumentParser:
                                    "and dead-letter reason, requeue orders) must be equal in every broker run. "
                                    "Timing (latency and retry-delay p50 and p95) must be within the noise "
                                    "measured over the broker runs plus the model's stated accuracy, both in the "
-                                   "report. Exit status: 0 agree, 1 semantics "
-                                   "differ, 4 semantics agree but timing differs, 2 bad scenario or URL, 3 broker "
-                                   "unreachable or adapter failure.",
+                                   "report. Both sides run the scenario's [run] drain policy; when one drained "
+                                   "(ended idle) and the other did not, neither is judged and the verdict is "
+                                   "'spans differ'. Exit status: 0 agree, 1 semantics "
+                                   "differ or spans differ, 4 semantics agree but timing differs, 2 bad scenario or "
+                                   "URL, 3 broker unreachable or adapter failure.",
                        epilog="example:\n  capsim validate rabbitmq experiments/scenarios/rabbitmq-retry-dlx.toml "
                               "--out out/validate\n\nThe broker URL comes from --url, else $CAPSIM_AMQP_URL, else "
                               "amqp://guest:guest@127.0.0.1:5672/%2F; the password is never printed.",

@@ -18,7 +18,7 @@ of which may declare a ``kind``, so that a scenario can set latency by message.
 
     state = config.new_state(world)                # per-run state (or None)
     world.add_nodes(config.build_nodes(world, state))
-    world.run()                                    # clients, faults, drain, settle
+    world.run()                                    # clients, faults, drain (sim.drain), settle
     config.finish(world, state)                    # settle in-flight work, close records
     summary  = config.summary(world, state)        # flat numbers for Result.summary
     tables   = config.tables(world, state)         # DataFrames for Result.tables
@@ -160,6 +160,14 @@ class ProtocolConfig(Tagged, Generic[S]):
 
     def finish(self, world: World, state: S) -> None:
         """Called once after the run, before the result hooks (e.g. let work in flight settle)."""
+
+    def idle(self, world: World, state: S) -> bool:
+        """Whether nothing of the protocol's own is in flight now (``run.drain = { until = "idle" }`` waits for it).
+
+        Client operations in flight are the kernel's business, not this hook's.
+        Default: the protocol has nothing of its own in flight (``True``).
+        """
+        return True
 
     def replicas_for(self, key: Any, nodes: tuple[str, ...]) -> tuple[str, ...]:
         """The nodes that hold a replica of ``key`` (for convergence checks)."""

@@ -21,6 +21,7 @@ import tomli_w
 from .client_retry import ClientRetry
 from .config import Duration, MaybeInfDuration, at_least, build, fld, nonneg, positive, prob, to_plain
 from .dists import Constant, Dist, resolve_dist_files
+from .drain import DrainPolicy
 from .errors import ScenarioError
 from .faultspec import LEADER, FaultsConfig
 from .fsync import FsyncPolicy, NodeFsync
@@ -48,6 +49,7 @@ __all__ = [
     "NodeFsync",
     "WorkloadConfig",
     "RunConfig",
+    "DrainPolicy",
     "ScenarioError",
     "read_text_file",
 ]
@@ -185,9 +187,12 @@ class RunConfig:
     """How long to run, what to measure, and the root seed.
 
     Clients issue operations in ``[workload.start, duration)``; metrics count
-    those invoked at or after ``warmup``. After ``duration`` the run goes on
-    for at most ``drain`` (default: the client timeout, or ``duration`` when the
-    timeout is infinite) so that operations in flight can finish, then for
+    those invoked at or after ``warmup``. After ``duration`` the run drains
+    (:mod:`sim.drain`): ``drain = "2s"`` goes on for at most that long (default:
+    the client timeout, or ``duration`` when the timeout is infinite) so that
+    operations in flight can finish; ``drain = { until = "idle", limit = "5s" }``
+    goes on until nothing at all is in flight (for ``messaging``: every message
+    confirmed and settled), at most ``limit``. Then the run goes on for
     ``settle`` more with no client load (to watch replicas converge).
     Replicated protocols' divergence is sampled every ``sample_interval``
     (default ``duration / 200``).
@@ -196,7 +201,8 @@ class RunConfig:
     duration: Duration = fld(10_000.0, check=positive)
     warmup: Duration = fld(0.0)
     seed: int = fld(1, check=nonneg)
-    drain: Duration | None = fld(None)
+    drain: DrainPolicy | None = fld(None, doc="after duration: a duration (operations in flight finish) or "
+                                              "{ until = 'idle', limit = ... } (see sim.drain)")
     settle: Duration = fld(0.0)
     trace: bool = fld(False)
     timeline_window: Duration | None = fld(None, check=positive, every="run")
@@ -320,12 +326,22 @@ class Scenario:
         return self.cluster.nodes
 
     @property
+    def drain_policy(self) -> DrainPolicy:
+        """``run.drain`` as a policy (the default one when it is not given)."""
+        return self.run.drain if self.run.drain is not None else DrainPolicy()
+
+    @property
+    def drain_limit(self) -> float:
+        """The longest the drain after ``run.duration`` lasts (ms)."""
+        limit = self.drain_policy.limit
+        if limit is None:
+            limit = self.workload.timeout if math.isfinite(self.workload.timeout) else self.run.duration
+        return limit
+
+    @property
     def end_time(self) -> float:
-        """When the run stops: duration plus the drain period."""
-        drain = self.run.drain
-        if drain is None:
-            drain = self.workload.timeout if math.isfinite(self.workload.timeout) else self.run.duration
-        return self.run.duration + drain + self.run.settle
+        """When the run stops at the latest: duration plus the drain limit plus ``run.settle``."""
+        return self.run.duration + self.drain_limit + self.run.settle
 
 
 def _honours_keys(name: str) -> bool:

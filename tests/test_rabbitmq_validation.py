@@ -2,7 +2,8 @@
 
 1. retries through a TTL wait queue and a DLX; 2. requeue order after a nack (and after a connection
 loss); 3. a quorum queue's delivery limit; 4. consumers crashing with an unacked message. Case 5, the
-broker restart, is in test_rabbitmq_restart.py.
+broker restart, is in test_rabbitmq_restart.py. 6. slow consumers not caught up at run.duration: the
+drain policy (both sides run until idle) and the "spans differ" verdict without it.
 """
 
 from __future__ import annotations
@@ -141,3 +142,65 @@ def test_consumer_crash_redeliveries_agree_and_nothing_is_lost(rabbitmq, queue_t
     assert real.verdicts["delivery"]["redeliveries"] == len(crashes(real))
     restarts = real.node_events[real.node_events["event"] == "restart"]
     assert len(restarts) == len(crashes(real))
+
+
+# -- 6. slow consumers and the drain policy -------------------------------------------------------------
+def slow_consumers(drain: bool) -> Scenario:
+    s = scenario("slow-consumers-drain")
+    if drain:
+        return s
+    data = s.to_dict()
+    del data["run"]["drain"]
+    return Scenario.from_dict(data)
+
+
+def test_with_the_idle_drain_both_sides_drain_and_their_counts_are_compared(rabbitmq):
+    """Slow consumers still behind at run.duration: with drain = { until = "idle" } the model and the broker both
+    stop publishing at 1.2 s and run until idle; both report a drained span and every count agrees."""
+    s = slow_consumers(drain=True)
+    sim_result, real = sim.run(s), run_rabbitmq(s, settings=rabbitmq)
+    for r in (sim_result, real):
+        assert r.summary["messaging.drained"] is True and r.summary["messaging.span"] > 1200.0
+        assert r.summary["messaging.remaining"] == 0 and r.summary["messaging.unconfirmed"] == 0
+    c = compare(sim_result, real)
+    assert not c.spans_differ and c.semantics == "agree", c.semantic_differences
+    assert any(line.startswith("spans: both drained") for line in c.verdict_lines())
+
+
+def test_without_the_drain_the_comparison_says_the_spans_differ(rabbitmq):
+    """The same scenario without the policy: the model stops at 1.2 s with messages queued, the broker run goes on
+    until idle; compare refuses to judge the counts and says the spans differ, showing both."""
+    s = slow_consumers(drain=False)
+    sim_result, real = sim.run(s), run_rabbitmq(s, settings=rabbitmq)
+    assert sim_result.summary["messaging.drained"] is False and sim_result.summary["messaging.remaining"] > 0
+    assert real.summary["messaging.drained"] is True
+    c = compare(sim_result, real)
+    assert c.verdict == "spans differ" and c.semantics == "spans differ"
+    lines = c.verdict_lines()
+    assert lines[-1] == "verdict: spans differ"
+    assert any("simulation: ran to 1200 ms, NOT drained" in line for line in lines)
+    assert any(line.strip().startswith("broker run 1: ran to") and "drained (idle since" in line for line in lines)
+
+
+def test_a_drain_cut_short_by_its_limit_is_undrained_on_both_sides(rabbitmq):
+    """drain = { until = "idle", limit = "100ms" } ends both sides at 1.3 s with the backlog still queued: each
+    reports an undrained span of at least 1.3 s, so the comparison does not call the spans different."""
+    s = slow_consumers(drain=True).variant({"run.drain": {"until": "idle", "limit": "100ms"}})
+    sim_result, real = sim.run(s), run_rabbitmq(s, settings=rabbitmq)
+    for r in (sim_result, real):
+        assert r.summary["messaging.drained"] is False and r.summary["messaging.span"] >= 1300.0
+        assert r.summary["messaging.remaining"] > 0
+    c = compare(sim_result, real)
+    assert not c.spans_differ
+    assert "spans: neither side drained: counts depend on where each stopped" in c.verdict_lines()
+
+
+def test_a_broker_run_kept_to_its_end_time_still_says_it_drained(rabbitmq):
+    """Without stopping early when idle the broker run goes on to its end time (1.2 s + a 3 s limit); the last
+    probe there finds it idle, so it reports drained, with its last message event well before the end."""
+    s = slow_consumers(drain=True).variant({"run.drain": {"until": "idle", "limit": "3s"}})
+    real = run_rabbitmq(s, settings=rabbitmq, stop_when_idle=False)
+    assert real.meta["broker"]["ended"] == "end_time"
+    assert real.summary["messaging.drained"] is True and real.summary["messaging.span"] >= 4200.0
+    assert real.summary["messaging.drained_at"] < real.summary["messaging.span"]
+    assert real.summary["messaging.remaining"] == 0

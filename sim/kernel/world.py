@@ -60,6 +60,9 @@ class World:
         self._value = 0
         self._drained: simpy.Event | None = None
         self._started = False
+        #: when the drain ended (before ``run.settle``) and whether the run was idle then (:mod:`sim.drain`)
+        self.drain_end: float | None = None
+        self.idle_at_drain_end: bool | None = None
         self.faults = fault_schedule(scenario, self.streams)
         self.injector = FaultInjector(self, self.faults)
 
@@ -139,17 +142,35 @@ class World:
         cfg = self.scenario.run
         self.start()
         self._run_until(cfg.duration, progress)
-        if self.history.pending:
+        if self.scenario.drain_policy.idle:
+            self._drain_until_idle(cfg.duration + self.scenario.drain_limit)
+        elif self.history.pending:
             drained = self._drained = env.event()
-            end = env.timeout(self.scenario.end_time - cfg.settle - cfg.duration)
+            end = env.timeout(self.scenario.drain_limit)
             end.callbacks.append(lambda _e: self._end_drain(drained))
             env.run(until=drained)
+        self.drain_end = env.now
+        self.idle_at_drain_end = self.idle()
         if cfg.settle:
             self._run_until(env.now + cfg.settle, progress)
         if progress is not None:
             progress(env.now)
         for probe in self.probes:
             probe.finish(self)
+
+    def idle(self) -> bool:
+        """No client operation in flight and nothing of the protocol's own (:meth:`ProtocolConfig.idle`)."""
+        return self.history.pending == 0 and self.scenario.protocol.idle(self, self.state)
+
+    def _drain_until_idle(self, limit: float) -> None:
+        """Step event by event until :meth:`idle`, or run to ``limit`` (the check adds no model event)."""
+        env = self.env
+        while not self.idle():
+            if env.peek() > limit:
+                if env.now < limit:
+                    env.run(until=limit)
+                return
+            env.step()
 
     def _run_until(self, until: float, progress: Callable[[float], None] | None) -> None:
         env = self.env

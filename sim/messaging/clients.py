@@ -137,7 +137,8 @@ class PublisherNode(AmqpClient):
     ``confirm_timeout``, is published again with the same id (at-least-once
     publishing: the broker may then hold it twice). While
     disconnected, new messages wait in an outbox. A crash loses the outbox and
-    the unconfirmed messages (they were never confirmed).
+    the unconfirmed messages (they were never confirmed). Publishing stops at
+    ``stop`` or ``run.duration``, whichever comes first (the drain follows it).
     """
 
     def __init__(self, world: Any, name: str, cfg: MessagingConfig, runtime: MessagingState,
@@ -145,7 +146,8 @@ class PublisherNode(AmqpClient):
         super().__init__(world, name, cfg, runtime)
         self.spec = spec
         self.next_index = 0  # kept across crashes: ids are never reused
-        self.stop = spec.stop if spec.stop is not None else world.scenario.run.duration
+        duration = world.scenario.run.duration
+        self.stop = min(spec.stop, duration) if spec.stop is not None else duration
         rng = world.streams[f"publisher/{name}"]
         mean_gap = 1000.0 / spec.rate
         self._gap = buffered_sampler(Exponential(mean_gap), rng) if spec.arrivals == "poisson" else (lambda: mean_gap)
@@ -155,6 +157,8 @@ class PublisherNode(AmqpClient):
         self.outbox: deque[tuple[Message, int]] = deque()
         self.unconfirmed: dict[int, tuple[Message, int]] = {}
         self.pub_seq = 0
+        self.pending_republish = 0  # nacked messages waiting their republish_delay
+        self.arrivals_done = False
         super().boot()
         first = self.spec.start if not self._started else self.now
         self._started = True
@@ -164,6 +168,13 @@ class PublisherNode(AmqpClient):
         t = max(after, self.now) + self._gap()
         if t < self.stop and (self.spec.count is None or self.next_index < self.spec.count):
             self.set_timer(t - self.now, self._arrival)
+        else:
+            self.arrivals_done = True
+
+    @property
+    def done(self) -> bool:
+        """Every arrival published and every message confirmed (or given up): nothing of its own in flight."""
+        return self.arrivals_done and not self.outbox and not self.unconfirmed and self.pending_republish == 0
 
     def _arrival(self) -> None:
         spec = self.spec
@@ -227,7 +238,12 @@ class PublisherNode(AmqpClient):
         else:
             self.log.record(self.now, "publish_nack", m.msg_id, self.name, attempt=attempt, reason="nack")
             if self.spec.republish:
-                self.set_timer(self.spec.republish_delay, self.publish, m, attempt + 1)
+                self.pending_republish += 1
+                self.set_timer(self.spec.republish_delay, self._republish, m, attempt + 1)
+
+    def _republish(self, msg: Message, attempt: int) -> None:
+        self.pending_republish -= 1
+        self.publish(msg, attempt)
 
     def handle_BasicReturn(self, msg: BasicReturn, src: str) -> None:
         if self.heard(msg.conn):

@@ -84,6 +84,13 @@ connection then times out) or a downstream; partition any of them. The AMQP fram
 on the network's connections (``network.transport``): a partition shorter than the
 ``heartbeat`` delays them, a longer one closes the connection and the broker requeues its
 unacked messages (:mod:`sim.messaging.broker_node`).
+
+The drain (:mod:`sim.drain`): publishers stop at ``run.duration``. By default the run
+stops there too, with whatever is still in flight; with ``[run] drain = { until = "idle",
+limit = "5s" }`` it goes on until the run is idle (:meth:`MessagingConfig.idle`), at most
+``limit``. The real-broker adapter applies the same policy and the same definition of idle
+(:mod:`sim.rabbitmq.runner`), and both report the span they ran (``messaging.span``,
+``messaging.drained``, ``messaging.drained_at``).
 """
 
 from __future__ import annotations
@@ -94,6 +101,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from ..checkers.delivery import DeliveryReport, check_delivery
 from ..config import Duration, MaybeInfDuration, at_least, fld, positive, prob
 from ..dists import Constant, Dist
+from ..drain import Span
 from ..errors import ScenarioError
 from ..kernel.node import Host
 from ..kernel.world import World
@@ -114,7 +122,11 @@ if TYPE_CHECKING:
     from ..result import Result
     from ..scenario import Scenario
 
-__all__ = ["MessagingConfig", "PublisherSpec", "ConsumerSpec", "DownstreamSpec", "MessagingState", "messaging_config"]
+__all__ = ["MessagingConfig", "PublisherSpec", "ConsumerSpec", "DownstreamSpec", "MessagingState", "messaging_config",
+           "span_of", "SPAN_PREFIX"]
+
+#: prefix of the span numbers in a messaging run's summary (``messaging.span`` ...)
+SPAN_PREFIX = "messaging."
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -210,6 +222,8 @@ class MessagingState:
         self.shared_store = DedupStore(cfg.shared_store_capacity)
         self._deliveries: dict[str, int] = {}
         self.report: DeliveryReport | None = None
+        self.span: Span | None = None
+        self.transit = cfg.transit_queues()  # checked after every event of an idle drain: computed once
 
     def next_delivery_number(self, msg_id: str) -> int:
         """1, 2, ... for successive processing starts of ``msg_id`` by any consumer (crash decisions)."""
@@ -338,14 +352,53 @@ class MessagingConfig(ProtocolConfig[MessagingState]):
                 out.append(q.name)
         return out
 
+    def transit_queues(self) -> list[str]:
+        """The queues messages pass through: consumed, or with a dead-letter exchange and not a dead-letter queue
+        (TTL wait queues). The others (dead-letter queues, queues nobody consumes) keep what reaches them, so an
+        idle run may leave messages there."""
+        consumed = {c.queue for c in self.consumers}
+        dlqs = set(self.dlq_names())
+        return [q.name for q in self.topology.queues
+                if q.name in consumed or (q.dead_letter_exchange is not None and q.name not in dlqs)]
+
+    def idle(self, world: World, state: MessagingState) -> bool:
+        """Nothing in flight: the definition of idle that the real-broker adapter applies too.
+
+        Idle when every fault of the schedule is over (none starts or ends later);
+        the broker is up and no message is ready or unacked in a transit queue
+        (:meth:`transit_queues`); every publisher has published its last
+        message, has every publish confirmed (or given up) and no republish
+        waiting; and no consumer holds, buffers, processes or waits to retry a
+        message or for the confirm of a copy it published.
+        """
+        now = world.now
+        if any(f.start > now or (f.end > now and f.end != float("inf")) for f in world.faults):
+            return False
+        broker = world.nodes[self.broker]
+        assert isinstance(broker, BrokerNode)
+        if not broker.alive:
+            return False
+        for q in state.transit:
+            ready, unacked = broker.broker.depth(q)
+            if ready or unacked:
+                return False
+        for node in world.nodes.values():
+            if isinstance(node, PublisherNode) and not node.done:
+                return False
+            if isinstance(node, ConsumerNode) and not node.core.idle:
+                return False
+        return True
+
     def finish(self, world: World, state: MessagingState) -> None:
         broker = world.nodes[self.broker]
         assert isinstance(broker, BrokerNode)
         state.close(broker, self.dlq_names())
+        end = world.drain_end if world.drain_end is not None else world.now
+        state.span = span_of(state.log.to_frame(), end, bool(world.idle_at_drain_end))
 
     def summary(self, world: World, state: MessagingState) -> dict[str, Any]:
-        assert state.report is not None
-        return {f"messaging.{k}": v for k, v in state.report.summary().items()}
+        assert state.report is not None and state.span is not None
+        return {**{f"messaging.{k}": v for k, v in state.report.summary().items()}, **state.span.summary(SPAN_PREFIX)}
 
     def tables(self, world: World, state: MessagingState) -> dict[str, pd.DataFrame]:
         assert state.report is not None
@@ -356,3 +409,14 @@ class MessagingConfig(ProtocolConfig[MessagingState]):
 
     def report(self, result: Result) -> list[str]:
         return delivery_lines(result.summary, "messaging.", result.verdicts.get("delivery"))
+
+
+def span_of(events: pd.DataFrame, end: float, drained: bool) -> Span:
+    """The :class:`~sim.drain.Span` of a messaging run (simulated or real) that ran to ``end``.
+
+    ``drained_at`` is the time of the last message event before the end (what
+    is recorded as ``remain`` after the end does not count), NaN if not drained.
+    """
+    times = events.loc[(events["event"] != "remain") & (events["time"] <= end), "time"] if len(events) else None
+    quiet = float(times.max()) if times is not None and len(times) else 0.0
+    return Span(float(end), drained, quiet if drained else float("nan"))

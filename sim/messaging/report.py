@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..drain import Span
 from ..report import line, pairs, verdict_line
 
 __all__ = ["delivery_lines"]
@@ -25,6 +26,9 @@ def delivery_lines(summary: dict[str, Any], prefix: str, verdict: Any) -> list[s
     out.append(line("  attempts", pairs((k, s[f"attempts.{k}"]) for k in ("mean", "max"))))
     latency = pairs((k, s[f"latency.{k}"]) for k in ("p50", "p95", "p99"))
     out.append(line("  latency", f"publish to first effect, ms: {latency}"))
+    span = Span.from_summary(summary, prefix)
+    if span is not None:
+        out.append(line("  span", span.describe()))
     out.append(verdict_line("at-least-once", verdict, "no confirmed message was lost",
                             f"{s['lost']} confirmed message(s) lost"))
     if verdict is not None and not verdict.ok:

@@ -26,6 +26,14 @@ runs`` lists each.
 ``verdict`` is ``"differ"`` when a semantic row differs, else ``"timing
 differs"`` when a timing row does, else ``"agree"``; :attr:`Comparison.differences`
 names the rows that differ.
+
+**Spans** first. Each run reports the span it ran and whether it drained
+(was idle at its end; :mod:`sim.drain`). Counts of a run that drained and of
+one that stopped with messages still in flight say different things, so when
+the simulation and a broker run disagree on ``drained`` the semantics are not
+judged: both verdicts say ``"spans differ"``, and the verdict lines show both
+spans (``[run] drain = { until = "idle", limit = ... }`` makes both sides run
+until idle).
 """
 
 from __future__ import annotations
@@ -41,13 +49,17 @@ import numpy as np
 import pandas as pd
 
 from ..checkers.delivery import DeliveryReport
-from ..messaging.protocol import messaging_config
+from ..drain import Span
+from ..messaging.protocol import SPAN_PREFIX, messaging_config
 from ..outdir import check_out, staged
 from ..result import Result
 from ..rng import Streams
 from .timing import TIMING_COLUMNS, TimingRule, timing_rows
 
-__all__ = ["Comparison", "TimingRule", "compare", "retry_delays", "COUNT_ROWS"]
+__all__ = ["Comparison", "TimingRule", "compare", "retry_delays", "COUNT_ROWS", "SPANS_DIFFER"]
+
+#: the verdict when one side drained and the other did not
+SPANS_DIFFER = "spans differ"
 
 COUNT_ROWS = ("published", "confirmed", "returned", "delivered", "deliveries", "redeliveries", "processed",
               "dead_lettered", "lost", "duplicate_side_effects", "remaining", "dropped", "unconfirmed")
@@ -187,6 +199,23 @@ class Comparison:
     calibration: str = ""
     timing_rule: TimingRule = field(default_factory=TimingRule)
     other_runs: list[str] = field(default_factory=list)
+    sim_span: Span | None = None
+    real_spans: tuple[Span | None, ...] = ()
+
+    @property
+    def spans_differ(self) -> bool:
+        """Whether the simulation drained and a broker run did not, or the other way round."""
+        if self.sim_span is None:
+            return False
+        return any(r is not None and r.drained != self.sim_span.drained for r in self.real_spans)
+
+    def span_lines(self) -> list[str]:
+        """The span of the simulation and of each broker run, when they report one."""
+        if self.sim_span is None:
+            return []
+        out = [f"simulation: {self.sim_span.describe()}"]
+        out += [f"broker run {i}: {r.describe()}" for i, r in enumerate(self.real_spans, start=1) if r is not None]
+        return out
 
     @property
     def runs(self) -> int:
@@ -237,15 +266,22 @@ class Comparison:
 
     @property
     def semantics(self) -> str:
+        if self.spans_differ:
+            return SPANS_DIFFER
         return "differ" if self.semantic_differences else "agree"
 
     @property
     def timing(self) -> str:
+        if self.spans_differ:
+            return SPANS_DIFFER
         return "differ" if self.timing_differences else "agree"
 
     @property
     def verdict(self) -> str:
-        """``"differ"`` (semantics), ``"timing differs"`` (semantics agree) or ``"agree"``."""
+        """``"spans differ"`` (one side drained, the other not), ``"differ"`` (semantics), ``"timing differs"``
+        (semantics agree) or ``"agree"``."""
+        if self.spans_differ:
+            return SPANS_DIFFER
         if self.semantics == "differ":
             return "differ"
         return "timing differs" if self.timing == "differ" else "agree"
@@ -258,7 +294,17 @@ class Comparison:
     def verdict_lines(self) -> list[str]:
         """The semantic verdict with the rows that differ, the timing verdict, the overall verdict."""
         runs = f"{self.runs} broker run{'s' if self.runs != 1 else ''}"
-        lines = [f"semantics: {self.semantics} (exact: counts, attempts, every message, requeue orders; {runs})"]
+        spans = [f"  {line}" for line in self.span_lines()]
+        if self.spans_differ:
+            return ["spans: differ: one side drained (idle at its end) and the other stopped with work in flight, so "
+                    "counts and timing are not judged; set [run] drain = { until = \"idle\", limit = ... } to run "
+                    "both until idle", *spans, f"verdict: {SPANS_DIFFER}"]
+        lines = []
+        if spans:
+            drained = self.sim_span is not None and self.sim_span.drained
+            both = "both drained" if drained else "neither side drained: counts depend on where each stopped"
+            lines += [f"spans: {both}", *spans]
+        lines.append(f"semantics: {self.semantics} (exact: counts, attempts, every message, requeue orders; {runs})")
         lines += [f"  differs: {d}" for d in self.semantic_differences]
         lines.append(f"timing: {self.timing} (p50 and p95 against the noise measured over {runs} at "
                      f"{self.timing_rule.level:.0%} confidence plus the model's accuracy; allowances in the latency "
@@ -325,6 +371,8 @@ class Comparison:
         self.messages.to_csv(folder / "messages.csv")
         (folder / "verdict.json").write_text(json.dumps(
             {"verdict": self.verdict, "semantics": self.semantics, "timing": self.timing,
+             "spans": {"simulation": None if self.sim_span is None else self.sim_span.__dict__,
+                       "broker_runs": [None if r is None else r.__dict__ for r in self.real_spans]},
              "differences": self.differences,
              "broker_runs": self.runs, "calibration": self.calibration,
              "timing_rule": {**self.timing_rule.__dict__, "derivation": self.timing_rule.describe()}}, indent=2))
@@ -368,4 +416,5 @@ def compare(sim: Result, real: Result | Sequence[Result], *, requeue_order: pd.D
     return Comparison(counts=first.counts, attempts=first.attempts, messages=first.messages, latency=latency,
                       retry_delays=retry, requeue_order=requeue_order, sim_latencies=ls, real_latency_runs=lr,
                       sim_retry=rs, real_retry_runs=rr, calibration=calibration, timing_rule=rule,
-                      other_runs=other)
+                      other_runs=other, sim_span=Span.from_summary(sim.summary, SPAN_PREFIX),
+                      real_spans=tuple(Span.from_summary(r.summary, SPAN_PREFIX) for r in reals))

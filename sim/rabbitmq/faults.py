@@ -106,6 +106,12 @@ class FaultPlan:
         return plan
 
     @property
+    def last_change(self) -> float:
+        """When the last fault starts or (finitely) ends: after it, the faults change nothing more."""
+        starts = [st for st, _e in self.broker_restarts] + [st for _n, st, _e in self.crashes + self.cuts]
+        return max([self.last_end, *starts])
+
+    @property
     def last_end(self) -> float:
         ends = [e for _s, e in self.broker_restarts] + [e for _n, _s, e in self.crashes + self.cuts]
         finite = [e for e in ends if math.isfinite(e)]

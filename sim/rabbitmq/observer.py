@@ -43,10 +43,8 @@ class ObserverActor(Actor):
         self.dlqs = cfg.dlq_names()
         self.live_dlqs = [q for q in self.dlqs if topo.queue(q).max_length is None]
         self.queues = topo.queue_names()
-        consumed = {c.queue for c in cfg.consumers}
-        # queues that must be empty for the run to be idle: consumed, or with a dead-letter exchange (wait queues)
-        self.transit = [q.name for q in topo.queues if q.name in consumed or
-                        (q.dead_letter_exchange is not None and q.name not in self.dlqs)]
+        # queues that must be empty for the run to be idle, as in the simulation
+        self.transit = cfg.transit_queues()
         self.dlq_copies = dlq_copies
         self.unacked = unacked
         self.depth_interval = depth_interval

@@ -52,7 +52,7 @@ class PublisherActor(Actor):
         super().__init__(session, spec.node)
         self.spec = spec
         self.next_index = 0
-        self.stop_at = spec.stop if spec.stop is not None else duration
+        self.stop_at = min(spec.stop, duration) if spec.stop is not None else duration  # as the simulation
         mean_gap = 1000.0 / spec.rate
         self._gap = buffered_sampler(Exponential(mean_gap), rng) if spec.arrivals == "poisson" else (lambda: mean_gap)
         self.exchange_real = self.names.real(spec.exchange)

@@ -11,13 +11,22 @@ leaves them to the broker, which removes them once the run's lease runs out
 lifetime (by default its scenario's end plus three minutes): it is stopped
 with an error first.
 
-A run ends at the scenario's end time (``run.duration`` plus the drain
-period, moved later by however much longer a real broker restart took than
-the scenario's crash window), or earlier, with ``stop_when_idle``, once every
-publisher is done, every consumer is idle, every fault is over and the queues
-that messages pass through (consumed queues, TTL wait queues) were found empty
-twice in a row. Then the connections close (unacked messages return to their
-queues) and :func:`~sim.rabbitmq.observer.drain_remaining` records what is left.
+Publishers stop at ``run.duration`` (or their own earlier ``stop``), as in
+the simulation. A run ends at the scenario's end time (``run.duration`` plus
+the drain limit, :mod:`sim.drain`, moved later by however much longer a real
+broker restart took than the scenario's crash window), or earlier, with
+``stop_when_idle``, once it is idle by the simulation's definition
+(:meth:`~sim.messaging.protocol.MessagingConfig.idle`): every publisher is done
+(every publish confirmed, no republish waiting), every consumer is idle, every
+fault is over, and the queues that messages pass through (consumed queues, TTL
+wait queues) were found empty, ready and unacked, twice in a row. A run that
+reaches its end time is probed once more, so that it too says whether it was
+idle. Then the connections close (unacked messages return to their queues) and
+:func:`~sim.rabbitmq.observer.drain_remaining` records what is left.
+
+The summary reports the span the run went for, as the simulation's does:
+``messaging.span`` (ms), ``messaging.drained`` (idle at the end) and
+``messaging.drained_at`` (its last message event; :func:`~sim.messaging.protocol.span_of`).
 
 The result is a :class:`~sim.result.Result` shaped like the simulation's for the
 same scenario: ``tables["message_events"]``, ``tables["queue_depth"]`` and
@@ -37,8 +46,9 @@ import pandas as pd
 
 from .. import metrics
 from ..checkers.delivery import DeliveryReport, check_delivery
+from ..drain import Span
 from ..history import History
-from ..messaging.protocol import messaging_config
+from ..messaging.protocol import SPAN_PREFIX, messaging_config, span_of
 from ..result import Result
 from ..rng import Streams
 from ..runner import capsim_version, with_seed
@@ -125,6 +135,7 @@ def run_rabbitmq(scenario: Scenario, seed: int | None = None, *, url: str | None
         finally:
             runner.close()
         drain_remaining(settings, cfg, names, log, runner.session.now)
+    span = span_of(log.to_frame(), runner.end_ms, runner.drained)
     report = check_delivery(log.to_frame(), cfg.dlq_names())
     broker_info_ = {**info, "broker_overrun_ms": runner.overrun_ms(), "ended": runner.ended,
                     **({"control": broker.describe()} if broker is not None and hasattr(broker, "describe") else {})}
@@ -132,16 +143,17 @@ def run_rabbitmq(scenario: Scenario, seed: int | None = None, *, url: str | None
             "names": names.prefix}
     return _result(scenario, time.perf_counter() - t_wall, log, report,
                    pd.DataFrame(runner.session.node_events, columns=["time", "node", "event"]),
-                   pd.DataFrame(plan.rows, columns=["kind", "start", "end", "detail"]), meta)
+                   pd.DataFrame(plan.rows, columns=["kind", "start", "end", "detail"]), meta, span)
 
 
 def _result(scenario: Scenario, runtime: float, log: ObservedLog, report: DeliveryReport, node_events: pd.DataFrame,
-            faults: pd.DataFrame, meta: dict[str, Any]) -> Result:
+            faults: pd.DataFrame, meta: dict[str, Any], span: Span) -> Result:
     """A :class:`Result` of a real run: no client operations and no simulated network."""
     history = History().to_frame()
     cfg = scenario.run
     summary: dict[str, Any] = {"ops": 0, "availability": math.nan, "faults": int(len(faults))}
     summary.update({f"messaging.{k}": v for k, v in report.summary().items()})
+    summary.update(span.summary(SPAN_PREFIX))
     return Result(
         scenario=scenario, seed=cfg.seed, runtime=runtime, history=history,
         timeline=metrics.timeline(history, faults, cfg.duration, cfg.timeline_window or cfg.duration / 50),
@@ -182,6 +194,8 @@ class _Runner:
         self.restarter = (BrokerRestarter(broker, s.ioloop, s.guard(self._broker_event), self._redeclare)
                           if broker is not None else None)
         self.ended = ""
+        self.end_ms = 0.0  # when the run ended (ms on the run's clock)
+        self.drained = False  # idle when it ended
         self._idle_streak = 0
         self._probing = False
 
@@ -206,6 +220,8 @@ class _Runner:
         if not s.run_until(self._finished, cap_s, poll_ms=20.0):
             raise AdapterError(f"the run did not reach its end within its lease's lifetime "
                                f"({self.lease.lifetime_ms / 1000.0:g} s)")
+        self.end_ms = s.now()
+        self.drained = self.ended == "idle" or self._idle_now()
         if self.restarter is not None and self.restarter.error is not None:
             raise AdapterError(f"broker restart failed: {self.restarter.error}")
 
@@ -260,10 +276,7 @@ class _Runner:
             return True
         if not self.stop_when_idle:
             return False
-        busy = (restarting or any(not p.done for p in self.publishers) or any(not c.idle for c in self.consumers)
-                or now < self.plan.last_end + self.overrun_ms()
-                or any(not a.ready for a in s.actors if not (a.crashed or a.cut_off)))
-        if busy:
+        if self._busy():
             self._idle_streak = 0
             self._probing = False
             return False
@@ -280,6 +293,28 @@ class _Runner:
             self.ended = "idle"
             return True
         return False
+
+    def _busy(self) -> bool:
+        """Something the actors know of is in flight (the part of idleness that needs no question to the broker)."""
+        s = self.session
+        restarting = self.restarter is not None and self.restarter.busy
+        return (restarting or any(not p.done for p in self.publishers) or any(not c.idle for c in self.consumers)
+                or s.now() < self.plan.last_change + self.overrun_ms()
+                or any(not a.ready for a in s.actors if not (a.crashed or a.cut_off)))
+
+    def _idle_now(self) -> bool:
+        """At the end time: whether the run is idle now (one probe of the transit queues)."""
+        if self._busy() or not self.observer.ready:
+            return False
+        s = self.session
+        self.observer.probe()
+        answer: list[bool | None] = [None]
+
+        def answered() -> bool:
+            answer[0] = self.observer.probe_result()
+            return answer[0] is not None
+
+        return s.run_until(answered, 5.0, poll_ms=20.0) and bool(answer[0])
 
     def close(self) -> None:
         self.session.close()

@@ -83,6 +83,8 @@ class Validation:
                 f"{b.get('version', '?')} at {b.get('url', '?')}",
                 f"broker runs: {len(self.brokers)} ({walls} s wall clock, ended by {ended}); "
                 f"simulation: {self.simulation.runtime:.2f} s"]
+        head.append(f"drain: {self.scenario.drain_policy} after run.duration {self.scenario.run.duration:g} ms "
+                    "(sim.drain), on both sides")
         overrun = mean_overrun(self.brokers)
         if overrun > 0:
             head.append(f"note: the real broker was down {overrun:.0f} ms longer than the scenario's crash window "
