@@ -341,6 +341,37 @@ def test_raft_predicates_reject_known_wrong_states():
     assert "agree on the term of entry 2" in matching.test(w, ex)
 
 
+def raft_fsync(fsync: str) -> Scenario:
+    """Three Raft nodes, n2 losing power and coming back at any point. Messages take 1 to 5 ms and
+    election timeouts are drawn from 150-250 ms; with seed 148 n2 times out first (151 ms), n3 about
+    2.6 ms later and n1 much later (233 ms), so one node can win an election, lose power and come back
+    before the next one asks for its vote."""
+    return Scenario.from_dict({
+        "run": {"seed": 148},
+        "cluster": {"count": 3, "fsync": fsync},
+        "network": {"latency": {"dist": "uniform", "low": 1, "high": 5}}, "workload": {"clients": 0},
+        "protocol": {"name": "raft", "pre_vote": False, "check_quorum": False,
+                     "election_timeout_min": 150, "election_timeout_max": 250},
+        "faults": {"schedule": [{"kind": "crash", "node": "n2", "start": 0, "end": 100}]}})
+
+
+def test_raft_without_fsync_elects_two_leaders_in_one_term_and_with_fsync_does_not():
+    """The real Raft with fsync = "never": a hard crash takes n2 back to term 0 with no vote, so it votes
+    twice in term 1. Breadth-first finds the two leaders within depth 8 (the shortest trace: n2 wins,
+    loses power, comes back and votes for n3); the same Raft with fsync on every write (the default) has
+    no violating state within the same depth."""
+    bound = SearchConfig(max_depth=8, predicates=("election_safety", "log_matching"))
+    never = search(raft_fsync("never"), bound)
+    assert never.verdict == "violation" and never.predicate == "election_safety"
+    assert never.message.startswith("two leaders in term 1")
+    kinds = [s.kind for s in never.trace]
+    assert kinds.count("crash") == 1 and kinds.count("recover") == 1 and len(kinds) == 8
+    assert kinds.index("crash") < kinds.index("recover") < len(kinds) - 1  # it voted again after coming back
+    always = search(raft_fsync("always"), bound)
+    assert always.verdict == "no_violation" and always.complete
+    assert always.states > never.states  # the whole space within depth 8 (about 6,000 states when written)
+
+
 class _RaisingParticipant(TwoPhaseParticipant):
     def handle_Prepare(self, msg: Any, src: str) -> None:
         raise RuntimeError(f"{self.name} cannot prepare {msg.gtid}")
