@@ -78,6 +78,15 @@ def raft_fsync(fsync: str) -> Scenario:
         "faults": {"schedule": [{"kind": "crash", "node": "n2", "start": 0, "end": 100}]}})
 
 
+def primary_backup(replication: str) -> Scenario:
+    """Two nodes, an elected primary, short timeouts; n1 may crash and recover, one message may be lost."""
+    return Scenario.from_dict({
+        "cluster": {"count": 2}, "network": {"latency": 1, "loss": 0.01}, "workload": {"clients": 0},
+        "protocol": {"name": "primary_backup", "replication": replication, "primary": "elected",
+                     "heartbeat_interval": 10, "failover_timeout": 30, "backup_timeout": 20},
+        "faults": {"schedule": [{"kind": "crash", "node": "n1", "start": 0, "end": 100}]}})
+
+
 def raft(name: str) -> Scenario:
     return Scenario.from_dict({
         "cluster": {"count": 3}, "network": {"latency": 1}, "workload": {"clients": 0},
@@ -102,6 +111,11 @@ CASES: dict[str, tuple[Scenario, SearchConfig]] = {
                                                                                      "log_matching"))),
     "raft-fsync-d8": (raft_fsync("always"), SearchConfig(max_depth=8, predicates=("election_safety",
                                                                                  "log_matching"))),
+    # no lost acknowledged write: asynchronous primary-backup loses a write acknowledged before the
+    # replicate message was lost and the primary failed over (20 steps)
+    "pb-async-lost-write": (primary_backup("async"),
+                            SearchConfig(max_depth=30, operations=(OperationSpec(node="n1"),),
+                                         predicates=("acknowledged_writes_kept",))),
     # two leaders in one term: breadth-first does not reach the 9 steps in minutes; random walks
     # under ordering-only timing do (seeded, so the count is reproducible)
     "raft-forgetful-vote": (raft("raft_forgetful_vote"),

@@ -435,3 +435,55 @@ def test_3pc_splits_without_any_fault_when_time_is_ordering_only():
     walk = search(scenario, cfg("atomicity", timing="ordering", strategy="random", max_depth=30, walks=5000))
     assert walk.verdict == "violation" and "split" in walk.message
     assert not {"crash", "partition", "drop"} & {s.kind for s in walk.trace}
+
+
+# -- no lost acknowledged write ---------------------------------------------------------------------------
+def eventual_power_loss(fsync: str) -> Scenario:
+    """Eventual replication without anti-entropy; n1 (fsync as given) may lose power and come back, and
+    the search may drop two messages."""
+    return Scenario.from_dict({
+        "cluster": {"count": 3, "node_fsync": {"n1": fsync}}, "network": {"latency": 1, "loss": 0.01},
+        "workload": {"clients": 0}, "protocol": {"name": "eventual", "anti_entropy_interval": "inf"},
+        "faults": {"schedule": [{"kind": "crash", "node": "n1", "start": 0, "end": 100}]}})
+
+
+def test_lost_acknowledged_write_found_when_the_acknowledging_node_does_not_fsync():
+    """n1 acknowledges a write, both pushes are lost, n1 loses power and comes back without it: every
+    node is up, nothing is in flight and no replica holds the write. With fsync on every write n1 keeps it:
+    the whole space (to depth 12) holds no such state."""
+    bound = SearchConfig(max_depth=12, max_drops=2, operations=(OperationSpec(node="n1"),),
+                         predicates=("acknowledged_writes_kept",))
+    lost = search(eventual_power_loss("never"), bound)
+    assert lost.verdict == "violation" and "write 1 (0=1) was acknowledged" in lost.message
+    assert [s.kind for s in lost.trace] == ["client", "deliver", "drop", "drop", "crash", "recover"]
+    kept = search(eventual_power_loss("always"), bound)
+    assert kept.verdict == "no_violation" and kept.exhausted
+
+
+def test_lost_write_predicate_rejects_known_wrong_states_and_respects_superseding_writes():
+    """A state where no replica holds an acknowledged write violates it; the same state with a later write
+    of the key, or with the write still in flight, or with a node down, does not."""
+    from sim.search.predicates import PREDICATES
+    from sim.search.state import InFlight, Op
+
+    kept = PREDICATES["acknowledged_writes_kept"]
+    ex = Explorer(eventual_power_loss("always"), cfg())
+    w = ex.initial()
+    w.ops.append(Op("c0", 1, "write", 0, 7, "n1", 0.0, 1, complete=0.0, complete_step=2, outcome="ok"))
+    assert kept.test(w, ex) == "write 1 (0=7) was acknowledged, nothing superseded it, and no replica holds it"
+    w.nodes["n3"].data[0] = ((0.0, "n3", 1), 7)
+    assert kept.test(w, ex) is None  # one replica holding it is enough
+    del w.nodes["n3"].data[0]
+    w.network.flight.append(InFlight("n1", "n2", "a push", 0.0, w.nodes["n2"].epoch))
+    assert kept.test(w, ex) is None  # not judged while something is on its way
+    w.network.flight.clear()
+    w.nodes["n2"].crash()
+    assert kept.test(w, ex) is None  # nor while a node is down
+    w.nodes["n2"].recover()
+    assert kept.test(w, ex) is not None
+    w.ops.append(Op("c1", 2, "write", 0, 8, "n1", 0.0, 1))  # concurrent with write 1: may supersede it
+    assert kept.test(w, ex) is None
+    w.ops[-1].invoke_step = 3  # began after write 1 completed: may supersede it too
+    assert kept.test(w, ex) is None
+    w.ops[-1].invoke_step, w.ops[-1].complete_step, w.ops[-1].outcome = 0, 0, "ok"  # done before write 1 began
+    assert kept.test(w, ex) is not None
