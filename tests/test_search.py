@@ -487,3 +487,13 @@ def test_lost_write_predicate_rejects_known_wrong_states_and_respects_supersedin
     assert kept.test(w, ex) is None
     w.ops[-1].invoke_step, w.ops[-1].complete_step, w.ops[-1].outcome = 0, 0, "ok"  # done before write 1 began
     assert kept.test(w, ex) is not None
+
+
+def test_canonical_form_keeps_the_contents_of_deques():
+    """Two states that differ only in what a node holds in a deque (Raft's round clock) are different states."""
+    ex = Explorer(Scenario.from_dict(RAFT), cfg())
+    a = ex.initial()
+    b = clone(a)
+    assert ex.key(a) == ex.key(b)
+    b.nodes["n1"].round_clock.append(7.0)
+    assert ex.key(a) != ex.key(b)

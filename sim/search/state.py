@@ -27,7 +27,7 @@ import pickle
 import sys
 import types
 import weakref
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass
 from typing import Any
 
@@ -316,7 +316,7 @@ def _kind(t: type) -> str:
     """How :func:`_canon` treats instances of ``t`` (decided once per type)."""
     if issubclass(t, _ATOMS):
         return "atom"
-    if issubclass(t, (tuple, list)):
+    if issubclass(t, (tuple, list, deque)):  # a deque's contents are its state (it has no attributes)
         return "seq"
     if issubclass(t, dict):
         return "dict"
