@@ -497,3 +497,27 @@ def test_canonical_form_keeps_the_contents_of_deques():
     assert ex.key(a) == ex.key(b)
     b.nodes["n1"].round_clock.append(7.0)
     assert ex.key(a) != ex.key(b)
+
+
+def test_a_disk_is_copied_with_its_durable_image_and_states_differing_there_differ():
+    """Under fsync "interval" a node's disk has contents and a durable image: a clone keeps both (a power
+    loss in the clone restores the image), and two states that differ only in the image are different."""
+    from sim.kernel.disk import Disk
+
+    scenario = Scenario.from_dict({**RAFT, "cluster": {"count": 3, "fsync": {"policy": "interval",
+                                                                             "interval": 50}}})
+    ex = Explorer(scenario, cfg())
+    a = ex.initial()
+    disk = a.nodes["n1"].disk
+    assert isinstance(disk, Disk)
+    disk["term"] = 4
+    b = clone(a)
+    assert ex.key(a) == ex.key(b)
+    b.nodes["n1"].disk.sync()
+    assert ex.key(a) != ex.key(b)  # same contents, a different durable image
+    c = clone(b)
+    c.nodes["n1"].disk["term"] = 9
+    c.nodes["n1"].crash()
+    assert c.nodes["n1"].disk["term"] == 4 and b.nodes["n1"].disk["term"] == 4
+    a.nodes["n1"].crash()
+    assert "term" not in a.nodes["n1"].disk  # a was never flushed: its image is still empty
