@@ -10,8 +10,11 @@ visited set, predicates) costs on top of running the protocol's code. Target (is
 
     python benchmarks/bench_search.py [--case NAME] [--no-memory]
 
-The Raft cases: the real Raft proved within depth 16 (one node crashing), and a mutant
-that forgets its vote at a crash, found by random walks (two leaders in one term).
+The Raft cases: the real Raft proved within depth 16 (one node crashing); the real Raft
+with fsync = "never" (a hard crash forgets the vote) found breadth-first within depth 8
+with election timeouts and latencies that make the interleaving short, and the same
+configuration with fsync on every write proved within depth 8; a hand mutant that
+forgets its vote at a crash, found by random walks under ordering-only timing.
 """
 
 from __future__ import annotations
@@ -65,6 +68,25 @@ class ForgetfulVoteRaft(RaftConfig):
         return {name: ForgetfulVoter(world, name, self) for name in world.scenario.nodes}
 
 
+def raft_fsync(fsync: str) -> Scenario:
+    """As tests/test_search.py: n2 times out first, n3 2.6 ms later, n1 much later (seed 148)."""
+    return Scenario.from_dict({
+        "run": {"seed": 148}, "cluster": {"count": 3, "fsync": fsync},
+        "network": {"latency": {"dist": "uniform", "low": 1, "high": 5}}, "workload": {"clients": 0},
+        "protocol": {"name": "raft", "pre_vote": False, "check_quorum": False,
+                     "election_timeout_min": 150, "election_timeout_max": 250},
+        "faults": {"schedule": [{"kind": "crash", "node": "n2", "start": 0, "end": 100}]}})
+
+
+def primary_backup(replication: str) -> Scenario:
+    """Two nodes, an elected primary, short timeouts; n1 may crash and recover, one message may be lost."""
+    return Scenario.from_dict({
+        "cluster": {"count": 2}, "network": {"latency": 1, "loss": 0.01}, "workload": {"clients": 0},
+        "protocol": {"name": "primary_backup", "replication": replication, "primary": "elected",
+                     "heartbeat_interval": 10, "failover_timeout": 30, "backup_timeout": 20},
+        "faults": {"schedule": [{"kind": "crash", "node": "n1", "start": 0, "end": 100}]}})
+
+
 def raft(name: str) -> Scenario:
     return Scenario.from_dict({
         "cluster": {"count": 3}, "network": {"latency": 1}, "workload": {"clients": 0},
@@ -85,6 +107,15 @@ CASES: dict[str, tuple[Scenario, SearchConfig]] = {
                       SearchConfig(max_depth=16, operations=(OperationSpec(),),
                                    predicates=("blocked_only_if_all_uncertain",))),
     "raft-3n-d16": (raft("raft"), SearchConfig(max_depth=16, predicates=("election_safety", "log_matching"))),
+    "raft-no-fsync-d8": (raft_fsync("never"), SearchConfig(max_depth=8, predicates=("election_safety",
+                                                                                     "log_matching"))),
+    "raft-fsync-d8": (raft_fsync("always"), SearchConfig(max_depth=8, predicates=("election_safety",
+                                                                                 "log_matching"))),
+    # no lost acknowledged write: asynchronous primary-backup loses a write acknowledged before the
+    # replicate message was lost and the primary failed over (20 steps)
+    "pb-async-lost-write": (primary_backup("async"),
+                            SearchConfig(max_depth=30, operations=(OperationSpec(node="n1"),),
+                                         predicates=("acknowledged_writes_kept",))),
     # two leaders in one term: breadth-first does not reach the 9 steps in minutes; random walks
     # under ordering-only timing do (seeded, so the count is reproducible)
     "raft-forgetful-vote": (raft("raft_forgetful_vote"),

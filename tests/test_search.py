@@ -341,6 +341,37 @@ def test_raft_predicates_reject_known_wrong_states():
     assert "agree on the term of entry 2" in matching.test(w, ex)
 
 
+def raft_fsync(fsync: str) -> Scenario:
+    """Three Raft nodes, n2 losing power and coming back at any point. Messages take 1 to 5 ms and
+    election timeouts are drawn from 150-250 ms; with seed 148 n2 times out first (151 ms), n3 about
+    2.6 ms later and n1 much later (233 ms), so one node can win an election, lose power and come back
+    before the next one asks for its vote."""
+    return Scenario.from_dict({
+        "run": {"seed": 148},
+        "cluster": {"count": 3, "fsync": fsync},
+        "network": {"latency": {"dist": "uniform", "low": 1, "high": 5}}, "workload": {"clients": 0},
+        "protocol": {"name": "raft", "pre_vote": False, "check_quorum": False,
+                     "election_timeout_min": 150, "election_timeout_max": 250},
+        "faults": {"schedule": [{"kind": "crash", "node": "n2", "start": 0, "end": 100}]}})
+
+
+def test_raft_without_fsync_elects_two_leaders_in_one_term_and_with_fsync_does_not():
+    """The real Raft with fsync = "never": a hard crash takes n2 back to term 0 with no vote, so it votes
+    twice in term 1. Breadth-first finds the two leaders within depth 8 (the shortest trace: n2 wins,
+    loses power, comes back and votes for n3); the same Raft with fsync on every write (the default) has
+    no violating state within the same depth."""
+    bound = SearchConfig(max_depth=8, predicates=("election_safety", "log_matching"))
+    never = search(raft_fsync("never"), bound)
+    assert never.verdict == "violation" and never.predicate == "election_safety"
+    assert never.message.startswith("two leaders in term 1")
+    kinds = [s.kind for s in never.trace]
+    assert kinds.count("crash") == 1 and kinds.count("recover") == 1 and len(kinds) == 8
+    assert kinds.index("crash") < kinds.index("recover") < len(kinds) - 1  # it voted again after coming back
+    always = search(raft_fsync("always"), bound)
+    assert always.verdict == "no_violation" and always.complete
+    assert always.states > never.states  # the whole space within depth 8 (about 6,000 states when written)
+
+
 class _RaisingParticipant(TwoPhaseParticipant):
     def handle_Prepare(self, msg: Any, src: str) -> None:
         raise RuntimeError(f"{self.name} cannot prepare {msg.gtid}")
@@ -404,3 +435,89 @@ def test_3pc_splits_without_any_fault_when_time_is_ordering_only():
     walk = search(scenario, cfg("atomicity", timing="ordering", strategy="random", max_depth=30, walks=5000))
     assert walk.verdict == "violation" and "split" in walk.message
     assert not {"crash", "partition", "drop"} & {s.kind for s in walk.trace}
+
+
+# -- no lost acknowledged write ---------------------------------------------------------------------------
+def eventual_power_loss(fsync: str) -> Scenario:
+    """Eventual replication without anti-entropy; n1 (fsync as given) may lose power and come back, and
+    the search may drop two messages."""
+    return Scenario.from_dict({
+        "cluster": {"count": 3, "node_fsync": {"n1": fsync}}, "network": {"latency": 1, "loss": 0.01},
+        "workload": {"clients": 0}, "protocol": {"name": "eventual", "anti_entropy_interval": "inf"},
+        "faults": {"schedule": [{"kind": "crash", "node": "n1", "start": 0, "end": 100}]}})
+
+
+def test_lost_acknowledged_write_found_when_the_acknowledging_node_does_not_fsync():
+    """n1 acknowledges a write, both pushes are lost, n1 loses power and comes back without it: every
+    node is up, nothing is in flight and no replica holds the write. With fsync on every write n1 keeps it:
+    the whole space (to depth 12) holds no such state."""
+    bound = SearchConfig(max_depth=12, max_drops=2, operations=(OperationSpec(node="n1"),),
+                         predicates=("acknowledged_writes_kept",))
+    lost = search(eventual_power_loss("never"), bound)
+    assert lost.verdict == "violation" and "write 1 (0=1) was acknowledged" in lost.message
+    assert [s.kind for s in lost.trace] == ["client", "deliver", "drop", "drop", "crash", "recover"]
+    kept = search(eventual_power_loss("always"), bound)
+    assert kept.verdict == "no_violation" and kept.exhausted
+
+
+def test_lost_write_predicate_rejects_known_wrong_states_and_respects_superseding_writes():
+    """A state where no replica holds an acknowledged write violates it; the same state with a later write
+    of the key, or with the write still in flight, or with a node down, does not."""
+    from sim.search.predicates import PREDICATES
+    from sim.search.state import InFlight, Op
+
+    kept = PREDICATES["acknowledged_writes_kept"]
+    ex = Explorer(eventual_power_loss("always"), cfg())
+    w = ex.initial()
+    w.ops.append(Op("c0", 1, "write", 0, 7, "n1", 0.0, 1, complete=0.0, complete_step=2, outcome="ok"))
+    assert kept.test(w, ex) == "write 1 (0=7) was acknowledged, nothing superseded it, and no replica holds it"
+    w.nodes["n3"].data[0] = ((0.0, "n3", 1), 7)
+    assert kept.test(w, ex) is None  # one replica holding it is enough
+    del w.nodes["n3"].data[0]
+    w.network.flight.append(InFlight("n1", "n2", "a push", 0.0, w.nodes["n2"].epoch))
+    assert kept.test(w, ex) is None  # not judged while something is on its way
+    w.network.flight.clear()
+    w.nodes["n2"].crash()
+    assert kept.test(w, ex) is None  # nor while a node is down
+    w.nodes["n2"].recover()
+    assert kept.test(w, ex) is not None
+    w.ops.append(Op("c1", 2, "write", 0, 8, "n1", 0.0, 1))  # concurrent with write 1: may supersede it
+    assert kept.test(w, ex) is None
+    w.ops[-1].invoke_step = 3  # began after write 1 completed: may supersede it too
+    assert kept.test(w, ex) is None
+    w.ops[-1].invoke_step, w.ops[-1].complete_step, w.ops[-1].outcome = 0, 0, "ok"  # done before write 1 began
+    assert kept.test(w, ex) is not None
+
+
+def test_canonical_form_keeps_the_contents_of_deques():
+    """Two states that differ only in what a node holds in a deque (Raft's round clock) are different states."""
+    ex = Explorer(Scenario.from_dict(RAFT), cfg())
+    a = ex.initial()
+    b = clone(a)
+    assert ex.key(a) == ex.key(b)
+    b.nodes["n1"].round_clock.append(7.0)
+    assert ex.key(a) != ex.key(b)
+
+
+def test_a_disk_is_copied_with_its_durable_image_and_states_differing_there_differ():
+    """Under fsync "interval" a node's disk has contents and a durable image: a clone keeps both (a power
+    loss in the clone restores the image), and two states that differ only in the image are different."""
+    from sim.kernel.disk import Disk
+
+    scenario = Scenario.from_dict({**RAFT, "cluster": {"count": 3, "fsync": {"policy": "interval",
+                                                                             "interval": 50}}})
+    ex = Explorer(scenario, cfg())
+    a = ex.initial()
+    disk = a.nodes["n1"].disk
+    assert isinstance(disk, Disk)
+    disk["term"] = 4
+    b = clone(a)
+    assert ex.key(a) == ex.key(b)
+    b.nodes["n1"].disk.sync()
+    assert ex.key(a) != ex.key(b)  # same contents, a different durable image
+    c = clone(b)
+    c.nodes["n1"].disk["term"] = 9
+    c.nodes["n1"].crash()
+    assert c.nodes["n1"].disk["term"] == 4 and b.nodes["n1"].disk["term"] == 4
+    a.nodes["n1"].crash()
+    assert "term" not in a.nodes["n1"].disk  # a was never flushed: its image is still empty

@@ -21,6 +21,15 @@ Any key-value protocol:
   :func:`sim.checkers.check_linearizable` (times are step numbers, so real-time order
   is the execution's; a reply counts when it is sent).
 
+* ``acknowledged_writes_kept`` (no lost acknowledged write): in every state where every
+  node is up and no message is in flight, each write acknowledged ok is held by at least
+  one node's ``replica_state()`` (its value, or one of its siblings), unless another
+  write or cas of the same key that did not complete before it began could have
+  superseded it. Only such quiescent states are judged, since a write may still be on
+  its way or a node may rebuild its state after a recovery; nodes whose
+  ``replica_state()`` is None are left out. Not meant for Raft, whose ``replica_state``
+  is the applied prefix and refills only as commits advance again.
+
 Raft (``sim.replication.raft``):
 
 * ``election_safety``: at most one node was ever leader of any term (from the nodes'
@@ -239,6 +248,36 @@ def _precedence(w: SearchWorld) -> Any:
                  for op in w.ops)
 
 
+_MISSING = object()
+
+
+def _holds(held: Any, value: Any) -> bool:
+    """Whether a replica's value for a key (a value, or a frozenset of siblings) contains ``value``."""
+    return held == value or (isinstance(held, frozenset) and value in held)
+
+
+def _superseded(w: SearchWorld, op: Any) -> bool:
+    """Whether another write or cas of the same key could be ordered after ``op`` (it did not complete
+    before ``op`` began), so that a replica may rightly hold its value instead."""
+    return any(o is not op and o.op in ("write", "cas") and o.key == op.key
+               and not (o.complete_step is not None and o.complete_step < op.invoke_step) for o in w.ops)
+
+
+def _acknowledged_writes_kept(w: SearchWorld, _ex: Explorer) -> str | None:
+    if w.network.flight or not all(node.alive for node in w.nodes.values()):
+        return None  # judged only when every node is up and nothing is on its way
+    states = [s for s in (node.replica_state() for node in w.nodes.values()) if s is not None]
+    if not states:
+        return None
+    for op in w.ops:
+        if op.op != "write" or op.outcome != "ok" or _superseded(w, op):
+            continue
+        if not any(_holds(s.get(op.key, _MISSING), op.value) for s in states):
+            return (f"write {op.op_id} ({op.key}={op.value!r}) was acknowledged, nothing superseded it, and no "
+                    "replica holds it")
+    return None
+
+
 def _linearizable(w: SearchWorld, _ex: Explorer) -> str | None:
     if not any(op.op == "read" and op.outcome == "ok" for op in w.ops):
         return None  # writes alone are always linearizable
@@ -251,6 +290,10 @@ def _linearizable(w: SearchWorld, _ex: Explorer) -> str | None:
 PREDICATES: dict[str, Predicate] = {
     "linearizable": Predicate("linearizable", "invariant", _linearizable, _precedence,
                               "the client history so far is linearizable (sim.checkers.check_linearizable)"),
+    "acknowledged_writes_kept": Predicate(
+        "acknowledged_writes_kept", "invariant", _acknowledged_writes_kept, _precedence,
+        "no lost acknowledged write: in a state with every node up and no message in flight, every write "
+        "acknowledged ok and not superseded is held by some replica (replica_state)"),
     "election_safety": Predicate("election_safety", "invariant", _election_safety, _leaders,
                                  "at most one leader per term, over the whole execution"),
     "log_matching": Predicate("log_matching", "invariant", _log_matching,

@@ -27,12 +27,13 @@ import pickle
 import sys
 import types
 import weakref
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from ..kernel.disk import Disk
 from ..kernel.events import Channel, EventLog
 from ..kernel.messages import ClientReply
 from ..kernel.node import Endpoint, Node, Timer
@@ -249,6 +250,15 @@ def _generator(name: str, state: dict[str, Any]) -> np.random.Generator:
     return np.random.Generator(bits)
 
 
+def _disk(policy: Any, items: dict[str, Any], image: dict[str, Any] | None, syncs: int,
+          rollbacks: int) -> Disk:
+    disk = Disk(policy)
+    disk.update(items)
+    disk._image = image
+    disk.syncs, disk.rollbacks = syncs, rollbacks
+    return disk
+
+
 def _code(key: tuple[str, str, int]) -> types.CodeType:
     return _CODES[key]
 
@@ -268,6 +278,8 @@ class _Pickler(pickle.Pickler):
             key = (obj.co_filename, obj.co_qualname, obj.co_firstlineno)
             _CODES.setdefault(key, obj)
             return _code, (key,)
+        if type(obj) is Disk:  # without its cache of known values: keyed by id, it would not survive the copy
+            return _disk, (obj.policy, dict(obj), obj._image, obj.syncs, obj.rollbacks)
         if type(obj) is np.random.Generator:
             bits = obj.bit_generator
             return _generator, (type(bits).__name__, bits.state)
@@ -316,8 +328,10 @@ def _kind(t: type) -> str:
     """How :func:`_canon` treats instances of ``t`` (decided once per type)."""
     if issubclass(t, _ATOMS):
         return "atom"
-    if issubclass(t, (tuple, list)):
+    if issubclass(t, (tuple, list, deque)):  # a deque's contents are its state (it has no attributes)
         return "seq"
+    if issubclass(t, Disk):
+        return "disk"
     if issubclass(t, dict):
         return "dict"
     if issubclass(t, (set, frozenset)):
@@ -363,6 +377,9 @@ def _canon(obj: Any, stack: set[int]) -> Any:
             return ("dict", tuple(sorted(items)))
         except TypeError:
             return ("dict", tuple(sorted(items, key=repr)))
+    if kind == "disk":  # its contents and what a power loss would leave
+        image = obj._image
+        return ("disk", _canon(dict(obj), stack), None if image is None else _canon(image, stack))
     if kind == "set":
         return frozenset([_canon(x, stack) for x in obj])
     if kind == "node":
