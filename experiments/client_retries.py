@@ -42,7 +42,6 @@ interval per variant with the predicted value) and ``client_retries.png``.
 
 from __future__ import annotations
 
-import argparse
 import math
 from pathlib import Path
 from typing import Any
@@ -52,7 +51,8 @@ import pandas as pd
 from scipy import stats
 
 import sim
-from sim.executors import EXECUTORS, map_tasks
+from sim.executors import map_tasks
+from sim.experiment_cli import experiment_parser, parse_experiment_args
 from sim.scenario import Scenario
 
 K = 5  # attempts at most, in the storm
@@ -76,7 +76,7 @@ LOSSY: dict[str, tuple[dict[str, Any], dict[str, Any] | None]] = {
     "immediate k=4": ({"policy": "immediate", "max_attempts": 4, "retry_on": ["info"]}, None),
     "k=4 + keys": ({"policy": "immediate", "max_attempts": 4, "retry_on": ["info"], "idempotency_keys": True}, None),
     "k=4 + keys, ttl 10ms": ({"policy": "immediate", "max_attempts": 4, "retry_on": ["info"],
-                              "idempotency_keys": True}, {"ttl": "10ms"}),
+                                 "idempotency_keys": True}, {"ttl": "10ms"}),
 }
 
 
@@ -224,16 +224,16 @@ def interval(values: pd.Series) -> tuple[float, float, float]:
 def summarize(storm: pd.DataFrame, lossy: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for table, part, metrics in ((storm, "storm", ("multiplication", "peak_load", "availability",
-                                                   "availability_outage", "latency_mean", "latency_p99")),
-                                 (lossy, "lossy", ("availability", "latency_mean", "applied_per_write",
-                                                   "duplicated"))):
+                                                      "availability_outage", "latency_mean", "latency_p99")),
+                                    (lossy, "lossy", ("availability", "latency_mean", "applied_per_write",
+                                                      "duplicated"))):
         for variant, g in table.groupby("variant", sort=False):
             for metric in metrics:
                 mean, lo, hi = interval(g[metric])
                 pcol = "predicted" if part == "storm" and metric == "multiplication" else f"predicted_{metric}"
                 predicted = float(g[pcol].iloc[0]) if pcol in g else math.nan
                 rows.append({"part": part, "variant": variant, "metric": metric, "mean": mean, "ci_low": lo,
-                             "ci_high": hi, "predicted": predicted})
+                                "ci_high": hi, "predicted": predicted})
     return pd.DataFrame(rows)
 
 
@@ -279,16 +279,12 @@ def plot(storm: pd.DataFrame, timeline: pd.DataFrame, lossy: pd.DataFrame, path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="shorter runs and 3 seeds")
-    parser.add_argument("--out", default="out/client_retries", help="output folder")
-    parser.add_argument("--seeds", type=int, default=None, help="replications per variant (default 3 quick, 10 full)")
-    parser.add_argument("--workers", type=int, default=None)
-    parser.add_argument("--executor", default="processes", choices=EXECUTORS)
-    args = parser.parse_args(argv)
+    parser = experiment_parser(__doc__, out="out/client_retries",
+                               quick="shorter runs and 3 seeds",
+                               seeds="replications per variant (default 3 quick, 10 full)")
+    args = parse_experiment_args(parser, argv)
     seeds = range(1, 1 + (args.seeds or (3 if args.quick else 10)))
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = args.out
     tasks = [("storm", v, s, args.quick) for v in STORM for s in seeds]
     tasks += [("lossy", v, s, args.quick) for v in LOSSY for s in seeds]
     results = map_tasks(_task, tasks, args.executor, args.workers)

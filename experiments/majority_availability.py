@@ -63,7 +63,6 @@ majority_runs.csv (one row per run) and majority_availability.png.
 
 from __future__ import annotations
 
-import argparse
 import math
 import time
 from pathlib import Path
@@ -80,6 +79,7 @@ from scipy import stats
 import sim
 from sim.analysis import majority_availability
 from sim.executors import map_tasks
+from sim.experiment_cli import experiment_parser, parse_experiment_args
 from sim.sweeps import replication_seed
 
 DOWN_MEAN = 50.0  # D: mean time a replica stays down (ms)
@@ -109,8 +109,8 @@ def scenario(n: int, p_up: float, duration: float) -> sim.Scenario:
         "cluster": {"nodes": replicas + [coordinator]},
         "network": {"latency": LATENCY},
         "faults": {"random": {"crash_mtbf": mtbf_for(p_up),
-                              "crash_duration": {"dist": "exponential", "mean": DOWN_MEAN},
-                              "crash_nodes": replicas}},
+                             "crash_duration": {"dist": "exponential", "mean": DOWN_MEAN},
+                             "crash_nodes": replicas}},
         "workload": {"clients": 2, "homes": [coordinator], "target": "home", "mode": "open", "rate": 100,
                      "keys": 1, "read_fraction": 0.5, "timeout": "50ms"},
         "protocol": {"name": "quorum", "replicas": n, "r": q, "w": q, "mode": "dynamo",
@@ -221,13 +221,9 @@ def figure(table: pd.DataFrame, path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="two values of p, four 10 s runs each")
-    ap.add_argument("--out", type=Path, default=Path("out/majority_availability"))
-    ap.add_argument("--workers", type=int, default=None)
-    ap.add_argument("--executor", default="processes", choices=["serial", "processes", "dask"])
-    args = ap.parse_args(argv)
-    args.out.mkdir(parents=True, exist_ok=True)
+    ap = experiment_parser(__doc__, out="out/majority_availability",
+                           quick="two values of p, four 10 s runs each")
+    args = parse_experiment_args(ap, argv)
     t0 = time.perf_counter()
     table, runs = experiment(args.quick, args.workers, args.executor)
     table.to_csv(args.out / "majority_availability.csv", index=False)

@@ -59,7 +59,6 @@ row per run) and partition_duration.png.
 
 from __future__ import annotations
 
-import argparse
 import time
 from pathlib import Path
 
@@ -70,6 +69,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 import sim
+from sim.experiment_cli import experiment_parser, parse_experiment_args
 from sim.plots import metric_vs_factor
 from sim.sweeps import summarize, sweep
 
@@ -104,7 +104,7 @@ def base(protocol: str, cfg: dict) -> sim.Scenario:
         "cluster": {"count": 5},
         "network": {"latency": {"dist": "lognormal", "mu": 0.0, "sigma": 0.5}, "client_latency": 0.5},
         "faults": {"schedule": [{"kind": "partition", "start": start, "end": start + cfg["lengths"][0],
-                                 "groups": [MINORITY]}]},
+                                "groups": [MINORITY]}]},
         "workload": {"clients": CLIENTS, "mode": "open", "rate": 20, "keys": 10,
                      "read_fraction": READ_FRACTION, "timeout": "1s"},
         "protocol": PROTOCOLS[protocol],
@@ -182,13 +182,9 @@ def figure(table: pd.DataFrame, path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="3 partition lengths, 3 short runs each")
-    ap.add_argument("--out", type=Path, default=Path("out/partition_duration"))
-    ap.add_argument("--workers", type=int, default=None)
-    ap.add_argument("--executor", default="processes", choices=["serial", "processes", "dask"])
-    args = ap.parse_args(argv)
-    args.out.mkdir(parents=True, exist_ok=True)
+    ap = experiment_parser(__doc__, out="out/partition_duration",
+                           quick="3 partition lengths, 3 short runs each")
+    args = parse_experiment_args(ap, argv)
     t0 = time.perf_counter()
     table, runs = experiment(args.quick, args.workers, args.executor)
     table.to_csv(args.out / "partition_duration.csv", index=False)
@@ -196,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     figure(table, args.out / "partition_duration.png")
     wide = table.pivot_table(index=["protocol", "partition_s"], columns="metric", values="mean", sort=False)
     wide = wide[METRICS].rename(columns=lambda c: c.replace("availability", "avail").replace("latency.", "")
-                                .replace("staleness.", "").replace("convergence.", "conv."))
+                               .replace("staleness.", "").replace("convergence.", "conv."))
     pred = table[table["metric"] == "availability"].set_index(["protocol", "partition_s"])["predicted"]
     wide.insert(1, "predicted", pred)
     print(wide.to_string(float_format=lambda v: f"{v:.3f}"))

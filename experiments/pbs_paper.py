@@ -128,7 +128,6 @@ statements against the model), pbs_paper_curves.csv and pbs_paper.png.
 
 from __future__ import annotations
 
-import argparse
 import time
 from pathlib import Path
 from typing import Any
@@ -146,6 +145,7 @@ from sim.analysis import WarsDelays, WarsTrials, quantile_interval, wars_placeme
 from sim.checkers.staleness import read_staleness
 from sim.dists import parse_dist
 from sim.executors import map_tasks
+from sim.experiment_cli import experiment_parser, parse_experiment_args
 
 ROOT_SEED = 2012
 N = 3
@@ -245,7 +245,7 @@ def monte_carlo_estimates(trials: int) -> tuple[pd.DataFrame, dict[tuple[str, in
             models[(profile, r, w)] = model
             replay = replay_paper_procedure(model, PAPER_T_GRID[paper], np.random.default_rng([ROOT_SEED, pi, r, w, 1]))
             for quantity, values in (("L_r", model.read_latency), ("L_w", model.write_latency),
-                                     ("t", model.visible_after)):
+                                    ("t", model.visible_after)):
                 est, lo, hi = quantile_interval(values, P_TARGET, CONFIDENCE)
                 if quantity == "t":  # consistent from t = 0 on: the t at 99.9% is 0, not negative
                     est, lo, hi = max(est, 0.0), max(lo, 0.0), max(hi, 0.0)
@@ -256,7 +256,7 @@ def monte_carlo_estimates(trials: int) -> tuple[pd.DataFrame, dict[tuple[str, in
                     row["p_at_paper_t"] = float(model.p_consistent(t_paper)[0])
                     row["replay_median"] = float(np.nanmedian(replay)) if np.isfinite(replay).any() else np.nan
                     row["replay_low"], row["replay_high"] = (np.nanpercentile(replay, [5, 95])
-                                                             if np.isfinite(replay).any() else (np.nan, np.nan))
+                                                            if np.isfinite(replay).any() else (np.nan, np.nan))
                 rows.append(row)
     return pd.DataFrame(rows), models
 
@@ -278,7 +278,7 @@ def comparison(estimates: list[pd.DataFrame]) -> pd.DataFrame:
         table[f"{method}_diff"] = table["paper"] - value
         table[f"{method}_diff_pct"] = np.where(value > 0, 100 * (table["paper"] - value) / value, np.nan)
         table[f"{method}_paper_inside_ci"] = ((table[f"{method}_ci_low"] <= table["paper"])
-                                              & (table["paper"] <= table[f"{method}_ci_high"]))
+                                             & (table["paper"] <= table[f"{method}_ci_high"]))
     return table
 
 
@@ -440,7 +440,7 @@ def visibility_from_points(t: np.ndarray, reads: np.ndarray, fresh: np.ndarray) 
 
 
 def event_simulation_estimates(ops: int, workers: int | None = None,
-                               executor: str = "processes") -> tuple[pd.DataFrame, pd.DataFrame]:
+                              executor: str = "processes") -> tuple[pd.DataFrame, pd.DataFrame]:
     """The event simulation's rows (the columns of ``monte_carlo_estimates``) and its reads per grid t.
 
     One run of about ``ops`` operations per profile and (R, W).
@@ -557,14 +557,11 @@ def figure(table: pd.DataFrame, curve: pd.DataFrame, points: pd.DataFrame, path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true",
-                    help="200k trials per configuration instead of 4M; about 5k simulated operations instead of 200k")
-    ap.add_argument("--out", type=Path, default=Path("out/pbs_paper"))
-    ap.add_argument("--workers", type=int, default=None, help="processes for the event simulation")
-    ap.add_argument("--executor", default="processes", choices=["serial", "processes", "dask"])
-    args = ap.parse_args(argv)
-    args.out.mkdir(parents=True, exist_ok=True)
+    ap = experiment_parser(__doc__, out="out/pbs_paper",
+                           quick="200k trials per configuration instead of 4M; "
+                                 "about 5k simulated operations instead of 200k",
+                           workers="processes for the event simulation")
+    args = parse_experiment_args(ap, argv)
     t0 = time.perf_counter()
     trials = 200_000 if args.quick else 4_000_000
     ops = 5_000 if args.quick else 200_000

@@ -56,7 +56,6 @@ pbs_curves.csv (the WARS curves on a fine grid) and pbs_visibility.png.
 
 from __future__ import annotations
 
-import argparse
 import time
 from pathlib import Path
 from typing import Any
@@ -74,6 +73,7 @@ from sim.analysis import stale_read_probability, wars_trials
 from sim.checkers.staleness import read_staleness
 from sim.dists import parse_dist
 from sim.executors import map_tasks
+from sim.experiment_cli import experiment_parser, parse_experiment_args
 from sim.sweeps import replication_seed
 
 FAMILIES = {
@@ -143,10 +143,10 @@ def experiment(quick: bool, workers: int | None, executor: str) -> tuple[pd.Data
                     ci = stats.binomtest(c, k).proportion_ci(CONFIDENCE)
                     wars = float(p_model[m].mean())
                     row.update(t_mean=float(since[m].mean()), p_sim=c / k, ci_low=ci.low, ci_high=ci.high,
-                               wars=wars, inside_ci=bool(ci.low <= wars <= ci.high), judged=k >= MIN_READS)
+                              wars=wars, inside_ci=bool(ci.low <= wars <= ci.high), judged=k >= MIN_READS)
                 else:
                     row.update(t_mean=np.nan, p_sim=np.nan, ci_low=np.nan, ci_high=np.nan, wars=np.nan,
-                               inside_ci=False, judged=False)
+                              inside_ci=False, judged=False)
                 rows.append(row)
     return pd.DataFrame(rows), pd.concat(curves, ignore_index=True)
 
@@ -198,13 +198,9 @@ def config_summary(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="one 10 s run per configuration, 100k model trials")
-    ap.add_argument("--out", type=Path, default=Path("out/pbs_visibility"))
-    ap.add_argument("--workers", type=int, default=None)
-    ap.add_argument("--executor", default="processes", choices=["serial", "processes", "dask"])
-    args = ap.parse_args(argv)
-    args.out.mkdir(parents=True, exist_ok=True)
+    ap = experiment_parser(__doc__, out="out/pbs_visibility",
+                           quick="one 10 s run per configuration, 100k model trials")
+    args = parse_experiment_args(ap, argv)
     t0 = time.perf_counter()
     table, curves = experiment(args.quick, args.workers, args.executor)
     table.to_csv(args.out / "pbs_visibility.csv", index=False)

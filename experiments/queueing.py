@@ -14,7 +14,6 @@ inside its 95% confidence interval over replications at every utilisation.
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import matplotlib
@@ -25,6 +24,7 @@ import pandas as pd
 
 import sim
 from sim.analysis import mmc
+from sim.experiment_cli import experiment_parser, parse_experiment_args
 from sim.sweeps import summarize, sweep
 
 MU = 1.0  # service rate per ms (mean service 1 ms)
@@ -52,7 +52,7 @@ def experiment(quick: bool, workers: int | None, executor: str) -> pd.DataFrame:
                    workers=workers, progress=False)
         ok = df["latency.read.count"] + df["latency.write.count"]
         df["time_in_system"] = (df["latency.read.mean"] * df["latency.read.count"]
-                                + df["latency.write.mean"] * df["latency.write.count"]) / ok
+                               + df["latency.write.mean"] * df["latency.write.count"]) / ok
         s = summarize(df, ["time_in_system"])
         s["servers"] = servers
         s["utilisation"] = [r * 4 / 1000 / (servers * MU) for r in s["workload.rate"]]
@@ -78,13 +78,9 @@ def figure(table: pd.DataFrame, path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="few utilisations, short runs")
-    ap.add_argument("--out", type=Path, default=Path("out/queueing"))
-    ap.add_argument("--workers", type=int, default=None)
-    ap.add_argument("--executor", default="processes", choices=["serial", "processes", "dask"])
-    args = ap.parse_args(argv)
-    args.out.mkdir(parents=True, exist_ok=True)
+    ap = experiment_parser(__doc__, out="out/queueing",
+                           quick="few utilisations, short runs")
+    args = parse_experiment_args(ap, argv)
     table = experiment(args.quick, args.workers, args.executor)
     table.to_csv(args.out / "queueing.csv", index=False)
     figure(table, args.out / "queueing.png")

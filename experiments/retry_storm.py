@@ -39,7 +39,6 @@ and backlog per 250 ms window) and ``retry_storm.png``.
 
 from __future__ import annotations
 
-import argparse
 import math
 from pathlib import Path
 from typing import Any
@@ -48,7 +47,8 @@ import pandas as pd
 
 import sim
 from sim.checkers.delivery import backlog_timeline, drain_time, load_timeline
-from sim.executors import EXECUTORS, map_tasks
+from sim.executors import map_tasks
+from sim.experiment_cli import experiment_parser, parse_experiment_args
 from sim.scenario import Scenario
 
 POLICIES: dict[str, dict[str, Any]] = {
@@ -121,8 +121,8 @@ def measure(policy: str, seed: int, quick: bool) -> tuple[dict[str, Any], pd.Dat
         "drain_predicted": (fault.end - fault.start) * _rate(scenario) / (_mu(scenario) - _rate(scenario)),
     }
     timeline = pd.DataFrame({"policy": policy, "seed": seed, "time": attempts["end"],
-                             "attempt_rate": attempts["rate"], "downstream_rate": calls["rate"],
-                             "backlog": backlog["backlog"].to_numpy()[: len(attempts)]})
+                                "attempt_rate": attempts["rate"], "downstream_rate": calls["rate"],
+                                "backlog": backlog["backlog"].to_numpy()[: len(attempts)]})
     return row, timeline
 
 
@@ -178,16 +178,12 @@ def plot(summary: pd.DataFrame, timeline: pd.DataFrame, path: Path, outage: tupl
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="a shorter, lighter scenario and 2 seeds")
-    parser.add_argument("--out", default="out/retry_storm", help="output folder")
-    parser.add_argument("--seeds", type=int, default=None, help="replications per policy (default 2 quick, 5 full)")
-    parser.add_argument("--workers", type=int, default=None)
-    parser.add_argument("--executor", default="processes", choices=EXECUTORS)
-    args = parser.parse_args(argv)
+    parser = experiment_parser(__doc__, out="out/retry_storm",
+                               quick="a shorter, lighter scenario and 2 seeds",
+                               seeds="replications per policy (default 2 quick, 5 full)")
+    args = parse_experiment_args(parser, argv)
     seeds = args.seeds or (2 if args.quick else 5)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = args.out
     tasks = [(policy, seed, args.quick) for policy in POLICIES for seed in range(seeds)]
     rows, timelines = [], []
     for (policy, seed, _), (row, timeline) in zip(tasks, map_tasks(_measure, tasks, args.executor, args.workers)):

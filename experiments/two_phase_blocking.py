@@ -31,34 +31,27 @@ per point) and blocking.png.
 
 from __future__ import annotations
 
-import argparse
 import math
 import sys
 import time
-from pathlib import Path
 
 import pandas as pd
 
 import sim
-from sim.executors import EXECUTORS
+from sim.experiment_cli import experiment_parser, parse_experiment_args
 from sim.transactions.blocking import CRASH_MTBF, blocking_rows, blocking_scenarios, blocking_table
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true",
-                        help="3 crash rates x 6 runs of 6 s (under a minute) instead of 6 x 30 runs of 10 s")
-    parser.add_argument("--out", default="out/two_phase_blocking", help="output folder (default: %(default)s)")
-    parser.add_argument("--workers", type=int, default=None)
-    parser.add_argument("--executor", default="processes", choices=EXECUTORS)
-    args = parser.parse_args(argv)
+    parser = experiment_parser(__doc__, out="out/two_phase_blocking",
+                               quick="3 crash rates x 6 runs of 6 s (under a minute) instead of 6 x 30 runs of 10 s")
+    args = parse_experiment_args(parser, argv)
 
     if args.quick:
         mtbfs, seeds, duration = [2000.0, 700.0, 250.0], range(6), 6000.0
     else:
         mtbfs, seeds, duration = [4000.0, 2000.0, 1000.0, 500.0, 250.0, 150.0], range(30), 10_000.0
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = args.out
     t0 = time.perf_counter()
     bases = blocking_scenarios(duration=duration)
     run_on = {"executor": args.executor, "workers": args.workers, "progress": False}

@@ -14,6 +14,7 @@ from types import ModuleType
 
 import numpy as np
 import pandas as pd
+import pytest
 from scipy import stats
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
@@ -230,3 +231,37 @@ def test_client_retries(tmp_path):
     assert (keyed["applied_per_write"] <= 1).all()
     # past the table's bound the keys change nothing: the same seeds apply exactly what the keyless runs do
     assert expired["applied_per_write"].tolist() == plain["applied_per_write"].tolist()
+
+
+SCRIPTS = sorted(p.stem for p in EXPERIMENTS.glob("*.py"))
+
+
+@pytest.mark.parametrize("name", SCRIPTS)
+@pytest.mark.parametrize(("args", "message"), [
+    (["--workers", "-3"], "argument --workers: must be an integer in [1, 1024], got -3"),
+    (["--workers", "many"], "argument --workers: must be an integer in [1, 1024], got 'many'"),
+    (["--executor", "threads"], "argument --executor: invalid choice: 'threads'"),
+    (["--out", "FILE"], "argument --out: FILE is a file, not a folder"),
+    (["--out", "FILE/sub"], "argument --out: FILE/sub lies under a file"),
+])
+def test_a_mistake_on_the_command_line_is_one_line_naming_the_option(name, args, message, tmp_path, capsys):
+    """Every experiment refuses bad options before doing any work: exit 2, the option and what it accepts."""
+    file = tmp_path / "taken"
+    file.write_text("not a folder")
+    args = [a.replace("FILE", str(file)) for a in args]
+    with pytest.raises(SystemExit) as exc:
+        load(name).main(["--quick", *args])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert message.replace("FILE", str(file)) in err
+    assert "Traceback" not in err
+    assert file.read_text() == "not a folder"
+
+
+@pytest.mark.parametrize("name", [n for n in SCRIPTS if "--seeds" in (EXPERIMENTS / f"{n}.py").read_text()])
+@pytest.mark.parametrize("seeds", ["0", "-2", "10001", "two"])
+def test_seed_counts_outside_the_accepted_range_are_refused(name, seeds, capsys):
+    with pytest.raises(SystemExit) as exc:
+        load(name).main(["--quick", "--seeds", seeds])
+    assert exc.value.code == 2
+    assert "argument --seeds: must be an integer in [1, 10000]" in capsys.readouterr().err

@@ -38,16 +38,16 @@ def status(result):
 
 
 def test_the_broker_really_restarted(restart, local_broker_node):
-    """The node went down at 250 ms (every client lost its connection within 50 ms), came back, and every
-    client reconnected."""
+    """The node went down at 250 ms (every client lost its connection while it was stopping: within 50 ms on
+    an idle machine, allowed 250 ms on a loaded one), came back, and every client reconnected."""
     _, _, real, _ = restart
     ne = real.node_events
     assert local_broker_node.restarts == 1
     assert list(ne.loc[ne["node"] == "broker", "event"]) == ["broker_down", "broker_up"]
     lost = ne[ne["event"].str.startswith("connection_closed: 320")]
     assert set(lost["node"]) == {"pc", "tc", "pq", "tq", "c1", "c2", "observer"}
-    assert lost["time"].between(250, 300).all()
     up = ne.loc[ne["event"] == "broker_up", "time"].iloc[0]
+    assert lost["time"].between(250, min(500, up)).all()
     back = ne[(ne["event"] == "ready") & (ne["time"] > up - 1000)]
     assert set(back["node"]) == {"pc", "tc", "pq", "tq", "c1", "c2", "observer"}
 

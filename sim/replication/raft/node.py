@@ -487,16 +487,20 @@ class RaftNode(Node):
             self._broadcast()  # reads that arrived during the round need one more
 
     # -- replication: follower side --------------------------------------------------
+    def _accept_leader(self, term: int, leader: str) -> None:
+        """Follow ``leader`` of ``term`` (>= ours), whose AppendEntries or InstallSnapshot just arrived."""
+        if term > self.term or self.role != Role.FOLLOWER:
+            self._become_follower(term, leader, "new leader")
+        else:
+            self.leader = leader
+            self._reset_election_timer()
+        self.leader_contact = self.monotonic()
+
     def handle_AppendEntries(self, msg: AppendEntries, src: str) -> None:
         if msg.term < self.term:  # seq 0: answers no round of any leader of our term
             self.send(src, AppendReply(self.term, False, 0, 0, 0, 0))
             return
-        if msg.term > self.term or self.role != Role.FOLLOWER:
-            self._become_follower(msg.term, msg.leader, "new leader")
-        else:
-            self.leader = msg.leader
-            self._reset_election_timer()
-        self.leader_contact = self.monotonic()
+        self._accept_leader(msg.term, msg.leader)
         log, start = self.log, self.log_start
         prev = msg.prev_index
         last = start + len(log) - 1
@@ -633,12 +637,7 @@ class RaftNode(Node):
         if msg.term < self.term:
             self.send(src, SnapshotReply(self.term, 0, 0))
             return
-        if msg.term > self.term or self.role != Role.FOLLOWER:
-            self._become_follower(msg.term, msg.leader, "new leader")
-        else:
-            self.leader = msg.leader
-            self._reset_election_timer()
-        self.leader_contact = self.monotonic()
+        self._accept_leader(msg.term, msg.leader)
         snap = msg.snapshot
         if snap.last_index > self.commit_index:
             start = self.log_start
