@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from sim.config import build
 from sim.messaging.broker import Broker, ChannelClosed, Confirm, Delivery, Message, Returned
 from sim.messaging.history import MessageLog
@@ -54,6 +56,18 @@ def test_reject_publish_nacks_but_other_queues_still_get_the_message():
     assert [c.ack for c in confirms] == [True, False]
     assert b.ready_ids("small") == ["m0"] and b.ready_ids("big") == ["m0", "m1"]
     assert [r["msg_id"] for r in log.rows("publish_rejected")] == ["m1"]
+
+
+@pytest.mark.parametrize(("queue_type", "limit", "taken"), [
+    ("classic", 0, 0), ("classic", 1, 1), ("classic", 3, 3), ("quorum", 0, 1), ("quorum", 1, 2), ("quorum", 3, 4)])
+def test_a_full_quorum_queue_refuses_only_once_over_its_limit(queue_type, limit, taken):
+    """RabbitMQ 3.10.8 (tests/test_rabbitmq_costs.py checks it on the broker): a quorum queue with
+    reject-publish takes one message beyond max_length, a classic queue none."""
+    b, _ = broker_with([{"name": "q", "type": queue_type, "max_length": limit, "overflow": "reject-publish"}])
+    b.open_channel("p")
+    acks = [c.ack for i in range(6) for c in b.publish(0, "p", Message(f"m{i}"), exchange="", routing_key="q", seq=i)]
+    assert acks == [True] * taken + [False] * (6 - taken)
+    assert len(b.ready_ids("q")) == taken
 
 
 def test_reject_publish_dlx_dead_letters_the_refused_message():
