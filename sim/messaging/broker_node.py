@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..kernel.node import Node, Timer
 from .broker import Broker, ChannelClosed, Confirm, Delivery, Effect, Returned
+from .costs import BrokerCosts
 from .frames import (
     BasicAck,
     BasicConsume,
@@ -40,6 +41,7 @@ from .frames import (
     Heartbeat,
     PublishConfirm,
 )
+from .routing import route
 
 if TYPE_CHECKING:
     from .protocol import MessagingConfig, MessagingState
@@ -65,6 +67,8 @@ class BrokerNode(Node):
         self.log = runtime.log
         self.depth_interval = runtime.depth_interval
         self.finished = False
+        self.costs: BrokerCosts | None = None if cfg.broker_costs.zero else cfg.broker_costs
+        self._confirm_costs: dict[tuple[str, str], float] = {}
 
     @property
     def broker(self) -> Broker:
@@ -149,8 +153,11 @@ class BrokerNode(Node):
     def handle_BasicPublish(self, msg: BasicPublish, src: str) -> None:
         st = self._conn(msg.conn, src)
         if st is not None and self._fresh(st, msg.frame):
+            confirm = 0.0 if self.costs is None or msg.seq is None else self._confirm_cost(msg.exchange,
+                                                                                            msg.routing_key)
             self._emit(self.broker.publish(self.now, msg.conn, msg.message, exchange=msg.exchange,
-                                           routing_key=msg.routing_key, mandatory=msg.mandatory, seq=msg.seq))
+                                           routing_key=msg.routing_key, mandatory=msg.mandatory, seq=msg.seq),
+                       confirm=confirm)
 
     def handle_BasicConsume(self, msg: BasicConsume, src: str) -> None:
         if self._conn(msg.conn, src) is None:
@@ -163,30 +170,61 @@ class BrokerNode(Node):
     def handle_BasicAck(self, msg: BasicAck, src: str) -> None:
         st = self._conn(msg.conn, src)
         if st is not None and self._fresh(st, msg.frame):
-            self._emit(self.broker.ack(self.now, msg.conn, msg.delivery_tag, msg.multiple))
+            self._emit(self.broker.ack(self.now, msg.conn, msg.delivery_tag, msg.multiple), cause="ack")
 
     def handle_BasicNack(self, msg: BasicNack, src: str) -> None:
         st = self._conn(msg.conn, src)
         if st is not None and self._fresh(st, msg.frame):
-            self._emit(self.broker.nack(self.now, msg.conn, msg.delivery_tag, msg.multiple, msg.requeue))
+            self._emit(self.broker.nack(self.now, msg.conn, msg.delivery_tag, msg.multiple, msg.requeue),
+                       cause="nack")
 
     # -- effects and timers ---------------------------------------------------------------
-    def _emit(self, effects: list[Effect]) -> None:
+    def _emit(self, effects: list[Effect], cause: str = "", confirm: float = 0.0) -> None:
+        """Send what the broker did to the clients; with costs, deliveries and confirms leave later.
+
+        ``cause`` (``ack``, ``nack``, ``tick`` or none) picks a delivery's cost; ``confirm`` is
+        the publish's confirm cost (:mod:`sim.messaging.costs`).
+        """
+        costs = self.costs
         for e in effects:
             st = self.conns.get(e.channel)
             if st is None:
                 continue
             if isinstance(e, Delivery):
-                self.send(st.client, BasicDeliver(e.channel, e.consumer_tag, e.delivery_tag, e.queue, e.message,
-                                                  e.redelivered, e.delivery_count))
+                frame: Any = BasicDeliver(e.channel, e.consumer_tag, e.delivery_tag, e.queue, e.message,
+                                          e.redelivered, e.delivery_count)
+                delay = 0.0 if costs is None else costs.delivery(self.broker.queues[e.queue].spec.type, cause,
+                                                                 e.redelivered)
+                self._send(st.client, e.channel, frame, delay)
             elif isinstance(e, Confirm):
-                self.send(st.client, PublishConfirm(e.channel, e.seq, e.ack))
+                self._send(st.client, e.channel, PublishConfirm(e.channel, e.seq, e.ack), confirm if e.ack else 0.0)
             elif isinstance(e, Returned):
                 self.send(st.client, BasicReturn(e.channel, e.seq, e.message, e.reply_code, e.reply_text))
             elif isinstance(e, ChannelClosed):
                 del self.conns[e.channel]
                 self.send(st.client, ConnectionClosed(e.channel, f"{e.reply_code} {e.reply_text}"))
         self._arm()
+
+    def _send(self, client: str, conn: str, frame: Any, delay: float) -> None:
+        if delay <= 0.0:
+            self.send(client, frame)
+        else:  # if the connection closes meanwhile the frame is never sent (its message was requeued)
+            self.set_timer(delay, lambda: self._send_if_open(client, conn, frame))
+
+    def _send_if_open(self, client: str, conn: str, frame: Any) -> None:
+        if conn in self.conns:
+            self.send(client, frame)
+
+    def _confirm_cost(self, exchange: str, routing_key: str) -> float:
+        key = (exchange, routing_key)
+        cost = self._confirm_costs.get(key)
+        if cost is None:
+            assert self.costs is not None
+            topo = self.cfg.topology
+            queues = route(topo, exchange, routing_key) if topo.has_exchange(exchange) else []
+            cost = self._confirm_costs[key] = max(
+                (self.costs.of(topo.queue(q).type).confirm for q in queues), default=0.0)
+        return cost
 
     def _arm(self) -> None:
         """Keep one timer for the broker's next deadline (TTL expiry at a head, ack timeout)."""
@@ -200,7 +238,7 @@ class BrokerNode(Node):
     def _on_deadline(self) -> None:
         self._armed = math.inf
         self._deadline = None
-        self._emit(self.broker.tick(self.now))
+        self._emit(self.broker.tick(self.now), cause="tick")
 
     def _sample(self) -> None:
         if self.depth_interval is None:

@@ -109,6 +109,7 @@ from ..protocol import ProtocolConfig, register_protocol
 from .broker_node import BrokerNode
 from .clients import DownstreamNode, PublisherNode
 from .consumer import ConsumerNode
+from .costs import BrokerCosts
 from .frames import FRAME_TYPES
 from .history import MessageLog
 from .idempotency import DedupStore, IdempotencySpec
@@ -256,6 +257,7 @@ class MessagingConfig(ProtocolConfig[MessagingState]):
     consumer_timeout: MaybeInfDuration = fld(1_800_000.0, check=positive)
     depth_interval: Duration | None = fld(None, check=positive, every="run")
     shared_store_capacity: int | None = fld(None, check=at_least(1))
+    broker_costs: BrokerCosts = fld(BrokerCosts())
 
     @classmethod
     def message_types(cls) -> tuple[type, ...]:
