@@ -105,6 +105,9 @@ def _parser() -> argparse.ArgumentParser:
                         "(default 3)")
     v.add_argument("--allow-large", action="store_true",
                    help="run even when the estimated work is beyond the limits (hours of events, GBs of memory)")
+    v.add_argument("--no-costs", action="store_true",
+                   help="simulate the broker without the costs measured on it (requeue, settle, confirm, "
+                        "dead-letter; see sim.messaging.costs); a scenario's own [protocol.broker_costs] always apply")
     v.add_argument("--local-node", action="store_true",
                    help="start a RabbitMQ node of its own (free ports, temporary data; needs root or the rabbitmq "
                         "user) instead of --url; required for scenarios that restart the broker")
@@ -384,10 +387,10 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
             with LocalBrokerNode() as node:
                 result = validate(scenario, seed=args.seed, broker=node, repeats=args.repeats,
-                                  allow_large=args.allow_large)
+                                  allow_large=args.allow_large, costs=not args.no_costs)
         else:
             result = validate(scenario, seed=args.seed, settings=settings, repeats=args.repeats,
-                              allow_large=args.allow_large)
+                              allow_large=args.allow_large, costs=not args.no_costs)
     except AdapterError as exc:
         print(f"capsim: error: {settings.redact(str(exc))}", file=sys.stderr)
         return 3

@@ -14,7 +14,8 @@ sends, on the way out (the broker's state changes at once):
 ``dead_letter``  a delivery that a message's expiry caused (TTL; the delivering queue's type)
 
 All default to 0 (the broker costs nothing: results are exactly those of a
-model without costs). :mod:`sim.rabbitmq.costs` measures them on a real broker
+model without costs); ``capsim validate rabbitmq`` measures them on the broker it
+compares with and simulates with them. :mod:`sim.rabbitmq.costs` measures them on a real broker
 (``experiments/broker_costs.py`` prints the tables to paste): each is an
 operation's median less the median of a delivery through a classic queue, which
 the calibrated network latency already stands for. On RabbitMQ 3.10.8 on the

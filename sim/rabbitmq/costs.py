@@ -32,6 +32,7 @@ where the model will be compared (``experiments/broker_costs.py``).
 from __future__ import annotations
 
 import time
+import tomllib
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -46,12 +47,15 @@ from .lease import Lease
 from .settings import AmqpSettings
 from .topology import declared_topology
 
-__all__ = ["COSTS", "QUEUE_TYPES", "TTL_MS", "measure_costs", "cost_table", "fill_until_nack", "toml_costs"]
+__all__ = ["COSTS", "QUEUE_TYPES", "TTL_MS", "MODEL_COSTS", "measure_costs", "cost_table", "fill_until_nack",
+           "toml_costs", "model_costs"]
 
 COSTS = ("deliver", "requeue", "settle", "confirm", "confirm_fanout", "confirm_rejecting", "overflow_nack",
          "ttl_dead_letter")
 QUEUE_TYPES = ("classic", "quorum")
 TTL_MS = 50.0
+#: the probes whose ``extra`` the model's costs (sim.messaging.costs) take
+MODEL_COSTS = ("confirm", "requeue", "settle", "ttl_dead_letter")
 _LEASE = Lease(lifetime_ms=120_000.0)
 
 
@@ -242,3 +246,15 @@ def toml_costs(table: pd.DataFrame) -> str:
                 lines.append(f'{name} = "{max(x, 0.0):.2f}ms"')
         lines.append("")
     return "\n".join(lines)
+
+
+def model_costs(settings: AmqpSettings, queue_types: Iterable[str], *, repeats: int = 15) -> tuple[dict, pd.DataFrame]:
+    """Measure what the model needs for ``queue_types``: the ``[protocol.broker_costs]`` table and the cost table.
+
+    Runs the classic ``deliver`` baseline and :data:`MODEL_COSTS` for each type (about a second at 15 repeats).
+    """
+    samples = pd.concat([measure_costs(settings, repeats=repeats, costs=["deliver"], queue_types=["classic"]),
+                         measure_costs(settings, repeats=repeats, costs=MODEL_COSTS, queue_types=queue_types)],
+                        ignore_index=True)
+    table = cost_table(samples)
+    return tomllib.loads(toml_costs(table))["protocol"]["broker_costs"], table

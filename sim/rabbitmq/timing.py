@@ -92,7 +92,8 @@ class TimingRule:
                 f"B = z x sqrt(se_sim^2 + se_run^2 / R), the sampling noise alone (bootstrap, {self.resamples} "
                 f"resamples of each run's messages). Model accuracy: max({self.accuracy_rel:.0%} of the broker's "
                 f"value, {self.accuracy_ms:g} ms), for the broker's own work on requeues, expiries and dead letters, "
-                "which the model does not simulate. Judged: " + ", ".join(self.judged) + "; the rest is shown.")
+                "which the model simulates only as median costs (sim.messaging.costs). Judged: "
+                + ", ".join(self.judged) + "; the rest is shown.")
 
 
 @dataclass(frozen=True)

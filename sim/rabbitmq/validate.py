@@ -15,6 +15,13 @@ prediction depends on when the network was measured; the
 requeue-order probes for the kinds of queue the scenario consumes
 (:mod:`sim.rabbitmq.probes`); and :func:`~sim.rabbitmq.compare.compare`.
 
+Unless the scenario sets ``[protocol.broker_costs]`` itself (or ``costs=False``),
+the broker's costs for the scenario's queue types are measured once too
+(:func:`~sim.rabbitmq.costs.model_costs`: requeue, settlement, confirm and
+dead-lettering beyond a delivery) and every simulation runs with them: a quorum
+queue's returns take milliseconds on the broker, and a model that makes them free
+redelivers sooner and more often than the broker does.
+
 The broker runs are repeated because timing on a real broker is not
 reproducible: the spread of the runs is the noise the timing verdict allows
 for (:mod:`sim.rabbitmq.timing`), and every run must match the simulation's
@@ -24,6 +31,7 @@ stand for the same stretch of time.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +49,7 @@ from ..runner import run, with_seed
 from ..scenario import Scenario
 from .calibrate import Calibration, calibrate
 from .compare import Comparison, compare
+from .costs import model_costs
 from .faults import BrokerControl, FaultPlan
 from .probes import kinds_in, requeue_orders
 from .runner import check_supported, run_rabbitmq
@@ -64,6 +73,7 @@ class Validation:
     brokers: list[Result]
     comparison: Comparison
     timing_simulation: Result | None = None  # the simulation whose timing was compared (None: ``simulation``)
+    costs: pd.DataFrame | None = None  # the measured broker costs the simulations ran with (None: not measured)
 
     @property
     def broker(self) -> Result:
@@ -120,6 +130,9 @@ class Validation:
                                 "timing": self.comparison.timing}
         if self.calibration is not None:
             meta["calibration"] = self.calibration.to_dict()
+        if self.costs is not None:
+            self.costs.to_csv(folder / "broker_costs.csv", index=False)
+            meta["broker_costs"] = dataclasses.asdict(messaging_config(self.simulation.scenario).broker_costs)
         (folder / "validation.json").write_text(json.dumps(meta, indent=2, default=str))
         (folder / "report.txt").write_text(self.report() + "\n")
 
@@ -127,7 +140,7 @@ class Validation:
 def validate(scenario: Scenario, seed: int | None = None, *, url: str | None = None,
              settings: AmqpSettings | None = None, broker: BrokerControl | None = None, calibrated: bool = True,
              ping_messages: int = 100, probes: bool = True, repeats: int = 3,
-             timing: TimingRule | None = None, allow_large: bool = False) -> Validation:
+             timing: TimingRule | None = None, allow_large: bool = False, costs: bool = True) -> Validation:
     """Run ``scenario`` on the broker ``repeats`` times and simulated, same seed, and compare (module docstring).
 
     A scenario beyond :mod:`sim.cost`'s limits is refused before any broker work, unless ``allow_large``.
@@ -152,15 +165,30 @@ def validate(scenario: Scenario, seed: int | None = None, *, url: str | None = N
             pings.append(calibrate(settings, messages=ping_messages, queue_type=queue_type))
         reals.append(run_rabbitmq(scenario, settings=settings, broker=broker))
     cal = Calibration.pooled(pings) if pings else None
+    cost_table = None
+    if costs and cfg.broker_costs.zero:
+        types = sorted({q.type for q in cfg.topology.queues})
+        measured, cost_table = model_costs(settings, types)
+        scenario = scenario.variant({"protocol.broker_costs": measured})
     sim = run(cal.apply(scenario, spread=False) if cal is not None else scenario, allow_large=allow_large)
     as_run = restarts_as_run(scenario, mean_overrun(reals))
     timed = run(cal.apply(as_run) if cal is not None else as_run, allow_large=allow_large)
     each = [run(c.apply(as_run), allow_large=allow_large) for c in pings] if len(pings) > 1 else []
     order = requeue_orders(settings, kinds_in(cfg)) if probes else None
     text = cal.describe() if cal is not None else "Not calibrated: the scenario's own network latency was simulated."
+    if cost_table is not None:
+        text += "\nBroker costs measured and simulated (sim.messaging.costs): " + describe_costs(scenario)
     comparison = compare(sim, reals, requeue_order=order, calibration=text, timing=timing, timing_sim=timed,
                          calibrated=each)
-    return Validation(scenario, scenario.run.seed, cal, sim, reals, comparison, timed)
+    return Validation(scenario, scenario.run.seed, cal, sim, reals, comparison, timed, cost_table)
+
+
+def describe_costs(scenario: Scenario) -> str:
+    """The scenario's non-zero broker costs in one line, e.g. ``quorum requeue 1.10 ms, quorum settle 3.00 ms``."""
+    bc = messaging_config(scenario).broker_costs
+    parts = [f"{qtype} {name} {getattr(bc.of(qtype), name):.2f} ms" for qtype in ("classic", "quorum")
+             for name in ("confirm", "requeue", "settle", "dead_letter") if getattr(bc.of(qtype), name)]
+    return ", ".join(parts) or "all 0"
 
 
 def mean_overrun(brokers: list[Result]) -> float:
