@@ -41,6 +41,7 @@ from ..kernel.messages import ClientRequest
 from ..scenario import Scenario
 from .config import FaultOption, SearchConfig, fault_budget, latency_bounds
 from .state import InFlight, Op, Scheduled, SearchWorld, canonical, clone, freeze, share, thaw
+from .symmetry import Symmetry, symmetry_for
 
 __all__ = ["Explorer", "Step", "SearchResult", "search"]
 
@@ -113,6 +114,9 @@ class Explorer:
                 raise ScenarioError(f"search.operations[{i}].node", f"no node {op.node!r}; nodes: "
                                     f"{', '.join(scenario.nodes)}")
         self.predicates = resolve(list(cfg.predicates) + list(predicates))
+        self.symmetry: Symmetry | None = None
+        if cfg.symmetry:
+            self.symmetry = symmetry_for(scenario, cfg, self.faults, self.target)
         self.memo: dict[Any, Any] = {}  # predicates' look-ahead answers, by state
 
     # -- states ------------------------------------------------------------------------------
@@ -124,7 +128,8 @@ class Explorer:
     def key(self, w: SearchWorld) -> Any:
         extra = (tuple(w.fault_state), w.drops, w.duplicates, len(w.ops),
                  tuple(p.fingerprint(w) for p in self.predicates))
-        return canonical(w, self.bounded, extra)
+        key = canonical(w, self.bounded, extra)
+        return key if self.symmetry is None else self.symmetry.reduce(key)
 
     # -- successors ------------------------------------------------------------------------------
     def _horizon(self, w: SearchWorld, timers: list[Scheduled]) -> float:
