@@ -125,10 +125,15 @@ class Explorer:
         w.fault_state = ["ready"] * len(self.faults)
         return w
 
-    def key(self, w: SearchWorld) -> Any:
+    def raw_key(self, w: SearchWorld) -> Any:
+        """The canonical form of ``w`` with its node names as they are (no symmetry reduction)."""
         extra = (tuple(w.fault_state), w.drops, w.duplicates, len(w.ops),
                  tuple(p.fingerprint(w) for p in self.predicates))
-        key = canonical(w, self.bounded, extra)
+        return canonical(w, self.bounded, extra)
+
+    def key(self, w: SearchWorld) -> Any:
+        """The key of ``w`` in the visited set: :meth:`raw_key`, reduced under symmetry if enabled."""
+        key = self.raw_key(w)
         return key if self.symmetry is None else self.symmetry.reduce(key)
 
     # -- successors ------------------------------------------------------------------------------

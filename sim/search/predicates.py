@@ -138,10 +138,12 @@ def _can_decide(ex: Explorer, w: SearchWorld, node: str, gtid: str) -> bool:
     """Whether some run of deliveries and timers (no faults) of at most BLOCK_DEPTH steps decides it at ``node``.
 
     Answers are remembered per state (in ``ex.memo``): a state met again, in the search
-    or in another look-ahead, is not explored twice.
+    or in another look-ahead, is not explored twice. They are keyed by the state's own
+    names (:meth:`Explorer.raw_key`): under symmetry reduction a renamed state shares a
+    key with it but asks about another node.
     """
     memo = ex.memo
-    root = (ex.key(w), node, gtid)
+    root = (ex.raw_key(w), node, gtid)
     if root in memo:
         return bool(memo[root])
     seen = {root[0]}
@@ -155,7 +157,7 @@ def _can_decide(ex: Explorer, w: SearchWorld, node: str, gtid: str) -> bool:
             if _decided_at(child, node, gtid):
                 found = True
                 break
-            k = ex.key(child)
+            k = ex.raw_key(child)
             known = memo.get((k, node, gtid))
             if known:
                 found = True

@@ -87,11 +87,25 @@ def _fault_form(f: FaultOption, perm: dict[str, str]) -> Any:
     return (f.kind, ren(f.node), frozenset(frozenset(ren(n) for n in g) for g in f.groups), f.one_way, f.ends)
 
 
+def _fault_moves(forms: list[str], renamed: list[str]) -> tuple[int, ...] | None:
+    """Where each fault goes under a renaming (fault i renamed is fault moves[i]); None if the budget changes."""
+    free = list(range(len(forms)))
+    moves = []
+    for r in renamed:
+        j = next((j for j in free if forms[j] == r), None)
+        if j is None:
+            return None
+        free.remove(j)
+        moves.append(j)
+    return tuple(moves)
+
+
 class Symmetry:
     """The renamings a search may apply, and the reduced key of a state."""
 
-    def __init__(self, perms: Sequence[dict[str, str]], names: frozenset[str]) -> None:
-        self.perms = [p for p in perms if any(k != v for k, v in p.items())]
+    def __init__(self, perms: Sequence[tuple[dict[str, str], tuple[int, ...]]], names: frozenset[str]) -> None:
+        #: each renaming with where it sends each fault of the budget (fault i becomes fault moves[i])
+        self.perms = [(p, moves) for p, moves in perms if any(k != v for k, v in p.items())]
         self.names = names
 
     def __len__(self) -> int:
@@ -118,17 +132,21 @@ class Symmetry:
             return frozenset([self._ren(x, perm) for x in obj])
         return obj
 
-    def _renamed(self, key: Any, perm: dict[str, str]) -> Any:
+    def _renamed(self, key: Any, perm: dict[str, str], moves: tuple[int, ...]) -> Any:
         nodes, flight, timers, extra = key
         nodes = tuple(sorted(((perm.get(name, name), alive, self._ren(state, perm)) for name, alive, state in nodes),
                              key=lambda n: n[0]))
-        return (nodes, self._ren(flight, perm), self._ren(timers, perm), self._ren(extra, perm))
+        faults, *rest = extra  # the budget's states, by fault: renamed faults trade places
+        moved = [""] * len(faults)
+        for i, state in enumerate(faults):
+            moved[moves[i]] = state
+        return (nodes, self._ren(flight, perm), self._ren(timers, perm), (tuple(moved), *self._ren(tuple(rest), perm)))
 
     def reduce(self, key: Any) -> Any:
         """The representative of ``key``'s class: the least by hash of its renamings."""
         best, best_hash = key, hash(key)
-        for perm in self.perms:
-            k = self._renamed(key, perm)
+        for perm, moves in self.perms:
+            k = self._renamed(key, perm, moves)
             h = hash(k)
             if h < best_hash:
                 best, best_hash = k, h
@@ -143,17 +161,18 @@ def symmetry_for(scenario: Scenario, cfg: SearchConfig, faults: Sequence[FaultOp
     """
     groups = [g for g in interchangeable(scenario, cfg) if len(g) > 1]
     fixed = {target} | {op.node for op in cfg.operations if op.node is not None}
-    base = sorted(repr(_fault_form(f, {})) for f in faults)
-    perms: list[dict[str, str]] = []
+    forms = [repr(_fault_form(f, {})) for f in faults]
+    perms: list[tuple[dict[str, str], tuple[int, ...]]] = []
     for choice in itertools.product(*(itertools.permutations(g) for g in groups)):
         perm = {a: b for g, p in zip(groups, choice) for a, b in zip(g, p)}
         if any(perm.get(n, n) != n for n in fixed):
             continue
-        if sorted(repr(_fault_form(f, perm)) for f in faults) != base:
+        moves = _fault_moves(forms, [repr(_fault_form(f, perm)) for f in faults])
+        if moves is None:
             continue
         if any(scenario.cluster.fsync_of(a) != scenario.cluster.fsync_of(b) for a, b in perm.items()):
             continue
-        perms.append(perm)
+        perms.append((perm, moves))
     sym = Symmetry(perms, frozenset(n for g in groups for n in g))
     if not sym.perms:
         named = ", ".join("{" + ", ".join(g) + "}" for g in groups) or "none"
