@@ -676,3 +676,12 @@ def test_symmetry_is_refused_where_nodes_are_not_interchangeable():
                  cfg(symmetry=True))
     with pytest.raises(ScenarioError, match=r"search\.symmetry.*eventual"):
         Explorer(kv_scenario({"name": "eventual"}), SearchConfig(symmetry=True))
+
+
+def test_capsim_search_symmetry_flag(tmp_path, capsys):
+    """``--symmetry`` finds the 3PC split as without it; asked of Raft it is a one-line error (exit 2)."""
+    assert main(["search", str(SEARCH_EXAMPLES[1]), "--symmetry", "--no-replay"]) == 1
+    assert "verdict violation  predicate atomicity" in capsys.readouterr().out
+    assert main(["search", str(SEARCH_EXAMPLES[2]), "--symmetry"]) == 2
+    err = capsys.readouterr().err
+    assert "search.symmetry" in err and "election timeouts" in err and "Traceback" not in err

@@ -77,8 +77,11 @@ def interchangeable(scenario: Scenario, cfg: SearchConfig) -> tuple[tuple[str, .
                                 "transfer's participants and payer are drawn from one shared stream in the "
                                 "configured order, so a renamed state would draw the same names")
         return (proto.participants_of(scenario.nodes),)
-    reason = _REFUSED.get(proto.tag, f"protocol {proto.tag!r} does not declare interchangeable nodes (a "
-                                     "search_symmetry method)")
+    from ..replication.raft.config import RaftConfig
+
+    tag = "raft" if isinstance(proto, RaftConfig) else proto.tag
+    reason = _REFUSED.get(tag, f"protocol {proto.tag!r} does not declare interchangeable nodes (a "
+                               "search_symmetry method)")
     raise ScenarioError("search.symmetry", f"not safe for protocol {proto.tag!r}: {reason}")
 
 
