@@ -37,6 +37,7 @@ messages sent together in every order anyway.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from collections.abc import Sequence
 from typing import Any
@@ -47,6 +48,8 @@ from ..scenario import Scenario
 from .config import FaultOption, SearchConfig
 
 __all__ = ["interchangeable", "Symmetry", "symmetry_for"]
+
+_FIELDS: dict[type, tuple[str, ...]] = {}
 
 _REFUSED = {
     "raft": "each Raft node draws its election timeouts from a random stream of its own (raft/NAME), so two "
@@ -115,24 +118,38 @@ class Symmetry:
         return len(self.perms) + 1  # with the identity
 
     def _ren(self, obj: Any, perm: dict[str, str]) -> Any:
+        """``obj`` (a canonical form) with node names renamed by ``perm``, in a form that compares across renamings.
+
+        Frozen dataclasses (messages, transaction specs) and named tuples (log entries) are
+        kept as objects by the canonical form; here they become plain tuples so that the
+        names inside them are renamed too.
+        """
         t = type(obj)
         if t is str:
             return perm.get(obj, obj)
-        if t is tuple:
+        if isinstance(obj, tuple):
             if not obj:
-                return obj
-            if len(obj) == 2 and obj[0] == "dict" and type(obj[1]) is tuple:
+                return ()
+            if t is tuple and len(obj) == 2 and obj[0] == "dict" and type(obj[1]) is tuple:
                 items = [(self._ren(k, perm), self._ren(v, perm)) for k, v in obj[1]]
                 try:
                     return ("dict", tuple(sorted(items)))
                 except TypeError:
                     return ("dict", tuple(sorted(items, key=repr)))
             out = tuple([self._ren(x, perm) for x in obj])
+            if t is not tuple:
+                return (t.__qualname__, out)
             if len(out) > 1 and all(type(x) is str and x in self.names for x in out):
                 return tuple(sorted(out))  # a set of node names kept as a tuple
             return out
         if t is frozenset:
             return frozenset([self._ren(x, perm) for x in obj])
+        names = _FIELDS.get(t)
+        if names is None:
+            names = _FIELDS[t] = tuple(f.name for f in dataclasses.fields(obj)) \
+                if dataclasses.is_dataclass(obj) else ()
+        if names:
+            return (t.__qualname__, tuple([self._ren(getattr(obj, n), perm) for n in names]))
         return obj
 
     def _renamed(self, key: Any, perm: dict[str, str], moves: tuple[int, ...]) -> Any:
@@ -146,8 +163,9 @@ class Symmetry:
         return (nodes, self._ren(flight, perm), self._ren(timers, perm), (tuple(moved), *self._ren(tuple(rest), perm)))
 
     def reduce(self, key: Any) -> Any:
-        """The representative of ``key``'s class: the least by hash of its renamings."""
-        best, best_hash = key, hash(key)
+        """The representative of ``key``'s class: the least by hash of its renamings (the identity included)."""
+        best = self._renamed(key, {}, tuple(range(len(key[3][0]))))
+        best_hash = hash(best)
         for perm, moves in self.perms:
             k = self._renamed(key, perm, moves)
             h = hash(k)
