@@ -639,7 +639,8 @@ def test_mutants_preload_errors_name_the_field():
                            ({"n1": {"log": [[0]]}}, r"protocol.preload.n1.log\[0\]"),
                            ({"n1": {"term": 1, "log": [[2]]}}, "protocol.preload.n1.term"),
                            ({"n1": {"log": [[2], [1]]}}, r"protocol.preload.n1.log\[1\]"),
-                           ({"n1": {"vote": "n2"}}, "protocol.preload.n1.vote")):
+                           ({"n1": {"vote": "n2"}}, "protocol.preload.n1.vote"),
+                           ({"n1": {"voted_for": "n7"}}, "protocol.preload.n1.voted_for")):
         with pytest.raises(ScenarioError, match=field):
             Scenario.from_dict({**base, "protocol": {**base["protocol"], "preload": preload}})
 
@@ -651,8 +652,8 @@ def test_symmetry_reduction_keeps_verdicts_with_fewer_states():
     (the 3PC split too, where the partition leaves n3 and n4 interchangeable)."""
     scenario = txn_scenario("two_phase_commit", CRASH_COORDINATOR, 3).variant({"protocol.min_participants": 3})
     for predicate, verdict in (("atomicity", "no_violation"), ("blocked", "goal_reached")):
-        plain = search(scenario, cfg(predicate, max_depth=30))
-        reduced = search(scenario, cfg(predicate, max_depth=30, symmetry=True))
+        plain = search(scenario, cfg(predicate, max_depth=20))
+        reduced = search(scenario, cfg(predicate, max_depth=20, symmetry=True))
         assert plain.verdict == reduced.verdict == verdict
         assert (plain.depth, plain.complete) == (reduced.depth, reduced.complete)
         if verdict == "no_violation":

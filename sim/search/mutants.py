@@ -114,6 +114,10 @@ class PreloadedRaft(RaftConfig):
             if not isinstance(spec, Mapping):
                 raise ScenarioError(f"{path}.preload.{name}", "must be a table {term, voted_for, log}")
             preloaded_disk(spec, f"{path}.preload.{name}")
+            vote = spec.get("voted_for")
+            if vote is not None and vote not in scenario.nodes:
+                raise ScenarioError(f"{path}.preload.{name}.voted_for", f"no node {vote!r}; nodes: "
+                                    f"{', '.join(scenario.nodes)}")
 
     def build_nodes(self, world: Host, state: None) -> dict[str, RaftNode]:
         nodes = {name: self.node_class(world, name, self) for name in world.scenario.nodes}
