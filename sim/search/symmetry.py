@@ -113,6 +113,7 @@ class Symmetry:
         #: each renaming with where it sends each fault of the budget (fault i becomes fault moves[i])
         self.perms = [(p, moves) for p, moves in perms if any(k != v for k, v in p.items())]
         self.names = names
+        self._cache: dict[tuple[int, Any], Any] = {}  # (renaming, node state) -> renamed
 
     def __len__(self) -> int:
         return len(self.perms) + 1  # with the identity
@@ -152,22 +153,37 @@ class Symmetry:
             return (t.__qualname__, tuple([self._ren(getattr(obj, n), perm) for n in names]))
         return obj
 
-    def _renamed(self, key: Any, perm: dict[str, str], moves: tuple[int, ...]) -> Any:
+    def _node(self, state: Any, perm: dict[str, str], which: int) -> Any:
+        """A part of a key (a node's state, a message in flight, a timer) renamed, remembered: many
+        states share it."""
+        cache = self._cache
+        k = (which, state)
+        out = cache.get(k)
+        if out is None:
+            if len(cache) > 500_000:
+                cache.clear()
+            out = cache[k] = self._ren(state, perm)
+        return out
+
+    def _renamed(self, key: Any, perm: dict[str, str], moves: tuple[int, ...], which: int = -1) -> Any:
         nodes, flight, timers, extra = key
-        nodes = tuple(sorted(((perm.get(name, name), alive, self._ren(state, perm)) for name, alive, state in nodes),
-                             key=lambda n: n[0]))
+        nodes = tuple(sorted(((perm.get(name, name), alive, self._node(state, perm, which))
+                              for name, alive, state in nodes), key=lambda n: n[0]))
         faults, *rest = extra  # the budget's states, by fault: renamed faults trade places
         moved = [""] * len(faults)
         for i, state in enumerate(faults):
             moved[moves[i]] = state
-        return (nodes, self._ren(flight, perm), self._ren(timers, perm), (tuple(moved), *self._ren(tuple(rest), perm)))
+        flight = frozenset([self._node(item, perm, which) for item in flight])
+        timers = frozenset([self._node(item, perm, which) for item in timers]) if type(timers) is frozenset \
+            else tuple([self._node(item, perm, which) for item in timers])
+        return (nodes, flight, timers, (tuple(moved), *self._node(tuple(rest), perm, which)))
 
     def reduce(self, key: Any) -> Any:
         """The representative of ``key``'s class: the least by hash of its renamings (the identity included)."""
         best = self._renamed(key, {}, tuple(range(len(key[3][0]))))
         best_hash = hash(best)
-        for perm, moves in self.perms:
-            k = self._renamed(key, perm, moves)
+        for which, (perm, moves) in enumerate(self.perms):
+            k = self._renamed(key, perm, moves, which)
             h = hash(k)
             if h < best_hash:
                 best, best_hash = k, h
