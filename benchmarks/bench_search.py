@@ -8,7 +8,7 @@ handlers alone: the same steps replayed on one state without cloning or hashing,
 visited set, predicates) costs on top of running the protocol's code. Target (issue
 #16): the 3-node 3PC split found in under a minute on 2 cores.
 
-    python benchmarks/bench_search.py [--case NAME] [--no-memory] [--no-symmetry]
+    python benchmarks/bench_search.py [--case NAME] [--no-memory] [--no-symmetry | --only-symmetry]
 
 The Raft cases: the real Raft proved within depth 16 (one node crashing); the real Raft
 with fsync = "never" (a hard crash forgets the vote) found breadth-first within depth 8
@@ -208,8 +208,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--case", action="append", choices=sorted(CASES), default=None)
     parser.add_argument("--no-memory", action="store_true", help="skip the traced run")
     parser.add_argument("--no-symmetry", action="store_true", help="skip the runs with symmetry reduction")
+    parser.add_argument("--only-symmetry", action="store_true", help="only the runs with and without it")
     args = parser.parse_args(argv)
     names = args.case or [n for n in CASES if n not in SLOW]
+    if not args.only_symmetry:
+        table(names, memory=not args.no_memory)
+    if not args.no_symmetry:
+        print("\nsymmetry reduction (search.symmetry = true): states and seconds without -> with")
+        for name in names:
+            if name in SLOW:
+                continue
+            print(f"{name:<25} {symmetry_effect(name)}", flush=True)
+
+
+def table(names: list[str], memory: bool) -> None:
+    """The verdict, states, depth, seconds, states/s, the explorer's overhead and bytes per state of each case."""
     print(f"{'case':<25} {'verdict':<16} {'states':>7} {'depth':>5} {'seconds':>8} {'states/s':>9} {'overhead':>9} "
           f"{'B/state':>8} {'pickled B':>9}")
     for name in names:
@@ -219,7 +232,7 @@ def main(argv: list[str] | None = None) -> None:
         per_transition = result.seconds / max(result.transitions, 1)
         pickled = size_of(result.final) if result.final is not None else size_of(ex.initial())
         per_state = float("nan")
-        if not args.no_memory:
+        if memory:
             tracemalloc.start()
             traced = explorer(name).run()
             _, peak = tracemalloc.get_traced_memory()
@@ -228,12 +241,6 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{name:<25} {result.verdict:<16} {result.states:>7} {result.depth:>5} {result.seconds:>8.2f} "
               f"{result.states_per_second:>9.0f} {per_transition / base:>8.0f}x {per_state:>8.0f} {pickled:>9}",
               flush=True)
-    if not args.no_symmetry:
-        print("\nsymmetry reduction (search.symmetry = true): states and seconds without -> with")
-        for name in names:
-            if name in SLOW:
-                continue
-            print(f"{name:<25} {symmetry_effect(name)}", flush=True)
 
 
 if __name__ == "__main__":
