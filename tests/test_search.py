@@ -558,7 +558,7 @@ def test_state_machine_safety_rejects_known_wrong_states():
 
 FIGURE8 = SEARCH_EXAMPLES[2] if len(SEARCH_EXAMPLES) > 2 else None
 #: the first steps of the execution a depth-first search of raft-figure8.toml finds (24 steps, about
-#: 107,000 states): n2 crashes; n1 times out, wins term 3 with n3's vote, is refused its no-op and sends its
+#: 89,000 states): n2 crashes; n1 times out, wins term 3 with n3's vote, is refused its no-op and sends its
 #: term-1 write alone, which n3 accepts. Both the mutant and the real Raft take these steps; what the
 #: leader does with n3's answer (still in flight) is where they differ.
 FIGURE8_PREFIX = [("crash", "n2"), ("timer", "n1"), ("deliver", "n1", "n3"), ("lost", "n1", "n2"),
