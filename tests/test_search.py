@@ -628,6 +628,11 @@ def test_raft_mutant_that_keeps_its_vote_in_memory_elects_two_leaders():
     assert result.verdict == "violation" and result.message == "two leaders in term 1: n2, n3"
     kinds = [s.kind for s in result.trace]
     assert len(kinds) == 8 and kinds.count("crash") == 1 and kinds.index("crash") < kinds.index("recover")
+    crash, recover = (s for s in result.trace if s.kind in ("crash", "recover"))
+    assert crash.time == recover.time  # down and up in one instant: the replay still has the crash end after it
+    for placement in ("before", "after"):
+        fault = replay_scenario(result, placement).scenario.faults.schedule[0]
+        assert fault.start < fault.end and (fault.start < crash.time) == (placement == "before")
     assert "crash" not in [s.kind for s in search(scenario.variant({"protocol.name": "raft"}), SearchConfig(
         max_depth=4, predicates=("election_safety",))).trace]  # the real one within a short bound: no finding
 

@@ -82,7 +82,14 @@ def replay_scenario(result: SearchResult, placement: str = "before") -> Replay:
             open_faults[step.fault] = entry
             schedule.append(entry)
         elif step.kind in ("recover", "heal") and step.fault is not None:
-            open_faults[step.fault]["end"] = _placed(trace, i, placement)
+            entry = open_faults[step.fault]
+            end = _placed(trace, i, placement)
+            if end <= entry["start"]:  # started and ended in one instant: end it halfway to the instant's far side
+                t = trace[i].time
+                far = t if placement == "before" else min([s.time for s in trace[i + 1:] if s.time > t],
+                                                           default=t + 1.0)
+                end = (entry["start"] + far) / 2
+            entry["end"] = end
         elif step.kind in ("drop", "duplicate"):
             notes.append(f"step {i + 1} {step.kind}s one message ({step.message}); the simulator loses or "
                          "duplicates messages at random (network.loss, network.duplicate), not this one")
