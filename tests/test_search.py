@@ -691,3 +691,25 @@ def test_capsim_search_symmetry_flag(tmp_path, capsys):
     assert main(["search", str(SEARCH_EXAMPLES[2]), "--symmetry"]) == 2
     err = capsys.readouterr().err
     assert "search.symmetry" in err and "election timeouts" in err and "Traceback" not in err
+
+
+def test_symmetric_states_share_a_key_only_with_reduction():
+    """Three participants all in the transfer (n3 pays): the state where only n2 got its prepare and the one
+    where only n4 got it are one state under symmetry reduction, two without; n3 (the payer) getting it is
+    another state either way."""
+    scenario = txn_scenario("two_phase_commit", [], 3).variant({"protocol.min_participants": 3})
+
+    def prepared_at(ex: Explorer, node: str) -> Any:
+        w = ex.initial()
+        ex.apply(w, ("client", 0))
+        ex.apply(w, ("deliver", 0))
+        spec = next(iter(w.state.specs.values()))
+        assert spec.participants == ("n2", "n3", "n4") and spec.payer == "n3"
+        i = next(i for i, m in enumerate(w.network.flight) if m.dst == node)
+        ex.apply(w, ("deliver", i))
+        return ex.key(w)
+
+    plain, reduced = Explorer(scenario, cfg()), Explorer(scenario, cfg(symmetry=True))
+    assert prepared_at(plain, "n2") != prepared_at(plain, "n4")
+    assert prepared_at(reduced, "n2") == prepared_at(reduced, "n4")
+    assert prepared_at(reduced, "n2") != prepared_at(reduced, "n3")

@@ -93,7 +93,7 @@ def _fault_form(f: FaultOption, perm: dict[str, str]) -> Any:
     return (f.kind, ren(f.node), frozenset(frozenset(ren(n) for n in g) for g in f.groups), f.one_way, f.ends)
 
 
-def _fault_moves(forms: list[str], renamed: list[str]) -> tuple[int, ...] | None:
+def _fault_moves(forms: list[Any], renamed: list[Any]) -> tuple[int, ...] | None:
     """Where each fault goes under a renaming (fault i renamed is fault moves[i]); None if the budget changes."""
     free = list(range(len(forms)))
     moves = []
@@ -113,7 +113,7 @@ class Symmetry:
         #: each renaming with where it sends each fault of the budget (fault i becomes fault moves[i])
         self.perms = [(p, moves) for p, moves in perms if any(k != v for k, v in p.items())]
         self.names = names
-        self._cache: dict[tuple[int, Any], Any] = {}  # (renaming, node state) -> renamed
+        self._cache: dict[tuple[int, Any], Any] = {}  # (renaming, part of a key) -> renamed
 
     def __len__(self) -> int:
         return len(self.perms) + 1  # with the identity
@@ -198,13 +198,13 @@ def symmetry_for(scenario: Scenario, cfg: SearchConfig, faults: Sequence[FaultOp
     """
     groups = [g for g in interchangeable(scenario, cfg) if len(g) > 1]
     fixed = {target} | {op.node for op in cfg.operations if op.node is not None}
-    forms = [repr(_fault_form(f, {})) for f in faults]
+    forms = [_fault_form(f, {}) for f in faults]
     perms: list[tuple[dict[str, str], tuple[int, ...]]] = []
     for choice in itertools.product(*(itertools.permutations(g) for g in groups)):
         perm = {a: b for g, p in zip(groups, choice) for a, b in zip(g, p)}
         if any(perm.get(n, n) != n for n in fixed):
             continue
-        moves = _fault_moves(forms, [repr(_fault_form(f, perm)) for f in faults])
+        moves = _fault_moves(forms, [_fault_form(f, perm) for f in faults])
         if moves is None:
             continue
         if any(scenario.cluster.fsync_of(a) != scenario.cluster.fsync_of(b) for a, b in perm.items()):
