@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from dataclasses import dataclass
@@ -218,7 +219,7 @@ SEARCH_EXAMPLES = sorted((Path(__file__).resolve().parents[1] / "experiments" / 
 
 def test_every_search_example_is_tested():
     """The example search scenarios are the ones the command tests below run."""
-    assert [p.name for p in SEARCH_EXAMPLES] == ["2pc-blocking.toml", "3pc-partition.toml"]
+    assert [p.name for p in SEARCH_EXAMPLES] == ["2pc-blocking.toml", "3pc-partition.toml", "raft-figure8.toml"]
 
 
 def test_capsim_search_finds_the_3pc_split_and_writes_a_replay(tmp_path, capsys):
@@ -521,3 +522,194 @@ def test_a_disk_is_copied_with_its_durable_image_and_states_differing_there_diff
     assert c.nodes["n1"].disk["term"] == 4 and b.nodes["n1"].disk["term"] == 4
     a.nodes["n1"].crash()
     assert "term" not in a.nodes["n1"].disk  # a was never flushed: its image is still empty
+
+
+# -- Raft mutants: Figure 8 and a vote kept in memory only -------------------------------------------------
+def test_state_machine_safety_rejects_known_wrong_states():
+    """Two nodes that applied different entries at one index violate it, also after one of them crashed (the
+    search remembers what was applied); the same entry applied everywhere, or a differing entry not yet
+    applied, does not."""
+    from sim.replication.raft.messages import NOOP, SENTINEL, Entry
+    from sim.search.predicates import PREDICATES
+
+    safety = PREDICATES["state_machine_safety"]
+    ex = Explorer(Scenario.from_dict(RAFT), cfg())
+    w = ex.initial()
+    write, noop2 = Entry(1, 1, "write", 0, 1), Entry(2, 0, NOOP, None, None)
+    n1, n2, n3 = (w.nodes[n] for n in ("n1", "n2", "n3"))
+    n1.log[:] = [SENTINEL, Entry(1, 0, NOOP, None, None), write]
+    n2.log[:] = [SENTINEL, Entry(1, 0, NOOP, None, None), noop2]
+    n1.last_applied = 2
+    assert safety.test(w, ex) is None  # n2 holds another entry 2, but has not applied it
+    n2.last_applied = 1
+    assert safety.test(w, ex) is None  # they agree on entry 1
+    n1.crash()
+    n2.last_applied = 2
+    assert safety.test(w, ex) == ("entry 2 applied as write 1 (0=1) of term 1 at n1 and as a no-op of term 2 at n2")
+    n3.log[:] = list(n2.log)
+    n3.last_applied = 2
+    assert "at n2, n3" in safety.test(w, ex)
+    fresh = ex.initial()
+    for node in fresh.nodes.values():
+        node.log[:] = [SENTINEL, write]
+        node.last_applied = 1
+    assert safety.test(fresh, ex) is None
+
+
+FIGURE8 = SEARCH_EXAMPLES[2] if len(SEARCH_EXAMPLES) > 2 else None
+#: the first steps of the execution a depth-first search of raft-figure8.toml finds (24 steps, about
+#: 89,000 states): n2 crashes; n1 times out, wins term 3 with n3's vote, is refused its no-op and sends its
+#: term-1 write alone, which n3 accepts. Both the mutant and the real Raft take these steps; what the
+#: leader does with n3's answer (still in flight) is where they differ.
+FIGURE8_PREFIX = [("crash", "n2"), ("timer", "n1"), ("deliver", "n1", "n3"), ("lost", "n1", "n2"),
+                  ("deliver", "n3", "n1"), ("recover", "n2"), ("deliver", "n1", "n3"), ("lost", "n1", "n2"),
+                  ("deliver", "n3", "n1"), ("deliver", "n1", "n3")]
+
+
+class GuidedExplorer(Explorer):
+    """An explorer whose initial state is the one a given prefix of steps reaches."""
+
+    prefix: ClassVar[list[tuple[str, ...]]] = []
+
+    def initial(self) -> Any:
+        w = super().initial()
+        for want in self.prefix:
+            for action in self.actions(w):
+                child = clone(w)
+                step = self.apply(child, action)
+                got = (step.kind, step.node) if step.kind in ("crash", "recover", "timer") else \
+                    (step.kind, step.src, step.dst)
+                if got == want:
+                    w = child
+                    break
+            else:
+                raise AssertionError(f"no step {want} enabled")
+        return w
+
+
+def figure8(protocol: str) -> tuple[Scenario, SearchConfig]:
+    from sim.search.config import load_search
+
+    scenario, config = load_search(FIGURE8)
+    scenario = scenario.variant({"protocol.name": protocol})
+    return scenario, dataclasses.replace(config, strategy="bfs", max_depth=24 - len(FIGURE8_PREFIX))
+
+
+def test_figure8_mutant_loses_a_committed_entry_and_the_real_raft_does_not():
+    """From the example's preloaded state and the first 10 steps of its trace, breadth-first finds the
+    Figure 8 violation for the mutant that commits an earlier term's entry by counting replicas (n1 applies
+    its term-1 write at index 2, n2 later applies its term-2 no-op there) in 14 more steps; the real Raft
+    from the same steps has no violating state within the same 14 (the whole space to that depth; the full
+    search from the preloaded state is the example itself, depth-first, a few minutes)."""
+    scenario, config = figure8("raft_mutant_count_replicas")
+    GuidedExplorer.prefix = FIGURE8_PREFIX
+    mutant = GuidedExplorer(scenario, config).run()
+    assert mutant.verdict == "violation" and mutant.predicate == "state_machine_safety"
+    assert mutant.message == ("entry 2 applied as write 1 (0=1) of term 1 at n1 and as a no-op of term 2 at n2")
+    assert mutant.depth == 14 and len(mutant.trace) == mutant.depth
+    kinds = [s.kind for s in mutant.trace]
+    assert kinds.count("crash") == 2 and kinds.count("recover") == 1  # n3 down and up, n1 down
+    final = mutant.final
+    assert final.nodes["n2"].log[2].term == 2 and final.nodes["n2"].last_applied >= 2
+    real_scenario, _ = figure8("raft_preloaded")
+    real = GuidedExplorer(real_scenario, config).run()
+    assert real.verdict == "no_violation" and real.complete
+    assert real.states > 1000  # the state count the claim covers (1,813 when written)
+
+
+def test_raft_mutant_that_keeps_its_vote_in_memory_elects_two_leaders():
+    """A Raft that persists its term and log but not its vote (fsync on every write): n1 votes for n2, crashes,
+    comes back with no vote in term 1 and votes for n3. Breadth-first finds the two leaders in 8 steps."""
+    scenario = raft_fsync("always").variant({"protocol.name": "raft_mutant_volatile_vote",
+                                             "protocol.module": "sim.search.mutants",
+                                             "faults.schedule": [{"kind": "crash", "node": "n1", "start": 0,
+                                                                  "end": 100}]})
+    result = search(scenario, SearchConfig(max_depth=8, predicates=("election_safety", "log_matching")))
+    assert result.verdict == "violation" and result.message == "two leaders in term 1: n2, n3"
+    kinds = [s.kind for s in result.trace]
+    assert len(kinds) == 8 and kinds.count("crash") == 1 and kinds.index("crash") < kinds.index("recover")
+    crash, recover = (s for s in result.trace if s.kind in ("crash", "recover"))
+    assert crash.time == recover.time  # down and up in one instant: the replay still has the crash end after it
+    for placement in ("before", "after"):
+        fault = replay_scenario(result, placement).scenario.faults.schedule[0]
+        assert fault.start < fault.end and (fault.start < crash.time) == (placement == "before")
+    assert "crash" not in [s.kind for s in search(scenario.variant({"protocol.name": "raft"}), SearchConfig(
+        max_depth=4, predicates=("election_safety",))).trace]  # the real one within a short bound: no finding
+
+
+def test_mutants_preload_errors_name_the_field():
+    """A preloaded log entry or term that makes no sense is a one-line error naming its place."""
+    base = {**RAFT, "protocol": {"name": "raft_preloaded", "module": "sim.search.mutants"}}
+    for preload, field in (({"n9": {}}, "protocol.preload.n9"),
+                           ({"n1": {"log": [[0]]}}, r"protocol.preload.n1.log\[0\]"),
+                           ({"n1": {"term": 1, "log": [[2]]}}, "protocol.preload.n1.term"),
+                           ({"n1": {"log": [[2], [1]]}}, r"protocol.preload.n1.log\[1\]"),
+                           ({"n1": {"vote": "n2"}}, "protocol.preload.n1.vote"),
+                           ({"n1": {"voted_for": "n7"}}, "protocol.preload.n1.voted_for")):
+        with pytest.raises(ScenarioError, match=field):
+            Scenario.from_dict({**base, "protocol": {**base["protocol"], "preload": preload}})
+
+
+# -- symmetry reduction ----------------------------------------------------------------------------------
+def test_symmetry_reduction_keeps_verdicts_with_fewer_states():
+    """2PC with three participants in the transaction and a coordinator that may crash: with the two
+    participants other than the payer merged under renaming, the same verdicts come from fewer states
+    (the 3PC split too, where the partition leaves n3 and n4 interchangeable)."""
+    scenario = txn_scenario("two_phase_commit", CRASH_COORDINATOR, 3).variant({"protocol.min_participants": 3})
+    for predicate, verdict in (("atomicity", "no_violation"), ("blocked", "goal_reached")):
+        plain = search(scenario, cfg(predicate, max_depth=20))
+        reduced = search(scenario, cfg(predicate, max_depth=20, symmetry=True))
+        assert plain.verdict == reduced.verdict == verdict
+        assert (plain.depth, plain.complete) == (reduced.depth, reduced.complete)
+        if verdict == "no_violation":
+            assert reduced.states < plain.states
+    split = search(txn_scenario("three_phase_commit", SPLIT_3_OF_4), cfg("atomicity", symmetry=True))
+    assert split.verdict == "violation" and "split" in split.message
+
+
+def test_symmetry_is_refused_where_nodes_are_not_interchangeable():
+    """Raft (own random streams), random votes, two operations, and a fault budget that singles out one
+    participant are refused, each with its reason."""
+    with pytest.raises(ScenarioError, match=r"search\.symmetry.*raft.*election timeouts"):
+        Explorer(Scenario.from_dict(RAFT), SearchConfig(symmetry=True))
+    two = txn_scenario("two_phase_commit", [], 2)
+    with pytest.raises(ScenarioError, match=r"search\.symmetry.*abort_probability"):
+        Explorer(two.variant({"protocol.abort_probability": 0.1}), cfg(symmetry=True))
+    with pytest.raises(ScenarioError, match=r"search\.symmetry.*2 client operations"):
+        Explorer(two, SearchConfig(operations=(OperationSpec(), OperationSpec()), symmetry=True))
+    with pytest.raises(ScenarioError, match=r"search\.symmetry.*no renaming.*\{n2, n3\}"):
+        Explorer(txn_scenario("two_phase_commit", [{"kind": "crash", "node": "n2", "start": 0}], 2),
+                 cfg(symmetry=True))
+    with pytest.raises(ScenarioError, match=r"search\.symmetry.*eventual"):
+        Explorer(kv_scenario({"name": "eventual"}), SearchConfig(symmetry=True))
+
+
+def test_capsim_search_symmetry_flag(tmp_path, capsys):
+    """``--symmetry`` finds the 3PC split as without it; asked of Raft it is a one-line error (exit 2)."""
+    assert main(["search", str(SEARCH_EXAMPLES[1]), "--symmetry", "--no-replay"]) == 1
+    assert "verdict violation  predicate atomicity" in capsys.readouterr().out
+    assert main(["search", str(SEARCH_EXAMPLES[2]), "--symmetry"]) == 2
+    err = capsys.readouterr().err
+    assert "search.symmetry" in err and "election timeouts" in err and "Traceback" not in err
+
+
+def test_symmetric_states_share_a_key_only_with_reduction():
+    """Three participants all in the transfer (n3 pays): the state where only n2 got its prepare and the one
+    where only n4 got it are one state under symmetry reduction, two without; n3 (the payer) getting it is
+    another state either way."""
+    scenario = txn_scenario("two_phase_commit", [], 3).variant({"protocol.min_participants": 3})
+
+    def prepared_at(ex: Explorer, node: str) -> Any:
+        w = ex.initial()
+        ex.apply(w, ("client", 0))
+        ex.apply(w, ("deliver", 0))
+        spec = next(iter(w.state.specs.values()))
+        assert spec.participants == ("n2", "n3", "n4") and spec.payer == "n3"
+        i = next(i for i, m in enumerate(w.network.flight) if m.dst == node)
+        ex.apply(w, ("deliver", i))
+        return ex.key(w)
+
+    plain, reduced = Explorer(scenario, cfg()), Explorer(scenario, cfg(symmetry=True))
+    assert prepared_at(plain, "n2") != prepared_at(plain, "n4")
+    assert prepared_at(reduced, "n2") == prepared_at(reduced, "n4")
+    assert prepared_at(reduced, "n2") != prepared_at(reduced, "n3")

@@ -33,6 +33,8 @@ def add_parser(sub: Any, parser_class: type) -> None:
     s.add_argument("--max-seconds", type=float, default=None, help="wall-clock limit")
     s.add_argument("--predicate", action="append", default=None, help="an invariant or goal (repeatable; "
                                                                        "replaces search.predicates)")
+    s.add_argument("--symmetry", action="store_true", default=None,
+                   help="merge states that differ only by renaming interchangeable nodes (search.symmetry)")
     s.add_argument("--out", default=None, help="folder for search.json, trace.csv, diagram.png and replay.toml")
     s.add_argument("--no-replay", action="store_true", help="do not run the replay in the simulator")
 
@@ -49,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     scenario, cfg = load_search(args.scenario)
     overrides = {k: v for k, v in (("strategy", args.strategy), ("max_depth", args.max_depth),
                                    ("max_states", args.max_states), ("max_seconds", args.max_seconds),
-                                   ("predicates", args.predicate)) if v is not None}
+                                   ("predicates", args.predicate), ("symmetry", args.symmetry)) if v is not None}
     if overrides:
         plain = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}
         plain["operations"] = [dataclasses.asdict(op) for op in cfg.operations]

@@ -69,6 +69,9 @@ class SearchConfig:
     operations: tuple[OperationSpec, ...] = fld((), doc="client operations, issued in order")
     target: str | None = fld(None, doc="node the clients send to (default: workload.target_node or the "
                                        "first node)")
+    symmetry: bool = fld(False, doc="merge states that differ only by a renaming of interchangeable nodes "
+                                    "(refused, with the reason, where the protocol's nodes are not "
+                                    "interchangeable; see sim.search.symmetry)")
 
     def _validate(self, path: str) -> None:
         if self.latency and (len(self.latency) != 2 or not 0 <= self.latency[0] <= self.latency[1]):

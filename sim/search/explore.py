@@ -41,6 +41,7 @@ from ..kernel.messages import ClientRequest
 from ..scenario import Scenario
 from .config import FaultOption, SearchConfig, fault_budget, latency_bounds
 from .state import InFlight, Op, Scheduled, SearchWorld, canonical, clone, freeze, share, thaw
+from .symmetry import Symmetry, symmetry_for
 
 __all__ = ["Explorer", "Step", "SearchResult", "search"]
 
@@ -113,6 +114,9 @@ class Explorer:
                 raise ScenarioError(f"search.operations[{i}].node", f"no node {op.node!r}; nodes: "
                                     f"{', '.join(scenario.nodes)}")
         self.predicates = resolve(list(cfg.predicates) + list(predicates))
+        self.symmetry: Symmetry | None = None
+        if cfg.symmetry:
+            self.symmetry = symmetry_for(scenario, cfg, self.faults, self.target)
         self.memo: dict[Any, Any] = {}  # predicates' look-ahead answers, by state
 
     # -- states ------------------------------------------------------------------------------
@@ -121,10 +125,16 @@ class Explorer:
         w.fault_state = ["ready"] * len(self.faults)
         return w
 
-    def key(self, w: SearchWorld) -> Any:
+    def raw_key(self, w: SearchWorld) -> Any:
+        """The canonical form of ``w`` with its node names as they are (no symmetry reduction)."""
         extra = (tuple(w.fault_state), w.drops, w.duplicates, len(w.ops),
                  tuple(p.fingerprint(w) for p in self.predicates))
         return canonical(w, self.bounded, extra)
+
+    def key(self, w: SearchWorld) -> Any:
+        """The key of ``w`` in the visited set: :meth:`raw_key`, reduced under symmetry if enabled."""
+        key = self.raw_key(w)
+        return key if self.symmetry is None else self.symmetry.reduce(key)
 
     # -- successors ------------------------------------------------------------------------------
     def _horizon(self, w: SearchWorld, timers: list[Scheduled]) -> float:

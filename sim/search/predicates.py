@@ -36,6 +36,11 @@ Raft (``sim.replication.raft``):
   role histories, which crashes keep);
 * ``log_matching``: if two logs hold an entry with the same index and term, they are
   identical up to that index.
+* ``state_machine_safety``: no two nodes ever apply different entries at the same log
+  index (the Raft paper's State Machine Safety; a committed entry is never replaced by
+  another that some node then applies). Every entry a live node has applied is
+  remembered in ``world.memory`` (a crash wipes the node's own record), and the set is
+  the fingerprint.
 
 Commit protocols, continued:
 
@@ -133,10 +138,12 @@ def _can_decide(ex: Explorer, w: SearchWorld, node: str, gtid: str) -> bool:
     """Whether some run of deliveries and timers (no faults) of at most BLOCK_DEPTH steps decides it at ``node``.
 
     Answers are remembered per state (in ``ex.memo``): a state met again, in the search
-    or in another look-ahead, is not explored twice.
+    or in another look-ahead, is not explored twice. They are keyed by the state's own
+    names (:meth:`Explorer.raw_key`): under symmetry reduction a renamed state shares a
+    key with it but asks about another node.
     """
     memo = ex.memo
-    root = (ex.key(w), node, gtid)
+    root = (ex.raw_key(w), node, gtid)
     if root in memo:
         return bool(memo[root])
     seen = {root[0]}
@@ -150,7 +157,7 @@ def _can_decide(ex: Explorer, w: SearchWorld, node: str, gtid: str) -> bool:
             if _decided_at(child, node, gtid):
                 found = True
                 break
-            k = ex.key(child)
+            k = ex.raw_key(child)
             known = memo.get((k, node, gtid))
             if known:
                 found = True
@@ -231,6 +238,44 @@ def _log_matching(w: SearchWorld, _ex: Explorer) -> str | None:
     return None
 
 
+def _entry_text(entry: Any) -> str:
+    term, op_id, op, key, value = entry
+    return f"a no-op of term {term}" if op == "noop" else f"{op} {op_id} ({key}={value!r}) of term {term}"
+
+
+def _applied_now(w: SearchWorld) -> set[tuple[int, tuple[Any, ...], str]]:
+    """(index, entry, node) of every entry a live node has applied (its log up to ``last_applied``)."""
+    out = set()
+    for name, node in w.nodes.items():
+        last = getattr(node, "last_applied", None)
+        if last is None or not node.alive:
+            continue
+        start, log = node.log_start, node.log  # type: ignore[attr-defined]
+        for idx in range(start + 1, last + 1):
+            out.add((idx, tuple(log[idx - start][:5]), name))
+    return out
+
+
+def _applied(w: SearchWorld) -> frozenset[tuple[int, tuple[Any, ...], str]]:
+    """Every entry applied so far by any node, at its index (remembered across crashes)."""
+    return frozenset(w.memory.get("applied", frozenset())) | _applied_now(w)
+
+
+def _state_machine_safety(w: SearchWorld, _ex: Explorer) -> str | None:
+    applied = _applied(w)
+    w.memory["applied"] = applied
+    by_index: dict[int, dict[tuple[Any, ...], list[str]]] = {}
+    for idx, entry, node in applied:
+        by_index.setdefault(idx, {}).setdefault(entry, []).append(node)
+    for idx in sorted(by_index):
+        entries = by_index[idx]
+        if len(entries) > 1:
+            (a, na), (b, nb) = sorted(entries.items())[:2]
+            return (f"entry {idx} applied as {_entry_text(a)} at {', '.join(sorted(na))} and as {_entry_text(b)} "
+                    f"at {', '.join(sorted(nb))}")
+    return None
+
+
 # -- client histories ----------------------------------------------------------------------------
 def _history(w: SearchWorld) -> pd.DataFrame:
     """The search's client operations as a history table; times are step numbers (their real-time order)."""
@@ -298,6 +343,8 @@ PREDICATES: dict[str, Predicate] = {
                                  "at most one leader per term, over the whole execution"),
     "log_matching": Predicate("log_matching", "invariant", _log_matching,
                               doc="two logs with an entry of the same index and term are identical up to it"),
+    "state_machine_safety": Predicate("state_machine_safety", "invariant", _state_machine_safety, _applied,
+                                      "no two nodes ever apply different entries at the same log index"),
     "atomicity": Predicate("atomicity", "invariant", _atomicity, _outcomes,
                            "no transaction both committed and aborted (split or flip)"),
     "blocked": Predicate("blocked", "goal", _blocked_goal, doc="a participant blocked: uncertain, coordinator "

@@ -82,7 +82,14 @@ def replay_scenario(result: SearchResult, placement: str = "before") -> Replay:
             open_faults[step.fault] = entry
             schedule.append(entry)
         elif step.kind in ("recover", "heal") and step.fault is not None:
-            open_faults[step.fault]["end"] = _placed(trace, i, placement)
+            entry = open_faults[step.fault]
+            end = _placed(trace, i, placement)
+            if end <= entry["start"]:  # started and ended in one instant: end it halfway to the instant's far side
+                t = trace[i].time
+                far = t if placement == "before" else min([s.time for s in trace[i + 1:] if s.time > t],
+                                                           default=t + 1.0)
+                end = (entry["start"] + far) / 2
+            entry["end"] = end
         elif step.kind in ("drop", "duplicate"):
             notes.append(f"step {i + 1} {step.kind}s one message ({step.message}); the simulator loses or "
                          "duplicates messages at random (network.loss, network.duplicate), not this one")
@@ -143,6 +150,8 @@ def _shows(predicate: str | None, run: Any) -> bool | None:
         return not run.verdicts["atomicity"].atomic
     if predicate in ("blocked", "blocked_only_if_all_uncertain"):
         return bool(run.summary.get("txn.unresolved", 0) > 0)
+    if predicate == "election_safety" and "election_safety" in run.verdicts:
+        return not run.verdicts["election_safety"].ok
     return None
 
 
@@ -159,7 +168,7 @@ def reproduce(result: SearchResult) -> Reproduction:
     """Run the replay of ``result`` in the simulator, faults placed before their instants, else after.
 
     ``reproduced`` says whether the run shows the same finding (for the predicates the
-    simulator can check: ``atomicity``, ``blocked``), the first placement that does
+    simulator can check: ``atomicity``, ``blocked``, ``election_safety``), the first placement that does
     wins.
     """
     from ..runner import run

@@ -201,6 +201,9 @@ class SearchWorld:
         self.drops = 0
         self.duplicates = 0
         self.failure: str | None = None  # a handler raised: the execution ends here
+        #: what predicates remember of the execution so far (e.g. every entry any Raft node applied); its
+        #: part that matters goes into the state's key through the predicate's fingerprint
+        self.memory: dict[str, Any] = {}
         self.nodes: dict[str, Node] = {}
         protocol = scenario.protocol
         self.state: Any = protocol.new_state(self)
