@@ -204,3 +204,17 @@ def test_a_broker_run_kept_to_its_end_time_still_says_it_drained(rabbitmq):
     assert real.summary["messaging.drained"] is True and real.summary["messaging.span"] >= 4200.0
     assert real.summary["messaging.drained_at"] < real.summary["messaging.span"]
     assert real.summary["messaging.remaining"] == 0
+
+
+# -- 7. the mixed scenario of the broker-agreement issue: topic routing, a quorum queue with a delivery limit and
+# competing consumers that fail and crash, a classic queue that rejects publishes when full ----------------------
+def test_topic_quorum_overflow_agrees_on_every_count_over_one_drained_span(rabbitmq):
+    """Both sides drain; every count, every message's status, attempts and deliveries are equal; the publish
+    rejections of the full classic queue happen on both sides; the simulation ran with measured broker costs."""
+    v = validate(scenario("topic-quorum-overflow"), settings=rabbitmq, repeats=1, probes=False)
+    c = v.comparison
+    assert not c.spans_differ and c.semantics == "agree", c.semantic_differences
+    for r in (v.simulation, v.broker):
+        assert r.summary["messaging.drained"] is True and r.summary["messaging.publish_nacked"] > 0
+        assert r.summary["messaging.processed"] == 240
+    assert v.costs is not None and "quorum requeue" in c.report()
