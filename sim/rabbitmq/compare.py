@@ -10,8 +10,10 @@ must be equal, in every broker run:
 ``attempts``      how many settled messages (processed or dead-lettered) needed
                   1, 2, ... attempts;
 ``messages``      per message id: final status, attempts, the (delivery count,
-                  redelivered) of each delivery, and why it reached a
-                  dead-letter queue; ``agree`` when all of them are equal;
+                  redelivered) of each delivery (per queue, for a message
+                  routed to several: how their deliveries interleave is
+                  timing), and why it reached a dead-letter queue; ``agree``
+                  when all of them are equal;
 ``requeue_order`` optional: the order of requeued messages from
                   :func:`sim.rabbitmq.probes.requeue_orders`.
 
@@ -96,6 +98,16 @@ def _delivery(result: Result) -> DeliveryReport:
     return report
 
 
+def _deliveries_by_queue(per_queue: pd.Series) -> dict[str, str]:
+    """Per message id: its deliveries' sequence, or, received from several queues (routed to several), each
+    queue's sequence by queue name (``"q1: 0 0r; q2: 0"``): how the queues' deliveries interleave is timing."""
+    by_msg: dict[str, list[tuple[str, str]]] = {}
+    for (msg_id, queue), seq in per_queue.items():
+        by_msg.setdefault(str(msg_id), []).append((str(queue), str(seq)))
+    return {m: parts[0][1] if len(parts) == 1 else "; ".join(f"{q}: {seq}" for q, seq in sorted(parts))
+            for m, parts in by_msg.items()}
+
+
 def _per_message(result: Result) -> pd.DataFrame:
     """status, attempts, deliveries (count/redelivered sequence) and dead-letter reason per message id."""
     ev = result.tables["message_events"]
@@ -104,8 +116,9 @@ def _per_message(result: Result) -> pd.DataFrame:
     table = _delivery(result).messages.set_index("msg_id")[["status", "attempts"]].copy()
     rec = ev[(ev["event"] == "receive") & ~ev["queue"].isin(dlqs)]
     shown = [f"{c}{'r' if r else ''}" for c, r in zip(rec["delivery_count"], rec["redelivered"])]
-    seq = pd.Series(shown, index=rec.index, dtype=object).groupby(rec["msg_id"], sort=False).agg(" ".join)
-    table["deliveries"] = seq.reindex(table.index).fillna("")
+    per_queue = pd.Series(shown, index=rec.index, dtype=object).groupby(
+        [rec["msg_id"], rec["queue"]], sort=False).agg(" ".join)
+    table["deliveries"] = pd.Series(_deliveries_by_queue(per_queue), dtype=object).reindex(table.index).fillna("")
     by_consumer = set(ev.loc[ev["event"] == "dlq_publish", "msg_id"])
     arrivals = ev[ev["event"].isin(("enqueue", "remain", "receive")) & ev["queue"].isin(dlqs)]
     first = arrivals.groupby("msg_id", sort=False)["x_death"].first()
