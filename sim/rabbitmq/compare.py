@@ -12,7 +12,9 @@ must be equal, in every broker run:
 ``messages``      per message id: final status, attempts, the (delivery count,
                   redelivered) of each delivery (per queue, for a message
                   routed to several: how their deliveries interleave is
-                  timing), and why it reached a dead-letter queue; ``agree``
+                  timing), and why it reached a dead-letter queue (every
+                  queue and reason it was dead-lettered with, by name:
+                  which copy arrives first is timing too); ``agree``
                   when all of them are equal;
 ``requeue_order`` optional: the order of requeued messages from
                   :func:`sim.rabbitmq.probes.requeue_orders`.
@@ -121,16 +123,14 @@ def _per_message(result: Result) -> pd.DataFrame:
     table["deliveries"] = pd.Series(_deliveries_by_queue(per_queue), dtype=object).reindex(table.index).fillna("")
     by_consumer = set(ev.loc[ev["event"] == "dlq_publish", "msg_id"])
     arrivals = ev[ev["event"].isin(("enqueue", "remain", "receive")) & ev["queue"].isin(dlqs)]
-    first = arrivals.groupby("msg_id", sort=False)["x_death"].first()
+    arrivals = arrivals[arrivals["x_death"].notna() & (arrivals["x_death"].astype(str) != "")]
+    newest = arrivals["x_death"].map(lambda text: ":".join(str(text).split("|", 1)[0].split(":")[:2]))
+    reasons = newest.groupby(arrivals["msg_id"], sort=False).agg(lambda r: "; ".join(sorted(set(r))))
 
     def reason(msg_id: str) -> str:
         if msg_id in by_consumer:
             return "consumer"
-        text = first.get(msg_id, None)
-        if text is None:
-            return ""
-        newest = str(text).split("|", 1)[0]
-        return ":".join(newest.split(":")[:2])
+        return str(reasons.get(msg_id, ""))
 
     table["dead_letter"] = [reason(m) for m in table.index]
     return table
