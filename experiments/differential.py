@@ -23,8 +23,8 @@ generates timing-dependent scenarios; most of their disagreements should then be
 ``broker not reproducible``.
 
 Outputs (in --out, default ``out/differential``): ``differential.csv`` (one row
-per scenario: number, profile, class, seconds) and ``differential.txt`` (the
-rate, the classes, an example of each). Needs the broker of ``CAPSIM_AMQP_URL``
+per scenario: number, profile, class, seconds), ``differential.txt`` (the rate,
+the classes, an example of each) and ``differential.png`` (scenarios per class). Needs the broker of ``CAPSIM_AMQP_URL``
 (default: guest on 127.0.0.1:5672).
 
     python experiments/differential.py [--quick] [--out DIR] [--scenarios N] [--first K] [--racy] [--shrink N]
@@ -37,7 +37,11 @@ import math
 import time
 from pathlib import Path
 
+import matplotlib
 import pandas as pd
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
 
 from sim.rabbitmq.differential import Outcome, differential, shrink
 from sim.rabbitmq.generate import sample
@@ -52,6 +56,20 @@ def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
     return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def plot(counts: pd.Series, path: Path, title: str) -> None:
+    """Scenarios per class, as horizontal bars."""
+    labels = [k if len(k) <= 60 else k[:57] + "..." for k in counts.index]
+    fig, ax = plt.subplots(figsize=(9, 1.2 + 0.4 * len(counts)), constrained_layout=True)
+    ax.barh(range(len(counts)), counts.to_numpy(), color=["tab:green" if k == "agree" else "tab:red"
+                                                          for k in counts.index])
+    ax.set_yticks(range(len(counts)), labels, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("scenarios")
+    ax.set_title(title, fontsize=9)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -95,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
                            log=print)
             lines += ([f"== {kind}: the smallest found by hypothesis", small.report()] if small is not None
                       else [f"== {kind}: hypothesis found none in {args.shrink} runs"])
+    plot(counts, out / "differential.png", lines[0])
     text = "\n".join(lines) + "\n"
     (out / "differential.txt").write_text(text)
     print(text)

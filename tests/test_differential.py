@@ -319,6 +319,7 @@ def test_experiment_quick(rabbitmq, tmp_path):
     assert module.main(["--quick", "--scenarios", "3", "--out", str(tmp_path)]) == 0
     table = pd.read_csv(tmp_path / "differential.csv")
     assert list(table["scenario"]) == [0, 1, 2] and set(table["profile"]) == {"default"}
+    assert (tmp_path / "differential.png").stat().st_size > 0
     text = (tmp_path / "differential.txt").read_text()
     assert text.startswith("profile default: ") and "of 3 scenarios agree" in text
     lo, hi = module.wilson(3, 3)

@@ -104,8 +104,9 @@ def _deliveries_by_queue(per_queue: pd.Series) -> dict[str, str]:
     """Per message id: its deliveries' sequence, or, received from several queues (routed to several), each
     queue's sequence by queue name (``"q1: 0 0r; q2: 0"``): how the queues' deliveries interleave is timing."""
     by_msg: dict[str, list[tuple[str, str]]] = {}
-    for (msg_id, queue), seq in per_queue.items():
-        by_msg.setdefault(str(msg_id), []).append((str(queue), str(seq)))
+    for key, seq in per_queue.items():
+        pair: tuple[Any, Any] = key  # type: ignore[assignment]
+        by_msg.setdefault(str(pair[0]), []).append((str(pair[1]), str(seq)))
     return {m: parts[0][1] if len(parts) == 1 else "; ".join(f"{q}: {seq}" for q, seq in sorted(parts))
             for m, parts in by_msg.items()}
 

@@ -134,7 +134,7 @@ def shrink(broker: Runner | AmqpSettings, wanted: Callable[[str], bool], *, racy
     from hypothesis.errors import NoSuchExample
 
     real_run = _runner(broker)
-    seen: dict[str, Outcome | None] = {}
+    seen: dict[str, Outcome] = {}
     started = time.monotonic()
 
     def condition(s: Scenario) -> bool:
@@ -142,12 +142,10 @@ def shrink(broker: Runner | AmqpSettings, wanted: Callable[[str], bool], *, racy
         if key not in seen:
             if len(seen) >= budget:
                 return False  # out of budget: nothing new counts as smaller
-            out = differential(s, real_run)
-            seen[key] = out
+            seen[key] = differential(s, real_run)
             if log is not None:
-                log(f"  shrink: run {len(seen)} ({time.monotonic() - started:.0f} s): {out.kind}")
-        out = seen[key]
-        return out is not None and wanted(out.kind)
+                log(f"  shrink: run {len(seen)} ({time.monotonic() - started:.0f} s): {seen[key].kind}")
+        return wanted(seen[key].kind)
 
     config = settings(max_examples=max_examples, database=None, deadline=None, derandomize=False,
                       phases=[Phase.generate, Phase.shrink], suppress_health_check=list(HealthCheck))
