@@ -34,9 +34,9 @@ timing; nor on a queue whose consumers retry by its delivery limit, past which
 RabbitMQ 3.10.8 leaks a credit; nor when a message may reach two consumed
 queues, because a crash decision counts the processing starts of the message in
 every queue), consumers of one queue crash alike, the sink's ``max_length`` only
-with one publisher and no consumer's republished copy going there (the order of
-the messages there is timing), no TTL short enough to expire on a consumed
-queue. ``racy = True`` also allows those; their outcome depends on timing on the
+with one publisher, no consumer's republished copy going to the sink or to the
+other work queue (the order of the messages there is timing), no TTL short
+enough to expire on a consumed queue. ``racy = True`` also allows those; their outcome depends on timing on the
 real broker too, which :mod:`sim.rabbitmq.differential` detects by running the
 broker twice.
 
@@ -152,9 +152,10 @@ def build(c: Chooser, *, racy: bool = False, name: str = "differential") -> Scen
     rejecting = sink_spec.get("overflow") in ("reject-publish", "reject-publish-dlx")
     # a consumer's republished copy goes back through the exchange it came from, to the sink too: its place among the
     # publisher's messages there is timing, and so is which message a max-length sink discards
-    no_republish = rejecting or (sink == "max_length" and not racy)
-
     fans_out = n_work > 1 and exchange_type in ("topic", "fanout")  # a message may reach both work queues
+    # ... and to the other work queue, where copies of one message then queue up in an order that is timing
+    no_republish = rejecting or (not racy and (sink == "max_length" or fans_out))
+
     for i in range(n_work):
         q = f"w{i}"
         qtype = c.pick(["classic", "quorum"])
