@@ -75,13 +75,15 @@ def test_the_generator_covers_what_it_promises():
             seen |= {"crash" for _ in [0] if c["crash_probability"] > 0}
             seen |= {"poison" for _ in [0] if c["poison_probability"] > 0}
             seen |= {"auto_ack" for _ in [0] if c["auto_ack"]}
+            seen |= {f"idempotency:{c['idempotency']['store']}" for _ in [0] if c.get("idempotency")}
         for p in d["publishers"]:
             seen |= {k for k in ("mandatory", "republish") if p[k]}
             seen |= {"no confirms" for _ in [0] if not p["confirms"]}
     expected = {"exchange:direct", "exchange:topic", "exchange:fanout", "queue:classic", "queue:quorum",
                 "overflow:drop-head", "overflow:reject-publish", "overflow:reject-publish-dlx", "priority",
                 "delivery_limit", "via_exchange", "crash", "poison", "auto_ack", "mandatory", "republish",
-                "no confirms"} | {f"retry:{m}" for m in ("none", "requeue", "delivery_limit", "republish", "dlx_wait")}
+                "no confirms", "idempotency:shared", "idempotency:local", "idempotency:local_durable"}
+    expected |= {f"retry:{m}" for m in ("none", "requeue", "delivery_limit", "republish", "dlx_wait")}
     assert expected <= seen, expected - seen
 
 

@@ -15,6 +15,8 @@ What a scenario may contain (everything both the model and the adapter run):
   auto-ack (without retries), and one retry mode per queue: ``none``, ``requeue``
   (immediate or fixed delay), ``delivery_limit`` (quorum), ``republish`` (direct or
   through a TTL wait queue: ``via_exchange``) and ``dlx_wait`` (a TTL wait queue);
+  idempotent consumers (a shared dedup store, or each consumer's own when it is
+  the queue's only consumer);
   queue arguments: a dead-letter exchange to one shared dead-letter queue, a
   message TTL far beyond the run, ``max_priority`` (classic);
 * at most one queue nobody consumes (a *sink*), with ``max_length`` and each
@@ -270,6 +272,16 @@ def build(c: Chooser, *, racy: bool = False, name: str = "differential") -> Scen
         if priorities and c.coin():
             pub["priority"] = c.integer(0, 5)
         publishers.append(pub)
+
+    # idempotent consumers, drawn last so that the rest of a numbered sample does not depend on it
+    for i in range(n_work):
+        mine = [x for x in consumers if x["queue"] == f"w{i}"]
+        if mine[0].get("auto_ack") or c.integer(0, 3) > 0:
+            continue
+        # a store of each consumer's own sees what that consumer processed: with two consumers, timing
+        store = c.pick(["shared", "local_durable", "local"]) if len(mine) == 1 or racy else "shared"
+        for x in mine:
+            x["idempotency"] = {"store": store}
 
     protocol: dict[str, Any] = {
         "name": "messaging", "broker": "broker",
