@@ -28,6 +28,9 @@ the classes, an example of each) and ``differential.png`` (scenarios per class).
 (default: guest on 127.0.0.1:5672).
 
     python experiments/differential.py [--quick] [--out DIR] [--scenarios N] [--first K] [--racy] [--shrink N]
+
+(``--workers`` and ``--executor``, which every experiment accepts, change nothing here:
+the broker runs go one at a time.)
 """
 
 from __future__ import annotations
@@ -43,9 +46,27 @@ import pandas as pd
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
+from sim.experiment_cli import experiment_parser, parse_experiment_args
 from sim.rabbitmq.differential import Outcome, differential, shrink
 from sim.rabbitmq.generate import sample
 from sim.rabbitmq.settings import AmqpSettings
+
+
+def _natural(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a whole number, got {value}")
+    return value
+
+
+def _positive(text: str) -> int:
+    value = _natural(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("must be at least 1, got 0")
+    return value
 
 
 def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -73,18 +94,16 @@ def plot(counts: pd.Series, path: Path, title: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="8 scenarios")
-    parser.add_argument("--out", default="out/differential", help="output folder")
-    parser.add_argument("--scenarios", type=int, default=None, help="how many (default 8 quick, 300 full)")
-    parser.add_argument("--first", type=int, default=0, help="number of the first scenario")
+    parser = experiment_parser(__doc__, out="out/differential", quick="8 scenarios",
+                               workers="ignored: the broker runs go one at a time (they share the broker)")
+    parser.add_argument("--scenarios", type=_positive, default=None, help="how many (default 8 quick, 300 full)")
+    parser.add_argument("--first", type=_natural, default=0, help="number of the first scenario")
     parser.add_argument("--racy", action="store_true", help="also generate timing-dependent scenarios")
-    parser.add_argument("--shrink", type=int, default=0, metavar="N",
+    parser.add_argument("--shrink", type=_natural, default=0, metavar="N",
                         help="shrink each class of disagreement with hypothesis, at most N broker runs per class")
-    args = parser.parse_args(argv)
+    args = parse_experiment_args(parser, argv)
     n = args.scenarios or (8 if args.quick else 300)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = args.out
     settings = AmqpSettings.resolve()
     profile = "racy" if args.racy else "default"
     rows, examples = [], {}
