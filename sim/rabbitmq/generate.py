@@ -16,7 +16,8 @@ What a scenario may contain (everything both the model and the adapter run):
   (immediate or fixed delay), ``delivery_limit`` (quorum), ``republish`` (direct or
   through a TTL wait queue: ``via_exchange``) and ``dlx_wait`` (a TTL wait queue);
   idempotent consumers (a shared dedup store, or each consumer's own when it is
-  the queue's only consumer);
+  the queue's only consumer; none when a message may reach both work queues,
+  since which queue's consumer records it first in the shared store is timing);
   queue arguments: a dead-letter exchange to one shared dead-letter queue, a
   message TTL far beyond the run, ``max_priority`` (classic);
 * at most one queue nobody consumes (a *sink*), with ``max_length`` and each
@@ -276,8 +277,8 @@ def build(c: Chooser, *, racy: bool = False, name: str = "differential") -> Scen
     # idempotent consumers, drawn last so that the rest of a numbered sample does not depend on it
     for i in range(n_work):
         mine = [x for x in consumers if x["queue"] == f"w{i}"]
-        if mine[0].get("auto_ack") or c.integer(0, 3) > 0:
-            continue
+        if mine[0].get("auto_ack") or (fans_out and not racy) or c.integer(0, 3) > 0:
+            continue  # (the shared store is every consumer's: with a message in both work queues, the first wins)
         # a store of each consumer's own sees what that consumer processed: with two consumers, timing
         store = c.pick(["shared", "local_durable", "local"]) if len(mine) == 1 or racy else "shared"
         for x in mine:
