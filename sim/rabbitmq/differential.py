@@ -15,8 +15,9 @@ classed ``broker not reproducible`` rather than blamed on the model.
 :attr:`Outcome.kind` names the class of an outcome: ``agree``; ``spans differ``
 (one side drained and the other did not); ``undrained`` (neither did: counts
 depend on where each stopped); ``differ: <rows>`` (the semantic rows that
-differ, values left out, so that disagreements with the same cause fall in one
-class); ``broker not reproducible: <rows>``.
+differ, values left out and the attempts table's rows as one, so that
+disagreements with the same cause fall in one class); ``broker not
+reproducible: <rows>``.
 
 :func:`shrink` asks hypothesis for the smallest generated scenario of a given
 class (:func:`hypothesis.find`, whose shrinking removes parts and lowers
@@ -45,6 +46,7 @@ __all__ = ["Outcome", "differential", "kind_of", "shrink", "Runner"]
 Runner = Callable[[Scenario], Result]
 
 _VALUE = re.compile(r": simulation .*$")
+_ATTEMPTS = re.compile(r"^attempts: \d+ attempts?$")
 
 
 @dataclass
@@ -78,7 +80,8 @@ class Outcome:
 
 
 def _rows(differences: list[str]) -> list[str]:
-    return sorted({_VALUE.sub("", d) for d in differences})
+    """The rows that differ, without their values; the rows of the attempts table as one, ``attempts``."""
+    return sorted({_ATTEMPTS.sub("attempts", _VALUE.sub("", d)) for d in differences})
 
 
 def kind_of(comparison: Comparison, broker_differences: list[str] | None = None) -> str:
