@@ -34,7 +34,14 @@ Semantics reproduced (DESIGN.md section 7):
   non-durable queues come back empty (re-declared).
 
 Prefetch applies per consumer (``basic.qos`` with ``global = false``) and not
-to auto-ack consumers, which get every ready message at once.
+to auto-ack consumers, which get every ready message at once. One quirk of
+RabbitMQ 3.10.8 is reproduced because it changes outcomes: a ``basic.nack`` with
+requeue that takes a quorum message past its delivery limit gives the consumer
+its credit back twice, so from then on it may hold one more unacked message than
+its prefetch, one more for every such nack (measured: prefetch 1, a nack past
+``x-delivery-limit = 0``, and the consumer holds two deliveries; after another,
+three; ``tests/test_differential.py``). With crashes this changes which
+messages a crashing consumer held, so which come back redelivered.
 
 The rules that belong to one queue (order, TTL, max-length, where a returned
 message goes back, the dead-lettered copy) and the message types are in
@@ -106,7 +113,7 @@ Effect = Delivery | Confirm | Returned | ChannelClosed
 
 # -- internal state -----------------------------------------------------------------
 class _Consumer:
-    __slots__ = ("tag", "channel", "queue", "prefetch", "auto_ack", "unacked")
+    __slots__ = ("tag", "channel", "queue", "prefetch", "auto_ack", "unacked", "leaked")
 
     def __init__(self, tag: str, channel: str, queue: str, prefetch: int, auto_ack: bool) -> None:
         self.tag = tag
@@ -115,9 +122,10 @@ class _Consumer:
         self.prefetch = prefetch
         self.auto_ack = auto_ack
         self.unacked = 0
+        self.leaked = 0  # credit a quorum queue granted beyond the prefetch (see Broker.nack)
 
     def has_room(self) -> bool:
-        return self.auto_ack or self.prefetch == 0 or self.unacked < self.prefetch
+        return self.auto_ack or self.prefetch == 0 or self.unacked < self.prefetch + self.leaked
 
 
 class _Channel:
@@ -250,12 +258,14 @@ class Broker:
              requeue: bool = True) -> list[Effect]:
         """``basic.nack``: requeue, or dead-letter with reason ``rejected`` (dropped without a DLX)."""
         out = self._begin()
-        taken = self._take(now, channel, delivery_tag, multiple)
+        consumers: list[_Consumer] = []
+        taken = self._take(now, channel, delivery_tag, multiple, consumers)
         touched: list[QueueState] = []
-        for q, e in taken:
+        for (q, e), c in zip(taken, consumers):
             if requeue:
                 self._rec(now, "requeue", e.msg, queue=q.name, reason="nack", delivery_count=e.delivery_count)
-                self._return(now, q, e, "nack")
+                if not self._return(now, q, e, "nack"):
+                    c.leaked += 1  # RabbitMQ 3.10.8: past the delivery limit the consumer's credit is returned twice
             else:
                 self._dead_letter(now, q, e.msg, "rejected")
             if q not in touched:
@@ -428,7 +438,8 @@ class Broker:
             q.unacked += 1
         self._out.append(Delivery(c.channel, c.tag, tag, q.name, msg, redelivered, e.delivery_count))
 
-    def _take(self, now: float, channel: str, tag: int, multiple: bool) -> list[tuple[QueueState, QueuedMessage]]:
+    def _take(self, now: float, channel: str, tag: int, multiple: bool,
+              consumers: list[_Consumer] | None = None) -> list[tuple[QueueState, QueuedMessage]]:
         """Remove acked/nacked deliveries from the channel; an unknown tag is a channel error."""
         ch = self.channels[channel]
         if multiple:
@@ -441,15 +452,19 @@ class Broker:
         taken = []
         for t in tags:
             q, e, c, _ = ch.unacked.pop(t)
+            if consumers is not None:
+                consumers.append(c)
             c.unacked -= 1
             q.unacked -= 1
             taken.append((q, e))
         return taken
 
-    def _return(self, now: float, q: QueueState, e: QueuedMessage, cause: str) -> None:
-        """Put a returned message back by the queue's rule, or dead-letter it past the delivery limit."""
+    def _return(self, now: float, q: QueueState, e: QueuedMessage, cause: str) -> bool:
+        """Put a returned message back by the queue's rule (``True``), or dead-letter it past the delivery limit."""
         if not q.requeue(e, cause):
             self._dead_letter(now, q, e.msg, "delivery_limit")
+            return False
+        return True
 
     def _detach(self, c: _Consumer) -> None:
         q = self.queues.get(c.queue)

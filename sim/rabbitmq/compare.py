@@ -10,8 +10,12 @@ must be equal, in every broker run:
 ``attempts``      how many settled messages (processed or dead-lettered) needed
                   1, 2, ... attempts;
 ``messages``      per message id: final status, attempts, the (delivery count,
-                  redelivered) of each delivery, and why it reached a
-                  dead-letter queue; ``agree`` when all of them are equal;
+                  redelivered) of each delivery (per queue, for a message
+                  routed to several: how their deliveries interleave is
+                  timing), and why it reached a dead-letter queue (every
+                  queue and reason it was dead-lettered with, by name:
+                  which copy arrives first is timing too); ``agree``
+                  when all of them are equal;
 ``requeue_order`` optional: the order of requeued messages from
                   :func:`sim.rabbitmq.probes.requeue_orders`.
 
@@ -96,6 +100,17 @@ def _delivery(result: Result) -> DeliveryReport:
     return report
 
 
+def _deliveries_by_queue(per_queue: pd.Series) -> dict[str, str]:
+    """Per message id: its deliveries' sequence, or, received from several queues (routed to several), each
+    queue's sequence by queue name (``"q1: 0 0r; q2: 0"``): how the queues' deliveries interleave is timing."""
+    by_msg: dict[str, list[tuple[str, str]]] = {}
+    for key, seq in per_queue.items():
+        pair: tuple[Any, Any] = key  # type: ignore[assignment]
+        by_msg.setdefault(str(pair[0]), []).append((str(pair[1]), str(seq)))
+    return {m: parts[0][1] if len(parts) == 1 else "; ".join(f"{q}: {seq}" for q, seq in sorted(parts))
+            for m, parts in by_msg.items()}
+
+
 def _per_message(result: Result) -> pd.DataFrame:
     """status, attempts, deliveries (count/redelivered sequence) and dead-letter reason per message id."""
     ev = result.tables["message_events"]
@@ -104,20 +119,19 @@ def _per_message(result: Result) -> pd.DataFrame:
     table = _delivery(result).messages.set_index("msg_id")[["status", "attempts"]].copy()
     rec = ev[(ev["event"] == "receive") & ~ev["queue"].isin(dlqs)]
     shown = [f"{c}{'r' if r else ''}" for c, r in zip(rec["delivery_count"], rec["redelivered"])]
-    seq = pd.Series(shown, index=rec.index, dtype=object).groupby(rec["msg_id"], sort=False).agg(" ".join)
-    table["deliveries"] = seq.reindex(table.index).fillna("")
+    per_queue = pd.Series(shown, index=rec.index, dtype=object).groupby(
+        [rec["msg_id"], rec["queue"]], sort=False).agg(" ".join)
+    table["deliveries"] = pd.Series(_deliveries_by_queue(per_queue), dtype=object).reindex(table.index).fillna("")
     by_consumer = set(ev.loc[ev["event"] == "dlq_publish", "msg_id"])
     arrivals = ev[ev["event"].isin(("enqueue", "remain", "receive")) & ev["queue"].isin(dlqs)]
-    first = arrivals.groupby("msg_id", sort=False)["x_death"].first()
+    arrivals = arrivals[arrivals["x_death"].notna() & (arrivals["x_death"].astype(str) != "")]
+    newest = arrivals["x_death"].map(lambda text: ":".join(str(text).split("|", 1)[0].split(":")[:2]))
+    reasons = newest.groupby(arrivals["msg_id"], sort=False).agg(lambda r: "; ".join(sorted(set(r))))
 
     def reason(msg_id: str) -> str:
         if msg_id in by_consumer:
             return "consumer"
-        text = first.get(msg_id, None)
-        if text is None:
-            return ""
-        newest = str(text).split("|", 1)[0]
-        return ":".join(newest.split(":")[:2])
+        return str(reasons.get(msg_id, ""))
 
     table["dead_letter"] = [reason(m) for m in table.index]
     return table

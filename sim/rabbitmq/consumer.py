@@ -92,6 +92,11 @@ class ConsumerActor(Actor):
             spec, topology, node=spec.node, seed=shared.seed, work=buffered_sampler(spec.processing_time, rng),
             shared_store=shared.store, deliveries=shared, log=self.log)
         self.self_crashes = 0
+        queue = topology.queue(spec.queue)
+        # what the broker discards silently when this consumer settles (no dead-letter exchange to watch)
+        self.discards = queue.dead_letter_exchange is None
+        self.delivery_limit = queue.delivery_limit if queue.is_quorum else None
+        self._unsettled: dict[tuple[int, int], tuple[str, int]] = {}  # (gen, tag) -> (message id, delivery count)
         self.consumer_tag = f"{spec.node}.consumer"
         self.started = False
 
@@ -146,6 +151,8 @@ class ConsumerActor(Actor):
                       names.sim(method.exchange), names.sim(method.routing_key), bool(method.redelivered),
                       header_int(headers, "x-delivery-count") if self.core.quorum else 0,
                       header_int(headers, RETRY_COUNT), tuple(x_death_entries(headers, names)), Received(props, body))
+        if not self.spec.auto_ack and self.discards:
+            self._unsettled[(gen, method.delivery_tag)] = (d.msg_id, d.delivery_count)
         self._carry_out(self.core.deliver(self.s.now(), d))
 
     def _processed(self, h: Held[Received, int]) -> None:
@@ -171,9 +178,11 @@ class ConsumerActor(Actor):
         for e in effects:
             match e:
                 case Ack():
+                    self._unsettled.pop((e.conn, e.delivery_tag), None)
                     self.channel.basic_ack(e.delivery_tag)
                 case Nack():
                     self.channel.basic_nack(e.delivery_tag, requeue=e.requeue)
+                    self._observe_discard(e.conn, e.delivery_tag, e.requeue)
                 case StartProcessing():
                     self.s.call_later(e.duration, self._processed, e.held)
                 case PublishCopy():
@@ -184,6 +193,23 @@ class ConsumerActor(Actor):
                     self._crash_process(e.restart_after)
                 case CallDownstream():
                     raise AssertionError("downstream calls are refused in __init__")
+
+    def _observe_discard(self, gen: int, tag: int, requeue: bool) -> None:
+        """A nack the broker answers by discarding the message, on a queue without a dead-letter exchange: record
+        the broker's ``drop`` (observed), which nothing on the wire shows. Without requeue the message is rejected
+        (reason ``rejected``); with requeue, a quorum queue drops a message whose delivery count has reached its
+        ``delivery_limit`` (``delivery_limit``), as it would dead-letter it with a dead-letter exchange."""
+        entry = self._unsettled.pop((gen, tag), None)
+        if entry is None:
+            return
+        msg_id, count = entry
+        if not requeue:
+            reason = "rejected"
+        elif self.delivery_limit is not None and count >= self.delivery_limit:
+            reason = "delivery_limit"
+        else:
+            return
+        self.log.observed(self.s.now(), "drop", msg_id, "broker", queue=self.spec.queue, reason=reason)
 
     def _publish_copy(self, e: PublishCopy[Received, int]) -> None:
         p = e.original.props
@@ -198,7 +224,14 @@ class ConsumerActor(Actor):
 
     # -- losing the connection, crashing ------------------------------------------------------------
     def on_connection_lost(self, reason: str) -> None:
+        self._observe_returned(self.gen)
         self.core.connection_lost(self.s.now(), self.gen)
+
+    def _observe_returned(self, gen: int) -> None:
+        """The connection of generation ``gen`` is gone and the broker returns what it held: past a quorum queue's
+        delivery limit (without a dead-letter exchange) the broker drops it; record that (observed)."""
+        for key in [k for k in self._unsettled if k[0] == gen]:
+            self._observe_discard(gen, key[1], True)
 
     def _crash_process(self, restart_after: float) -> None:
         """The consumer process dies now and restarts ``restart_after`` later."""
@@ -211,4 +244,5 @@ class ConsumerActor(Actor):
             self.restart()
 
     def on_crash(self) -> None:
+        self._observe_returned(self.gen)
         self.core.crash(self.s.now())

@@ -11,7 +11,12 @@ falls behind its schedule publishes the overdue messages in a burst.
 Outcomes recorded per message id: ``publish`` (with the publish attempt),
 ``confirm``, ``publish_nack`` (reason ``nack``, or ``timeout`` when no confirm
 came within ``confirm_timeout``: the outcome is unknown) and ``return``
-(mandatory and unroutable). Republishing follows the simulation: a nacked
+(mandatory and unroutable). Every message goes out with ``mandatory`` set, so
+that the adapter sees the broker drop an unroutable message (the broker routes,
+drops and confirms it exactly as without the flag, and sends a ``basic.return``
+first): it records the broker's ``unroutable`` (observed) for every such
+message, and the publisher's ``return`` only when the scenario's publisher is
+``mandatory``. Republishing follows the simulation: a nacked
 message after ``republish_delay``, an unconfirmed one when the connection is
 lost or its confirm timed out.
 """
@@ -138,7 +143,7 @@ class PublisherActor(Actor):
             if self.spec.confirm_timeout is not None:
                 self.s.call_later(self.spec.confirm_timeout, self._confirm_timeout, self.gen, self.pub_seq)
         self.channel.basic_publish(self.exchange_real, self.names.routing_key(msg.exchange, msg.routing_key),
-                                   msg.msg_id.encode(), msg.properties, mandatory=self.spec.mandatory)
+                                   msg.msg_id.encode(), msg.properties, mandatory=True)
 
     def _on_confirm(self, gen: int, frame: Any) -> None:
         if gen != self.gen:
@@ -180,7 +185,8 @@ class PublisherActor(Actor):
         now = self.s.now()
         ex, rk = self.names.sim(method.exchange), self.names.sim(method.routing_key)
         msg_id = props.message_id or body.decode(errors="replace")
-        self.log.record(now, "return", msg_id, self.node, exchange=ex, routing_key=rk, reason=method.reply_text)
+        if self.spec.mandatory:  # the application asked for returns; otherwise only the adapter sees this one
+            self.log.record(now, "return", msg_id, self.node, exchange=ex, routing_key=rk, reason=method.reply_text)
         self.log.observed(now, "unroutable", msg_id, "broker", exchange=ex, routing_key=rk)
 
     # -- connection loss, crash ------------------------------------------------------------------
