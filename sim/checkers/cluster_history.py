@@ -20,7 +20,7 @@ model (:mod:`sim.messaging.cluster_model`) write this shape.
   yet delivered: allowed, a publisher must treat ``info`` as maybe), publish
   availability per partition side (the fraction of ``bin``-ms windows of the
   partition in which a publisher on that side published a message that was
-  confirmed in time, i.e. not ``late``) and the time to recover after the heal: for
+  confirmed in time, i.e. not ``late``, and before the heal) and the time to recover after the heal: for
   each publisher, from the heal to its first publish confirmed in time after its last
   trouble (a publish not confirmed in time, or a silence longer than ``gap`` ms, by
   default 3 x its median interval between publishes: no connection) after the heal;
@@ -112,7 +112,8 @@ class PartitionReport:
     duplicated: list[str]
     unconfirmed_delivered: list[str]
     availability: dict[str, float] = field(default_factory=dict)
-    """side -> fraction of the partition's windows with a publish confirmed in time (NaN: no publisher there)"""
+    """side -> fraction of the partition's windows with a publish confirmed in time before the heal
+    (NaN: no publisher there)"""
     recovery: float = math.nan
     """ms from the heal until every publisher publishes and is confirmed in time again (NaN: never)"""
 
@@ -149,7 +150,9 @@ def partition_report(history: pd.DataFrame, *, start: float, end: float, sides: 
         if node not in sides:
             raise ValueError(f"sides: node {node!r} (a publisher's node) has no side; sides given for "
                              f"{', '.join(sorted(sides)) or 'no node'}")
-    on_time = set(history.loc[(history["event"] == "confirmed") & (history["detail"] != "late"), "msg_id"])
+    confirms = history[(history["event"] == "confirmed") & (history["detail"] != "late")]
+    on_time = set(confirms["msg_id"])
+    during = set(confirms.loc[confirms["time"] < end, "msg_id"])
     nbins = max(1, math.ceil((end - start) / bin))
     availability: dict[str, float] = {}
     for side in sorted(set(sides.values())):
@@ -158,7 +161,7 @@ def partition_report(history: pd.DataFrame, *, start: float, end: float, sides: 
         if mine.empty:
             availability[side] = math.nan
             continue
-        ok = mine[mine["msg_id"].isin(on_time) & (mine["time"] >= start) & (mine["time"] < end)]
+        ok = mine[mine["msg_id"].isin(during) & (mine["time"] >= start) & (mine["time"] < end)]
         bins = {min(int((t - start) // bin), nbins - 1) for t in ok["time"]}
         availability[side] = len(bins) / nbins
     recovery = 0.0

@@ -53,7 +53,7 @@ from typing import Any, ClassVar, Literal
 
 from ..config import Duration, MaybeInfDuration, at_least, build, fld, nonneg, positive
 from ..errors import ScenarioError
-from ..faultspec import FaultsConfig
+from ..faultspec import LEADER, FaultsConfig, Isolate, Partition, Split
 
 __all__ = ["BrokerClusterConfig", "ClusterQueueSpec", "ClusterPublisherSpec", "ClusterConsumerSpec",
            "ClusterRunConfig", "ClusterScenario", "PARTITION_HANDLING", "CLUSTER_QUEUE_TYPES", "load_cluster_scenario"]
@@ -204,6 +204,12 @@ class ClusterScenario:
                                     f"must be after start ({p.start:g} ms), got {stop:g}")
         for where, name in self.faults.node_refs():
             node(f"faults.{where}", name)
+        for i, fault in enumerate(self.faults.schedule):
+            if not isinstance(fault, (Partition, Isolate, Split)):
+                raise ScenarioError(f"faults.schedule[{i}].kind", f"{fault.tag!r} is not modelled for a broker cluster; "
+                                    "accepted: partition, isolate, split")
+            if isinstance(fault, Isolate) and fault.node == LEADER:
+                raise ScenarioError(f"faults.schedule[{i}].node", f"{LEADER!r} is not accepted here: name the node")
 
     @property
     def nodes(self) -> tuple[str, ...]:
