@@ -70,7 +70,8 @@ def test_late_confirms_or_confirms_after_the_heal_are_not_availability():
     for r in clean():
         if r[1] == "p3" and r[4] == "confirmed" and 200.0 <= r[0] - 5 < 600.0:
             i = int(r[3].split("-")[1])
-            rows.append((r[0], r[1], r[2], r[3], "confirmed", "late") if i % 2 else (700.0, r[1], r[2], r[3], "confirmed"))
+            late = (r[0], r[1], r[2], r[3], "confirmed", "late")
+            rows.append(late if i % 2 else (700.0, r[1], r[2], r[3], "confirmed"))
         else:
             rows.append(r)
     r = report(rows)
@@ -80,7 +81,7 @@ def test_late_confirms_or_confirms_after_the_heal_are_not_availability():
 def test_recovery_is_the_last_trouble_after_the_heal():
     """p3 is silent from the heal (600) until 900 (no connection): it recovers at 900, 300 ms after the heal."""
     rows = [r for r in clean() if not (r[1] == "p3" and 600.0 <= r[0] < 900.0) and
-            not (r[3] in {f"p3-{i}" for i in (6, 7, 8)})]
+            r[3] not in {f"p3-{i}" for i in (6, 7, 8)}]
     r = report(rows)
     assert r.recovery == 300.0
     # a publisher that is never confirmed in time after the heal never recovered

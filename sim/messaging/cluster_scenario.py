@@ -206,8 +206,9 @@ class ClusterScenario:
             node(f"faults.{where}", name)
         for i, fault in enumerate(self.faults.schedule):
             if not isinstance(fault, (Partition, Isolate, Split)):
-                raise ScenarioError(f"faults.schedule[{i}].kind", f"{fault.tag!r} is not modelled for a broker cluster; "
-                                    "accepted: partition, isolate, split")
+                raise ScenarioError(f"faults.schedule[{i}].kind",
+                                    f"{fault.tag!r} is not modelled for a broker cluster; accepted: partition, "
+                                    "isolate, split")
             if isinstance(fault, Isolate) and fault.node == LEADER:
                 raise ScenarioError(f"faults.schedule[{i}].node", f"{LEADER!r} is not accepted here: name the node")
 
