@@ -73,15 +73,19 @@ def test_quorum_minority_publishes_are_not_confirmed_during_the_partition():
 
 def test_classic_queue_on_the_paused_minority_confirms_then_loses_the_majority_side():
     """As on the real cluster (pause_minority): a classic queue on the isolated node confirms what the majority
-    side publishes while its node is away, and never delivers it. The window: from the cut to the node's
-    return (heal + reconnect + boot); messages published on the queue's own node survive its pause."""
+    side publishes while its node is away (from the detection to its return: heal + reconnect + boot), and never
+    delivers it; what was sent before the detection is nacked then; messages published on the queue's own node
+    survive its pause."""
     run = run_cluster_model(scenario("classic", "pause_minority"))
     lost = lost_ids(run)
     t = published_at(run)
     assert lost and all(m.startswith("p1-") for m in lost)
-    back = HEAL + RECONNECT + BOOT
-    assert all(CUT <= t[m] < back for m in lost)
-    assert len(lost) == round((back - CUT) * RATE / 1000.0)  # every majority publish of the window
+    away, back = CUT + DETECT, HEAL + RECONNECT + BOOT
+    assert all(away <= t[m] < back for m in lost)
+    assert len(lost) == round((back - away) * RATE / 1000.0)  # every majority publish of the window
+    m = message_outcomes(run.history).set_index("msg_id")
+    nacked = m.index[m["publish"] == "nacked"]
+    assert len(nacked) == round(DETECT * RATE / 1000.0) and all(CUT <= t[i] < away for i in nacked)
     states = run.node_states
     n3 = states[states["node"] == "n3"]
     assert n3["state"].tolist() == ["running", "stopped", "running"]
@@ -102,7 +106,8 @@ def test_classic_queue_on_the_cut_node_loses_the_other_sides_publishes_in_every_
     lost = lost_ids(run)
     assert lost and all(m.startswith("p1-") for m in lost)
     t = published_at(run)
-    assert all(CUT <= t[m] < HEAL + RECONNECT + BOOT for m in lost)  # until the node is back (autoheal: restarted)
+    # from the detection until the node is back (autoheal: restarted)
+    assert all(CUT + DETECT <= t[m] < HEAL + RECONNECT + BOOT for m in lost)
 
 
 @pytest.mark.parametrize("mode", ["autoheal", "ignore"])
