@@ -269,3 +269,25 @@ def test_a_report_needs_a_partition():
     with pytest.raises(ValueError, match="no partition"):
         model_report(run, NODES)
     assert math.isfinite(run.meta["net_ticktime"])
+
+
+def test_the_matrix_experiment_shows_the_predicted_headline(tmp_path):
+    """experiments/rabbitmq_cluster_matrix.py --quick: the predictions its docstring states."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "experiments" / "rabbitmq_cluster_matrix.py"
+    spec = importlib.util.spec_from_file_location("_experiment_rabbitmq_cluster_matrix", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.main(["--quick", "--out", str(tmp_path)]) == 0
+    df = pd.read_csv(tmp_path / "cluster_matrix.csv")
+    lost = df.groupby(["queue", "mode", "queue_node", "workload"])["lost"].max()
+    assert (lost["quorum"] == 0).all()
+    classic = lost["classic"]
+    assert classic["pause_minority", "majority"].max() == 0
+    assert (classic["pause_minority", "minority"] > 0).all()
+    assert (classic[["autoheal", "ignore"]] > 0).all()
+    mirrored = lost["mirrored"]
+    assert (mirrored["pause_minority"] == 0).all()
+    assert (mirrored.xs("drain", level="workload")[["autoheal", "ignore"]] > 0).all()
