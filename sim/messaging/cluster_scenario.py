@@ -90,6 +90,9 @@ class BrokerClusterConfig:
                                            doc="ignore mode: an operator restarts the losing side this long "
                                                "after the nodes reconnect (inf: never)")
     latency: Duration = fld(1.0, check=nonneg, doc="one-way latency between nodes, and client to node")
+    sync_interval: Duration = fld(25.0, check=nonneg, doc="a classic queue confirms a persistent message this long "
+                                                          "after it arrived (written to disk); consumers may get it "
+                                                          "before")
 
     @classmethod
     def _preprocess(cls, data: dict[str, Any], path: str) -> dict[str, Any]:
