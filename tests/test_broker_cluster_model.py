@@ -291,3 +291,17 @@ def test_the_matrix_experiment_shows_the_predicted_headline(tmp_path):
     mirrored = lost["mirrored"]
     assert (mirrored["pause_minority"] == 0).all()
     assert (mirrored.xs("drain", level="workload")[["autoheal", "ignore"]] > 0).all()
+
+
+def test_a_message_delivered_before_its_disk_sync_can_end_unconfirmed():
+    """A classic queue confirms after its disk sync (25 ms) and delivers at once: a publish on the node within the
+    sync interval before it pauses is delivered to the local consumer, and its publisher's connection closes
+    before the confirm (seen on the real cluster)."""
+    run = run_cluster_model(scenario("classic", "pause_minority", consumers=(("c3", "n3"),)))
+    report = model_report(run, NODES)
+    pause = CUT + DETECT
+    t = published_at(run)
+    assert report.unconfirmed_delivered and all(pause - 25.0 < t[m] < pause for m in report.unconfirmed_delivered)
+    assert all(m.startswith("p3-") for m in report.unconfirmed_delivered)
+    at_once = run_cluster_model(scenario("classic", "pause_minority", consumers=(("c3", "n3"),), sync_interval=0))
+    assert not model_report(at_once, NODES).unconfirmed_delivered
