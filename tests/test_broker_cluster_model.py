@@ -305,3 +305,22 @@ def test_a_message_delivered_before_its_disk_sync_can_end_unconfirmed():
     assert all(m.startswith("p3-") for m in report.unconfirmed_delivered)
     at_once = run_cluster_model(scenario("classic", "pause_minority", consumers=(("c3", "n3"),), sync_interval=0))
     assert not model_report(at_once, NODES).unconfirmed_delivered
+
+
+@pytest.mark.parametrize("mode, duplicated", [("autoheal", True), ("ignore", True), ("pause_minority", False)])
+def test_quorum_deliveries_across_an_undetected_cut_come_back_as_duplicates(mode, duplicated):
+    """As on the real cluster (autoheal): the leader, on the majority, delivers to a consumer on the isolated node
+    until it declares the node down, then returns those messages, which the majority's consumer gets again
+    (redelivered); the held deliveries still arrive when the cut ends if the consumer's node kept running. A paused
+    node has closed the consumer's connection: no duplicates. Either way nothing confirmed is lost."""
+    run = run_cluster_model(scenario("quorum", mode, home="n1", consumers=(("c1", "n1"), ("c3", "n3"))))
+    h = run.history
+    report = model_report(run, NODES)
+    assert report.counts["lost"] == 0
+    assert bool(report.duplicated) is duplicated
+    deliveries = h[h["event"] == "delivered"]
+    for msg in report.duplicated:
+        mine = deliveries[deliveries["msg_id"] == msg]
+        assert set(mine["client"]) == {"c1", "c3"}
+        assert mine.loc[mine["client"] == "c1", "redelivered"].all()
+        assert (mine.loc[mine["client"] == "c3", "time"] >= HEAL).all()

@@ -14,7 +14,7 @@ Two verdicts, as for ``capsim validate rabbitmq``:
 * **semantics** (must agree): whether confirmed messages were lost, whether any
   message was delivered twice, and whether each side of the partition could publish
   at all;
-* **timing** (within an allowance): the number lost, the number delivered though not
+* **timing** (within an allowance): the number lost, the number duplicated, the number delivered though not
   confirmed (allowed by at-least-once publishing, and a race: a consumer may get a
   message before the queue's disk sync lets its confirm go, and a connection closing
   in between leaves it unconfirmed; allowance: one sync interval's messages per
@@ -144,14 +144,16 @@ def compare_reports(model: PartitionReport, real: PartitionReport | None, *, rat
         return out
 
     span = 0.25 * net_ticktime + 1000.0
-    allow = {"lost": math.ceil(rate * span / 1000.0), "recovery_ms": span + reconnect_delay,
+    count = math.ceil(rate * span / 1000.0)
+    allow = {"lost": count, "duplicates": count, "recovery_ms": span + reconnect_delay,
              "unconfirmed_delivered": race}
     m = facts(model)
     r = facts(real) if real is not None else {}
     sem = pd.DataFrame([{"aspect": k, "model": v, "real": r.get(k), "agree": (r.get(k) == v) if real else None}
                         for k, v in m.items()])
     def measures(r: PartitionReport) -> dict[str, float]:
-        out = {"lost": float(r.counts["lost"]), "unconfirmed_delivered": float(r.counts["unconfirmed_delivered"])}
+        out = {"lost": float(r.counts["lost"]), "duplicates": float(r.counts["duplicates"]),
+               "unconfirmed_delivered": float(r.counts["unconfirmed_delivered"])}
         out.update({f"availability_{s}": a for s, a in sorted(r.availability.items())})
         out["recovery_ms"] = r.recovery
         return out
