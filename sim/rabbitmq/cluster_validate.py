@@ -182,8 +182,10 @@ def _report(run: Any, sc: ClusterScenario, first: Partition) -> PartitionReport:
     return partition_report(run.history, start=start, end=end, sides=partition_sides(sc.nodes, first))
 
 
-def validate_cluster(sc: ClusterScenario, *, model_only: bool = False) -> ClusterComparison:
-    """Run ``sc`` in the model and (unless ``model_only``) on a real cluster it starts and removes."""
+def validate_cluster(sc: ClusterScenario, *, model_only: bool = False, cluster: Any = None) -> ClusterComparison:
+    """Run ``sc`` in the model and (unless ``model_only``) on a real cluster: ``cluster``, a running
+    :class:`~sim.rabbitmq.cluster.RabbitCluster` with the scenario's nodes, mode and ``net_ticktime`` (the queue
+    is deleted afterwards), else one it starts and removes."""
     check_real_workload(sc)
     model_run: ClusterModelRun = run_cluster_model(sc)
     parts = [f for f in model_run.schedule if isinstance(f, Partition)]
@@ -194,7 +196,7 @@ def validate_cluster(sc: ClusterScenario, *, model_only: bool = False) -> Cluste
     runs: dict[str, Any] = {"model": model_run}
     real = None
     if not model_only:
-        real_run = _run_real(sc, model_run.schedule)
+        real_run = _run_real(sc, model_run.schedule, cluster)
         runs["real"] = real_run
         real = _report(real_run, sc, first)
     pub = sc.broker.publishers[0]
@@ -206,23 +208,43 @@ def validate_cluster(sc: ClusterScenario, *, model_only: bool = False) -> Cluste
     return ClusterComparison(sc, model, real, sem, timing, verdict, runs)
 
 
-def _run_real(sc: ClusterScenario, schedule: list[Any]) -> Any:
+def _run_real(sc: ClusterScenario, schedule: list[Any], cluster: Any = None) -> Any:
     from .cluster import RabbitCluster, cleanup_leftovers
-    from .cluster_clients import run_cluster_workload
 
     cl = sc.broker.cluster
+    if cluster is not None:
+        have = (tuple(cluster.nodes), cluster.partition_handling, float(cluster.net_ticktime) * 1000.0)
+        want = (cl.nodes, cl.partition_handling, cl.net_ticktime)
+        if have != want:
+            raise ValueError(f"the given cluster (nodes, partition handling, net_ticktime ms) {have} does not "
+                             f"match the scenario's {want}")
+        return _workload(sc, schedule, cluster, cleanup=True)
+    cleanup_leftovers()
+    with RabbitCluster(len(cl.nodes), partition_handling=cl.partition_handling,
+                       net_ticktime=int(cl.net_ticktime // 1000)) as started:
+        return _workload(sc, schedule, started, cleanup=False)
+
+
+def _workload(sc: ClusterScenario, schedule: list[Any], cluster: Any, *, cleanup: bool) -> Any:
+    from .cluster_clients import delete_queue, run_cluster_workload
+
     q = sc.broker.queue
     queue = f"capsim-{q.name}-{secrets.token_hex(3)}"
-    cleanup_leftovers()
     pub = sc.broker.publishers[0]
-    with RabbitCluster(len(cl.nodes), partition_handling=cl.partition_handling,
-                       net_ticktime=int(cl.net_ticktime // 1000)) as cluster:
-        if q.type == "mirrored":
-            cluster.ctl(q.node, "set_policy", "--apply-to", "queues", "capsim-ha-all", f"^{queue}$",
-                        '{"ha-mode":"all"}')
+    policy = f"capsim-ha-{queue}"
+    if q.type == "mirrored":
+        cluster.ctl(q.node, "set_policy", "--apply-to", "queues", policy, f"^{queue}$", '{"ha-mode":"all"}')
+    try:
         return run_cluster_workload(
             cluster, queue=queue, queue_type="classic" if q.type == "mirrored" else q.type, declare_on=q.node,
             publishers={p.name: p.node for p in sc.broker.publishers},
             consumers={c.name: c.node for c in sc.broker.consumers}, rate=pub.rate, duration=sc.run.duration,
             faults=schedule, confirm_timeout=pub.confirm_timeout, reconnect_delay=pub.reconnect_delay,
             drain_timeout=max(sc.run.drain, 5000.0))
+    finally:
+        if cleanup:
+            cluster.heal()
+            cluster.wait_for(cluster.all_running, 120.0, "all nodes running again")
+            delete_queue(cluster, q.node, queue)
+            if q.type == "mirrored":
+                cluster.ctl(q.node, "clear_policy", policy, check=False)
