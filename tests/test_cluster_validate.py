@@ -107,3 +107,40 @@ def test_the_cli_refuses_options_that_do_not_apply(capsys):
     assert main(["validate", "rabbitmq-cluster", path, "--model-only", "--local-node"]) == 2
     assert "--local-node" in capsys.readouterr().err
     assert main(["validate", "rabbitmq", path, "--model-only"]) == 2
+
+
+RECORDED = sorted(p for p in (EXAMPLES / "recorded").iterdir() if p.is_dir())
+
+
+@pytest.mark.parametrize("run", RECORDED, ids=lambda p: p.name)
+def test_the_model_agrees_with_every_recorded_real_cluster_run(run):
+    """The current model against each recorded run of the real cluster (experiments/rabbitmq-cluster/recorded):
+    semantics equal, timing within the stated accuracy."""
+    import pandas as pd
+
+    from sim.rabbitmq.cluster_validate import compare_recorded
+
+    history = pd.read_csv(run / "history_real.csv.gz", keep_default_na=False)
+    result = compare_recorded(load_cluster_scenario(run / "scenario.toml"), history)
+    assert result.verdict == "agree", result.report()
+
+
+def test_a_recorded_run_compared_with_a_wrong_model_disagrees():
+    """The same check rejects a model that is wrong: the classic queue's recorded run against a quorum queue."""
+    import pandas as pd
+
+    from sim.rabbitmq.cluster_validate import compare_recorded
+
+    run = EXAMPLES / "recorded" / "classic-queue-on-paused-node"
+    sc = load_cluster_scenario(run / "scenario.toml")
+    wrong = load_cluster_scenario({**_plain(run / "scenario.toml"), "broker": {
+        **_plain(run / "scenario.toml")["broker"], "queue": {"name": "cq", "type": "quorum", "node": "n3"}}})
+    history = pd.read_csv(run / "history_real.csv.gz", keep_default_na=False)
+    assert compare_recorded(sc, history).verdict == "agree"
+    assert compare_recorded(wrong, history).verdict == "semantics differ"
+
+
+def _plain(path: Path) -> dict:
+    import tomllib
+
+    return tomllib.loads(path.read_text())

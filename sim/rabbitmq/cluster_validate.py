@@ -49,7 +49,7 @@ from ..messaging.cluster_model import ClusterModelRun, partition_sides, run_clus
 from ..messaging.cluster_scenario import ClusterScenario
 from ..outdir import check_out, staged
 
-__all__ = ["ClusterComparison", "validate_cluster", "check_real_workload", "compare_reports"]
+__all__ = ["ClusterComparison", "validate_cluster", "compare_recorded", "check_real_workload", "compare_reports"]
 
 
 def check_real_workload(sc: ClusterScenario) -> None:
@@ -206,6 +206,27 @@ def validate_cluster(sc: ClusterScenario, *, model_only: bool = False, cluster: 
                                            reconnect_delay=pub.reconnect_delay, partition=first.end - first.start,
                                            race=race)
     return ClusterComparison(sc, model, real, sem, timing, verdict, runs)
+
+
+def compare_recorded(sc: ClusterScenario, history: pd.DataFrame) -> ClusterComparison:
+    """The model on ``sc`` against a real run's recorded ``history`` (e.g. ``history_real.csv`` of a saved
+    validation): the same comparison as :func:`validate_cluster`, without a cluster. The real side's partition
+    window is the scenario's (the recorded history carries no fault times)."""
+    check_real_workload(sc)
+    model_run = run_cluster_model(sc)
+    parts = [f for f in model_run.schedule if isinstance(f, Partition)]
+    if not parts:
+        raise ScenarioError("faults.schedule", "a comparison needs a partition")
+    first = parts[0]
+    model = _report(model_run, sc, first)
+    end = min(first.end, sc.run.duration)
+    real = partition_report(history, start=first.start, end=end, sides=partition_sides(sc.nodes, first))
+    pub = sc.broker.publishers[0]
+    race = len(sc.broker.publishers) * max(1, math.ceil(pub.rate * sc.broker.cluster.sync_interval / 1000.0))
+    sem, timing, verdict = compare_reports(model, real, rate=pub.rate, net_ticktime=sc.broker.cluster.net_ticktime,
+                                           reconnect_delay=pub.reconnect_delay, partition=first.end - first.start,
+                                           race=race)
+    return ClusterComparison(sc, model, real, sem, timing, verdict, {"model": model_run})
 
 
 def _run_real(sc: ClusterScenario, schedule: list[Any], cluster: Any = None) -> Any:
