@@ -29,7 +29,13 @@ What the documentation and Jepsen predict, and the model must show:
 
 Writes ``cluster_matrix.csv`` and prints the table.
 
-    python experiments/rabbitmq_cluster_matrix.py [--quick] [--out DIR]
+With ``--real`` (root; about 1.5 min per scenario) it also runs the example scenarios of
+``experiments/rabbitmq-cluster/`` on a real three-node cluster, one cluster per scenario
+(``capsim validate rabbitmq-cluster``), and writes ``real_comparison.csv``: per scenario,
+the model's and the real cluster's numbers and both verdicts. ``--quick --real`` runs one
+scenario per queue type.
+
+    python experiments/rabbitmq_cluster_matrix.py [--quick] [--real] [--out DIR]
 """
 
 from __future__ import annotations
@@ -87,10 +93,35 @@ def headline(df: pd.DataFrame) -> pd.DataFrame:
                           aggfunc="max")
 
 
+EXAMPLES = Path(__file__).resolve().parent / "rabbitmq-cluster"
+QUICK_REAL = ("classic-queue-on-paused-node", "quorum-queue-minority-cut-off", "mirrored-queue-autoheal")
+
+
+def real_comparison(quick: bool) -> pd.DataFrame:
+    """Every example scenario (quick: one per queue type) in the model and on a real cluster."""
+    from sim.messaging.cluster_scenario import load_cluster_scenario
+    from sim.rabbitmq.cluster_validate import validate_cluster
+
+    paths = [EXAMPLES / f"{n}.toml" for n in QUICK_REAL] if quick else sorted(EXAMPLES.glob("*.toml"))
+    rows = []
+    for path in paths:
+        result = validate_cluster(load_cluster_scenario(path))
+        print(result.report(), end="\n\n", flush=True)
+        t = result.timing.set_index("measure")
+        row: dict[str, object] = {"scenario": path.stem, "verdict": result.verdict,
+                                  "semantics_agree": bool(result.semantics["agree"].all())}
+        for measure in t.index:
+            row[f"{measure}_model"], row[f"{measure}_real"] = t.loc[measure, "model"], t.loc[measure, "real"]
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="one partition length (6 s) instead of 2, 6 and 15 s")
     parser.add_argument("--out", default="out/rabbitmq_cluster_matrix", help="output folder (default: %(default)s)")
+    parser.add_argument("--real", action="store_true",
+                        help="also run the example scenarios on a real cluster (root, ~1.5 min each)")
     args = parser.parse_args(argv)
     lengths = [6000.0] if args.quick else [2000.0, 6000.0, 15000.0]
     out = Path(args.out)
@@ -105,6 +136,14 @@ def main(argv: list[str] | None = None) -> int:
         print("\nconfirmed messages lost, messages duplicated (worst placement and workload), by partition length (s):")
         print(headline(df).to_string())
     print(f"\n{len(df)} runs in {time.perf_counter() - t0:.1f} s; wrote {out / 'cluster_matrix.csv'}")
+    if args.real:
+        real = real_comparison(args.quick)
+        real.to_csv(out / "real_comparison.csv", index=False)
+        with pd.option_context("display.width", 200):
+            print(real[["scenario", "verdict", "lost_model", "lost_real", "duplicates_model",
+                        "duplicates_real"]].to_string(index=False))
+        print(f"wrote {out / 'real_comparison.csv'}")
+        return 0 if real["semantics_agree"].all() else 1
     return 0
 
 
