@@ -95,8 +95,11 @@ def _parser() -> argparse.ArgumentParser:
                               "--out out/validate\n\nThe broker URL comes from --url, else $CAPSIM_AMQP_URL, else "
                               "amqp://guest:guest@127.0.0.1:5672/%2F; the password is never printed.",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    v.add_argument("target", choices=["rabbitmq"], help="the real system to validate against")
-    v.add_argument("scenario", type=Path, help="messaging scenario TOML file")
+    v.add_argument("target", choices=["rabbitmq", "rabbitmq-cluster"],
+                   help="the real system to validate against: one broker (a messaging scenario), or a three-node "
+                        "cluster under partitions (a broker-cluster scenario, sim.messaging.cluster_scenario; needs "
+                        "root; semantics and timing verdicts as for rabbitmq)")
+    v.add_argument("scenario", type=Path, help="messaging (or broker-cluster) scenario TOML file")
     v.add_argument("--url", default=None, help="amqp://user:pass@host:port/vhost (default: $CAPSIM_AMQP_URL or local)")
     v.add_argument("--seed", type=int, default=None, help="root seed (default: the scenario's run.seed)")
     v.add_argument("--out", default=None, help="folder for the CSV tables, the CDF figure and the report")
@@ -108,6 +111,8 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument("--no-costs", action="store_true",
                    help="simulate the broker without the costs measured on it (requeue, settle, confirm, "
                         "dead-letter; see sim.messaging.costs); a scenario's own [protocol.broker_costs] always apply")
+    v.add_argument("--model-only", action="store_true",
+                   help="rabbitmq-cluster: print the model's prediction only (no real cluster)")
     v.add_argument("--local-node", action="store_true",
                    help="start a RabbitMQ node of its own (free ports, temporary data; needs root or the rabbitmq "
                         "user) instead of --url; required for scenarios that restart the broker")
@@ -373,6 +378,10 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     from .rabbitmq.validate import MAX_REPEATS, validate
     from .scenario import Scenario
 
+    if args.target == "rabbitmq-cluster":
+        return _cmd_validate_cluster(args)
+    if args.model_only:
+        raise ScenarioError("--model-only", "applies to rabbitmq-cluster only")
     if args.out is not None:  # before the broker runs, so a bad folder costs nothing
         check_out(args.out, kind="validation", inputs=[args.scenario])
     scenario = Scenario.from_toml(args.scenario)
@@ -398,6 +407,31 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     if args.out is not None:
         print(f"\n{wrote(result.save(args.out), 'validation')}")
     return {"agree": 0, "timing differs": 4}.get(result.verdict, 1)
+
+
+def _cmd_validate_cluster(args: argparse.Namespace) -> int:
+    """``capsim validate rabbitmq-cluster``: same exit statuses as ``validate rabbitmq`` (0 also for --model-only)."""
+    from .messaging.cluster_scenario import load_cluster_scenario
+    from .rabbitmq.cluster_validate import validate_cluster
+    from .rabbitmq.errors import AdapterError
+
+    for flag, given in (("--url", args.url is not None), ("--local-node", args.local_node),
+                        ("--seed", args.seed is not None), ("--no-costs", args.no_costs)):
+        if given:
+            raise ScenarioError(flag, "does not apply to rabbitmq-cluster (the cluster is started by the command; "
+                                      "the scenario's run.seed is used)")
+    if args.out is not None:
+        check_out(args.out, kind="validation", inputs=[args.scenario])
+    scenario = load_cluster_scenario(args.scenario)
+    try:
+        result = validate_cluster(scenario, model_only=args.model_only)
+    except AdapterError as exc:
+        print(f"capsim: error: {exc}", file=sys.stderr)
+        return 3
+    print(result.report())
+    if args.out is not None:
+        print(f"\n{wrote(result.save(args.out), 'validation')}")
+    return {"agree": 0, "model only": 0, "timing differs": 4}.get(result.verdict, 1)
 
 
 if __name__ == "__main__":  # pragma: no cover

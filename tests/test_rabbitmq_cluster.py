@@ -380,6 +380,22 @@ def test_a_classic_queue_on_a_paused_node_loses_messages_confirmed_to_the_majori
 
 
 @pytest.mark.rabbitmq
+def test_the_model_predicts_what_the_real_cluster_does_to_a_classic_queue_on_a_paused_node(settled):
+    """`capsim validate rabbitmq-cluster`'s quick case on this module's cluster: the model's semantics (confirmed
+    messages lost, none duplicated, both sides could publish) agree with the real cluster's; timing is printed,
+    not judged (one run)."""
+    from pathlib import Path
+
+    from sim.messaging.cluster_scenario import load_cluster_scenario
+    from sim.rabbitmq.cluster_validate import validate_cluster
+
+    examples = Path(__file__).resolve().parents[1] / "experiments" / "rabbitmq-cluster"
+    result = validate_cluster(load_cluster_scenario(examples / "classic-queue-on-paused-node.toml"), cluster=settled)
+    print(result.report())
+    assert result.real is not None and result.semantics["agree"].all(), result.report()
+
+
+@pytest.mark.rabbitmq
 def test_closing_removes_namespaces_processes_and_files(cluster):
     """After close: no namespace, root veth, directory or process of the run is left (runs last)."""
     c = cluster

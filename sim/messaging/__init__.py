@@ -8,7 +8,11 @@
   consumer and downstream nodes on the simulated network);
 * :mod:`~sim.messaging.retry`, :mod:`~sim.messaging.idempotency`: consumer patterns;
 * :mod:`~sim.messaging.history`: the message-event table (``result.tables["message_events"]``),
-  checked by :mod:`sim.checkers.delivery` (``result.verdicts["delivery"]``).
+  checked by :mod:`sim.checkers.delivery` (``result.verdicts["delivery"]``);
+* :mod:`~sim.messaging.cluster_model` (with :mod:`~sim.messaging.cluster_scenario`): a RabbitMQ
+  cluster's queues (classic, mirrored, quorum) under partitions and the three partition handling
+  modes, an event loop of its own that writes the real cluster's history shape
+  (:mod:`sim.checkers.cluster_history`).
 
 Patterns with their own protocols and checkers (all run with :func:`sim.run`):
 

@@ -27,7 +27,8 @@ The history is a DataFrame with one row per event: ``time`` (ms), ``client``,
 (:data:`EVENTS`), ``type`` (Jepsen's ``invoke``/``ok``/``fail``/``info``),
 ``redelivered`` and ``detail``. :func:`message_outcomes` folds it into one row
 per message and :func:`check_confirmed_delivered` is the at-least-once verdict:
-every confirmed message was delivered. Alongside, the run records when faults
+every confirmed message was delivered (both live in :mod:`sim.checkers.cluster_history`,
+which reads the broker-cluster model's histories the same way). Alongside, the run records when faults
 started and ended, every client's connection events, and when each node's
 broker stopped (a ``pause_minority`` pause) and ran again.
 """
@@ -42,25 +43,27 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from ..config import build
-from ..errors import ScenarioError
-from ..faultspec import LEADER, Fault, FaultsConfig, Isolate, Partition, Split
+from ..checkers.cluster_history import (
+    EVENTS,
+    HISTORY_COLUMNS,
+    DeliveryVerdict,
+    check_confirmed_delivered,
+    message_outcomes,
+)
+from ..faultspec import Fault
+from ..partitions import partition_schedule
 from .amqp import close_quietly, connect_blocking
 from .errors import AdapterError
 from .loop import Actor, Session
 from .names import RunNames
 
 if TYPE_CHECKING:
-    import numpy as np
 
     from .cluster import RabbitCluster
 
 __all__ = ["EVENTS", "HISTORY_COLUMNS", "ClusterRun", "run_cluster_workload", "partition_schedule",
            "run_fault_schedule", "message_outcomes", "check_confirmed_delivered", "DeliveryVerdict", "delete_queue"]
 
-EVENTS = {"published": "invoke", "confirmed": "ok", "nacked": "fail", "unknown": "info",
-          "delivered": "ok", "acked": "ok"}
-HISTORY_COLUMNS = ["time", "client", "node", "msg_id", "event", "type", "redelivered", "detail"]
 QUEUE_TYPES = ("quorum", "classic")
 
 
@@ -185,49 +188,6 @@ class _Consumer(Actor):
 
 
 # -- partition schedules ------------------------------------------------------------------------------
-def partition_schedule(faults: FaultsConfig | Mapping[str, Any] | Sequence[Fault], nodes: Sequence[str], *,
-                       until: float = math.inf, rng: np.random.Generator | None = None) -> list[Fault]:
-    """The concrete partitions of a schedule in the simulation's format (a ``[faults]`` table, a
-    :class:`~sim.faultspec.FaultsConfig` or a list of faults), checked against ``nodes``.
-
-    ``split`` and ``isolate`` become partitions as in the simulation; a random split or
-    ``[faults.random]`` needs ``rng`` (the simulation's ``faults`` stream). Other fault kinds
-    raise :class:`ScenarioError` naming the fault.
-    """
-    from ..kernel.faults import resolve_schedule
-
-    config = build(FaultsConfig, faults, "faults") if isinstance(faults, Mapping) else faults
-    if isinstance(config, FaultsConfig):
-        schedule = list(config.schedule)
-        for path, name in config.node_refs():
-            if name not in nodes and name != LEADER:
-                raise ScenarioError(f"faults.{path}", f"unknown node {name!r}; the cluster's nodes: {', '.join(nodes)}")
-        if config.random is not None:
-            if rng is None or not math.isfinite(until):
-                raise ScenarioError("faults.random", "random faults need rng (the faults stream) and a finite until")
-            schedule += config.random.generate(tuple(nodes), until, rng)
-    else:
-        schedule = list(config)
-    for i, fault in enumerate(schedule):
-        where = f"faults.schedule[{i}]"
-        if not isinstance(fault, (Partition, Isolate, Split)):
-            raise ScenarioError(f"{where}.kind", f"{fault.tag!r} is not supported on the real cluster; "
-                                "accepted: partition, isolate, split")
-        if isinstance(fault, Isolate) and fault.node == LEADER:
-            raise ScenarioError(f"{where}.node", f"{LEADER!r} is not supported on the real cluster: name the node")
-        if isinstance(fault, Split) and fault.pick == "random" and rng is None:
-            raise ScenarioError(f"{where}.pick", "'random' needs rng (the faults stream); or use 'first' / 'last'")
-        for path, name in fault.node_refs():
-            if name not in nodes:
-                raise ScenarioError(f"{where}.{path}",
-                                    f"unknown node {name!r}; the cluster's nodes: {', '.join(nodes)}")
-    if rng is None:
-        import numpy as np
-
-        rng = np.random.default_rng(0)  # never drawn from: random splits were refused above
-    return resolve_schedule(schedule, tuple(nodes), rng)
-
-
 def _actions(schedule: Sequence[Fault]) -> list[tuple[float, int, str, Fault]]:
     out = [(f.start, i, "start", f) for i, f in enumerate(schedule)]
     out += [(f.end, i, "end", f) for i, f in enumerate(schedule) if math.isfinite(f.end)]
@@ -409,52 +369,3 @@ def delete_queue(cluster: RabbitCluster, node: str, queue: str) -> None:
         conn.channel().queue_delete(queue)
     finally:
         close_quietly(conn)
-
-
-# -- reading a history ------------------------------------------------------------------------------------
-def message_outcomes(history: pd.DataFrame) -> pd.DataFrame:
-    """One row per message id: ``publish`` (confirmed > nacked > unknown > pending; ``""`` if never published),
-    ``deliveries``, ``redeliveries``, ``acks``, ``publisher`` and ``node`` (where it was published)."""
-    rows: dict[str, dict[str, Any]] = {}
-    for r in history.itertuples(index=False):
-        row = rows.setdefault(str(r.msg_id), {"msg_id": r.msg_id, "publisher": "", "node": "", "publish": "",
-                                              "deliveries": 0, "redeliveries": 0, "acks": 0, "_seen": set()})
-        if r.event == "published":
-            row["publisher"], row["node"] = r.client, r.node
-        elif r.event in ("confirmed", "nacked", "unknown"):
-            row["_seen"].add(r.event)
-        elif r.event == "delivered":
-            row["deliveries"] += 1
-            row["redeliveries"] += bool(r.redelivered)
-        elif r.event == "acked":
-            row["acks"] += 1
-    out = []
-    for row in rows.values():
-        seen = row.pop("_seen")
-        if row["publisher"]:
-            row["publish"] = next((e for e in ("confirmed", "nacked", "unknown") if e in seen), "pending")
-        out.append(row)
-    columns = ["msg_id", "publisher", "node", "publish", "deliveries", "redeliveries", "acks"]
-    return pd.DataFrame(out, columns=columns)
-
-
-@dataclass
-class DeliveryVerdict:
-    """At-least-once on the real cluster: ``lost`` = confirmed, never delivered; ``phantom`` = delivered,
-    never published."""
-
-    ok: bool
-    counts: dict[str, int]
-    lost: list[str]
-    phantom: list[str]
-
-
-def check_confirmed_delivered(history: pd.DataFrame) -> DeliveryVerdict:
-    """Every confirmed message was delivered at least once, and nothing unpublished was delivered."""
-    m = message_outcomes(history)
-    lost = sorted(m.loc[(m["publish"] == "confirmed") & (m["deliveries"] == 0), "msg_id"])
-    phantom = sorted(m.loc[(m["publish"] == "") & (m["deliveries"] > 0), "msg_id"])
-    counts = {k: int((m["publish"] == k).sum()) for k in ("confirmed", "nacked", "unknown", "pending")}
-    counts["delivered"] = int((m["deliveries"] > 0).sum())
-    counts["lost"], counts["phantom"] = len(lost), len(phantom)
-    return DeliveryVerdict(not lost and not phantom, counts, lost, phantom)

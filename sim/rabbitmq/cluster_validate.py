@@ -1,0 +1,271 @@
+"""``capsim validate rabbitmq-cluster``: one broker-cluster scenario in the model and on the real cluster, side by side.
+
+The model (:mod:`sim.messaging.cluster_model`) runs the scenario; then, unless
+``model_only``, a real three-node RabbitMQ cluster (:mod:`sim.rabbitmq.cluster`,
+root needed) is started with the scenario's ``partition_handling`` and
+``net_ticktime``, the queue is declared on the scenario's node (a mirrored queue: a
+classic queue under an ``ha-mode: all`` policy), and the same publishers, consumers
+and partition schedule run (:func:`~sim.rabbitmq.cluster_clients.run_cluster_workload`).
+Both histories go through :func:`~sim.checkers.cluster_history.partition_report`
+with the same partition window and sides.
+
+Two verdicts, as for ``capsim validate rabbitmq``:
+
+* **semantics** (must agree): whether confirmed messages were lost, whether any
+  message was delivered twice, and whether each side of the partition could publish
+  at all;
+* **timing** (within an allowance): the number lost, the number duplicated, the number delivered though not
+  confirmed (allowed by at-least-once publishing, and a race: a consumer may get a
+  message before the queue's disk sync lets its confirm go, and a connection closing
+  in between leaves it unconfirmed; allowance: one sync interval's messages per
+  publisher), each side's publish availability and the time to recover after the
+  heal. The allowance is the model's
+  stated accuracy, not a measured spread (one real run): the detection delay is only
+  known within 1-1.25 ``net_ticktime`` and the node-state polling, reconnection and
+  boot times within about a second, so counts may differ by the messages of
+  ``0.25 x net_ticktime + 1 s`` at the publishing rate, availabilities by the share of
+  that span in the partition, the recovery by that span plus one ``reconnect_delay``.
+
+What the real workload can play limits the scenarios it accepts: nodes ``n1..nN``
+(N <= 9), one publishing rate for every publisher, publishers from 0 to
+``run.duration``, consumers from 0, no ``failover`` nodes, ``net_ticktime`` a whole
+number of seconds; anything else is a :class:`~sim.errors.ScenarioError` naming the field.
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from ..checkers.cluster_history import PartitionReport, partition_report
+from ..errors import ScenarioError
+from ..faultspec import Partition
+from ..messaging.cluster_model import ClusterModelRun, partition_sides, run_cluster_model
+from ..messaging.cluster_scenario import ClusterScenario
+from ..outdir import check_out, staged
+
+__all__ = ["ClusterComparison", "validate_cluster", "compare_recorded", "check_real_workload", "compare_reports"]
+
+
+def check_real_workload(sc: ClusterScenario) -> None:
+    """Raise :class:`ScenarioError` naming the field if the real cluster's workload cannot play ``sc``."""
+    cl = sc.broker.cluster
+    expected = tuple(f"n{i + 1}" for i in range(len(cl.nodes)))
+    if cl.nodes != expected or len(cl.nodes) > 9:
+        raise ScenarioError("broker.cluster.nodes",
+                            f"the real cluster's nodes are n1..nN (N <= 9), got {list(cl.nodes)}")
+    if cl.net_ticktime % 1000.0:
+        raise ScenarioError("broker.cluster.net_ticktime", f"must be whole seconds on the real cluster, "
+                                                            f"got {cl.net_ticktime:g} ms")
+    rates = {p.rate for p in sc.broker.publishers}
+    if len(rates) > 1:
+        raise ScenarioError("broker.publishers", f"the real workload publishes at one rate; got {sorted(rates)}")
+    for i, p in enumerate(sc.broker.publishers):
+        where = f"broker.publishers[{i}]"
+        if p.start != 0.0:
+            raise ScenarioError(f"{where}.start", "the real workload starts publishers at 0")
+        if p.stop is not None and p.stop != sc.run.duration:
+            raise ScenarioError(f"{where}.stop", "the real workload stops publishers at run.duration")
+        if p.failover:
+            raise ScenarioError(f"{where}.failover", "the real workload reconnects to the same node only")
+    for i, c in enumerate(sc.broker.consumers):
+        where = f"broker.consumers[{i}]"
+        if c.start != 0.0:
+            raise ScenarioError(f"{where}.start", "the real workload starts consumers at 0")
+        if c.failover:
+            raise ScenarioError(f"{where}.failover", "the real workload reconnects to the same node only")
+    if not sc.faults.schedule and sc.faults.random is None:
+        raise ScenarioError("faults.schedule", "a validation needs a partition to compare")
+
+
+def _window(run_faults: pd.DataFrame, first: Partition) -> tuple[float, float]:
+    """The first partition's start and end as the run recorded them (ends at the final heal at the latest)."""
+    starts = run_faults.loc[run_faults["event"] == "start", "time"]
+    ends = run_faults.loc[run_faults["event"].isin(["end", "heal_all"]), "time"]
+    start = float(starts.min()) if len(starts) else first.start
+    later = ends[ends > start]
+    end = float(later.min()) if len(later) else first.end
+    return start, end
+
+
+@dataclass
+class ClusterComparison:
+    """Model and real cluster on one scenario; ``verdict``: ``agree``, ``semantics differ``, ``timing differs``
+    or ``model only``."""
+
+    scenario: ClusterScenario
+    model: PartitionReport
+    real: PartitionReport | None
+    semantics: pd.DataFrame
+    timing: pd.DataFrame
+    verdict: str
+    runs: dict[str, Any] = field(default_factory=dict)
+
+    def report(self) -> str:
+        sc = self.scenario
+        cl = sc.broker.cluster
+        lines = [f"{sc.name}: {sc.broker.queue.type} queue on {sc.broker.queue.node}, {cl.partition_handling}, "
+                 f"net_ticktime {cl.net_ticktime / 1000:g} s", ""]
+        with pd.option_context("display.width", 160):
+            lines += ["semantics (must agree):", self.semantics.to_string(index=False), ""]
+            lines += ["timing (within the model's stated accuracy):", self.timing.to_string(index=False), ""]
+        lines.append(f"verdict: {self.verdict}")
+        return "\n".join(lines)
+
+    def save(self, out: str | Path) -> Path:
+        """The two tables, each side's history and node states and the report, as the folder ``out``, whole
+        (with its manifest.json; see :mod:`sim.outdir`)."""
+        target = check_out(out, kind="validation", field="out")
+        with staged(target, "validation") as stage:
+            path = stage.path
+            self.semantics.to_csv(path / "semantics.csv", index=False)
+            self.timing.to_csv(path / "timing.csv", index=False)
+            for name, run in self.runs.items():
+                run.history.to_csv(path / f"history_{name}.csv", index=False)
+                run.node_states.to_csv(path / f"node_states_{name}.csv", index=False)
+            (path / "report.txt").write_text(self.report() + "\n")
+        return target
+
+
+def compare_reports(model: PartitionReport, real: PartitionReport | None, *, rate: float, net_ticktime: float,
+                    reconnect_delay: float, partition: float, race: int = 2) -> tuple[pd.DataFrame, pd.DataFrame, str]:
+    """The semantics and timing tables and the verdict (``real`` None: the model's side only); ``race``: how many
+    unconfirmed-but-delivered messages the race between a queue's disk sync and a closing connection allows."""
+    def facts(r: PartitionReport) -> dict[str, bool]:
+        out = {"loses confirmed messages": r.counts["lost"] > 0, "duplicates": r.counts["duplicates"] > 0}
+        for side, a in sorted(r.availability.items()):
+            if not math.isnan(a):
+                out[f"{side} side can publish"] = a > 0
+        return out
+
+    span = 0.25 * net_ticktime + 1000.0
+    count = math.ceil(rate * span / 1000.0)
+    allow = {"lost": count, "duplicates": count, "recovery_ms": span + reconnect_delay,
+             "unconfirmed_delivered": race}
+    m = facts(model)
+    r = facts(real) if real is not None else {}
+    sem = pd.DataFrame([{"aspect": k, "model": v, "real": r.get(k), "agree": (r.get(k) == v) if real else None}
+                        for k, v in m.items()])
+    def measures(r: PartitionReport) -> dict[str, float]:
+        out = {"lost": float(r.counts["lost"]), "duplicates": float(r.counts["duplicates"]),
+               "unconfirmed_delivered": float(r.counts["unconfirmed_delivered"])}
+        out.update({f"availability_{s}": a for s, a in sorted(r.availability.items())})
+        out["recovery_ms"] = r.recovery
+        return out
+
+    mine = measures(model)
+    theirs = measures(real) if real is not None else {}
+    rows: list[dict[str, Any]] = []
+    for key, value in mine.items():
+        allowance = allow.get(key, span / partition)
+        got = theirs.get(key, math.nan)
+        within = None
+        if real is not None:
+            within = (math.isnan(value) and math.isnan(got)) or abs(value - got) <= allowance
+        rows.append({"measure": key, "model": value, "real": got if real is not None else None,
+                     "allowance": allowance, "within": within})
+    timing = pd.DataFrame(rows, columns=["measure", "model", "real", "allowance", "within"])
+    if real is None:
+        return sem, timing, "model only"
+    if not sem["agree"].all():
+        return sem, timing, "semantics differ"
+    return sem, timing, "agree" if timing["within"].all() else "timing differs"
+
+
+def _report(run: Any, sc: ClusterScenario, first: Partition) -> PartitionReport:
+    start, end = _window(run.faults, first)
+    return partition_report(run.history, start=start, end=end, sides=partition_sides(sc.nodes, first))
+
+
+def validate_cluster(sc: ClusterScenario, *, model_only: bool = False, cluster: Any = None) -> ClusterComparison:
+    """Run ``sc`` in the model and (unless ``model_only``) on a real cluster: ``cluster``, a running
+    :class:`~sim.rabbitmq.cluster.RabbitCluster` with the scenario's nodes, mode and ``net_ticktime`` (the queue
+    is deleted afterwards), else one it starts and removes."""
+    check_real_workload(sc)
+    model_run: ClusterModelRun = run_cluster_model(sc)
+    parts = [f for f in model_run.schedule if isinstance(f, Partition)]
+    if not parts:
+        raise ScenarioError("faults.schedule", "a validation needs a partition to compare")
+    first = parts[0]
+    model = _report(model_run, sc, first)
+    runs: dict[str, Any] = {"model": model_run}
+    real = None
+    if not model_only:
+        real_run = _run_real(sc, model_run.schedule, cluster)
+        runs["real"] = real_run
+        real = _report(real_run, sc, first)
+    pub = sc.broker.publishers[0]
+    # each publisher's connection, closing, may catch the messages of one disk-sync interval: delivered, unconfirmed
+    race = len(sc.broker.publishers) * max(1, math.ceil(pub.rate * sc.broker.cluster.sync_interval / 1000.0))
+    sem, timing, verdict = compare_reports(model, real, rate=pub.rate, net_ticktime=sc.broker.cluster.net_ticktime,
+                                           reconnect_delay=pub.reconnect_delay, partition=first.end - first.start,
+                                           race=race)
+    return ClusterComparison(sc, model, real, sem, timing, verdict, runs)
+
+
+def compare_recorded(sc: ClusterScenario, history: pd.DataFrame) -> ClusterComparison:
+    """The model on ``sc`` against a real run's recorded ``history`` (e.g. ``history_real.csv`` of a saved
+    validation): the same comparison as :func:`validate_cluster`, without a cluster. The real side's partition
+    window is the scenario's (the recorded history carries no fault times)."""
+    check_real_workload(sc)
+    model_run = run_cluster_model(sc)
+    parts = [f for f in model_run.schedule if isinstance(f, Partition)]
+    if not parts:
+        raise ScenarioError("faults.schedule", "a comparison needs a partition")
+    first = parts[0]
+    model = _report(model_run, sc, first)
+    end = min(first.end, sc.run.duration)
+    real = partition_report(history, start=first.start, end=end, sides=partition_sides(sc.nodes, first))
+    pub = sc.broker.publishers[0]
+    race = len(sc.broker.publishers) * max(1, math.ceil(pub.rate * sc.broker.cluster.sync_interval / 1000.0))
+    sem, timing, verdict = compare_reports(model, real, rate=pub.rate, net_ticktime=sc.broker.cluster.net_ticktime,
+                                           reconnect_delay=pub.reconnect_delay, partition=first.end - first.start,
+                                           race=race)
+    return ClusterComparison(sc, model, real, sem, timing, verdict, {"model": model_run})
+
+
+def _run_real(sc: ClusterScenario, schedule: list[Any], cluster: Any = None) -> Any:
+    from .cluster import RabbitCluster, cleanup_leftovers
+
+    cl = sc.broker.cluster
+    if cluster is not None:
+        have = (tuple(cluster.nodes), cluster.partition_handling, float(cluster.net_ticktime) * 1000.0)
+        want = (cl.nodes, cl.partition_handling, cl.net_ticktime)
+        if have != want:
+            raise ValueError(f"the given cluster (nodes, partition handling, net_ticktime ms) {have} does not "
+                             f"match the scenario's {want}")
+        return _workload(sc, schedule, cluster, cleanup=True)
+    cleanup_leftovers()
+    with RabbitCluster(len(cl.nodes), partition_handling=cl.partition_handling,
+                       net_ticktime=int(cl.net_ticktime // 1000)) as started:
+        return _workload(sc, schedule, started, cleanup=False)
+
+
+def _workload(sc: ClusterScenario, schedule: list[Any], cluster: Any, *, cleanup: bool) -> Any:
+    from .cluster_clients import delete_queue, run_cluster_workload
+
+    q = sc.broker.queue
+    queue = f"capsim-{q.name}-{secrets.token_hex(3)}"
+    pub = sc.broker.publishers[0]
+    policy = f"capsim-ha-{queue}"
+    if q.type == "mirrored":
+        cluster.ctl(q.node, "set_policy", "--apply-to", "queues", policy, f"^{queue}$", '{"ha-mode":"all"}')
+    try:
+        return run_cluster_workload(
+            cluster, queue=queue, queue_type="classic" if q.type == "mirrored" else q.type, declare_on=q.node,
+            publishers={p.name: p.node for p in sc.broker.publishers},
+            consumers={c.name: c.node for c in sc.broker.consumers}, rate=pub.rate, duration=sc.run.duration,
+            faults=schedule, confirm_timeout=pub.confirm_timeout, reconnect_delay=pub.reconnect_delay,
+            drain_timeout=max(sc.run.drain, 5000.0))
+    finally:
+        if cleanup:
+            cluster.heal()
+            cluster.wait_for(cluster.all_running, 120.0, "all nodes running again")
+            delete_queue(cluster, q.node, queue)
+            if q.type == "mirrored":
+                cluster.ctl(q.node, "clear_policy", policy, check=False)

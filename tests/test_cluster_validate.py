@@ -1,0 +1,146 @@
+"""capsim validate rabbitmq-cluster without a real cluster: the comparison's verdicts, the refusals, --model-only."""
+
+from __future__ import annotations
+
+import copy
+import math
+from pathlib import Path
+
+import pytest
+
+from sim.checkers.cluster_history import PartitionReport
+from sim.cli import main
+from sim.errors import ScenarioError
+from sim.messaging.cluster_scenario import load_cluster_scenario
+from sim.rabbitmq.cluster_validate import check_real_workload, compare_reports
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "experiments" / "rabbitmq-cluster"
+ARGS = {"rate": 20.0, "net_ticktime": 4000.0, "reconnect_delay": 500.0, "partition": 6000.0}
+
+
+def report(lost: int = 0, dup: int = 0, unconfirmed: int = 0, majority: float = 1.0, minority: float = 0.0,
+           recovery: float = 1500.0) -> PartitionReport:
+    counts = {"published": 300, "confirmed": 250, "nacked": 0, "unknown": 50, "pending": 0, "delivered": 250,
+              "lost": lost, "duplicates": dup, "unconfirmed_delivered": unconfirmed}
+    return PartitionReport(counts, [], [], [], {"majority": majority, "minority": minority}, recovery)
+
+
+def test_the_same_report_agrees():
+    sem, timing, verdict = compare_reports(report(), report(), **ARGS)
+    assert verdict == "agree" and sem["agree"].all() and timing["within"].all()
+
+
+@pytest.mark.parametrize("real", [report(lost=1), report(dup=2), report(minority=0.5), report(majority=0.0)])
+def test_a_semantic_difference_is_caught(real):
+    _sem, _timing, verdict = compare_reports(report(), real, **ARGS)
+    assert verdict == "semantics differ"
+
+
+def test_timing_outside_the_stated_accuracy_is_caught_and_inside_is_not():
+    # allowance: 20/s over 0.25 x 4 s + 1 s = 40 messages; recovery: 2 s + 0.5 s
+    assert compare_reports(report(lost=50), report(lost=89), **ARGS)[2] == "agree"
+    assert compare_reports(report(lost=50), report(lost=91), **ARGS)[2] == "timing differs"
+    assert compare_reports(report(), report(recovery=4100.0), **ARGS)[2] == "timing differs"
+    assert compare_reports(report(), report(majority=0.6), **ARGS)[2] == "timing differs"
+
+
+def test_unconfirmed_but_delivered_is_a_race_with_an_allowance():
+    """A consumer may get a message before its confirm (the disk sync) and the connection may close in between."""
+    assert compare_reports(report(), report(unconfirmed=2), **ARGS)[2] == "agree"
+    assert compare_reports(report(), report(unconfirmed=3), **ARGS)[2] == "timing differs"
+
+
+def test_a_side_that_never_recovered_differs_from_one_that_did():
+    assert compare_reports(report(), report(recovery=math.nan), **ARGS)[2] == "timing differs"
+    assert compare_reports(report(recovery=math.nan), report(recovery=math.nan), **ARGS)[2] == "agree"
+
+
+def test_model_only_has_no_verdict_on_the_real_side():
+    sem, timing, verdict = compare_reports(report(), None, **ARGS)
+    assert verdict == "model only" and sem["real"].isna().all() and timing["within"].isna().all()
+
+
+BASE = {"broker": {"cluster": {"nodes": 3}, "queue": {"type": "quorum"},
+                   "publishers": [{"name": "p1", "node": "n1"}, {"name": "p3", "node": "n3"}],
+                   "consumers": [{"name": "c1", "node": "n1"}]},
+        "faults": {"schedule": [{"kind": "isolate", "node": "n3", "start": "1s", "end": "3s"}]}}
+
+
+@pytest.mark.parametrize("path, value, field", [
+    (("broker", "cluster", "nodes"), ["a", "b", "c"], "broker.cluster.nodes"),
+    (("broker", "cluster", "net_ticktime"), "2500ms", "broker.cluster.net_ticktime"),
+    (("broker", "publishers", 1, "rate"), 10, "broker.publishers"),
+    (("broker", "publishers", 0, "start"), "1s", "broker.publishers[0].start"),
+    (("broker", "publishers", 0, "failover"), ["n2"], "broker.publishers[0].failover"),
+    (("broker", "consumers", 0, "start"), "5s", "broker.consumers[0].start"),
+    (("faults", "schedule"), [], "faults.schedule"),
+])
+def test_what_the_real_workload_cannot_play_is_refused_by_field(path, value, field):
+    data = copy.deepcopy(BASE)
+    if path[-2:] == ("cluster", "nodes") and value == ["a", "b", "c"]:
+        for c in data["broker"]["publishers"] + data["broker"]["consumers"]:
+            c["node"] = {"n1": "a", "n3": "c"}[c["node"]]
+        data["broker"]["queue"]["node"] = "a"
+        data["faults"]["schedule"][0]["node"] = "c"
+    target = data
+    for key in path[:-1]:
+        target = target[key]
+    target[path[-1]] = value
+    with pytest.raises(ScenarioError) as err:
+        check_real_workload(load_cluster_scenario(data))
+    assert err.value.path == field
+
+
+def test_the_examples_are_playable_and_the_cli_prints_the_prediction(capsys, tmp_path):
+    for path in sorted(EXAMPLES.glob("*.toml")):
+        check_real_workload(load_cluster_scenario(path))
+    out = tmp_path / "v"
+    assert main(["validate", "rabbitmq-cluster", str(EXAMPLES / "classic-queue-on-paused-node.toml"),
+                 "--model-only", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "loses confirmed messages   True" in text and "verdict: model only" in text
+    assert (out / "semantics.csv").exists() and (out / "history_model.csv").exists()
+
+
+def test_the_cli_refuses_options_that_do_not_apply(capsys):
+    path = str(EXAMPLES / "quorum-queue-minority-cut-off.toml")
+    assert main(["validate", "rabbitmq-cluster", path, "--model-only", "--local-node"]) == 2
+    assert "--local-node" in capsys.readouterr().err
+    assert main(["validate", "rabbitmq", path, "--model-only"]) == 2
+
+
+RECORDED = sorted(p for p in (EXAMPLES / "recorded").iterdir() if p.is_dir())
+
+
+@pytest.mark.parametrize("run", RECORDED, ids=lambda p: p.name)
+def test_the_model_agrees_with_every_recorded_real_cluster_run(run):
+    """The current model against each recorded run of the real cluster (experiments/rabbitmq-cluster/recorded):
+    semantics equal, timing within the stated accuracy."""
+    import pandas as pd
+
+    from sim.rabbitmq.cluster_validate import compare_recorded
+
+    history = pd.read_csv(run / "history_real.csv.gz", keep_default_na=False)
+    result = compare_recorded(load_cluster_scenario(run / "scenario.toml"), history)
+    assert result.verdict == "agree", result.report()
+
+
+def test_a_recorded_run_compared_with_a_wrong_model_disagrees():
+    """The same check rejects a model that is wrong: the classic queue's recorded run against a quorum queue."""
+    import pandas as pd
+
+    from sim.rabbitmq.cluster_validate import compare_recorded
+
+    run = EXAMPLES / "recorded" / "classic-queue-on-paused-node"
+    sc = load_cluster_scenario(run / "scenario.toml")
+    wrong = load_cluster_scenario({**_plain(run / "scenario.toml"), "broker": {
+        **_plain(run / "scenario.toml")["broker"], "queue": {"name": "cq", "type": "quorum", "node": "n3"}}})
+    history = pd.read_csv(run / "history_real.csv.gz", keep_default_na=False)
+    assert compare_recorded(sc, history).verdict == "agree"
+    assert compare_recorded(wrong, history).verdict == "semantics differ"
+
+
+def _plain(path: Path) -> dict:
+    import tomllib
+
+    return tomllib.loads(path.read_text())
