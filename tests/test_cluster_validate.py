@@ -50,6 +50,16 @@ def test_unconfirmed_but_delivered_is_a_race_with_an_allowance():
     assert compare_reports(report(), report(unconfirmed=3), **ARGS)[2] == "timing differs"
 
 
+def test_unconfirmed_deliveries_of_the_detection_window_have_the_count_allowance():
+    """A mirrored queue's publishes wait for the cut-off leader until the detection, then are delivered unconfirmed
+    from the promoted mirror: the model predicts that window's messages (90), known to within the detection's
+    accuracy (40 messages) plus the race (2); 94 on the real cluster agrees, 133 does not, and 0 (no such window)
+    does not either."""
+    assert compare_reports(report(unconfirmed=90), report(unconfirmed=94), **ARGS)[2] == "agree"
+    assert compare_reports(report(unconfirmed=90), report(unconfirmed=133), **ARGS)[2] == "timing differs"
+    assert compare_reports(report(unconfirmed=90), report(unconfirmed=0), **ARGS)[2] == "timing differs"
+
+
 def test_a_side_that_never_recovered_differs_from_one_that_did():
     assert compare_reports(report(), report(recovery=math.nan), **ARGS)[2] == "timing differs"
     assert compare_reports(report(recovery=math.nan), report(recovery=math.nan), **ARGS)[2] == "agree"
@@ -58,6 +68,104 @@ def test_a_side_that_never_recovered_differs_from_one_that_did():
 def test_model_only_has_no_verdict_on_the_real_side():
     sem, timing, verdict = compare_reports(report(), None, **ARGS)
     assert verdict == "model only" and sem["real"].isna().all() and timing["within"].isna().all()
+
+
+# -- timing against the spread of several real runs ----------------------------------------------------------------
+def test_the_noise_is_the_prediction_interval_of_one_more_run():
+    """t(R-1) x sd x sqrt(1 + 1/R) at 95 %, the single-broker rule's term A; no spread from fewer than two runs."""
+    from scipy import stats
+
+    from sim.rabbitmq.timing import prediction_noise
+
+    runs = [100.0, 102.0, 104.0]  # sd 2
+    assert prediction_noise(runs, 0.95) == pytest.approx(stats.t.ppf(0.975, 2) * 2.0 * math.sqrt(4 / 3))
+    assert prediction_noise([5.0, 5.0, 5.0], 0.95) == 0.0
+    assert prediction_noise([100.0], 0.95) == 0.0 and prediction_noise([100.0, math.nan], 0.95) == 0.0
+    with pytest.raises(ValueError, match="level"):
+        prediction_noise(runs, 1.0)
+
+
+def test_a_timing_far_outside_the_runs_noise_differs_and_one_inside_agrees():
+    """Accuracy 0 so that only the noise decides: runs 100, 102, 104 give a noise of 9.9 around their mean 102."""
+    from sim.rabbitmq.cluster_validate import judge_timing
+
+    runs = [100.0, 102.0, 104.0]
+    assert judge_timing(110.0, runs, accuracy=0.0)["within"]
+    assert not judge_timing(130.0, runs, accuracy=0.0)["within"]
+    assert not judge_timing(80.0, runs, accuracy=0.0)["within"]
+    # the same difference agrees when the runs themselves spread that far, and the accuracy adds to the noise
+    assert judge_timing(130.0, [90.0, 110.0, 130.0], accuracy=0.0)["within"]
+    assert judge_timing(130.0, runs, accuracy=30.0)["within"]
+    row = judge_timing(110.0, runs, accuracy=5.0)
+    assert row["real"] == 102.0 and row["allowance"] == pytest.approx(row["noise"] + 5.0)
+    assert row["real runs"] == "100 102 104"
+
+
+def test_never_recovering_agrees_only_with_never_recovering_in_every_run():
+    from sim.rabbitmq.cluster_validate import judge_timing
+
+    assert judge_timing(math.nan, [math.nan, math.nan], accuracy=1.0)["within"]
+    assert not judge_timing(math.nan, [math.nan, 1500.0], accuracy=1e9)["within"]
+    assert not judge_timing(1500.0, [1500.0, math.nan], accuracy=1e9)["within"]
+
+
+def test_semantics_must_agree_on_every_real_run():
+    """Three real runs; one of them lost a confirmed message: the semantics differ, though two runs agreed."""
+    sem, _timing, verdict = compare_reports(report(), [report(), report(lost=1), report()], **ARGS)
+    assert verdict == "semantics differ"
+    row = sem.set_index("aspect").loc["loses confirmed messages"]
+    assert row["real runs"] == "False True False" and not row["agree"]
+
+
+def test_several_runs_judge_timing_against_their_spread_plus_the_accuracy():
+    """lost: accuracy 40 messages (20/s over 0.25 x 4 s + 1 s). Three tight runs around 150 leave the model's 50
+    outside; three runs spread from 60 to 240 put it inside their noise; one run is judged on the accuracy alone."""
+    tight = [report(lost=149), report(lost=150), report(lost=151)]
+    _sem, timing, verdict = compare_reports(report(lost=50), tight, **ARGS)
+    lost = timing.set_index("measure").loc["lost"]
+    assert verdict == "timing differs" and not lost["within"]
+    assert lost["noise"] == pytest.approx(4.303 * 1.0 * math.sqrt(4 / 3), rel=1e-3) and lost["accuracy"] == 40
+    wide = [report(lost=60), report(lost=150), report(lost=240)]
+    _sem, timing, verdict = compare_reports(report(lost=50), wide, **ARGS)
+    assert verdict == "agree", timing
+    assert compare_reports(report(lost=50), [report(lost=89)], **ARGS)[2] == "agree"
+    assert compare_reports(report(lost=50), [report(lost=91)], **ARGS)[2] == "timing differs"
+
+
+def test_two_recorded_runs_of_one_scenario_are_judged_together():
+    """classic-queue-on-paused-node ran twice on the real cluster: both runs agree with the model on semantics and
+    the noise comes from their spread (the recovery differed by 7 ms between them)."""
+    import pandas as pd
+
+    from sim.rabbitmq.cluster_validate import compare_recorded
+
+    names = ("classic-queue-on-paused-node", "classic-queue-on-paused-node-2")
+    histories = [pd.read_csv(EXAMPLES / "recorded" / n / "history_real.csv.gz", keep_default_na=False)
+                 for n in names]
+    sc = load_cluster_scenario(EXAMPLES / "recorded" / names[0] / "scenario.toml")
+    result = compare_recorded(sc, histories)
+    assert result.verdict == "agree" and len(result.reals) == 2, result.report()
+    recovery = result.timing.set_index("measure").loc["recovery_ms"]
+    assert recovery["noise"] > 0 and len(recovery["real runs"].split()) == 2
+    assert "mean of 2 real runs" in result.report()
+
+
+@pytest.mark.parametrize("repeats", ["0", "11", "-1"])
+def test_the_cli_refuses_repeats_out_of_range_naming_the_field(capsys, repeats):
+    path = str(EXAMPLES / "quorum-queue-minority-cut-off.toml")
+    assert main(["validate", "rabbitmq-cluster", path, "--model-only", "--repeats", repeats]) == 2
+    err = capsys.readouterr().err
+    assert "--repeats" in err and "[1, 10]" in err and "Traceback" not in err
+
+
+def test_validate_cluster_refuses_repeats_out_of_range():
+    from sim.rabbitmq.cluster_validate import validate_cluster
+
+    sc = load_cluster_scenario(EXAMPLES / "quorum-queue-minority-cut-off.toml")
+    for bad in (0, 11, 2.5, True):
+        with pytest.raises(ScenarioError) as err:
+            validate_cluster(sc, model_only=True, repeats=bad)  # type: ignore[arg-type]
+        assert err.value.path == "repeats"
 
 
 BASE = {"broker": {"cluster": {"nodes": 3}, "queue": {"type": "quorum"},
