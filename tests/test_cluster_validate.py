@@ -1,4 +1,5 @@
-"""capsim validate rabbitmq-cluster without a real cluster: the comparison's verdicts, the refusals, --model-only."""
+"""capsim validate rabbitmq-cluster without a real cluster: the comparison's verdicts (one real run and several, the
+timing noise of repeats), the refusals, --model-only, and the recorded real runs against the current model."""
 
 from __future__ import annotations
 
