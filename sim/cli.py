@@ -104,8 +104,8 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument("--seed", type=int, default=None, help="root seed (default: the scenario's run.seed)")
     v.add_argument("--out", default=None, help="folder for the CSV tables, the CDF figure and the report")
     v.add_argument("--repeats", type=int, default=3,
-                   help="broker runs (each after a calibration ping run) whose spread sets the timing allowance "
-                        "(default 3)")
+                   help="broker runs (each after a calibration ping run; rabbitmq-cluster: real workload runs on "
+                        "one started cluster) whose spread sets the timing allowance (default 3)")
     v.add_argument("--allow-large", action="store_true",
                    help="run even when the estimated work is beyond the limits (hours of events, GBs of memory)")
     v.add_argument("--no-costs", action="store_true",
@@ -412,7 +412,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 def _cmd_validate_cluster(args: argparse.Namespace) -> int:
     """``capsim validate rabbitmq-cluster``: same exit statuses as ``validate rabbitmq`` (0 also for --model-only)."""
     from .messaging.cluster_scenario import load_cluster_scenario
-    from .rabbitmq.cluster_validate import validate_cluster
+    from .rabbitmq.cluster_validate import check_repeats, validate_cluster
     from .rabbitmq.errors import AdapterError
 
     for flag, given in (("--url", args.url is not None), ("--local-node", args.local_node),
@@ -420,11 +420,12 @@ def _cmd_validate_cluster(args: argparse.Namespace) -> int:
         if given:
             raise ScenarioError(flag, "does not apply to rabbitmq-cluster (the cluster is started by the command; "
                                       "the scenario's run.seed is used)")
+    check_repeats(args.repeats, "--repeats")
     if args.out is not None:
         check_out(args.out, kind="validation", inputs=[args.scenario])
     scenario = load_cluster_scenario(args.scenario)
     try:
-        result = validate_cluster(scenario, model_only=args.model_only)
+        result = validate_cluster(scenario, model_only=args.model_only, repeats=args.repeats)
     except AdapterError as exc:
         print(f"capsim: error: {exc}", file=sys.stderr)
         return 3

@@ -54,7 +54,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["TimingRule", "Judgement", "judge", "timing_rows", "TIMING_COLUMNS"]
+__all__ = ["TimingRule", "Judgement", "judge", "timing_rows", "prediction_noise", "TIMING_COLUMNS"]
 
 TIMING_COLUMNS = ["quantity", "simulation", "broker", "difference", "noise", "allowance", "broker runs", "rule",
                   "agree"]
@@ -156,12 +156,32 @@ def judge(sim: np.ndarray, runs: Sequence[np.ndarray], q: float, rule: TimingRul
     within = float(np.sqrt(np.mean(np.square(ses)))) if ses else math.nan
     sim_se = _bootstrap_se(sim, q, rng, rule.resamples)
     tail = 0.5 + rule.level / 2.0
-    spread = math.sqrt(np.nan_to_num(between) ** 2 * (1.0 + 1.0 / max(n, 1)) + np.nan_to_num(cal) ** 2)
-    a = float(stats.t.ppf(tail, n - 1)) * spread if n >= 2 else 0.0
+    a = _prediction_interval(between, n, rule.level, cal)
     b = float(stats.norm.ppf(tail)) * math.sqrt(np.nan_to_num(sim_se) ** 2 + np.nan_to_num(within) ** 2 / max(n, 1))
     noise = max(a, b)
     return Judgement(_percentile(sim, q), values, between, within, sim_se, cal, noise,
                      noise + rule.accuracy(_nanmean(values)))
+
+
+def _prediction_interval(between: float, n: int, level: float, cal: float = math.nan) -> float:
+    """A: the half-width of the prediction interval for one more run, ``t(n-1) x sqrt(between**2 x (1 + 1/n) +
+    cal**2)``; 0 with fewer than two runs (no spread measured)."""
+    from scipy import stats
+
+    if n < 2:
+        return 0.0
+    spread = math.sqrt(np.nan_to_num(between) ** 2 * (1.0 + 1.0 / n) + np.nan_to_num(cal) ** 2)
+    return float(stats.t.ppf(0.5 + level / 2.0, n - 1)) * spread
+
+
+def prediction_noise(values: Sequence[float], level: float) -> float:
+    """The run-to-run noise of a quantity measured once per run (``values``, one per real run; non-finite ones
+    are left out): term A of :func:`judge` without the calibration spread, ``t(R-1) x sd x sqrt(1 + 1/R)`` at
+    ``level`` (two-sided); 0 when fewer than two runs measured it (no spread known)."""
+    if not 0.5 < level < 1.0:
+        raise ValueError(f"level must be in (0.5, 1), got {level!r}")
+    n = sum(math.isfinite(v) for v in values)
+    return _prediction_interval(_spread(values), n, level)
 
 
 def _row(quantity: str, sim: Any, broker: Any, runs: Sequence[float], rule: str, agree: bool | None,
