@@ -14,8 +14,10 @@ deleted and every node running again between runs). Two verdicts, as for
 ``capsim validate rabbitmq``:
 
 * **semantics** (must agree, on every real run): whether confirmed messages were
-  lost, whether any message was delivered twice, and whether each side of the
-  partition could publish at all;
+  lost, whether any message was delivered twice (``possible`` when a classic or
+  mirrored queue's node is cut off from a consumer: an ack lost to the cut is a race
+  the model does not place, :func:`acks_may_be_cut_off`; any real run agrees), and
+  whether each side of the partition could publish at all;
 * **timing** (within an allowance): the number lost, the number duplicated, the number delivered though not
   confirmed (allowed by at-least-once publishing, and a race: a consumer may get a
   message before the queue's disk sync lets its confirm go, and a connection closing
@@ -173,8 +175,16 @@ class ClusterComparison:
 TIMING_COLUMNS = ["measure", "model", "real", "real runs", "noise", "accuracy", "allowance", "within"]
 
 
-def _facts(r: PartitionReport) -> dict[str, bool]:
-    out = {"loses confirmed messages": r.counts["lost"] > 0, "duplicates": r.counts["duplicates"] > 0}
+#: the model's value of the ``duplicates`` aspect when its rules allow duplicates it does not place (see
+#: :func:`acks_may_be_cut_off`): any real run agrees with it
+POSSIBLE = "possible"
+
+
+def _facts(r: PartitionReport, duplicates_possible: bool = False) -> dict[str, bool | str]:
+    dup: bool | str = r.counts["duplicates"] > 0
+    if duplicates_possible and not dup:
+        dup = POSSIBLE
+    out: dict[str, bool | str] = {"loses confirmed messages": r.counts["lost"] > 0, "duplicates": dup}
     for side, a in sorted(r.availability.items()):
         if not math.isnan(a):
             out[f"{side} side can publish"] = a > 0
@@ -208,10 +218,12 @@ def judge_timing(model: float, runs: list[float], accuracy: float, level: float 
 
 def compare_reports(model: PartitionReport, real: PartitionReport | Sequence[PartitionReport] | None, *,
                     rate: float, net_ticktime: float, reconnect_delay: float, partition: float, race: int = 2,
-                    level: float = LEVEL) -> tuple[pd.DataFrame, pd.DataFrame, str]:
+                    level: float = LEVEL, duplicates_possible: bool = False) -> tuple[pd.DataFrame, pd.DataFrame, str]:
     """The semantics and timing tables and the verdict (``real``: one real run's report, several runs' or None for
     the model's side only); ``race``: how many unconfirmed-but-delivered messages the race between a queue's disk
-    sync and a closing connection allows; ``level``: the confidence of the timing noise (module docstring)."""
+    sync and a closing connection allows; ``level``: the confidence of the timing noise (module docstring);
+    ``duplicates_possible``: the model's rules allow duplicates whether or not its run shows any
+    (:func:`acks_may_be_cut_off`), so the ``duplicates`` aspect agrees with any real run."""
     reals: list[PartitionReport] = ([] if real is None else [real] if isinstance(real, PartitionReport)
                                     else list(real))
     span = 0.25 * net_ticktime + 1000.0
@@ -222,7 +234,7 @@ def compare_reports(model: PartitionReport, real: PartitionReport | Sequence[Par
     window = count if model.counts["unconfirmed_delivered"] > race else 0
     accuracy = {"lost": count, "duplicates": count, "recovery_ms": span + reconnect_delay,
                 "unconfirmed_delivered": race + window}
-    m = _facts(model)
+    m = _facts(model, duplicates_possible)
     seen = [_facts(r) for r in reals]
     sem_rows = []
     for k, v in m.items():
@@ -230,7 +242,7 @@ def compare_reports(model: PartitionReport, real: PartitionReport | Sequence[Par
         row: dict[str, Any] = {"aspect": k, "model": v, "real": got[0] if got else None}
         if len(got) > 1:
             row["real runs"] = " ".join(str(g) for g in got)
-        row["agree"] = all(g == v for g in got) if got else None
+        row["agree"] = all(v == POSSIBLE or g == v for g in got) if got else None
         sem_rows.append(row)
     sem = pd.DataFrame(sem_rows)
     mine = _measures(model)
@@ -238,6 +250,8 @@ def compare_reports(model: PartitionReport, real: PartitionReport | Sequence[Par
     rows: list[dict[str, Any]] = []
     for key, value in mine.items():
         acc = float(accuracy.get(key, span / partition))
+        if key == "duplicates" and m["duplicates"] == POSSIBLE:
+            acc = math.inf  # a race the model does not place: shown, any count allowed
         if reals:
             rows.append({"measure": key, **judge_timing(value, [t.get(key, math.nan) for t in theirs], acc, level)})
         else:
@@ -263,12 +277,29 @@ def _race(sc: ClusterScenario) -> int:
     return len(sc.broker.publishers) * max(1, math.ceil(pub.rate * sc.broker.cluster.sync_interval / 1000.0))
 
 
+def acks_may_be_cut_off(sc: ClusterScenario, first: Partition) -> bool:
+    """Whether a classic or mirrored queue's node is cut off from a consumer's node by the partition.
+
+    Then an ack can be lost to the cut, or taken by the node just before it pauses and not kept, and the queue
+    delivers the message again once it runs again or its mirror is promoted: at-least-once delivery, and a race
+    of a few hundred milliseconds (2 of 7 real runs of ``classic-queue-on-paused-node`` showed it, 48 and 1
+    duplicates; ``recorded-disagreements/``). The model does not place such a race, so it says duplicates are
+    possible rather than predicting a number. A quorum queue's duplicates are the model's own prediction.
+    """
+    if sc.broker.queue.type == "quorum":
+        return False
+    sides = partition_sides(sc.nodes, first)
+    home = sides.get(sc.broker.queue.node)
+    return any(sides.get(c.node) != home for c in sc.broker.consumers)
+
+
 def _compare(sc: ClusterScenario, model: PartitionReport, reals: list[PartitionReport], first: Partition,
              level: float) -> tuple[pd.DataFrame, pd.DataFrame, str]:
     pub = sc.broker.publishers[0]
     return compare_reports(model, reals if reals else None, rate=pub.rate,
                            net_ticktime=sc.broker.cluster.net_ticktime, reconnect_delay=pub.reconnect_delay,
-                           partition=first.end - first.start, race=_race(sc), level=level)
+                           partition=first.end - first.start, race=_race(sc), level=level,
+                           duplicates_possible=acks_may_be_cut_off(sc, first))
 
 
 def check_repeats(repeats: Any, field: str = "repeats") -> int:
