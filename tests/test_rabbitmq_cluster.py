@@ -404,11 +404,12 @@ def test_the_model_predicts_what_the_real_cluster_does_to_a_classic_queue_on_a_p
 def test_a_mirrored_queue_on_a_paused_node_loses_no_confirmed_message_as_the_model_predicts(settled):
     """The mirrored queue type's quick case: a classic queue mirrored on all nodes (ha-mode all) led by n3; n3 is
     isolated from 1 s to 7 s and pauses. The model predicts what the classic queue in the same place does not: the
-    majority promotes its mirror, nothing confirmed is lost, nothing is delivered twice, the majority side
-    publishes and the minority side cannot. The real cluster must agree on all of it."""
+    majority promotes its mirror, nothing confirmed is lost, the majority side publishes and the minority side
+    cannot. The real cluster must agree on all of it. (A delivery twice is possible, an ack cut off by the
+    partition, and not judged.)"""
     result = _validate_example("mirrored-queue-on-paused-node", settled)
     assert result.real is not None and result.semantics["agree"].all(), result.report()
-    assert result.real.counts["lost"] == 0 and result.real.counts["duplicates"] == 0, result.report()
+    assert result.real.counts["lost"] == 0, result.report()
     assert result.real.availability["majority"] > 0 and result.real.availability["minority"] == 0, result.report()
     states = result.runs["real"].node_states
     assert list(states.loc[states["node"] == "n3", "state"])[-1] == "running", states
