@@ -35,18 +35,19 @@ With ``--real`` (root; about 1.5 min per scenario) it also runs the example scen
 the model's and the real cluster's numbers and both verdicts. ``--quick --real`` runs one
 scenario per queue type.
 
-    python experiments/rabbitmq_cluster_matrix.py [--quick] [--real] [--out DIR]
+    python experiments/rabbitmq_cluster_matrix.py [--quick] [--real] [--out DIR] [--workers N] [--executor E]
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
 
 import pandas as pd
 
+from sim.executors import map_tasks
+from sim.experiment_cli import experiment_parser, parse_experiment_args
 from sim.messaging.cluster_model import model_report, run_cluster_model
 from sim.messaging.cluster_scenario import CLUSTER_QUEUE_TYPES, PARTITION_HANDLING
 
@@ -71,19 +72,19 @@ def matrix_scenario(qtype: str, mode: str, home: str, length: float, workload: s
             "faults": {"schedule": [{"kind": "isolate", "node": "n3", "start": CUT, "end": CUT + length}]}}
 
 
-def matrix(lengths: list[float]) -> pd.DataFrame:
-    rows = []
-    for length in lengths:
-        for workload in ("live", "drain"):
-            for qtype in CLUSTER_QUEUE_TYPES:
-                for mode in PARTITION_HANDLING:
-                    for home in ("n1", "n3"):
-                        run = run_cluster_model(matrix_scenario(qtype, mode, home, length, workload))
-                        row = {"partition_s": length / 1000.0, "workload": workload, "queue": qtype, "mode": mode,
-                               "queue_node": "majority" if home == "n1" else "minority"}
-                        row.update(model_report(run, NODES).row())
-                        rows.append(row)
-    return pd.DataFrame(rows)
+def _row(task: tuple[float, str, str, str, str]) -> dict:
+    length, workload, qtype, mode, home = task
+    run = run_cluster_model(matrix_scenario(qtype, mode, home, length, workload))
+    row = {"partition_s": length / 1000.0, "workload": workload, "queue": qtype, "mode": mode,
+           "queue_node": "majority" if home == "n1" else "minority"}
+    row.update(model_report(run, NODES).row())
+    return row
+
+
+def matrix(lengths: list[float], executor: str = "serial", workers: int | None = None) -> pd.DataFrame:
+    tasks = [(length, workload, qtype, mode, home) for length in lengths for workload in ("live", "drain")
+             for qtype in CLUSTER_QUEUE_TYPES for mode in PARTITION_HANDLING for home in ("n1", "n3")]
+    return pd.DataFrame(map_tasks(_row, tasks, executor, workers))
 
 
 def headline(df: pd.DataFrame) -> pd.DataFrame:
@@ -117,17 +118,15 @@ def real_comparison(quick: bool) -> pd.DataFrame:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="one partition length (6 s) instead of 2, 6 and 15 s")
-    parser.add_argument("--out", default="out/rabbitmq_cluster_matrix", help="output folder (default: %(default)s)")
+    parser = experiment_parser(__doc__, out="out/rabbitmq_cluster_matrix",
+                               quick="one partition length (6 s) instead of 2, 6 and 15 s")
     parser.add_argument("--real", action="store_true",
                         help="also run the example scenarios on a real cluster (root, ~1.5 min each)")
-    args = parser.parse_args(argv)
+    args = parse_experiment_args(parser, argv)
     lengths = [6000.0] if args.quick else [2000.0, 6000.0, 15000.0]
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = args.out
     t0 = time.perf_counter()
-    df = matrix(lengths)
+    df = matrix(lengths, args.executor, args.workers)
     df.to_csv(out / "cluster_matrix.csv", index=False)
     cols = ["partition_s", "workload", "queue", "mode", "queue_node", "confirmed", "lost", "duplicates",
             "unconfirmed_delivered", "availability_majority", "availability_minority", "recovery_ms"]

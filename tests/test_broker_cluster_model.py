@@ -283,7 +283,7 @@ def test_the_matrix_experiment_shows_the_predicted_headline(tmp_path):
     spec = importlib.util.spec_from_file_location("_experiment_rabbitmq_cluster_matrix", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    assert module.main(["--quick", "--out", str(tmp_path)]) == 0
+    assert module.main(["--quick", "--out", str(tmp_path), "--executor", "serial"]) == 0
     df = pd.read_csv(tmp_path / "cluster_matrix.csv")
     lost = df.groupby(["queue", "mode", "queue_node", "workload"])["lost"].max()
     assert (lost["quorum"] == 0).all()
