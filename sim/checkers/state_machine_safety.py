@@ -126,9 +126,12 @@ class AppliedEntries:
         """``node`` (in life ``life``) applies the entry (``term``, ``op_id``) at ``index`` at ``time``."""
         self.applies += 1
         k = index - self._base - 1
+        terms = self._term
+        n = len(terms)
+        if 0 <= k < n and terms[k] == term and self._op[k] == op_id:
+            return  # the common case: the entry the first apply of this index applied
         if k < 0:
             return  # every node's snapshot covers it: nothing to compare with
-        n = len(self._term)
         if k >= n:
             if k > n:  # indices nobody applied (each node applies its log in order, so not in Raft)
                 gap = k - n

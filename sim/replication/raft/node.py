@@ -557,13 +557,14 @@ class RaftNode(Node):
             self.max_commit = self.commit_index
         log, start, data, results, waiters = self.log, self.log_start, self.data, self.results, self.waiters
         window = self.cfg.dedup_window
-        applies = self.applies
+        record = None if self.applies is None else self.applies.record
+        now, name, life = self.now, self.name, self.crashes
         while self.last_applied < self.commit_index:
             self.last_applied += 1
             entry = log[self.last_applied - start]
             term, op_id, op, key, value = entry[:5]
-            if applies is not None:
-                applies.record(self.now, self.name, self.crashes, self.last_applied, term, op_id)
+            if record is not None:
+                record(now, name, life, self.last_applied, term, op_id)
             self._applied_terms[term] = self._applied_terms.get(term, 0) + 1
             if op == NOOP:
                 continue
