@@ -12,8 +12,10 @@ it (no result tables are built afterwards: they are not protocol state). It
 reports the process's peak RSS (``ru_maxrss``), and, to separate what the
 protocol keeps from what any run records, the bytes reachable from the nodes'
 state (logs, snapshots, state machines, operation tables; shared objects counted
-once) and from the client history (one row per operation, about 80 bytes:
-it grows with the run by design, and is most of what grows with compaction on).
+once), from the client history (one row per operation, about 80 bytes:
+it grows with the run by design, and is most of what grows with compaction on),
+and from the run's record of applied entries for the state machine safety verdict
+(the first apply of each index no node's snapshot covers yet).
 Target: with compaction, peak RSS at 60 minutes within 1.2x of that at 10
 minutes; the baseline's ratios are shown next to it (its protocol state keeps
 every entry and operation id, so it grows with the run). Measured in a process
@@ -99,9 +101,11 @@ def child(minutes: float, compaction: bool) -> dict[str, Any]:
     nodes = [world.nodes[n] for n in NODES]
     state = deep_size([getattr(n, a) for n in nodes for a in PROTOCOL_STATE if hasattr(n, a)], seen)
     history = deep_size([vars(world.history)], seen)
+    applied = deep_size([world.state], seen)  # the state machine safety check's record of applied entries
     return {
         "minutes": minutes, "compaction": compaction, "peak_rss_mb": peak_kb / 1024.0, "wall_s": wall,
-        "protocol_mb": state / 2**20, "history_mb": history / 2**20, "ops": len(world.history),
+        "protocol_mb": state / 2**20, "history_mb": history / 2**20,
+        "applied_mb": applied / 2**20, "ops": len(world.history),
         "committed": max(n.max_commit for n in nodes), "max_log": max(len(n.log) - 1 for n in nodes),
         "snapshots_installed": sum(n.snapshots_installed for n in nodes),
     }
@@ -125,7 +129,7 @@ def main(argv: list[str] | None = None) -> None:
     short, long = (2.0, 12.0) if args.quick else args.minutes
     print(f"Raft, 5 nodes, 100 ops/s, a 30 s crash every 2 min; peak RSS at {short:g} vs {long:g} simulated min")
     print(f"{'setting':>12} {'min':>5} {'wall s':>7} {'ops':>8} {'committed':>9} {'max log':>8} "
-          f"{'installs':>8} {'protocol MiB':>12} {'history MiB':>11} {'peak RSS MiB':>12}")
+          f"{'installs':>8} {'protocol MiB':>12} {'history MiB':>11} {'applied MiB':>11} {'peak RSS MiB':>12}")
     ratios = {}
     for compaction in (True, False):
         rows = [measure(m, compaction) for m in (short, long)]
@@ -133,7 +137,7 @@ def main(argv: list[str] | None = None) -> None:
         for r in rows:
             print(f"{name:>12} {r['minutes']:5g} {r['wall_s']:7.1f} {r['ops']:8d} {r['committed']:9d} "
                   f"{r['max_log']:8d} {r['snapshots_installed']:8d} {r['protocol_mb']:12.1f} "
-                  f"{r['history_mb']:11.1f} {r['peak_rss_mb']:12.1f}")
+                  f"{r['history_mb']:11.1f} {r.get('applied_mb', 0.0):11.2f} {r['peak_rss_mb']:12.1f}")
         ratios[name] = (rows[1]["peak_rss_mb"] / rows[0]["peak_rss_mb"],
                         rows[1]["protocol_mb"] / rows[0]["protocol_mb"])
     for name, (rss, state) in ratios.items():

@@ -408,14 +408,20 @@ def test_a_broker_without_fsync_loses_its_persistent_messages_at_a_power_loss():
 
 
 def test_the_raft_example_finds_two_leaders_and_the_same_run_with_fsync_does_not():
-    """experiments/scenarios/raft-no-fsync.toml, at its own seed: two leaders in one term; with fsync always
-    the same faults leave one leader per term (and its report says so)."""
+    """experiments/scenarios/raft-no-fsync.toml, at its own seed: two leaders in one term, and nodes that applied
+    different entries at one index (forgotten entries replaced); with fsync always the same faults leave one
+    leader per term and one entry per index (and its report says so)."""
     s = Scenario.from_toml(ROOT / "experiments" / "scenarios" / "raft-no-fsync.toml")
     broken = sim.run(s)
     verdict = broken.verdicts["election_safety"]
     assert not verdict.ok and verdict.explanation.startswith("two leaders in term ")
     assert any("VIOLATED: two leaders in term" in line for line in s.protocol.report(broken))
-    assert sim.run(s.variant({"cluster.fsync": "always"})).verdicts["election_safety"].ok
+    applied = broken.verdicts["state_machine_safety"]
+    assert not applied.ok and applied.explanation.startswith("two entries applied at index ")
+    assert any("state machine safety: VIOLATED: two entries applied" in line for line in s.protocol.report(broken))
+    fixed = sim.run(s.variant({"cluster.fsync": "always"}))
+    assert fixed.verdicts["election_safety"].ok and fixed.verdicts["state_machine_safety"].ok
+    assert fixed.verdicts["state_machine_safety"].applies > 0
 
 
 def test_the_two_phase_example_breaks_atomicity_only_without_fsync():

@@ -250,13 +250,18 @@ def random_faults_scenario(seconds: float = 3.0) -> Scenario:
 
 
 def test_linearizable_under_random_partitions_crashes_loss_and_duplication():
-    """Over 100 seeds of partitions, crashes, loss, duplication and reordering: linearizable, one leader per term."""
+    """Over 100 seeds of partitions, crashes, loss, duplication and reordering: linearizable, one leader per term,
+    and no two nodes apply different entries at one index (the run's state machine safety verdict)."""
     s = random_faults_scenario()
     ok = changes = 0
     for seed in range(100):
         r = sim.run(s, seed)
         assert_linearizable(r.history)
         assert_one_leader_per_term(r.node_events)
+        assert r.verdicts["election_safety"].ok
+        sms = r.verdicts["state_machine_safety"]
+        assert sms.ok, (seed, sms.explanation)
+        assert sms.applies > sms.indices > 0  # the check saw entries applied, some by more than one node
         ok += r.summary["ok"]
         changes += r.summary["protocol.leader_changes"]
     assert ok > 100 * 50 and changes > 100 * 2  # the runs did work and leadership did move

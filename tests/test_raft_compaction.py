@@ -205,8 +205,8 @@ def test_the_log_stays_bounded_under_crashes_and_partitions():
 def test_safety_holds_with_compaction_over_many_seeds():
     """24 seeds of partitions, crashes, loss, duplication and reordering with snapshots every 5 entries (reads by
     read-index, or through the log on odd seeds): linearizable, one leader per term, and state machine safety
-    (nodes that applied the same prefix hold the same data, at a hundred points of each run); snapshots were
-    installed."""
+    (nodes that applied the same prefix hold the same data, at a hundred points of each run; and the run's
+    verdict: no two nodes applied different entries at one index); snapshots were installed."""
     base = random_faults_scenario(4.0).variant({"protocol.snapshot_threshold": 5, "protocol.dedup_window": 64})
     installed = 0
     for seed in range(24):
@@ -224,6 +224,9 @@ def test_safety_holds_with_compaction_over_many_seeds():
         assert len(seen) > 50
         assert_linearizable(world.history.to_frame())
         assert_one_leader_per_term(pd.DataFrame(world.node_events, columns=["time", "node", "event"]))
+        sms = s.protocol.verdicts(world, world.state)["state_machine_safety"]
+        assert sms.ok and sms.indices > 50, (seed, sms.explanation)
+        assert len(world.state.remembered) < sms.indices  # indices every node has in its snapshot were forgotten
         installed += sum(n.snapshots_installed for n in world.nodes.values() if isinstance(n, RaftNode))
     assert installed > 24
 

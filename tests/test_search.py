@@ -14,6 +14,7 @@ import pytest
 from sim.cli import main
 from sim.errors import ScenarioError
 from sim.protocol import register_protocol
+from sim.runner import run as sim_run
 from sim.scenario import Scenario
 from sim.search import OperationSpec, SearchConfig, search
 from sim.search.explore import Explorer
@@ -567,12 +568,14 @@ FIGURE8_PREFIX = [("crash", "n2"), ("timer", "n1"), ("deliver", "n1", "n3"), ("l
 
 
 class GuidedExplorer(Explorer):
-    """An explorer whose initial state is the one a given prefix of steps reaches."""
+    """An explorer whose initial state is the one a given prefix of steps reaches (the steps taken: ``taken``)."""
 
     prefix: ClassVar[list[tuple[str, ...]]] = []
+    taken: ClassVar[list[Any]] = []
 
     def initial(self) -> Any:
         w = super().initial()
+        GuidedExplorer.taken = []
         for want in self.prefix:
             for action in self.actions(w):
                 child = clone(w)
@@ -581,6 +584,7 @@ class GuidedExplorer(Explorer):
                     (step.kind, step.src, step.dst)
                 if got == want:
                     w = child
+                    GuidedExplorer.taken.append(step)
                     break
             else:
                 raise AssertionError(f"no step {want} enabled")
@@ -600,7 +604,9 @@ def test_figure8_mutant_loses_a_committed_entry_and_the_real_raft_does_not():
     Figure 8 violation for the mutant that commits an earlier term's entry by counting replicas (n1 applies
     its term-1 write at index 2, n2 later applies its term-2 no-op there) in 14 more steps; the real Raft
     from the same steps has no violating state within the same 14 (the whole space to that depth; the full
-    search from the preloaded state is the example itself, depth-first, a few minutes)."""
+    search from the preloaded state is the example itself, depth-first, a few minutes). The replay of the
+    whole trace (prefix included) in the simulator shows the violation as its state_machine_safety verdict,
+    and the real Raft under the replay's fault schedule keeps it."""
     scenario, config = figure8("raft_mutant_count_replicas")
     GuidedExplorer.prefix = FIGURE8_PREFIX
     mutant = GuidedExplorer(scenario, config).run()
@@ -611,6 +617,25 @@ def test_figure8_mutant_loses_a_committed_entry_and_the_real_raft_does_not():
     assert kinds.count("crash") == 2 and kinds.count("recover") == 1  # n3 down and up, n1 down
     final = mutant.final
     assert final.nodes["n2"].log[2].term == 2 and final.nodes["n2"].last_applied >= 2
+    # the whole execution (prefix and found steps) replayed in the simulator shows the same violation
+    whole = dataclasses.replace(mutant, trace=GuidedExplorer.taken + mutant.trace)
+    rep = reproduce(whole)
+    assert rep.reproduced is True and rep.replay.notes == []
+    # with each fault placed just after its step's instant; placed before, n2's recovery moves ahead of n3's vote
+    # reply of the same instant, n2 is up when n1's first AppendEntries of term 3 leaves, and follows n1
+    assert rep.replay.scenario.faults == replay_scenario(whole, "after").scenario.faults
+    assert sim_run(replay_scenario(whole, "before").scenario).verdicts["state_machine_safety"].ok
+    verdict = rep.result.verdicts["state_machine_safety"]
+    assert verdict.violations[["index", "first_node", "first_term", "first_op_id", "second_node", "second_term",
+                               "second_op_id"]].to_dict("records") == [
+        {"index": 2, "first_node": "n1", "first_term": 1, "first_op_id": 1, "second_node": "n2", "second_term": 2,
+         "second_op_id": 0}]
+    assert rep.result.verdicts["election_safety"].ok  # one leader per term: only the commit rule is broken
+    # the real Raft under the same fault schedule, run on until n2 has committed in term 4, applies one entry
+    # per index (n1 never applies its term-1 write: it had no entry of term 3 on a majority)
+    same = rep.replay.scenario.variant({"protocol.name": "raft_preloaded", "run.duration": 1000})
+    real_run = sim_run(same).verdicts["state_machine_safety"]
+    assert real_run.ok and real_run.indices >= 2 and real_run.applies > real_run.indices
     real_scenario, _ = figure8("raft_preloaded")
     real = GuidedExplorer(real_scenario, config).run()
     assert real.verdict == "no_violation" and real.complete

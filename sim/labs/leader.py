@@ -42,6 +42,7 @@ import numpy as np
 import pandas as pd
 
 from ..checkers import lost_writes
+from ..checkers.state_machine_safety import check_state_machine_safety as state_machine_safety
 from ..config import fld
 from ..kernel.events import Channel
 from ..kernel.messages import ClientReply, ClientRequest
@@ -291,11 +292,10 @@ def check_state_machine_safety(result: Any) -> Check:
         if len(acked):
             return Check(False, f"{len(acked)} operations succeeded but no node called self.apply(...)")
         return Check(True, "nothing was applied (and no operation succeeded)")
-    kinds = applied.drop_duplicates(["index", "term", "op_id"])["index"].value_counts().sort_index()
-    bad = kinds[kinds > 1]
-    if len(bad) == 0:
+    verdict = state_machine_safety(applied)
+    if verdict.ok:
         return Check(True, f"{int(applied['index'].max())} log indices, one operation each")
-    index = int(bad.index[0])
+    index = int(verdict.violations["index"].min())
     rows = applied[applied["index"] == index].drop_duplicates(["node", "life", "term", "op_id"])
     first = rows.drop_duplicates(["term", "op_id"]).reset_index(drop=True)
     ops = tuple(int(op) for op in first["op_id"] if op)

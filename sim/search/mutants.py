@@ -24,6 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from ..checkers.state_machine_safety import AppliedEntries
 from ..config import fld
 from ..errors import ScenarioError
 from ..kernel.disk import Disk
@@ -119,8 +120,8 @@ class PreloadedRaft(RaftConfig):
                 raise ScenarioError(f"{path}.preload.{name}.voted_for", f"no node {vote!r}; nodes: "
                                     f"{', '.join(scenario.nodes)}")
 
-    def build_nodes(self, world: Host, state: None) -> dict[str, RaftNode]:
-        nodes = {name: self.node_class(world, name, self) for name in world.scenario.nodes}
+    def build_nodes(self, world: Host, state: AppliedEntries) -> dict[str, RaftNode]:
+        nodes = {name: self.node_class(world, name, self, state) for name in world.scenario.nodes}
         for name, spec in (self.preload or {}).items():
             disk = nodes[name].disk
             disk.update(preloaded_disk(spec, f"protocol.preload.{name}"))

@@ -150,8 +150,8 @@ def _shows(predicate: str | None, run: Any) -> bool | None:
         return not run.verdicts["atomicity"].atomic
     if predicate in ("blocked", "blocked_only_if_all_uncertain"):
         return bool(run.summary.get("txn.unresolved", 0) > 0)
-    if predicate == "election_safety" and "election_safety" in run.verdicts:
-        return not run.verdicts["election_safety"].ok
+    if predicate in ("election_safety", "state_machine_safety") and predicate in run.verdicts:
+        return not run.verdicts[predicate].ok
     return None
 
 
@@ -168,7 +168,8 @@ def reproduce(result: SearchResult) -> Reproduction:
     """Run the replay of ``result`` in the simulator, faults placed before their instants, else after.
 
     ``reproduced`` says whether the run shows the same finding (for the predicates the
-    simulator can check: ``atomicity``, ``blocked``, ``election_safety``), the first placement that does
+    simulator can check: ``atomicity``, ``blocked``, ``election_safety``, ``state_machine_safety``), the
+    first placement that does
     wins.
     """
     from ..runner import run

@@ -9,6 +9,7 @@ import pandas as pd
 
 from ...checkers.duplicates import duplicate_applications
 from ...checkers.election_safety import check_election_safety
+from ...checkers.state_machine_safety import AppliedEntries
 from ...config import Duration, at_least, fld, nonneg, positive
 from ...errors import ScenarioError
 from ...kernel.messages import ClientReply, ClientRequest
@@ -51,7 +52,7 @@ def _drift_bound(x: float) -> str | None:
 
 @register_protocol
 @dataclass(frozen=True, kw_only=True)
-class RaftConfig(ProtocolConfig[None]):
+class RaftConfig(ProtocolConfig[AppliedEntries]):
     """Raft over every cluster node; see the module docstring for the algorithm."""
 
     tag: ClassVar[str] = "raft"
@@ -117,8 +118,12 @@ class RaftConfig(ProtocolConfig[None]):
         return (ClientRequest, ClientReply, RequestVote, VoteReply, AppendEntries, AppendReply, InstallSnapshot,
                 SnapshotReply, ToLeader, FromLeader)
 
-    def build_nodes(self, world: Host, state: None) -> dict[str, RaftNode]:
-        return {name: RaftNode(world, name, self) for name in world.scenario.nodes}
+    def new_state(self, world: Host) -> AppliedEntries:
+        """The run's record of applied entries (for ``state_machine_safety``), shared by the nodes."""
+        return AppliedEntries(world.scenario.nodes)
+
+    def build_nodes(self, world: Host, state: AppliedEntries) -> dict[str, RaftNode]:
+        return {name: RaftNode(world, name, self, state) for name in world.scenario.nodes}
 
     @staticmethod
     def _nodes(world: World) -> list[RaftNode]:
@@ -132,21 +137,26 @@ class RaftConfig(ProtocolConfig[None]):
                 best = node
         return None if best is None else best.name
 
-    def tables(self, world: World, state: None) -> dict[str, pd.DataFrame]:
+    def tables(self, world: World, state: AppliedEntries) -> dict[str, pd.DataFrame]:
         """The event log's channels and ``leaders``: every election won (time, node, term)."""
         return {**world.events.frames(), "leaders": leaders_table(self._nodes(world))}
 
-    def verdicts(self, world: World, state: None) -> dict[str, Any]:
-        """``election_safety``: at most one leader per term (:mod:`sim.checkers.election_safety`); with
-        client retries also ``duplicates``: writes some replica applied twice."""
-        out: dict[str, Any] = {"election_safety": check_election_safety(leaders_table(self._nodes(world)))}
+    def verdicts(self, world: World, state: AppliedEntries) -> dict[str, Any]:
+        """``election_safety``: at most one leader per term (:mod:`sim.checkers.election_safety`);
+        ``state_machine_safety``: no two nodes applied different entries at one index
+        (:mod:`sim.checkers.state_machine_safety`); with client retries also ``duplicates``: writes
+        some replica applied twice."""
+        out: dict[str, Any] = {"election_safety": check_election_safety(leaders_table(self._nodes(world))),
+                               "state_machine_safety": state.result()}
         duplicates = self._duplicates(world)
         if duplicates is not None:
             out["duplicates"] = duplicates
         return out
 
     def report(self, result: Result) -> list[str]:
-        lines = [verdict_line("election safety", result.verdicts.get("election_safety"), "one leader per term")]
+        lines = [verdict_line("election safety", result.verdicts.get("election_safety"), "one leader per term"),
+                 verdict_line("state machine safety", result.verdicts.get("state_machine_safety"),
+                              "one entry applied per log index")]
         found = result.verdicts.get("duplicates")
         if found is not None:
             lines.append(verdict_line("duplicates", found, "no write applied twice",
@@ -154,7 +164,7 @@ class RaftConfig(ProtocolConfig[None]):
                                       f"times), {found.applied_after_fail} applied after a fail"))
         return lines
 
-    def summary(self, world: World, state: None) -> dict[str, Any]:
+    def summary(self, world: World, state: AppliedEntries) -> dict[str, Any]:
         nodes = self._nodes(world)
         return {
             "protocol.elections": sum(n.elections for n in nodes),

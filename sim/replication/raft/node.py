@@ -7,6 +7,7 @@ from collections import deque
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
+from ...checkers.state_machine_safety import AppliedEntries
 from ...dists import uniform_sampler
 from ...kernel.messages import CAS_MISMATCH, ClientReply, ClientRequest
 from ...kernel.node import Host, Node, Timer
@@ -73,11 +74,13 @@ class RaftNode(Node):
     #: counters and histories the model checker leaves out of a state's identity (sim.search)
     search_ignore: ClassVar[tuple[str, ...]] = ("roles", "elections", "leaderships", "stepdowns", "max_commit",
                                                 "forwarded", "refused", "reads_confirmed", "reads_lease",
-                                                "reads_local")
+                                                "reads_local", "applies")
 
-    def __init__(self, world: Host, name: str, cfg: RaftConfig) -> None:
+    def __init__(self, world: Host, name: str, cfg: RaftConfig, applies: AppliedEntries | None = None) -> None:
         super().__init__(world, name)
         self.cfg = cfg
+        #: the run's record of every entry any node applies (state machine safety), if kept
+        self.applies = applies
         self.peers = tuple(n for n in world.scenario.nodes if n != name)
         self.majority = len(world.scenario.nodes) // 2 + 1
         self._u = uniform_sampler(world.streams[f"raft/{name}"])
@@ -554,10 +557,14 @@ class RaftNode(Node):
             self.max_commit = self.commit_index
         log, start, data, results, waiters = self.log, self.log_start, self.data, self.results, self.waiters
         window = self.cfg.dedup_window
+        record = None if self.applies is None else self.applies.record
+        now, name, life = self.now, self.name, self.crashes
         while self.last_applied < self.commit_index:
             self.last_applied += 1
             entry = log[self.last_applied - start]
             term, op_id, op, key, value = entry[:5]
+            if record is not None:
+                record(now, name, life, self.last_applied, term, op_id)
             self._applied_terms[term] = self._applied_terms.get(term, 0) + 1
             if op == NOOP:
                 continue
@@ -632,6 +639,8 @@ class RaftNode(Node):
         log[:] = [Entry(snap.last_term, 0, NOOP, None, None), *rest]
         self.disk["snapshot"] = snap
         self.log_start = snap.last_index
+        if self.applies is not None:
+            self.applies.compacted(self.name, snap.last_index)
 
     def handle_InstallSnapshot(self, msg: InstallSnapshot, src: str) -> None:
         if msg.term < self.term:
