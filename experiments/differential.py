@@ -192,9 +192,13 @@ def timing_summary(table: pd.DataFrame, rows: pd.DataFrame, examples: dict[str, 
                      f"{int(rows['loose'].sum())} ({rows['loose'].mean():.0%})")
         for table_name, quantity in sorted({(a, b) for a, b in zip(rows["table"], rows["quantity"], strict=True)}):
             sub = rows[(rows["table"] == table_name) & (rows["quantity"] == quantity)]
+            both = sub.dropna(subset=["simulation", "broker"])
+            slower = int((both["simulation"] > both["broker"]).sum())
+            factor = (both["simulation"] / both["broker"]).median()
             lines.append(f"  {table_name} {quantity}: {len(sub)} rows, {int(sub['agree'].sum())} agree; median "
                          f"simulation {sub['simulation'].median():.2f} ms, broker {sub['broker'].median():.2f} ms, "
-                         f"allowance {sub['allowance'].median():.2f} ms; |difference| / allowance median "
+                         f"allowance {sub['allowance'].median():.2f} ms; simulation slower in {slower} of {len(both)} "
+                         f"(median simulation / broker {factor:.2f}); |difference| / allowance median "
                          f"{sub['ratio'].median():.2f}, max {sub['ratio'].max():.2f}")
     lines.append("")
     lines += [f"{count:4d}  semantics {kind}" for kind, count in table["kind"].value_counts().items()]

@@ -37,6 +37,7 @@ have told a quantity from twice it).
 
 from __future__ import annotations
 
+import math
 import random
 import re
 import time
@@ -193,8 +194,9 @@ def judged_rows(comparison: Comparison) -> list[dict[str, Any]]:
         for _, r in df[df["agree"].isin((True, False))].iterrows():
             row = {"table": table, **{c: r[c] for c in TIMING_COLUMNS}}
             row["quantity"] = str(r["quantity"]).removesuffix(" (ms)")
-            allowance = float(r["allowance"])
-            row["ratio"] = abs(float(r["difference"])) / allowance if allowance > 0 else float("inf")
+            allowance, difference = float(r["allowance"]), float(r["difference"])
+            # nan when there is nothing to measure (no message was processed on either side)
+            row["ratio"] = abs(difference) / allowance if allowance > 0 and math.isfinite(difference) else math.nan
             row["loose"] = bool(float(r["noise"]) >= abs(float(r["broker"])))
             row["agree"] = bool(r["agree"])
             out.append(row)
