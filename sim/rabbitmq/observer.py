@@ -23,8 +23,9 @@ connection infers the ones the delivery checker needs and records them with
   ``0`` ready and ``0`` consumers (``rabbit_quorum_queue:stat/2`` turns a
   timeout or an error into ``{ok, 0, 0}``): so the consumer count must match,
   and an answer that took :data:`SLOW_ANSWER_MS` or more does not count as
-  empty. Trusting such answers once ended a run "idle" with 9 messages still in
-  a quorum queue its two consumers never received;
+  empty. Trusting such an answer is the likely way a run once ended "idle"
+  with 9 messages still in a quorum queue its two consumers (prefetch 1) never
+  received;
 * at the end, :func:`drain_remaining` empties every queue and records a
   ``remain`` event per message (after the consumers' connections closed, so
   unacked messages are back in their queues).
