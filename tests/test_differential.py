@@ -25,7 +25,7 @@ from sim.messaging.broker import Broker, Delivery, Message
 from sim.messaging.history import MessageLog
 from sim.messaging.topology import Topology
 from sim.rabbitmq.compare import compare
-from sim.rabbitmq.differential import differential, shrink
+from sim.rabbitmq.differential import differential, judged_rows, shrink, timing_kind
 from sim.rabbitmq.generate import DRAIN, compact_toml, sample, scenarios
 from sim.rabbitmq.runner import check_supported
 from sim.rabbitmq.testing import with_events
@@ -326,3 +326,42 @@ def test_experiment_quick(rabbitmq, tmp_path):
     assert text.startswith("profile default: ") and "of 3 scenarios agree" in text
     lo, hi = module.wilson(3, 3)
     assert 0.4 < lo < 0.5 and hi == 1.0  # the Wilson interval of 3/3: [0.438, 1]
+
+
+# -- timing over generated scenarios --------------------------------------------------------------------------
+def test_timing_classes_name_the_quantity_and_the_faster_side():
+    """Against three runs of a broker whose every hop takes 20 ms instead of 1 ms, the timing class names the judged
+    rows outside their allowance and says the simulation is faster; every judged row (latency and retry-delay p50 and
+    p95) comes with its ratio to the allowance. Against three runs of the model itself: agree."""
+    s = Scenario.from_toml(SCENARIOS / "rabbitmq-delivery-limit.toml")
+    base = sim.run(s)
+    slow = sim.run(s.variant({"network.latency": {"dist": "constant", "value": 20.0}}))
+    c = compare(base, [slow, slow, slow])
+    kind = timing_kind(c)
+    assert kind.startswith("differ: ") and "latency p50: simulation faster" in kind, kind
+    rows = judged_rows(c)
+    assert {(r["table"], r["quantity"]) for r in rows} == {(t, q) for t in ("latency", "retry_delays")
+                                                           for q in ("p50", "p95")}
+    for r in rows:
+        assert r["agree"] == (r["ratio"] <= 1.0)
+    assert timing_kind(compare(base, [base, base, base])) == "agree"
+
+
+@pytest.mark.rabbitmq
+def test_experiment_timing_quick(rabbitmq, tmp_path):
+    """``--timing`` on one scenario with two broker runs: both rates, the allowances' tightness, the judged rows."""
+    spec = importlib.util.spec_from_file_location("_experiment_differential_t",
+                                                  ROOT / "experiments" / "differential.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    assert module.main(["--timing", "--quick", "--scenarios", "1", "--repeats", "2", "--out", str(tmp_path)]) == 0
+    table = pd.read_csv(tmp_path / "differential_timing.csv")
+    assert list(table["scenario"]) == [0] and table["kind"].iloc[0] == "agree"
+    assert table["timing"].iloc[0] == "agree" or table["timing"].iloc[0].startswith("differ: ")
+    rows = pd.read_csv(tmp_path / "timing_rows.csv")
+    assert set(rows["quantity"]) == {"p50", "p95"} and (rows["allowance"] > 0).all()
+    text = (tmp_path / "differential_timing.txt").read_text()
+    assert text.startswith("profile default, 2 broker runs per scenario: semantics agree on 1 of 1 scenarios")
+    assert "timing agrees on " in text and "allowance / broker value: median" in text
+    assert (tmp_path / "differential_timing.png").stat().st_size > 0

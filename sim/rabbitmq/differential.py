@@ -22,10 +22,22 @@ reproducible: <rows>``.
 :func:`shrink` asks hypothesis for the smallest generated scenario of a given
 class (:func:`hypothesis.find`, whose shrinking removes parts and lowers
 numbers), and :func:`~sim.rabbitmq.generate.compact_toml` prints it.
+
+:func:`timed` judges timing too: it runs the scenario through
+:func:`~sim.rabbitmq.validate.validate` (calibration ping runs, the broker's
+costs measured, ``repeats`` broker runs, the timing verdict of
+:mod:`sim.rabbitmq.timing`). :attr:`Timed.timing_kind` names the class of its
+timing outcome: ``agree``, ``not judged`` (the spans differ), or ``differ:``
+and the judged rows outside their allowance, each with the side that is faster
+(``latency p50: simulation slower``). :meth:`Timed.rows` gives every judged row
+with its difference relative to the allowance and whether the measured noise
+was as large as the broker's value itself (``loose``: a verdict that could not
+have told a quantity from twice it).
 """
 
 from __future__ import annotations
 
+import math
 import random
 import re
 import time
@@ -39,8 +51,9 @@ from ..scenario import Scenario
 from .compare import Comparison, compare
 from .generate import compact_toml, scenarios
 from .settings import AmqpSettings
+from .timing import TIMING_COLUMNS
 
-__all__ = ["Outcome", "differential", "kind_of", "shrink", "Runner"]
+__all__ = ["Outcome", "differential", "kind_of", "shrink", "Runner", "Timed", "timed", "timing_kind"]
 
 #: runs one scenario on the broker (``run_rabbitmq`` with the test broker's settings, or a stand-in in tests)
 Runner = Callable[[Scenario], Result]
@@ -167,3 +180,83 @@ def describe(outcomes: list[Outcome]) -> dict[str, Any]:
     n = len(outcomes)
     agree = len(classes.get("agree", []))
     return {"scenarios": n, "agree": agree, "rate": agree / n if n else float("nan"), "classes": classes}
+
+
+_JUDGED_TABLES = ("latency", "retry_delays")
+
+
+def judged_rows(comparison: Comparison) -> list[dict[str, Any]]:
+    """Every judged timing row: table, quantity, the values, ``ratio`` = |difference| / allowance and ``loose``
+    (the measured noise is at least the broker's value)."""
+    out = []
+    for table in _JUDGED_TABLES:
+        df = getattr(comparison, table)
+        for _, r in df[df["agree"].isin((True, False))].iterrows():
+            row = {"table": table, **{c: r[c] for c in TIMING_COLUMNS}}
+            row["quantity"] = str(r["quantity"]).removesuffix(" (ms)")
+            allowance, difference = float(r["allowance"]), float(r["difference"])
+            # nan when there is nothing to measure (no message was processed on either side)
+            row["ratio"] = abs(difference) / allowance if allowance > 0 and math.isfinite(difference) else math.nan
+            row["loose"] = bool(float(r["noise"]) >= abs(float(r["broker"])))
+            row["agree"] = bool(r["agree"])
+            out.append(row)
+    return out
+
+
+def timing_kind(comparison: Comparison) -> str:
+    """The class of a comparison's timing outcome (module docstring)."""
+    if comparison.spans_differ:
+        return "not judged"
+    wrong = [r for r in judged_rows(comparison) if not r["agree"]]
+    if not wrong:
+        return "agree"
+    return "differ: " + ", ".join(sorted(
+        f"{r['table']} {r['quantity']}: simulation {'slower' if r['simulation'] > r['broker'] else 'faster'}"
+        for r in wrong))
+
+
+@dataclass
+class Timed:
+    """A scenario judged by :func:`~sim.rabbitmq.validate.validate`: semantics over every broker run, and timing."""
+
+    scenario: Scenario
+    comparison: Comparison
+    broker_differences: list[str] = field(default_factory=list)  # later broker runs against the first
+
+    @property
+    def kind(self) -> str:
+        """The semantic class, as :func:`kind_of` names it (``broker not reproducible`` when the broker's own runs
+        differ from each other)."""
+        return kind_of(self.comparison, self.broker_differences or None)
+
+    @property
+    def timing_kind(self) -> str:
+        return timing_kind(self.comparison)
+
+    def rows(self) -> list[dict[str, Any]]:
+        return judged_rows(self.comparison)
+
+    def report(self) -> str:
+        """The semantic and timing classes, the timing rows that differ, the scenario as compact TOML."""
+        lines = [f"# semantics: {self.kind}", f"# timing: {self.timing_kind}"]
+        lines += [f"#   {d}" for d in self.comparison.semantic_differences]
+        lines += [f"#   {r['table']} {r['quantity']}: simulation {r['simulation']:.2f} ms, broker {r['broker']:.2f} ms "
+                  f"(runs {r['broker runs']}), allowance {r['allowance']:.2f} ms = noise {r['noise']:.2f} + "
+                  f"accuracy; |difference| = {r['ratio']:.2f} x allowance"
+                  for r in self.rows() if not r["agree"]]
+        lines += [f"#   {line}" for line in self.comparison.span_lines()]
+        return "\n".join(lines) + "\n" + compact_toml(self.scenario)
+
+
+def timed(scenario: Scenario, settings: AmqpSettings, *, repeats: int = 3) -> Timed:
+    """Validate ``scenario`` against the broker of ``settings`` with ``repeats`` broker runs (no requeue-order
+    probes) and compare the broker's runs with each other, so that a semantic disagreement that the broker does not
+    reproduce is classed as such."""
+    from .validate import validate
+
+    v = validate(scenario, settings=settings, repeats=repeats, probes=False)
+    own: list[str] = []
+    if v.comparison.semantics == "differ":
+        for i, r in enumerate(v.brokers[1:], start=2):
+            own += [f"broker run {i}: {d}" for d in compare(v.brokers[0], r).semantic_differences]
+    return Timed(v.scenario, v.comparison, own)

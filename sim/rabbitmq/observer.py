@@ -10,6 +10,22 @@ connection infers the ones the delivery checker needs and records them with
   newest ``x-death`` entry), then ``enqueue`` into the dead-letter queue;
 * queue depths are sampled with passive ``queue.declare`` (ready messages; the
   unacked count is what the run's consumers hold);
+* an idle probe asks each transit queue for its ready messages *and its
+  consumers*: a queue is empty only when nothing is ready and the broker counts
+  exactly the consumers the run has on it now (:func:`probe_says_empty`). A
+  consumer that crashed holding deliveries is gone from the run at once, but the
+  broker returns its deliveries only when it processes the closed connection;
+  until then a quorum queue answers 0 ready with the dead consumer still counted
+  (measured on RabbitMQ 3.10.8, ``tests/test_rabbitmq_observer.py``), and a probe
+  that trusted the ready count alone called such a run idle with the held
+  messages still to come back. Worse, a quorum queue whose Raft server does
+  not answer the broker's query within 250 ms (a loaded machine) reports
+  ``0`` ready and ``0`` consumers (``rabbit_quorum_queue:stat/2`` turns a
+  timeout or an error into ``{ok, 0, 0}``): so the consumer count must match,
+  and an answer that took :data:`SLOW_ANSWER_MS` or more does not count as
+  empty. Trusting such an answer is the likely way a run once ended "idle"
+  with 9 messages still in a quorum queue its two consumers (prefetch 1) never
+  received;
 * at the end, :func:`drain_remaining` empties every queue and records a
   ``remain`` event per message (after the consumers' connections closed, so
   unacked messages are back in their queues).
@@ -28,16 +44,20 @@ from .loop import Actor, Session
 from .names import RunNames, header_int, x_death_entries, x_death_text
 from .settings import AmqpSettings
 
-__all__ = ["ObserverActor", "drain_remaining", "OBSERVER_NODE"]
+__all__ = ["ObserverActor", "drain_remaining", "probe_says_empty", "OBSERVER_NODE", "SLOW_ANSWER_MS"]
 
 OBSERVER_NODE = "observer"
+
+#: a probe answer this slow (ms) may be a quorum queue's timed-out query, whose counts are 0 whatever the queue holds
+SLOW_ANSWER_MS = 250.0
 
 
 class ObserverActor(Actor):
     """Watches dead-letter queues, samples depths and answers idle probes (see the module docstring)."""
 
     def __init__(self, session: Session, cfg: MessagingConfig, dlq_copies: set[str],
-                 unacked: Callable[[str], int], depth_interval: float) -> None:
+                 unacked: Callable[[str], int], depth_interval: float,
+                 consuming: Callable[[str], int] | None = None) -> None:
         super().__init__(session, OBSERVER_NODE)
         topo = cfg.topology
         self.dlqs = cfg.dlq_names()
@@ -48,8 +68,10 @@ class ObserverActor(Actor):
         self.dlq_copies = dlq_copies
         self.unacked = unacked
         self.depth_interval = depth_interval
+        # how many of the run's consumers consume a queue now (None: the consumer count is not checked)
+        self.consuming = consuming
         self.arrivals = 0
-        self._probe: dict[str, int] | None = None
+        self._probe: dict[str, tuple[int, int, float]] | None = None
 
     def setup(self, channel: Any, gen: int) -> None:
         g = self.s.guard
@@ -100,24 +122,41 @@ class ObserverActor(Actor):
         if not self.ready:
             return
         self._probe = {}
-        gen = self.gen
+        gen, asked = self.gen, self.s.now()
         for q in self.transit:
             self.channel.queue_declare(self.names.real(q), passive=True,
-                                       callback=self.s.guard(self._probed, gen, q))
+                                       callback=self.s.guard(self._probed, gen, q, asked))
         if not self.transit:
             self._probe = {}
 
-    def _probed(self, gen: int, queue: str, frame: Any) -> None:
+    def _probed(self, gen: int, queue: str, asked: float, frame: Any) -> None:
         if gen == self.gen and self._probe is not None:
-            self._probe[queue] = int(frame.method.message_count)
+            self._probe[queue] = (int(frame.method.message_count), int(frame.method.consumer_count),
+                                  self.s.now() - asked)
 
     def probe_result(self) -> bool | None:
-        """None while a probe is unanswered; else whether every transit queue was empty."""
+        """None while a probe is unanswered; else whether every transit queue was empty (:func:`probe_says_empty`)."""
         if self._probe is None or len(self._probe) < len(self.transit):
             return None
-        empty = all(v == 0 for v in self._probe.values())
-        self._probe = None
-        return empty
+        answers, self._probe = self._probe, None
+        return probe_says_empty(answers, self.expected_consumers if self.consuming is not None else None)
+
+    def expected_consumers(self, queue: str) -> int:
+        """The consumers the broker should count on ``queue``: the run's ready consumers, and the observer's own on
+        a dead-letter queue it watches."""
+        own = 1 if self.ready and queue in self.live_dlqs else 0
+        return (self.consuming(queue) if self.consuming is not None else 0) + own
+
+
+def probe_says_empty(answers: dict[str, tuple[int, int, float]], expected: Callable[[str], int] | None) -> bool:
+    """Whether the answers of an idle probe, ``queue -> (ready messages, consumers, ms the answer took)``, show every
+    queue empty: nothing ready, an answer faster than :data:`SLOW_ANSWER_MS`, and (unless ``expected`` is None) the
+    broker counting ``expected(queue)`` consumers on it. A consumer that the broker still counts but the run no longer
+    has crashed or closed with deliveries the broker has not yet returned: their messages will be ready again. Fewer
+    consumers than the run has: the broker has not seen a consume yet, or its answer is a timed-out quorum queue's
+    ``0, 0`` (module docstring)."""
+    return all(ready == 0 and took < SLOW_ANSWER_MS and (expected is None or consumers == expected(queue))
+               for queue, (ready, consumers, took) in answers.items())
 
 
 def drain_remaining(settings: AmqpSettings, cfg: MessagingConfig, names: RunNames, log: ObservedLog,

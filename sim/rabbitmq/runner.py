@@ -19,7 +19,10 @@ broker restart took than the scenario's crash window), or earlier, with
 (:meth:`~sim.messaging.protocol.MessagingConfig.idle`): every publisher is done
 (every publish confirmed, no republish waiting), every consumer is idle, every
 fault is over, and the queues that messages pass through (consumed queues, TTL
-wait queues) were found empty, ready and unacked, twice in a row. A run that
+wait queues) were found empty, ready and unacked, twice in a row (the broker
+counting on each exactly the consumers the run has there now, so that the
+deliveries of a consumer that just crashed count as still to come back:
+:func:`~sim.rabbitmq.observer.probe_says_empty`). A run that
 reaches its end time is probed once more, so that it too says whether it was
 idle. Then the connections close (unacked messages return to their queues) and
 :func:`~sim.rabbitmq.observer.drain_remaining` records what is left.
@@ -189,7 +192,7 @@ class _Runner:
                           for c in cfg.consumers]
         interval = cfg.depth_interval if cfg.depth_interval is not None else duration / 200
         self.observer = ObserverActor(s, cfg, self.shared.dlq_copies, self._unacked,
-                                      max(interval, _MIN_DEPTH_INTERVAL))
+                                      max(interval, _MIN_DEPTH_INTERVAL), consuming=self._consuming)
         self.by_node = {a.node: a for a in self.publishers + self.consumers}
         self.restarter = (BrokerRestarter(broker, s.ioloop, s.guard(self._broker_event), self._redeclare)
                           if broker is not None else None)
@@ -201,6 +204,10 @@ class _Runner:
 
     def _unacked(self, queue: str) -> int:
         return sum(len(c.held) for c in self.consumers if c.spec.queue == queue)
+
+    def _consuming(self, queue: str) -> int:
+        """How many of the run's consumers consume ``queue`` now (connected; a crashed one is not)."""
+        return sum(1 for c in self.consumers if c.spec.queue == queue and c.ready and not c.crashed)
 
     def overrun_ms(self) -> float:
         return self.restarter.overrun_ms if self.restarter is not None else 0.0
