@@ -14,7 +14,7 @@ import dataclasses
 import math
 import types
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Annotated, Any, Literal, Union
 
 import numpy as np
@@ -24,6 +24,7 @@ from .errors import ScenarioError
 from .units import parse_duration
 
 __all__ = [
+    "check_node_names",
     "Duration",
     "MaybeInfDuration",
     "SignedDuration",
@@ -311,3 +312,17 @@ def to_plain(obj: Any) -> Any:
     if isinstance(obj, float) and math.isinf(obj):
         return "inf"
     return obj
+
+
+def check_node_names(nodes: Sequence[str], path: str) -> None:
+    """At least one node; each a non-empty name of letters, digits, '-' or '_'; no name twice (errors name ``path``)."""
+    if not nodes:
+        raise ScenarioError(path, "must name at least one node")
+    seen: set[str] = set()
+    for i, name in enumerate(nodes):
+        if not name or not name.replace("-", "").replace("_", "").isalnum():
+            raise ScenarioError(f"{path}[{i}]",
+                                f"must be a non-empty name of letters, digits, '-' or '_', got {name!r}")
+        if name in seen:
+            raise ScenarioError(f"{path}[{i}]", f"duplicate node name {name!r}")
+        seen.add(name)

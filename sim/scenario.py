@@ -19,7 +19,18 @@ from typing import Any, ClassVar, Literal
 import tomli_w
 
 from .client_retry import ClientRetry
-from .config import Duration, MaybeInfDuration, at_least, build, fld, nonneg, positive, prob, to_plain
+from .config import (
+    Duration,
+    MaybeInfDuration,
+    at_least,
+    build,
+    check_node_names,
+    fld,
+    nonneg,
+    positive,
+    prob,
+    to_plain,
+)
 from .dists import Constant, Dist, resolve_dist_files
 from .drain import DrainPolicy
 from .errors import ScenarioError
@@ -90,16 +101,7 @@ class ClusterConfig:
         return data
 
     def _validate(self, path: str) -> None:
-        if not self.nodes:
-            raise ScenarioError(f"{path}.nodes", "must name at least one node")
-        seen: set[str] = set()
-        for i, name in enumerate(self.nodes):
-            if not name or not name.replace("-", "").replace("_", "").isalnum():
-                raise ScenarioError(f"{path}.nodes[{i}]",
-                                    f"must be a non-empty name of letters, digits, '-' or '_', got {name!r}")
-            if name in seen:
-                raise ScenarioError(f"{path}.nodes[{i}]", f"duplicate node name {name!r}")
-            seen.add(name)
+        check_node_names(self.nodes, f"{path}.nodes")
         if self.zones is not None:
             self.zones.check(self.nodes, f"{path}.zones")
         self.fsync.check(f"{path}.fsync")

@@ -51,7 +51,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from ..config import Duration, MaybeInfDuration, at_least, build, fld, nonneg, positive
+from ..config import Duration, MaybeInfDuration, at_least, build, check_node_names, fld, nonneg, positive
 from ..errors import ScenarioError
 from ..faultspec import LEADER, FaultsConfig, Isolate, Partition, Split
 
@@ -101,16 +101,7 @@ class BrokerClusterConfig:
         return data
 
     def _validate(self, path: str) -> None:
-        if not self.nodes:
-            raise ScenarioError(f"{path}.nodes", "must name at least one node")
-        seen: set[str] = set()
-        for i, name in enumerate(self.nodes):
-            if not name or not name.replace("-", "").replace("_", "").isalnum():
-                raise ScenarioError(f"{path}.nodes[{i}]",
-                                    f"must be a name of letters, digits, '-' or '_', got {name!r}")
-            if name in seen:
-                raise ScenarioError(f"{path}.nodes[{i}]", f"duplicate node name {name!r}")
-            seen.add(name)
+        check_node_names(self.nodes, f"{path}.nodes")
 
     @property
     def detection_delay(self) -> float:
