@@ -295,6 +295,9 @@ class Scenario:
             data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
             raise ScenarioError(source, f"invalid TOML: {exc}") from None
+        if "broker" in data and "protocol" not in data:
+            raise ScenarioError(source, "a broker-cluster scenario ([broker]; for capsim validate rabbitmq-cluster), "
+                                "not a simulation scenario (which has a [protocol] section)")
         protocol = data.get("protocol")
         if base is not None and isinstance(protocol, dict) and isinstance(protocol.get("module"), str):
             module = protocol["module"]

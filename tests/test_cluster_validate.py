@@ -337,3 +337,18 @@ def _plain(path: Path) -> dict:
     import tomllib
 
     return tomllib.loads(path.read_text())
+
+
+def test_a_scenario_of_the_other_kind_is_named_as_such(capsys, tmp_path):
+    """A simulation scenario given to validate rabbitmq-cluster, or a broker-cluster scenario to capsim run or
+    validate rabbitmq, is one line saying which kind it is and where it belongs; a missing file or a folder too."""
+    simulation = Path(__file__).resolve().parents[1] / "experiments" / "scenarios" / "raft-leader-crash.toml"
+    cluster = EXAMPLES / "quorum-queue-ignore.toml"
+    cases = [(["validate", "rabbitmq-cluster", str(simulation), "--model-only"], "a simulation scenario ([protocol]"),
+             (["run", str(cluster)], "a broker-cluster scenario ([broker]; for capsim validate rabbitmq-cluster)"),
+             (["validate", "rabbitmq-cluster", str(tmp_path / "nope.toml"), "--model-only"], "nope.toml: no such file"),
+             (["validate", "rabbitmq-cluster", str(tmp_path), "--model-only"], "is a folder, not a scenario file")]
+    for argv, message in cases:
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err, err

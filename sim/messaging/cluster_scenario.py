@@ -219,7 +219,13 @@ def load_cluster_scenario(source: str | Path | Mapping[str, Any]) -> ClusterScen
     try:
         data = tomllib.loads(path.read_text())
     except FileNotFoundError:
-        raise ScenarioError("<file>", f"no such file: {path}") from None
+        raise ScenarioError(str(path), "no such file") from None
+    except IsADirectoryError:
+        raise ScenarioError(str(path), "is a folder, not a scenario file") from None
     except tomllib.TOMLDecodeError as exc:
-        raise ScenarioError("<file>", f"{path} is not valid TOML: {exc}") from None
+        raise ScenarioError(str(path), f"not valid TOML: {exc}") from None
+    if "protocol" in data and "broker" not in data:
+        raise ScenarioError(str(path), "a simulation scenario ([protocol]; for capsim run or capsim validate "
+                            "rabbitmq), not a broker-cluster scenario ([broker.cluster], [broker.queue], ...: "
+                            "see experiments/rabbitmq-cluster/)")
     return build(ClusterScenario, data, "")
