@@ -385,3 +385,31 @@ def test_consumers_restart_as_late_as_a_real_connection_set_up_takes():
     slower = sim.run(applied).tables["messages"]["latency"].median()
     assert slower > sim.run(dataclasses.replace(cal, setup_samples=()).apply(s)).tables["messages"]["latency"].median()
     assert "consumers restart and clients reconnect 7.000 ms later" in cal.describe()
+
+
+def test_a_stall_is_left_out_of_the_hop_latency_and_ordinary_spread_is_not():
+    """Pings in publish order: a stretch of 15 at 44-57 ms among 0.4-3 ms ones (seen on a loaded machine) is a stall
+    and left out; one or two slow pings in a row are ordinary spread and kept; a machine slow throughout (every
+    ping 10-30 ms) has no stall, since the bar moves with the median."""
+    import numpy as np
+
+    from sim.rabbitmq.calibrate import STALL_RUN, Calibration, stall_mask
+
+    rng = np.random.default_rng(5)
+    quiet = rng.uniform(0.4, 3.0, 100)
+    stalled = quiet.copy()
+    stalled[40:55] = rng.uniform(44.0, 57.0, 15)
+    mask = stall_mask(stalled)
+    assert mask[40:55].all() and mask.sum() == 15
+    spread = quiet.copy()
+    spread[[10, 30, 31, 70]] = 60.0  # one, two in a row, one: never STALL_RUN in a row
+    assert STALL_RUN == 3 and not stall_mask(spread).any()
+    assert not stall_mask(rng.uniform(10.0, 30.0, 100)).any()
+    assert not stall_mask(np.array([])).any()
+    # the count is kept through pooling and said in the description
+    stats = {"count": 1.0, "p50": 1.0, "p95": 1.0, "p99": 1.0, "mean": 1.0}
+    cals = [Calibration((0.5,) * 20, publish_to_receive=stats, publish_to_confirm=stats, consumer_overhead=stats,
+                        messages=20, rate=200, stalled=n) for n in (15, 0)]
+    pooled = Calibration.pooled(cals)
+    assert pooled.stalled == 15 and "15 pings inside stalls" in pooled.describe()
+    assert "stalls" not in cals[1].describe()

@@ -84,6 +84,7 @@ class Calibration:
     overhead_samples: tuple[float, ...] = field(default=(), repr=False)
     setup_samples: tuple[float, ...] = field(default=(), repr=False)
     runs: int = 1
+    stalled: int = 0  # pings left out of hop_samples: inside a stall of the broker or the machine (stall_mask)
 
     @classmethod
     def pooled(cls, calibrations: Sequence[Calibration]) -> Calibration:
@@ -97,7 +98,8 @@ class Calibration:
         return replace(calibrations[0], hop_samples=hops, publish_to_receive=_stats(2.0 * np.asarray(hops)),
                        publish_to_confirm=_stats(confirms), consumer_overhead=_stats(overheads),
                        confirm_samples=tuple(confirms), overhead_samples=tuple(overheads), setup_samples=setups,
-                       messages=sum(c.messages for c in calibrations), runs=sum(c.runs for c in calibrations))
+                       messages=sum(c.messages for c in calibrations), runs=sum(c.runs for c in calibrations),
+                       stalled=sum(c.stalled for c in calibrations))
 
     def latency_dist(self) -> Empirical:
         """The simulated per-hop latency: the measured half round trips, resampled."""
@@ -154,7 +156,14 @@ class Calibration:
                 "a TCP connection does not reorder messages. Measured but not simulated: confirm round trip p50 "
                 f"{c['p50']:.3f} ms; the "
                 f"consumer's own overhead per message (receive->ack, nothing to process) p50 {o['p50']:.3f} ms, "
-                "which adds to every real processing time." + self._describe_setup())
+                "which adds to every real processing time." + self._describe_stalls() + self._describe_setup())
+
+    def _describe_stalls(self) -> str:
+        if not self.stalled:
+            return ""
+        return (f" {self.stalled} pings inside stalls ({STALL_RUN} or more in a row, each over {STALL_FACTOR:g} x the "
+                f"median and {STALL_FLOOR_MS:g} ms) are left out of the hop latency: a stall holds up a stretch of "
+                "one run, and resampled per hop it would slow every message.")
 
     def _describe_setup(self) -> str:
         if not self.setup_samples:
@@ -171,7 +180,7 @@ class Calibration:
                 "publish_to_receive": self.publish_to_receive, "publish_to_confirm": self.publish_to_confirm,
                 "consumer_overhead": self.consumer_overhead, "connection_setup": self.connection_setup,
                 "setup_extra_ms": self.setup_extra_ms, "broker": self.broker,
-                "hop_samples": list(self.hop_samples)}
+                "stalled": self.stalled, "hop_samples": list(self.hop_samples)}
 
 
 def ping_scenario(messages: int = 100, rate: float = 200.0, queue_type: str = "classic") -> Scenario:
@@ -213,6 +222,36 @@ def connection_setups(settings: AmqpSettings, count: int = 10, queue_type: str =
     return np.asarray(times[1:])
 
 
+#: a stall: at least STALL_RUN consecutive pings, each slower than STALL_FACTOR x the median and STALL_FLOOR_MS
+STALL_RUN, STALL_FACTOR, STALL_FLOOR_MS = 3, 10.0, 5.0
+
+
+def stall_mask(times: np.ndarray) -> np.ndarray:
+    """True for the pings (in publish order) inside a stall of the broker or the machine.
+
+    A stall holds up every ping of a stretch at once (seen on a loaded machine: 15 pings in a row at 44-57 ms
+    where the rest took 0.4-3 ms); a single slow ping is ordinary spread and stays, and so does a machine that
+    is slow throughout (the median moves with it).
+    """
+    times = np.asarray(times, dtype=float)
+    if len(times) == 0:
+        return np.zeros(0, dtype=bool)
+    slow = times > max(STALL_FLOOR_MS, STALL_FACTOR * float(np.median(times)))
+    mask = np.zeros(len(times), dtype=bool)
+    i = 0
+    while i < len(times):
+        if slow[i]:
+            j = i
+            while j < len(times) and slow[j]:
+                j += 1
+            if j - i >= STALL_RUN:
+                mask[i:j] = True
+            i = j
+        else:
+            i += 1
+    return mask
+
+
 def calibrate(settings: AmqpSettings | None = None, *, url: str | None = None, messages: int = 100,
               rate: float = 200.0, queue_type: str = "classic", warmup: int = 5, setups: int = 10) -> Calibration:
     """Run the ping scenario on the broker and time ``setups`` connection set-ups (see the module docstring)."""
@@ -229,8 +268,10 @@ def calibrate(settings: AmqpSettings | None = None, *, url: str | None = None, m
         return (both["b"] - both["a"]).to_numpy(dtype=float)
 
     to_receive, to_confirm, overhead = span("publish", "receive"), span("publish", "confirm"), span("receive", "ack")
+    stalled = stall_mask(to_receive)
     return Calibration(
-        hop_samples=tuple(float(x) for x in np.round(to_receive / 2.0, 4)),
+        hop_samples=tuple(float(x) for x in np.round(to_receive[~stalled] / 2.0, 4)),
+        stalled=int(stalled.sum()),
         publish_to_receive=_stats(to_receive),
         publish_to_confirm=_stats(to_confirm),
         consumer_overhead=_stats(overhead),
