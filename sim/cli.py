@@ -370,6 +370,15 @@ def _print_errors(failed: Any, headline: str, shown: int = 3) -> None:
               file=sys.stderr)
 
 
+def _show_validation(result: Any, out: str | None) -> int:
+    """Print a validation's report, save it to ``out`` if given; the exit status: 0 agree (or model only),
+    4 only timing differs, 1 otherwise."""
+    print(result.report())
+    if out is not None:
+        print(f"\n{wrote(result.save(out), 'validation')}")
+    return {"agree": 0, "model only": 0, "timing differs": 4}.get(result.verdict, 1)
+
+
 def _cmd_validate(args: argparse.Namespace) -> int:
     """``capsim validate rabbitmq``: 0 agree, 1 semantics differ, 4 only timing differs, 2 user mistake (via main),
     3 broker or adapter failure."""
@@ -403,10 +412,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     except AdapterError as exc:
         print(f"capsim: error: {settings.redact(str(exc))}", file=sys.stderr)
         return 3
-    print(result.report())
-    if args.out is not None:
-        print(f"\n{wrote(result.save(args.out), 'validation')}")
-    return {"agree": 0, "timing differs": 4}.get(result.verdict, 1)
+    return _show_validation(result, args.out)
 
 
 def _cmd_validate_cluster(args: argparse.Namespace) -> int:
@@ -429,10 +435,7 @@ def _cmd_validate_cluster(args: argparse.Namespace) -> int:
     except AdapterError as exc:
         print(f"capsim: error: {exc}", file=sys.stderr)
         return 3
-    print(result.report())
-    if args.out is not None:
-        print(f"\n{wrote(result.save(args.out), 'validation')}")
-    return {"agree": 0, "model only": 0, "timing differs": 4}.get(result.verdict, 1)
+    return _show_validation(result, args.out)
 
 
 if __name__ == "__main__":  # pragma: no cover

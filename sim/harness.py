@@ -30,7 +30,7 @@ from .rng import Streams
 from .runner import with_seed
 from .scenario import Scenario
 
-__all__ = ["Harness", "Sent", "PendingTimer", "ManualClock"]
+__all__ = ["Harness", "StepHost", "Sent", "PendingTimer", "ManualClock"]
 
 
 class Sent(NamedTuple):
@@ -100,7 +100,39 @@ class _Outbox:
         """A node closing a connection: nothing to record (connections are the network's)."""
 
 
-class Harness:
+class StepHost:
+    """What the two hosts that drive nodes step by step share (:class:`Harness`, the search's
+    ``SearchWorld``): the time of their clock, the node-event log, and building the protocol's nodes."""
+
+    scenario: Scenario
+    seed: int
+    streams: Streams
+    events: EventLog
+    env: Any
+    network: Any
+    node_events: list[tuple[float, str, str]]
+    nodes: dict[str, Node]
+    state: Any
+
+    @property
+    def now(self) -> float:
+        return self.env.now
+
+    def record_node_event(self, node: str, event: str) -> None:
+        self.node_events.append((self.env.now, node, event))
+
+    def _build_nodes(self, scenario: Scenario, boot: bool = True) -> None:
+        """The protocol's run state and nodes (``self.nodes`` exists, empty, while they are built); booted."""
+        self.nodes = {}
+        protocol = scenario.protocol
+        self.state = protocol.new_state(self)
+        self.nodes = dict(protocol.build_nodes(self, self.state))
+        if boot:
+            for node in self.nodes.values():
+                node.start()
+
+
+class Harness(StepHost):
     """The nodes of ``scenario``'s protocol with sends and timers captured (see the module docstring).
 
     ``boot=False`` builds the nodes without booting them (call ``node.start()``
@@ -118,20 +150,7 @@ class Harness:
         self.network = _Outbox(self.env)
         self.node_events: list[tuple[float, str, str]] = []
         self._taken = 0
-        protocol = scenario.protocol
-        self.state: Any = protocol.new_state(self)
-        self.nodes: dict[str, Node] = dict(protocol.build_nodes(self, self.state))
-        if boot:
-            for node in self.nodes.values():
-                node.start()
-
-    # -- the host interface (what nodes use) ----------------------------------------------
-    @property
-    def now(self) -> float:
-        return self.env.now
-
-    def record_node_event(self, node: str, event: str) -> None:
-        self.node_events.append((self.env.now, node, event))
+        self._build_nodes(scenario, boot)
 
     # -- driving -----------------------------------------------------------------------------
     def deliver(self, dst: str, msg: Any, src: str) -> list[Sent]:

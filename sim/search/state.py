@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from ..harness import StepHost
 from ..kernel.disk import Disk
 from ..kernel.events import Channel, EventLog
 from ..kernel.messages import ClientReply
@@ -184,7 +185,7 @@ class Op:
     error: str | None = None
 
 
-class SearchWorld:
+class SearchWorld(StepHost):
     """The host of one search state (see the module docstring)."""
 
     def __init__(self, scenario: Scenario, seed: int | None = None) -> None:
@@ -204,19 +205,7 @@ class SearchWorld:
         #: what predicates remember of the execution so far (e.g. every entry any Raft node applied); its
         #: part that matters goes into the state's key through the predicate's fingerprint
         self.memory: dict[str, Any] = {}
-        self.nodes: dict[str, Node] = {}
-        protocol = scenario.protocol
-        self.state: Any = protocol.new_state(self)
-        self.nodes = dict(protocol.build_nodes(self, self.state))
-        for node in self.nodes.values():
-            node.start()
-
-    @property
-    def now(self) -> float:
-        return self.env.now
-
-    def record_node_event(self, node: str, event: str) -> None:
-        self.node_events.append((self.env.now, node, event))
+        self._build_nodes(scenario)
 
     def client_message(self, client: str, msg: Any) -> None:
         """A node answered a client: the operation completes now (the client never times out)."""
